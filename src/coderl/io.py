@@ -1,0 +1,122 @@
+"""JSONL records on disk: the interchange format between stages.
+
+* ``read_jsonl`` yields dicts and names the file and line of any malformed record.
+* ``JsonlAppender`` appends records and flushes each one, so a killed stage loses nothing already
+  written; ``read_jsonl(..., tolerate_torn_tail=True)`` drops a half-written last line left by a kill.
+* ``atomic_write_text`` / ``atomic_write_jsonl`` write final files via a temp file + rename.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+
+class RecordError(ValueError):
+    """A malformed record; the message names the file and the line."""
+
+    def __init__(self, path: Any, line: int | None, what: str):
+        self.path, self.line, self.what = str(path), line, what
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {what}")
+
+
+def _open_text(path: Path, mode: str):
+    if str(path).endswith(".gz"):
+        return io.TextIOWrapper(gzip.open(path, mode.replace("t", "") + "b"), encoding="utf-8")
+    return open(path, mode, encoding="utf-8")
+
+
+def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> Iterator[dict]:
+    """Yield one dict per non-blank line. Raises RecordError naming file:line on bad JSON."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    try:
+        with _open_text(path, "rt") as f:
+            lines = f.read().split("\n")
+    except UnicodeDecodeError as e:
+        raise RecordError(path, None, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    last = max((i for i, l in enumerate(lines) if l.strip()), default=-1)
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as e:
+            if tolerate_torn_tail and i == last:
+                return  # a half-written final record from a killed run
+            raise RecordError(path, i + 1, f"malformed JSON ({e.msg}, column {e.colno})") from None
+        if not isinstance(rec, dict):
+            raise RecordError(path, i + 1, f"expected a JSON object, got {type(rec).__name__}")
+        yield rec
+
+
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+
+
+atomic_write_jsonl = write_jsonl
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+class JsonlAppender:
+    """Append records to a JSONL file, one flushed line each (resumable stages).
+
+    On open, a torn last line left by a killed run is cut off so the file stays valid JSONL.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            _truncate_torn_tail(self.path)
+        self._f = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._f.flush()
+
+    def write_many(self, records: Iterable[dict]) -> None:
+        self._f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
+        self._f.flush()
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> "JsonlAppender":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _truncate_torn_tail(path: Path) -> None:
+    data = path.read_bytes()
+    if not data or data.endswith(b"\n"):
+        return
+    cut = data.rfind(b"\n") + 1  # 0 when the only line is torn
+    with open(path, "r+b") as f:
+        f.truncate(cut)

