@@ -122,6 +122,117 @@ def problems_stats(specs: Optional[list[str]] = typer.Argument(None, help="Sets 
     console.print(table)
 
 
+@app.command("execute")
+def execute_cmd(problems_spec: str = typer.Option(..., "--problems", help="mbpp | humaneval | apps | a path"),
+                samples: Path = typer.Option(..., "--samples", help="Samples JSONL (problem_id, index, program)."),
+                out: Path = typer.Option(..., "--out", help="Results JSONL (appended; a rerun resumes)."),
+                path: Optional[Path] = PathOpt, split: Optional[str] = SplitOpt,
+                workers: int = typer.Option(0, "--workers", help="Warm workers (0: two per core)."),
+                timeout: float = typer.Option(4.0, "--timeout", help="Seconds per test case."),
+                memory_mb: int = typer.Option(2048, "--memory-mb", help="Address-space limit per program."),
+                cache: Optional[Path] = typer.Option(None, "--cache", help="SQLite verdict cache file."),
+                full: bool = typer.Option(False, "--full", help="Run every test (no early exit)."),
+                isolation: str = typer.Option("auto", "--isolation", help="auto | bwrap | none")) -> None:
+    """Run sampled programs against their problems' tests: one Result per sample (resumable)."""
+    from .execution import ExecConfig, Limits
+    from .execution.stage import execute, print_summary
+    from .io import RecordError
+
+    problems = load_problem_set(problems_spec, path, split)
+    cfg = ExecConfig(workers=workers, timeout=timeout, limits=Limits(memory_mb=memory_mb), isolation=isolation,
+                     cache_path=str(cache) if cache else None, early_exit=not full)
+    try:
+        summary = execute(list(problems), samples, out, cfg, progress=True)
+    except (RecordError, FileNotFoundError) as e:
+        fail(str(e))
+    print_summary(summary, console)
+
+
+@app.command("generate")
+def generate_cmd(problems_spec: str = typer.Option(..., "--problems", help="mbpp | humaneval | apps | a path"),
+                 out: Path = typer.Option(..., "--out", help="Samples JSONL (appended; a rerun resumes)."),
+                 path: Optional[Path] = PathOpt, split: Optional[str] = SplitOpt,
+                 difficulty: Optional[list[str]] = DiffOpt, start: Optional[int] = StartOpt,
+                 end: Optional[int] = EndOpt,
+                 model: str = typer.Option("default", "--model", help="default | an HF directory | a .gguf file"),
+                 num_seqs: int = typer.Option(10, "--num-seqs", help="Sampled programs per problem."),
+                 greedy: bool = typer.Option(True, "--greedy/--no-greedy", help="One extra greedy program per problem."),
+                 batch_size: int = typer.Option(16, "--batch-size", help="Sequences decoded together."),
+                 temperature: float = typer.Option(0.8, "--temperature"),
+                 top_p: float = typer.Option(0.95, "--top-p"),
+                 max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
+                 seed: int = typer.Option(0, "--seed"),
+                 prompt_style: str = typer.Option("auto", "--prompt-style", help="auto | chat | plain"),
+                 threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
+                 device: str = typer.Option("cpu", "--device")) -> None:
+    """Sample programs from a model: num_seqs per problem plus a greedy one (resumable)."""
+    from .generation import GenerationConfig, generate
+    from .io import RecordError
+    from .models import ModelError
+
+    problems = load_problem_set(problems_spec, path, split, difficulty, start, end)
+    cfg = GenerationConfig(model=model, num_seqs=num_seqs, greedy=greedy, batch_size=batch_size,
+                           temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
+                           prompt_style=prompt_style, threads=threads, device=device)
+    try:
+        summary = generate(list(problems), out, cfg)
+    except (ModelError, RecordError, ValueError) as e:
+        fail(str(e))
+    console.print_json(json.dumps(summary))
+
+
+@app.command("evaluate")
+def evaluate_cmd(problems_spec: str = typer.Option(..., "--problems", help="mbpp | humaneval | apps | a path"),
+                 results: Path = typer.Option(..., "--results", help="Results JSONL from `coderl execute`."),
+                 out_dir: Path = typer.Option(..., "--out-dir", help="Where report.md/json and plots go."),
+                 samples: Optional[Path] = typer.Option(None, "--samples", help="Samples JSONL (origins)."),
+                 path: Optional[Path] = PathOpt, split: Optional[str] = SplitOpt,
+                 difficulty: Optional[list[str]] = DiffOpt, start: Optional[int] = StartOpt,
+                 end: Optional[int] = EndOpt,
+                 k: Optional[list[int]] = typer.Option(None, "--k", help="pass@k values (repeatable)."),
+                 n_at_k: Optional[list[str]] = typer.Option(None, "--n-at-k", help="n@k like 1@10 (repeatable)."),
+                 plots: bool = typer.Option(True, "--plots/--no-plots")) -> None:
+    """pass@k, n@k with example-test filtering, breakdowns and plots: report.md / report.json."""
+    from .evaluation import EvalConfig, evaluate, pass_table
+    from .io import RecordError
+
+    problems = load_problem_set(problems_spec, path, split, difficulty, start, end)
+    cfg = EvalConfig(plots=plots)
+    if k:
+        cfg.ks = list(k)
+    if n_at_k:
+        cfg.n_at_k = list(n_at_k)
+    try:
+        report = evaluate(list(problems), results, out_dir, cfg, samples_path=samples)
+    except (RecordError, FileNotFoundError, ValueError) as e:
+        fail(str(e))
+    console.print(pass_table(report), highlight=False)
+    console.print(f"report: {report['report_path']}", highlight=False)
+
+
+@app.command("pipeline")
+def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/mbpp_smollm2_eval_cpu.yaml"),
+                 set_: Optional[list[str]] = typer.Option(None, "--set", help="Override: section.key=value (YAML value).")) -> None:
+    """Run the whole loop of a recipe (generate -> execute -> evaluate) in runs/<name>/ (resumable)."""
+    import yaml
+
+    from .io import RecordError
+    from .models import ModelError
+    from .pipeline import ConfigError, load_config, run_pipeline
+    from .problems import ProblemError
+
+    overrides = {}
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            fail(f"--set {item!r}: expected section.key=value")
+        overrides[key] = yaml.safe_load(value)
+    try:
+        run_pipeline(load_config(config, overrides), echo=lambda s: console.print(s, highlight=False))
+    except (ConfigError, ModelError, ProblemError, RecordError, FileNotFoundError) as e:
+        fail(str(e))
+
+
 def main() -> None:  # pragma: no cover
     app()
 

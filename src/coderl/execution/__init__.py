@@ -1,1 +1,26 @@
-"""coderl.execution"""
+"""coderl.execution: sandboxed, hack-proof, fast unit-test execution (CodeRL's reward).
+
+``Executor(ExecConfig())`` runs programs against a Problem's tests in warm sandboxed workers and
+returns ``Result`` records; ``Rewards`` turns them into CodeRL / RLTF rewards; ``execute`` is the
+resumable ``coderl execute`` stage.
+
+Names are imported lazily, so that the worker processes (``python -m coderl.execution.worker``)
+load only what they need: a smaller process forks faster.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_EXPORTS = {
+    "COMPILE_ERROR": "outcome", "RUNTIME_ERROR": "outcome", "FAILED": "outcome", "PASSED": "outcome",
+    "OUTCOMES": "outcome", "Result": "outcome", "Rewards": "outcome", "outcome_from_code": "outcome",
+    "ExecConfig": "pool", "Executor": "pool", "Limits": "sandbox", "execute": "stage",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"coderl.execution.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'coderl.execution' has no attribute {name!r}")

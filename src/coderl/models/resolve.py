@@ -188,5 +188,6 @@ def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "floa
         tokenizer.pad_token = tokenizer.eos_token
     if not enc_dec:
         tokenizer.padding_side = "left"  # batched decoding: prompts end at the same position
+        tokenizer.truncation_side = "left"  # a too-long prompt keeps its end (the answer cue)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=str(spec), path=path,
                        is_encoder_decoder=enc_dec)

@@ -1,0 +1,111 @@
+"""Generation speed: ``coderl generate`` vs the naive loop, same model, problems and budget.
+
+The naive loop is the shape of CodeRL's generate.py: one problem at a time,
+``model.generate(num_return_sequences=n)``, no stop strings (each batch runs until all of its
+sequences emit the end token or reach ``max_new_tokens``). Both get the same prompts (the chat
+prompt of coderl.models.prompts), sampling settings and token budget, in the same process.
+
+tokens/s counts the tokens each side actually generated (naive: up to and including each
+sequence's end token; coderl: up to its stop string or end token). programs/s is the
+like-for-like figure: both produce n programs per problem.
+
+    .venv/bin/python benchmarks/generation.py --problems 8 --num-seqs 8 --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+from coderl.generation import GenerationConfig, generate, read_samples  # noqa: E402
+from coderl.models import build_prompt, extract_program, load_model  # noqa: E402
+from coderl.problems import load_problems  # noqa: E402
+
+
+@torch.inference_mode()
+def naive(lm, problems, n, temperature, top_p, max_new_tokens, seed):
+    tok, model = lm.tokenizer, lm.model
+    eos = tok.eos_token_id
+    tokens, programs = 0, []
+    torch.manual_seed(seed)
+    for p in problems:
+        prompt = build_prompt(p, tok, "auto")
+        enc = tok([prompt.text], return_tensors="pt", add_special_tokens=False)
+        out = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p,
+                             top_k=0, max_new_tokens=max_new_tokens, num_return_sequences=n,
+                             pad_token_id=tok.pad_token_id)
+        for row in out[:, enc.input_ids.shape[1]:].tolist():
+            length = row.index(eos) + 1 if eos in row else len(row)
+            tokens += length
+            programs.append(extract_program(tok.decode(row[:length], skip_special_tokens=True),
+                                            prompt, p))
+    return tokens, programs
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--problems", type=int, default=8, help="first N MBPP test problems")
+    ap.add_argument("--num-seqs", type=int, default=8)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--temperature", type=float, default=0.8)
+    ap.add_argument("--top-p", type=float, default=0.95)
+    ap.add_argument("--batch-size", type=int, default=16, help="coderl generate's batch")
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    lm = load_model("default")
+    problems = load_problems("mbpp", split="test", end=args.problems)
+    rows = {}
+
+    load0 = os.getloadavg()[0]
+    t = time.time()
+    with tempfile.TemporaryDirectory() as d:
+        cfg = GenerationConfig(num_seqs=args.num_seqs, greedy=False, batch_size=args.batch_size,
+                               temperature=args.temperature, top_p=args.top_p,
+                               max_new_tokens=args.max_new_tokens, seed=args.seed, progress=False)
+        summary = generate(problems, Path(d) / "s.jsonl", cfg, model=lm)
+        samples = read_samples(Path(d) / "s.jsonl")
+    dt = time.time() - t
+    rows["coderl"] = {"seconds": round(dt, 1), "tokens": summary["tokens"], "programs": len(samples),
+                      "tokens_per_s": round(summary["tokens"] / dt, 2),
+                      "programs_per_s": round(len(samples) / dt, 3), "loadavg_start": load0}
+
+    load0 = os.getloadavg()[0]
+    t = time.time()
+    ntok, programs = naive(lm, problems, args.num_seqs, args.temperature, args.top_p,
+                           args.max_new_tokens, args.seed)
+    dt = time.time() - t
+    rows["naive"] = {"seconds": round(dt, 1), "tokens": ntok, "programs": len(programs),
+                     "tokens_per_s": round(ntok / dt, 2), "programs_per_s": round(len(programs) / dt, 3),
+                     "loadavg_start": load0}
+
+    result = {"setup": {**vars(args), "out": str(args.out) if args.out else None,
+                        "torch_threads": torch.get_num_threads(), "model": str(lm.path)},
+              **rows,
+              "speedup_tokens_per_s": round(rows["coderl"]["tokens_per_s"] / rows["naive"]["tokens_per_s"], 2),
+              "speedup_wall": round(rows["naive"]["seconds"] / rows["coderl"]["seconds"], 2)}
+    print(json.dumps(result, indent=1))
+    print(f"\n| | seconds | tokens | tokens/s | programs/s |\n|---|---|---|---|---|")
+    for k in ("naive", "coderl"):
+        r = rows[k]
+        print(f"| {k} | {r['seconds']} | {r['tokens']} | {r['tokens_per_s']} | {r['programs_per_s']} |")
+    print(f"\nspeedup: {result['speedup_tokens_per_s']}x tokens/s, {result['speedup_wall']}x wall time")
+    if args.out:
+        args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

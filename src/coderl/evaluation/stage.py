@@ -1,0 +1,242 @@
+"""The ``evaluate`` stage: problems + samples + results -> report.json, report.md, plots.
+
+* pass@k over the sampled programs of each problem (unbiased estimator), averaged over problems;
+  k values larger than the smallest per-problem sample count are left out (and listed).
+* greedy pass@1: the share of problems whose greedy program passes.
+* n@k with example-test filtering (see :func:`coderl.evaluation.metrics.n_at_k`).
+* the same per source and per difficulty; the outcome distribution; mean fraction of tests passed.
+
+Results are matched to samples by ``(problem_id, index)``; the sample says the origin. A problem
+without any result counts as unsolved for the greedy rate and is reported in ``missing``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..io import RecordError, atomic_write_text, read_jsonl
+from ..problems.schema import Problem
+from .metrics import n_at_k, pass_at_k
+
+OUTCOMES = ("passed", "failed", "runtime_error", "compile_error")
+
+
+@dataclass
+class EvalConfig:
+    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 100])
+    n_at_k: list[str] = field(default_factory=lambda: ["1@10", "5@10"])  # "n@k" strings
+    plots: bool = True
+
+    def parsed_n_at_k(self) -> list[tuple[int, int]]:
+        out = []
+        for s in self.n_at_k:
+            try:
+                n, k = (int(x) for x in str(s).split("@"))
+            except ValueError:
+                raise ValueError(f"evaluation: n_at_k entries look like '1@10', got {s!r}") from None
+            if not 1 <= n <= k:
+                raise ValueError(f"evaluation: {s!r} needs 1 <= n <= k")
+            out.append((n, k))
+        return out
+
+
+@dataclass
+class _PerProblem:
+    n: int = 0            # sampled programs with a result
+    c: int = 0            # ... that pass the hidden tests
+    e: int = 0            # ... that pass the example tests (no example tests: all count)
+    ec: int = 0           # ... that pass both
+    greedy: bool | None = None
+    frac_tests: list[float] = field(default_factory=list)
+
+
+def load_results(path: str | Path) -> list[dict]:
+    rows = []
+    for i, d in enumerate(read_jsonl(path, tolerate_torn_tail=True)):
+        missing = [k for k in ("problem_id", "index", "outcome") if k not in d]
+        if missing:
+            raise RecordError(path, i + 1, f"result record misses field(s) {missing}")
+        if d["outcome"] not in OUTCOMES:
+            raise RecordError(path, i + 1, f"unknown outcome {d['outcome']!r}; expected {OUTCOMES}")
+        rows.append(d)
+    return rows
+
+
+def _origins(samples_path: str | Path | None) -> dict[tuple[str, int], str]:
+    if not samples_path or not Path(samples_path).exists():
+        return {}
+    return {(str(d["problem_id"]), int(d["index"])): d.get("origin", "sampled")
+            for d in read_jsonl(samples_path, tolerate_torn_tail=True)}
+
+
+def _mean(xs) -> float | None:
+    xs = list(xs)
+    return sum(xs) / len(xs) if xs else None
+
+
+def compute_metrics(problems: list[Problem], results: list[dict],
+                    origins: dict[tuple[str, int], str], cfg: EvalConfig) -> dict[str, Any]:
+    per: dict[str, _PerProblem] = {p.id: _PerProblem() for p in problems}
+    outcome_counts = {"sampled": Counter(), "greedy": Counter()}
+    unknown = 0
+    for r in results:
+        pid = str(r["problem_id"])
+        if pid not in per:
+            unknown += 1
+            continue
+        origin = origins.get((pid, int(r["index"])), r.get("origin", "sampled"))
+        ok = r["outcome"] == "passed"
+        st = per[pid]
+        group = "greedy" if origin == "greedy" else "sampled"
+        outcome_counts[group][r["outcome"]] += 1
+        if origin == "greedy":
+            st.greedy = ok
+            continue
+        st.n += 1
+        st.c += ok
+        ex = r.get("example_passed")
+        ex_ok = True if ex is None else bool(ex)
+        st.e += ex_ok
+        st.ec += ex_ok and ok
+        if r.get("tests_total"):
+            st.frac_tests.append(r.get("tests_passed", 0) / r["tests_total"])
+
+    def summarise(ids: list[str]) -> dict[str, Any]:
+        stats = [per[i] for i in ids]
+        sampled = [s for s in stats if s.n > 0]
+        min_n = min((s.n for s in sampled), default=0)
+        out: dict[str, Any] = {"problems": len(ids), "with_samples": len(sampled),
+                               "samples_per_problem_min": min_n}
+        out["pass@k"] = {str(k): _mean(pass_at_k(s.n, s.c, k) for s in sampled)
+                         for k in cfg.ks if sampled and k <= min_n}
+        greedy = [s.greedy for s in stats if s.greedy is not None]
+        out["greedy_pass@1"] = _mean(float(g) for g in greedy) if greedy else None
+        out["greedy_solved"] = int(sum(bool(g) for g in greedy))
+        out["solved_by_any"] = int(sum(1 for s in sampled if s.c > 0))
+        out["n@k"] = {f"{n}@{k}": _mean(n_at_k(s.n, s.e, s.ec, n, k) for s in sampled)
+                      for n, k in cfg.parsed_n_at_k() if sampled and k <= min_n}
+        out["mean_test_fraction"] = _mean(f for s in sampled for f in s.frac_tests)
+        return out
+
+    all_ids = [p.id for p in problems]
+    report: dict[str, Any] = {"overall": summarise(all_ids)}
+    for attr in ("source", "difficulty"):
+        groups: dict[str, list[str]] = defaultdict(list)
+        for p in problems:
+            groups[getattr(p, attr)].append(p.id)
+        report[f"by_{attr}"] = {g: summarise(ids) for g, ids in sorted(groups.items())}
+    report["outcomes"] = {g: {o: c[o] for o in OUTCOMES} for g, c in outcome_counts.items()}
+    report["missing"] = sorted(i for i in all_ids if per[i].n == 0 and per[i].greedy is None)
+    report["skipped_k"] = [k for k in cfg.ks if str(k) not in report["overall"]["pass@k"]]
+    report["results_for_unknown_problems"] = unknown
+    return report
+
+
+def _pct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:.2f}"
+
+
+def pass_table(report: dict[str, Any]) -> str:
+    """Markdown table: one row per group (overall, sources, difficulties)."""
+    ks = list(report["overall"]["pass@k"])
+    nks = list(report["overall"]["n@k"])
+    head = ["group", "problems", "greedy pass@1"] + [f"pass@{k}" for k in ks] + nks
+    rows = [head, ["---"] * len(head)]
+    groups = [("overall", report["overall"])]
+    groups += [(f"source={g}", v) for g, v in report["by_source"].items()]
+    if len(report["by_difficulty"]) > 1 or "unknown" not in report["by_difficulty"]:
+        groups += [(f"difficulty={g}", v) for g, v in report["by_difficulty"].items()]
+    for name, g in groups:
+        rows.append([name, str(g["problems"]), _pct(g["greedy_pass@1"])]
+                    + [_pct(g["pass@k"].get(k)) for k in ks] + [_pct(g["n@k"].get(x)) for x in nks])
+    return "\n".join("| " + " | ".join(r) + " |" for r in rows)
+
+
+def render_markdown(report: dict[str, Any], title: str = "coderl evaluation") -> str:
+    o = report["outcomes"]
+    lines = [f"# {title}", "", "Percentages; pass@k with the unbiased estimator over the sampled "
+             "programs; n@k: of k samples keep those passing the example tests, submit n.", "",
+             pass_table(report), "", "## Outcomes", "", "| origin | " + " | ".join(OUTCOMES) + " |",
+             "|---" * (len(OUTCOMES) + 1) + "|"]
+    for g in ("sampled", "greedy"):
+        lines.append(f"| {g} | " + " | ".join(str(o[g][x]) for x in OUTCOMES) + " |")
+    ov = report["overall"]
+    lines += ["", f"- problems solved by at least one sample: {ov['solved_by_any']} / {ov['problems']}",
+              f"- greedy solved: {ov['greedy_solved']}",
+              f"- mean fraction of hidden tests passed (sampled): {_pct(ov['mean_test_fraction'])}%"]
+    if report["skipped_k"]:
+        lines.append(f"- pass@k not reported for k = {report['skipped_k']} (fewer samples per problem)")
+    if report["missing"]:
+        lines.append(f"- {len(report['missing'])} problem(s) without results: "
+                     + ", ".join(report["missing"][:10]) + (" ..." if len(report["missing"]) > 10 else ""))
+    if report.get("plots"):
+        lines += [""] + [f"![{Path(p).stem}]({Path(p).name})" for p in report["plots"]]
+    if report.get("meta"):
+        lines += ["", "## Run", "", "```json", json.dumps(report["meta"], indent=1), "```"]
+    return "\n".join(lines) + "\n"
+
+
+def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    ks = [int(k) for k in report["overall"]["pass@k"]]
+    if ks:
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        for name, g in [("overall", report["overall"])] + list(report["by_source"].items()):
+            if len(report["by_source"]) == 1 and name != "overall":
+                continue
+            ys = [100 * g["pass@k"][str(k)] for k in ks if g["pass@k"].get(str(k)) is not None]
+            ax.plot(ks[:len(ys)], ys, marker="o", label=name)
+        ax.set_xscale("log")
+        ax.set_xlabel("k")
+        ax.set_ylabel("pass@k (%)")
+        ax.set_title("pass@k")
+        ax.grid(alpha=0.3)
+        ax.legend()
+        fig.tight_layout()
+        p = out_dir / "pass_at_k.png"
+        fig.savefig(p, dpi=100)
+        plt.close(fig)
+        paths.append(str(p))
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    width = 0.4
+    for i, g in enumerate(("sampled", "greedy")):
+        counts = report["outcomes"][g]
+        total = max(sum(counts.values()), 1)
+        ax.bar([x + i * width for x in range(len(OUTCOMES))],
+               [100 * counts[o] / total for o in OUTCOMES], width, label=g)
+    ax.set_xticks([x + width / 2 for x in range(len(OUTCOMES))], OUTCOMES, rotation=15)
+    ax.set_ylabel("share of programs (%)")
+    ax.set_title("outcomes")
+    ax.legend()
+    fig.tight_layout()
+    p = out_dir / "outcomes.png"
+    fig.savefig(p, dpi=100)
+    plt.close(fig)
+    paths.append(str(p))
+    return paths
+
+
+def evaluate(problems: list[Problem], results_path: str | Path, out_dir: str | Path,
+             config: EvalConfig | None = None, samples_path: str | Path | None = None,
+             meta: dict | None = None) -> dict[str, Any]:
+    """Compute the metrics and write report.json, report.md and plots into ``out_dir``."""
+    config = config or EvalConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    report = compute_metrics(problems, load_results(results_path), _origins(samples_path), config)
+    report["config"] = asdict(config)
+    report["meta"] = meta or {}
+    report["plots"] = write_plots(report, out_dir) if config.plots else []
+    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1))
+    atomic_write_text(out_dir / "report.md", render_markdown(report))
+    report["report_path"] = str(out_dir / "report.md")
+    return report

@@ -1,0 +1,102 @@
+"""Confinement of one forked child, done inside the worker (kept free of heavy imports: the worker
+process stays small, and a small process forks fast). See ``sandbox.py`` for the whole picture."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import resource
+import signal
+
+PR_SET_PDEATHSIG = 1
+PR_SET_CHILD_SUBREAPER = 36
+PR_SET_NO_NEW_PRIVS = 38
+
+_libc = ctypes.CDLL(None, use_errno=True)
+
+
+def prctl(option: int, arg: int) -> bool:
+    return _libc.prctl(option, arg, 0, 0, 0) == 0
+
+
+def can_drop_uid() -> bool:
+    return os.geteuid() == 0
+
+
+def prepare_worker(workdir: str) -> None:
+    """Once per worker, what every child would otherwise redo after each fork (copy-on-write page
+    faults make that costly): the program's environment, no_new_privs (inherited), /dev/null."""
+    os.environ.clear()
+    os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
+                       "HOME": workdir, "TMPDIR": workdir, "OPENBLAS_NUM_THREADS": "1"})
+    prctl(PR_SET_NO_NEW_PRIVS, 1)  # no setuid binary can give a program privileges back
+
+
+def enter_child(*, workdir: str, uid: int | None, keep_fds: tuple[int, ...],
+                stdout_path: str, stderr_path: str, devnull: int, die_with_worker: bool = True) -> None:
+    """Confine the current (freshly forked) process. Runs before the program is even received;
+    ``apply_limits`` follows once the job (and so its limits) is known. ``prepare_worker`` has
+    already scrubbed the environment and set no_new_privs in the parent."""
+    os.setsid()
+    if die_with_worker:  # (in a pid namespace the worker's death ends the namespace anyway)
+        prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    # fds: 0 <- /dev/null, 1/2 -> files in the private dir, the channels kept, the rest closed
+    out = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    for fd, target in ((devnull, 0), (out, 1), (err, 2)):
+        os.dup2(fd, target)
+    keep = sorted(set(keep_fds) | {0, 1, 2})
+    last = 2
+    for fd in keep[3:]:
+        os.closerange(last + 1, fd)
+        last = fd
+    os.closerange(last + 1, 65536)
+    if uid is not None:
+        for p in (workdir, stdout_path, stderr_path):
+            os.chown(p, uid, uid)
+    os.chdir(workdir)
+    if uid is not None:
+        os.setgroups([])
+        os.setgid(uid)
+        os.setuid(uid)
+
+
+def apply_limits(limits: dict, uid_dropped: bool) -> None:
+    """Set soft = hard rlimits (lowering is allowed after the uid drop; the program cannot raise them).
+    ``limits``: the fields of ``sandbox.Limits`` as a dict."""
+    mb = 1 << 20
+    for res, value in ((resource.RLIMIT_CPU, limits["cpu_seconds"]),
+                       (resource.RLIMIT_AS, limits["memory_mb"] * mb),
+                       (resource.RLIMIT_FSIZE, limits["file_size_mb"] * mb),
+                       (resource.RLIMIT_NOFILE, limits["open_files"]),
+                       (resource.RLIMIT_CORE, 0),
+                       # RLIMIT_NPROC counts every process of the uid: only meaningful for our own uid
+                       (resource.RLIMIT_NPROC, limits["max_procs"] if uid_dropped else -1)):
+        if value < 0:
+            continue
+        try:
+            resource.setrlimit(res, (value, value))
+        except (ValueError, OSError):
+            pass
+
+
+def reap_uid(uid: int | None, pgid: int | None) -> None:
+    """Kill whatever the program left behind: its process group, then every process of its uid."""
+    if pgid is not None:
+        try:
+            os.killpg(pgid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    if uid is None:
+        return
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in a short-lived child
+        try:
+            os.setgid(uid)
+            os.setuid(uid)
+            for _ in range(3):  # as the program's uid: only its processes, never ours
+                os.kill(-1, signal.SIGKILL)
+        except BaseException:
+            pass
+        os._exit(0)
+    os.waitpid(pid, 0)

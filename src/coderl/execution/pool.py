@@ -1,0 +1,310 @@
+"""The execution engine: a pool of warm, sandboxed workers, a verdict cache, and the ``Executor`` API.
+
+    with Executor(ExecConfig()) as ex:
+        result = ex.run(problem, program)                      # hidden tests, early exit
+        results = ex.run_many([(problem, program, "hidden"), ...])   # all cores
+
+Each worker is started once (under bubblewrap where installed) and forks one confined child per
+program, so no interpreter starts per program. See ``worker.py`` for the protocol and where verdicts
+are decided, ``sandbox.py`` for the isolation layers.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import os
+import queue
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Iterable
+
+from coderl.execution import outcome as oc, sandbox, wire
+from coderl.execution.cache import ResultCache
+from coderl.execution.outcome import Result
+
+HARNESS_VERSION = "coderl-exec-1"
+
+
+@dataclass
+class ExecConfig:
+    workers: int = 0                  # 0: two per CPU core (a worker waits on pipes part of the time)
+    timeout: float = 4.0              # seconds per test case (CodeRL: 4)
+    job_timeout: float | None = None  # seconds per program; None: (timeout + 1) * (tests + 1)
+    limits: sandbox.Limits = field(default_factory=sandbox.Limits)
+    isolation: str = "auto"           # auto (bwrap if installed) | bwrap | none
+    cache_path: str | None = None     # SQLite file; None: no cache
+    early_exit: bool = True           # stop at the first failing test (CodeRL's trick)
+    apps_preamble: bool = True        # APPS programs get CodeRL's fixed import block in their globals
+    max_output_kb: int = 1024         # stdout kept per stdio test for comparison
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "ExecConfig":
+        d = dict(d)
+        if isinstance(d.get("limits"), dict):
+            d["limits"] = sandbox.Limits(**d["limits"])
+        return cls(**d)
+
+
+class EngineError(RuntimeError):
+    pass
+
+
+def select_tests(problem: Any, which: str) -> dict[str, Any]:
+    if which not in ("hidden", "example"):
+        raise ValueError(f"tests must be 'hidden' or 'example', got {which!r}")
+    return problem.tests if which == "hidden" else problem.example_tests
+
+
+def count_tests(tests: dict[str, Any], kind: str) -> int:
+    if kind in ("stdio", "call"):
+        return len(tests.get("inputs", []))
+    return len(tests.get("asserts", [])) + (1 if tests.get("check") else 0)
+
+
+_ENGINE_IDS = itertools.count()
+
+
+class _Worker:
+    """One warm worker process and its pipes (engine side)."""
+
+    def __init__(self, index: int, uid: int, config: ExecConfig):
+        self.index, self.uid, self.config = index, uid, config
+        self.proc: subprocess.Popen | None = None
+        self.hello: dict[str, Any] = {}
+        limits = config.limits
+        self.cgroup = sandbox.Cgroup(f"{os.getpid()}-{index}", pids_max=limits.max_procs + 16,
+                                     memory_bytes=(limits.memory_mb * 2 + 512) << 20)
+        self.isolation = ""
+
+    def start(self) -> None:
+        argv, self.isolation = sandbox.worker_command(sys.executable, self.config.isolation)
+        argv = argv + ["--uid", str(self.uid)]
+        if "pids" in self.cgroup.controllers:
+            argv += ["--pids-current", str(self.cgroup.path("pids") / "pids.current")]
+        env = sandbox.worker_env() if self.isolation != "bwrap" else {"PATH": os.environ.get("PATH", "/usr/bin:/bin")}
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                     env=env, cwd="/", start_new_session=True, preexec_fn=self.cgroup.join)
+        wire.set_nonblocking(self.proc.stdout.fileno())
+        try:
+            self.hello = wire.recv(self.proc.stdout.fileno(), deadline=time.monotonic() + 60)
+        except (wire.FrameTimeout, wire.ProtocolError) as e:
+            self.stop()
+            raise EngineError(f"execution worker failed to start ({' '.join(argv[:3])} ...): {e}") from None
+
+    def stop(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=2)
+        except subprocess.TimeoutExpired:
+            self.kill()
+        self.proc.stdout.close()
+        self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        except OSError:
+            pass
+        self.proc.wait()
+
+    def run(self, job: dict[str, Any], tests: dict[str, Any]) -> dict[str, Any]:
+        assert self.proc is not None
+        wire.send(self.proc.stdin.fileno(), job)
+        wire.send(self.proc.stdin.fileno(), tests)
+        reply = wire.recv(self.proc.stdout.fileno(), deadline=time.monotonic() + job["job_timeout"] + 30)
+        if not isinstance(reply, dict) or reply.get("op") != "result":
+            raise wire.ProtocolError("worker sent no result")
+        return reply
+
+
+class Executor:
+    """Runs programs against a problem's tests. Use as a context manager (starts/stops the workers)."""
+
+    def __init__(self, config: ExecConfig | None = None):
+        self.config = config or ExecConfig()
+        n = min(self.config.workers or 2 * (os.cpu_count() or 1), 64)
+        # dedicated uids, one per worker, unique per engine (several engines may run at once: the
+        # reaper kills every process of a uid, so two engines must never share one)
+        base = 200_000 + (os.getpid() % 1_000_000) * 1024 + (next(_ENGINE_IDS) % 16) * 64
+        self._workers = [_Worker(i, base + i, self.config) for i in range(n)]
+        self._idle: queue.Queue[_Worker] = queue.Queue()
+        self.cache = ResultCache(self.config.cache_path) if self.config.cache_path else None
+        self.started = False
+        self.isolation = ""
+        self.guards: dict[str, bool] = {}
+        self.runs = 0
+
+    @property
+    def uids(self) -> list[int]:
+        """The unprivileged uids programs run as (one per worker), when the engine can drop to them."""
+        return [w.uid for w in self._workers] if self.guards.get("uid_drop") else []
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def __enter__(self) -> "Executor":
+        self.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def start(self) -> None:
+        if self.started:
+            return
+        for w in self._workers:
+            w.start()
+            self._idle.put(w)
+        self.started = True
+        self._describe()
+
+    def close(self) -> None:
+        for w in self._workers:
+            w.stop()
+            w.cgroup.remove()
+        self.started = False
+        if self.cache is not None:
+            self.cache.close()
+            self.cache = None
+
+    def _describe(self) -> None:
+        w = self._workers[0]
+        h = w.hello
+
+        def own(name: str) -> str | None:
+            try:
+                return os.readlink(f"/proc/self/ns/{name}")
+            except OSError:
+                return None
+
+        self.guards = {
+            "bwrap": w.isolation == "bwrap",
+            "pid_namespace": bool(h.get("pid_ns")) and h.get("pid_ns") != own("pid"),
+            "net_namespace": bool(h.get("net_ns")) and h.get("net_ns") != own("net"),
+            "mount_namespace": bool(h.get("mnt_ns")) and h.get("mnt_ns") != own("mnt"),
+            "uid_drop": h.get("uid") is not None,  # RLIMIT_NPROC applies; cannot signal the workers
+            "pids_cgroup": "pids" in w.cgroup.controllers,
+            "memory_cgroup": "memory" in w.cgroup.controllers,
+        }
+        parts = [w.isolation] + [k for k in ("uid_drop", "pids_cgroup", "memory_cgroup") if self.guards[k]]
+        self.isolation = "+".join(parts)
+        if w.isolation != "bwrap":
+            import warnings
+            warnings.warn(f"coderl.execution: running WITHOUT namespaces (isolation={self.isolation})",
+                          RuntimeWarning, stacklevel=3)
+
+    # -- running ------------------------------------------------------------------------------
+    def job_for(self, problem: Any, program: str, which: str = "hidden",
+                early_exit: bool | None = None) -> tuple[dict, dict, str, int]:
+        tests = select_tests(problem, which)
+        kind = problem.kind
+        n = count_tests(tests, kind)
+        cfg = self.config
+        job_timeout = cfg.job_timeout or (cfg.timeout + 1) * (n + 1)
+        limits = dataclasses.replace(cfg.limits, cpu_seconds=min(cfg.limits.cpu_seconds, math.ceil(job_timeout) + 1))
+        job = {"op": "job", "program": program, "kind": kind,
+               "apps_preamble": cfg.apps_preamble and problem.source == "apps",
+               "limits": dataclasses.asdict(limits), "timeout": cfg.timeout, "job_timeout": job_timeout,
+               "max_output": cfg.max_output_kb << 10}
+        frame = {"early_exit": cfg.early_exit if early_exit is None else early_exit}
+        if kind in ("stdio", "call"):
+            frame.update(inputs=tests.get("inputs", []), outputs=tests.get("outputs", []))
+            if kind == "call":
+                frame["fn_name"] = tests.get("fn_name") or problem.entry_point
+        else:
+            frame.update(setup=tests.get("setup") or "", asserts=tests.get("asserts", []),
+                         check=tests.get("check"), entry_point=problem.entry_point)
+        key = hashlib.sha256(json.dumps([HARNESS_VERSION, {k: v for k, v in job.items() if k != "op"}, frame],
+                                        sort_keys=True, default=repr).encode("utf-8")).hexdigest()
+        return job, frame, key, n
+
+    def run(self, problem: Any, program: str, tests: str = "hidden", early_exit: bool | None = None,
+            index: int = 0) -> Result:
+        """Run ``program`` on ``problem``'s hidden or example tests."""
+        if not self.started:
+            self.start()
+        job, frame, key, n = self.job_for(problem, program, tests, early_exit)
+        if n == 0:
+            raise ValueError(f"problem {problem.id} has no {tests} tests")
+        if self.cache is not None:
+            hit = self.cache.get(key)
+            if hit is not None:
+                hit.update(problem_id=str(problem.id), index=index, cached=True)
+                return Result.from_dict(hit)
+        raw = self._dispatch(job, frame)
+        per_test = raw.get("per_test", [])
+        err = raw.get("error") or {}
+        result = Result(problem_id=str(problem.id), index=index, outcome=raw.get("outcome", oc.RUNTIME_ERROR),
+                        tests_passed=sum(1 for v in per_test if v is True), tests_total=n, per_test=per_test,
+                        error_type=err.get("type"), error_message=oc.truncate(err.get("message")) or None,
+                        error_line=err.get("line"), stdout=oc.truncate(raw.get("stdout", "")),
+                        stderr=oc.truncate(raw.get("stderr", "")), wall_time=round(raw.get("wall_time", 0.0), 4),
+                        hash=key, isolation=self.isolation, detail=raw.get("detail"), tests=tests)
+        self.runs += 1
+        if self.cache is not None and result.detail != oc.ENGINE:
+            self.cache.put(key, result.to_dict())
+        return result
+
+    def _dispatch(self, job: dict, frame: dict) -> dict[str, Any]:
+        for attempt in range(2):
+            w = self._idle.get()
+            try:
+                return w.run(job, frame)
+            except (wire.FrameTimeout, wire.ProtocolError, OSError) as e:
+                w.kill()  # a wedged or dead worker: replace it
+                try:
+                    w.start()
+                except EngineError:
+                    pass
+                last = e
+            finally:
+                self._idle.put(w)
+        return {"outcome": oc.RUNTIME_ERROR, "detail": oc.ENGINE, "per_test": [],
+                "error": {"type": "EngineError", "message": f"worker failed twice: {last}", "line": None}}
+
+    def run_many(self, items: Iterable[tuple[Any, str, str]], early_exit: bool | None = None,
+                 progress: Any = None) -> list[Result]:
+        """Run (problem, program, which) triples on all workers; results in input order (``index`` =
+        position). Identical jobs in the batch run once; their copies come back with ``cached=True``.
+        ``progress``: optional callable invoked once per finished item."""
+        items = list(items)
+        if not self.started:
+            self.start()
+        first: dict[str, int] = {}
+        twin_of: list[int] = []
+        for i, (problem, program, which) in enumerate(items):
+            key = self.job_for(problem, program, which, early_exit)[2] + "|" + str(problem.id)
+            twin_of.append(first.setdefault(key, i))
+
+        def one(i: int) -> Result:
+            problem, program, which = items[i]
+            r = self.run(problem, program, which, early_exit, index=i)
+            if progress is not None:
+                progress(r)
+            return r
+
+        unique = [i for i, t in enumerate(twin_of) if t == i]
+        with ThreadPoolExecutor(max_workers=len(self._workers)) as pool:
+            done = dict(zip(unique, pool.map(one, unique)))
+        out = []
+        for i, t in enumerate(twin_of):
+            if t == i:
+                out.append(done[i])
+            else:
+                out.append(dataclasses.replace(done[t], index=i, cached=True))
+                if progress is not None:
+                    progress(out[-1])
+        return out

@@ -1,0 +1,157 @@
+"""The ``coderl execute`` stage: samples.jsonl -> results.jsonl (one Result per sample).
+
+Each sample runs on its problem's hidden tests; when the problem has example tests, it also runs on
+those (``example_passed``). All runs share the engine's workers; each problem's records are
+appended in one flushed write as soon as the problem is complete (so the file follows completion
+order, not the samples' order). A killed run loses only the problems in flight, and a rerun skips
+every (problem_id, index) already written.
+A summary (outcome counts, cache hit rate, throughput) is printed and written atomically beside
+the results as ``<results>.summary.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, Iterable
+
+from coderl.execution.outcome import OUTCOMES, Result
+from coderl.execution.pool import ExecConfig, Executor
+from coderl.io import JsonlAppender, RecordError, atomic_write_text, read_jsonl
+
+
+def read_samples(path: str | Path, problems: dict[str, Any]) -> list[dict[str, Any]]:
+    """Samples in file order; every error names the file and the record."""
+    samples, seen = [], set()
+    for n, rec in enumerate(read_jsonl(path), start=1):
+        where = f"record {n}"
+        for key, types in (("problem_id", (str, int)), ("index", (int,)), ("program", (str,))):
+            if key not in rec:
+                raise RecordError(path, None, f"{where}: sample has no '{key}' field")
+            if not isinstance(rec[key], types) or isinstance(rec[key], bool):
+                raise RecordError(path, None, f"{where}: '{key}' must be {'/'.join(t.__name__ for t in types)}, "
+                                              f"got {type(rec[key]).__name__}")
+        pid = str(rec["problem_id"])
+        if pid not in problems:
+            known = ", ".join(list(problems)[:3]) + (", ..." if len(problems) > 3 else "")
+            raise RecordError(path, None, f"{where}: unknown problem_id {pid!r} (loaded problems: {known})")
+        key = (pid, rec["index"])
+        if key in seen:
+            raise RecordError(path, None, f"{where}: duplicate sample (problem_id={pid!r}, index={rec['index']})")
+        seen.add(key)
+        samples.append(rec)
+    return samples
+
+
+def _group(samples: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for s in samples:
+        groups.setdefault(str(s["problem_id"]), []).append(s)
+    return groups
+
+
+def execute(problems: list[Any], samples_path: str | Path, results_path: str | Path,
+            config: ExecConfig | None = None, *, progress: bool = True) -> dict[str, Any]:
+    """Run every sample in ``samples_path``; append Results to ``results_path``; return the summary."""
+    config = config or ExecConfig()
+    by_id = {str(p.id): p for p in problems}
+    samples = read_samples(samples_path, by_id)
+    results_path = Path(results_path)
+    done: set[tuple[str, int]] = set()
+    if results_path.exists():
+        done = {(str(r["problem_id"]), r["index"]) for r in read_jsonl(results_path, tolerate_torn_tail=True)}
+    todo = [s for s in samples if (str(s["problem_id"]), s["index"]) not in done]
+    groups = list(_group(todo).items())
+
+    counts: Counter[str] = Counter()
+    start = time.monotonic()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo), unit="prog", desc="execute", dynamic_ncols=True)
+    with Executor(config) as ex, JsonlAppender(results_path) as out:
+        # every (sample, test set) is one task on the pool; a problem's records are written (one
+        # flushed write) as soon as all of its tasks are done, so a slow program never stalls others
+        lock = threading.Lock()
+        hidden: dict[tuple[str, int], Result] = {}
+        example: dict[tuple[str, int], bool] = {}
+        remaining = {pid: 0 for pid, _ in groups}
+        tasks = []
+        for pid, group in groups:
+            problem = by_id[pid]
+            for s in group:
+                tasks.append((pid, s, "hidden"))
+                if problem.example_tests and problem.num_example_tests:
+                    tasks.append((pid, s, "example"))
+        for pid, _, _ in tasks:
+            remaining[pid] += 1
+        group_of = dict(groups)
+
+        def task(t: tuple[str, dict, str]) -> None:
+            pid, s, which = t
+            r = ex.run(by_id[pid], s["program"], which, index=s["index"])
+            with lock:
+                if which == "hidden":
+                    hidden[(pid, s["index"])] = r
+                else:
+                    example[(pid, s["index"])] = r.outcome == "passed"
+                remaining[pid] -= 1
+                if remaining[pid]:
+                    return
+                recs = []
+                for sample in group_of[pid]:
+                    res = hidden.pop((pid, sample["index"]))
+                    res.example_passed = example.pop((pid, sample["index"]), None)
+                    counts[res.outcome] += 1
+                    d = res.to_dict()
+                    d["origin"] = sample.get("origin")
+                    recs.append(d)
+                out.write_many(recs)
+                if bar is not None:
+                    bar.update(len(recs))
+
+        with ThreadPoolExecutor(max_workers=len(ex._workers)) as pool:
+            for f in [pool.submit(task, t) for t in tasks]:
+                f.result()  # re-raise the first error, if any
+        hits = ex.cache.hits if ex.cache is not None else 0
+        lookups = (ex.cache.hits + ex.cache.misses) if ex.cache is not None else 0
+        isolation = ex.isolation
+    if bar is not None:
+        bar.close()
+    seconds = time.monotonic() - start
+    executed = sum(counts.values())
+    summary = {
+        "samples": len(samples), "executed": executed, "skipped_already_done": len(samples) - len(todo),
+        "outcomes": {o: counts.get(o, 0) for o in OUTCOMES},
+        "pass_rate": counts.get("passed", 0) / executed if executed else 0.0,
+        "cache": {"enabled": config.cache_path is not None, "hits": hits, "lookups": lookups,
+                  "hit_rate": hits / lookups if lookups else 0.0},
+        "seconds": round(seconds, 3), "programs_per_second": round(executed / seconds, 1) if seconds > 0 else 0.0,
+        "isolation": isolation, "results": str(results_path),
+    }
+    atomic_write_text(str(results_path) + ".summary.json", json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def print_summary(summary: dict[str, Any], console: Any = None) -> None:
+    """A rich table of outcomes, then cache and speed."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = console or Console()
+    table = Table(title=f"execution: {summary['executed']} run, {summary['skipped_already_done']} already done")
+    table.add_column("outcome")
+    table.add_column("programs", justify="right")
+    table.add_column("share", justify="right")
+    n = summary["executed"] or 1
+    for o, c in summary["outcomes"].items():
+        table.add_row(o, str(c), f"{100 * c / n:.1f}%")
+    console.print(table)
+    cache = summary["cache"]
+    cache_text = f"{100 * cache['hit_rate']:.1f}% ({cache['hits']}/{cache['lookups']})" if cache["enabled"] else "off"
+    console.print(f"cache hit rate: {cache_text}   speed: {summary['programs_per_second']} programs/s "
+                  f"({summary['seconds']} s)   isolation: {summary['isolation']}", highlight=False)

@@ -1,0 +1,296 @@
+"""Batched decoding with per-sequence stop strings, for causal and encoder-decoder models.
+
+One call decodes a batch of prompts (left-padded for causal models). Each step samples (or picks
+greedily) the next token of every unfinished sequence, then
+
+* a sequence is finished when it emits an end-of-sequence token or its generated text contains
+  one of its stop strings (checked on the decoded tail, so a stop string split across tokens is
+  still seen), or when it reaches ``max_new_tokens``;
+* finished sequences leave the batch at once: their rows are dropped from the KV cache, so the
+  remaining ones decode faster (``transformers.generate`` keeps computing finished rows until the
+  longest one is done);
+* the batch ends when every sequence is finished.
+
+The log-probability recorded per token is the model's own (temperature 1, no top-p), i.e. the
+log-likelihood that RL and the critic work with; ``logprob`` is its sum over the sequence.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass
+class Completion:
+    text: str            # decoded generated text (special tokens skipped), stop string included
+    token_ids: list[int]
+    logprob: float       # sum of the model's log-probabilities of token_ids
+    finish: str          # "stop" (stop string), "eos" or "length"
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.token_ids)
+
+
+def _sample_next(logits: torch.Tensor, temperature: float, top_p: float,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    if temperature <= 0:
+        return logits.argmax(-1)
+    scaled = logits / temperature
+    if top_p < 1.0:
+        sorted_logits, order = scaled.sort(-1, descending=True)
+        cum = sorted_logits.softmax(-1).cumsum(-1)
+        remove = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
+        sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+        scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = scaled.softmax(-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+def _eos_ids(model, tokenizer) -> set[int]:
+    ids: set[int] = set()
+    for src in (getattr(model, "generation_config", None), model.config):
+        e = getattr(src, "eos_token_id", None) if src is not None else None
+        if e is not None:
+            ids.update(e if isinstance(e, (list, tuple)) else [e])
+    if tokenizer.eos_token_id is not None:
+        ids.add(tokenizer.eos_token_id)
+    return ids
+
+
+def _cache_of(out):
+    cache = getattr(out, "cache", None)  # transformers >= 5.x names it ``cache``
+    return cache if cache is not None else out.past_key_values
+
+
+@torch.inference_mode()
+def decode_batch(model, tokenizer, prompts: list[str], *, stop: list[list[str]] | None = None,
+                 max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 generator: torch.Generator | None = None, is_encoder_decoder: bool = False,
+                 max_prompt_tokens: int | None = None, on_step=None) -> list[Completion]:
+    """Decode one batch of prompts; ``stop[i]`` are the stop strings of prompt ``i``.
+
+    ``on_step(n_active)`` is called after every step (progress bars).
+    """
+    n = len(prompts)
+    stop = stop or [[] for _ in prompts]
+    tail = max([len(tokenizer.encode(s, add_special_tokens=False)) for ss in stop for s in ss]
+               + [1]) + 2
+    device = next(model.parameters()).device
+    enc = tokenizer(prompts, return_tensors="pt", padding=True,
+                    add_special_tokens=is_encoder_decoder, truncation=max_prompt_tokens is not None,
+                    max_length=max_prompt_tokens).to(device)
+    eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
+
+    if is_encoder_decoder:
+        enc_mask = enc.attention_mask
+        encoder_out = model.get_encoder()(input_ids=enc.input_ids, attention_mask=enc_mask)
+        start = model.config.decoder_start_token_id
+        if start is None:
+            start = tokenizer.pad_token_id
+        dec = torch.full((n, 1), start, dtype=torch.long, device=device)
+        out = model(encoder_outputs=encoder_out, attention_mask=enc_mask, decoder_input_ids=dec,
+                    use_cache=True)
+    else:
+        mask = enc.attention_mask
+        pos = (mask.cumsum(-1) - 1).clamp(min=0)
+        out = model(input_ids=enc.input_ids, attention_mask=mask, position_ids=pos, use_cache=True)
+    cache = _cache_of(out)
+    logits = out.logits[:, -1, :].float()
+
+    rows = list(range(n))                 # original index of each active row
+    tokens: list[list[int]] = [[] for _ in prompts]
+    logps: list[list[float]] = [[] for _ in prompts]
+    finish = ["length"] * n
+    for step in range(max_new_tokens):
+        logp_all = logits.log_softmax(-1)
+        nxt = _sample_next(logits, temperature, top_p, generator)
+        chosen = logp_all.gather(-1, nxt[:, None]).squeeze(-1)
+        is_eos = torch.isin(nxt, eos).tolist()
+        nxt_l, chosen_l = nxt.tolist(), chosen.tolist()
+        keep: list[int] = []
+        for j, r in enumerate(rows):
+            tokens[r].append(nxt_l[j])
+            logps[r].append(chosen_l[j])
+            if is_eos[j]:
+                finish[r] = "eos"
+                continue
+            if stop[r]:
+                recent = tokenizer.decode(tokens[r][-tail:], skip_special_tokens=True)
+                if any(s in recent for s in stop[r]):
+                    finish[r] = "stop"
+                    continue
+            keep.append(j)
+        if on_step is not None:
+            on_step(len(rows))
+        if not keep or step == max_new_tokens - 1:
+            break
+        if len(keep) < len(rows):  # drop finished rows from the batch and the cache
+            idx = torch.tensor(keep, device=device)
+            cache.batch_select_indices(idx)
+            nxt = nxt[idx]
+            rows = [rows[j] for j in keep]
+            if is_encoder_decoder:
+                encoder_out.last_hidden_state = encoder_out.last_hidden_state[idx]
+                enc_mask = enc_mask[idx]
+            else:
+                mask = mask[idx]
+        if is_encoder_decoder:
+            out = model(encoder_outputs=encoder_out, attention_mask=enc_mask,
+                        decoder_input_ids=nxt[:, None], cache=cache, use_cache=True)
+        else:
+            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+            pos = mask.sum(-1, keepdim=True) - 1
+            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
+                        cache=cache, use_cache=True)
+        cache = _cache_of(out)
+        logits = out.logits[:, -1, :].float()
+
+    results = []
+    for r in range(n):
+        ids = tokens[r]
+        text_ids = ids[:-1] if finish[r] == "eos" else ids
+        results.append(Completion(text=tokenizer.decode(text_ids, skip_special_tokens=True),
+                                  token_ids=ids, logprob=float(sum(logps[r])), finish=finish[r]))
+    return results
+
+
+@dataclass
+class Request:
+    """One sequence to decode: its prompt, stop strings and decoding settings."""
+
+    prompt: str
+    stop: list[str]
+    temperature: float = 0.0   # 0: greedy
+    top_p: float = 1.0
+
+
+def _sample_rows(logits: torch.Tensor, temp: torch.Tensor, top_p: torch.Tensor,
+                 generator: torch.Generator | None) -> torch.Tensor:
+    """Per-row temperature / top-p; rows with temperature 0 are greedy."""
+    greedy = logits.argmax(-1)
+    sampling = temp > 0
+    if not bool(sampling.any()):
+        return greedy
+    scaled = logits / temp.clamp(min=1e-6)[:, None]
+    sorted_logits, order = scaled.sort(-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    remove = (probs.cumsum(-1) - probs) > top_p[:, None]
+    sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
+    scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
+    drawn = torch.multinomial(scaled.softmax(-1), 1, generator=generator).squeeze(-1)
+    return torch.where(sampling, drawn, greedy)
+
+
+def _left_pad_cache(cache, pad: int) -> None:
+    if pad:
+        for layer in cache.layers:
+            layer.keys = torch.nn.functional.pad(layer.keys, (0, 0, pad, 0))
+            layer.values = torch.nn.functional.pad(layer.values, (0, 0, pad, 0))
+
+
+@torch.inference_mode()
+def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int = 16,
+                  max_new_tokens: int = 256, generator: torch.Generator | None = None,
+                  max_prompt_tokens: int | None = None, on_step=None, on_done=None
+                  ) -> list[Completion]:
+    """Continuous batching for causal models: decode ``requests`` with at most ``batch_size``
+    sequences in flight, admitting new requests as soon as a quarter of the slots are free.
+
+    Finished sequences leave the batch at once (their KV-cache rows are dropped); admitted ones
+    are prefilled together, left-padded to the running cache's length and joined to it, so the
+    batch stays full instead of waiting for its longest sequence. Requests are admitted in order.
+    ``on_done(i, completion)`` is called as request ``i`` finishes; ``on_step(n_active)`` after
+    every decoding step. Returns the completions in request order.
+    """
+    device = next(model.parameters()).device
+    eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
+    tail = max([len(tokenizer.encode(s, add_special_tokens=False))
+                for r in requests for s in r.stop] + [1]) + 2
+    results: list[Completion | None] = [None] * len(requests)
+    tokens: dict[int, list[int]] = {}
+    logps: dict[int, list[float]] = {}
+    rows: list[int] = []            # request index of each row in flight
+    cache = mask = logits = None
+    next_req = 0
+    refill_at = batch_size - max(1, batch_size // 4)
+
+    def admit(k: int):
+        nonlocal cache, mask, logits, next_req
+        ids = list(range(next_req, min(next_req + k, len(requests))))
+        next_req = ids[-1] + 1
+        enc = tokenizer([requests[i].prompt for i in ids], return_tensors="pt", padding=True,
+                        add_special_tokens=False, truncation=max_prompt_tokens is not None,
+                        max_length=max_prompt_tokens).to(device)
+        m = enc.attention_mask
+        out = model(input_ids=enc.input_ids, attention_mask=m,
+                    position_ids=(m.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+        new_cache, new_logits = _cache_of(out), out.logits[:, -1, :].float()
+        for i in ids:
+            tokens[i], logps[i] = [], []
+        if cache is None:
+            cache, mask, logits, rows[:] = new_cache, m, new_logits, ids
+            return
+        width = max(mask.shape[1], m.shape[1])
+        _left_pad_cache(cache, width - mask.shape[1])
+        _left_pad_cache(new_cache, width - m.shape[1])
+        for old, new in zip(cache.layers, new_cache.layers):
+            old.keys = torch.cat([old.keys, new.keys], dim=0)
+            old.values = torch.cat([old.values, new.values], dim=0)
+        pad = lambda x: torch.nn.functional.pad(x, (width - x.shape[1], 0))  # noqa: E731
+        mask = torch.cat([pad(mask), pad(m)], dim=0)
+        logits = torch.cat([logits, new_logits], dim=0)
+        rows.extend(ids)
+
+    while rows or next_req < len(requests):
+        if next_req < len(requests) and len(rows) <= refill_at:
+            admit(batch_size - len(rows))
+        temp = torch.tensor([requests[r].temperature for r in rows], device=device)
+        top_p = torch.tensor([requests[r].top_p for r in rows], device=device)
+        nxt = _sample_rows(logits, temp, top_p, generator)
+        chosen = logits.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1).tolist()
+        is_eos = torch.isin(nxt, eos).tolist()
+        nxt_l = nxt.tolist()
+        keep: list[int] = []
+        for j, r in enumerate(rows):
+            tokens[r].append(nxt_l[j])
+            logps[r].append(chosen[j])
+            finish = None
+            if is_eos[j]:
+                finish = "eos"
+            elif requests[r].stop and any(s in tokenizer.decode(tokens[r][-tail:], skip_special_tokens=True)
+                                          for s in requests[r].stop):
+                finish = "stop"
+            elif len(tokens[r]) >= max_new_tokens:
+                finish = "length"
+            if finish is None:
+                keep.append(j)
+                continue
+            ids = tokens.pop(r)
+            text_ids = ids[:-1] if finish == "eos" else ids
+            results[r] = Completion(text=tokenizer.decode(text_ids, skip_special_tokens=True),
+                                    token_ids=ids, logprob=float(sum(logps.pop(r))), finish=finish)
+            if on_done is not None:
+                on_done(r, results[r])
+        if on_step is not None:
+            on_step(len(rows))
+        if len(keep) < len(rows):
+            idx = torch.tensor(keep, dtype=torch.long, device=device)
+            rows[:] = [rows[j] for j in keep]
+            if not rows:
+                cache = mask = logits = None
+                continue
+            cache.batch_select_indices(idx)
+            nxt, mask = nxt[idx], mask[idx]
+            lead = int(mask.any(0).float().argmax())  # columns that are padding in every row
+            if lead:
+                mask = mask[:, lead:]
+                for layer in cache.layers:
+                    layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
+        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+        out = model(input_ids=nxt[:, None], attention_mask=mask,
+                    position_ids=mask.sum(-1, keepdim=True) - 1, cache=cache, use_cache=True)
+        cache, logits = _cache_of(out), out.logits[:, -1, :].float()
+    return results  # type: ignore[return-value]

@@ -1,0 +1,208 @@
+"""The ``generate`` stage: problems -> samples.jsonl.
+
+For every problem: ``num_seqs`` sampled programs (temperature / top-p) and, with ``greedy``, one
+greedy program (``origin=greedy``: CodeRL's baseline W^b for relative returns).
+
+Causal models decode with continuous batching (:func:`coderl.generation.decode.decode_stream`):
+up to ``batch_size`` sequences of several problems in flight, left-padded, each ending at its stop
+strings, finished ones replaced by new ones. Encoder-decoder models decode in static batches.
+A problem's samples are appended and flushed together once all of them are done, so a killed
+run restarts where it stopped: only the missing (problem, index) pairs are generated again.
+
+Indices: sampled programs are ``0 .. num_seqs-1``, the greedy one is ``num_seqs``.
+Seeds: one sampling generator seeded with ``seed`` and a deterministic schedule, so a fresh run
+with the same config, model and problems reproduces its samples (a resumed run draws fresh noise
+for what was missing).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..io import JsonlAppender
+from ..models import LoadedModel, build_prompt, extract_program, load_model
+from ..models.prompts import Prompt
+from ..problems.schema import Problem
+from .decode import Completion, Request, decode_batch, decode_stream
+from .sample import Sample, read_samples
+
+
+@dataclass
+class GenerationConfig:
+    model: str = "default"        # "default", an HF directory or a .gguf file
+    num_seqs: int = 10            # sampled programs per problem
+    greedy: bool = True           # plus one greedy program per problem (origin=greedy)
+    batch_size: int = 16          # sequences decoded together
+    temperature: float = 0.8
+    top_p: float = 0.95
+    max_new_tokens: int = 256
+    max_prompt_tokens: int = 1024  # longer prompts are truncated (left side kept for chat)
+    seed: int = 0
+    prompt_style: str = "auto"    # auto | chat | plain (see coderl.models.prompts)
+    stop: list[str] = field(default_factory=list)  # extra stop strings
+    device: str = "cpu"
+    dtype: str = "float32"
+    threads: int | None = None    # torch CPU threads (None: torch's default)
+    progress: bool = True
+
+    def validate(self) -> None:
+        if self.num_seqs < 0 or (self.num_seqs == 0 and not self.greedy):
+            raise ValueError("generation: num_seqs must be >= 1 (or 0 with greedy=true)")
+        if self.batch_size < 1 or self.max_new_tokens < 1:
+            raise ValueError("generation: batch_size and max_new_tokens must be >= 1")
+        if self.num_seqs and self.temperature <= 0:
+            raise ValueError("generation: sampling needs temperature > 0 (greedy=true gives "
+                             "the greedy program)")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("generation: top_p must be in (0, 1]")
+
+
+@dataclass
+class _Job:
+    problem: Problem
+    prompt: Prompt
+    index: int
+    origin: str
+
+
+def _planned(problem: Problem, cfg: GenerationConfig) -> list[tuple[int, str]]:
+    plan = [(i, "sampled") for i in range(cfg.num_seqs)]
+    if cfg.greedy:
+        plan.append((cfg.num_seqs, "greedy"))
+    return plan
+
+
+class _Progress:
+    """tqdm bar over sequences, with generated tokens/s in the postfix (ETA from tqdm)."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, unit="seq", desc="generate", disable=not enabled,
+                        dynamic_ncols=True)
+        self.tokens, self.t0, self.shown = 0, time.time(), 0.0
+
+    def step(self, n_active: int) -> None:
+        """One decoding step of ``n_active`` sequences; redraws at most once a second."""
+        self.tokens += n_active
+        now = time.time()
+        if now - self.shown >= 1.0:
+            self.shown = now
+            self.bar.set_postfix_str(f"{self.tokens / max(now - self.t0, 1e-9):.1f} tok/s, "
+                                     f"{n_active} in flight")
+
+    def done(self, n: int) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def generate(problems: list[Problem], out_path: str | Path, config: GenerationConfig,
+             model: LoadedModel | None = None) -> dict:
+    """Generate the samples of ``problems`` into ``out_path`` (resumable). Returns a summary."""
+    config.validate()
+    out_path = Path(out_path)
+    done: set[tuple[str, int]] = set()
+    if out_path.exists():
+        done = {(s.problem_id, s.index) for s in read_samples(out_path)}
+    jobs_by_problem: dict[str, list[tuple[int, str]]] = {}
+    for p in problems:
+        todo = [(i, o) for i, o in _planned(p, config) if (p.id, i) not in done]
+        if todo:
+            jobs_by_problem[p.id] = todo
+    total = sum(len(v) for v in jobs_by_problem.values())
+    summary = {"problems": len(problems), "skipped_done": len(problems) - len(jobs_by_problem),
+               "sequences": total, "tokens": 0, "seconds": 0.0, "path": str(out_path)}
+    if not total:
+        return summary
+
+    lm = model or load_model(config.model, device=config.device, dtype=config.dtype,
+                             threads=config.threads)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    prompts = {p.id: build_prompt(p, lm.tokenizer, config.prompt_style, lm.is_encoder_decoder)
+               for p in problems if p.id in jobs_by_problem}
+    pending = [p for p in problems if p.id in jobs_by_problem]
+
+    jobs = [_Job(p, prompts[p.id], i, o) for p in pending for i, o in jobs_by_problem[p.id]]
+    progress = _Progress(total, config.progress)
+    t0 = time.time()
+    with JsonlAppender(out_path) as out:
+        writer = _Writer(jobs, out, progress)
+        if lm.is_encoder_decoder:
+            _decode_static(lm, jobs, config, writer, progress)
+        else:
+            requests = [Request(j.prompt.text, j.prompt.stop + list(config.stop),
+                                temperature=0.0 if j.origin == "greedy" else config.temperature,
+                                top_p=1.0 if j.origin == "greedy" else config.top_p) for j in jobs]
+            decode_stream(lm.model, lm.tokenizer, requests, batch_size=config.batch_size,
+                          max_new_tokens=config.max_new_tokens,
+                          generator=torch.Generator().manual_seed(config.seed),
+                          max_prompt_tokens=config.max_prompt_tokens, on_step=progress.step,
+                          on_done=lambda i, c: writer.add(jobs[i], c))
+    progress.close()
+    summary["tokens"] = writer.tokens
+    summary["seconds"] = round(time.time() - t0, 2)
+    summary["tokens_per_s"] = round(summary["tokens"] / max(summary["seconds"], 1e-9), 2)
+    return summary
+
+
+class _Writer:
+    """Collects finished sequences; appends a problem's samples (one flushed write) once all of
+    them are done."""
+
+    def __init__(self, jobs: list[_Job], out: JsonlAppender, progress: _Progress):
+        self.remaining: dict[str, int] = defaultdict(int)
+        for j in jobs:
+            self.remaining[j.problem.id] += 1
+        self.finished: dict[str, list[Sample]] = defaultdict(list)
+        self.out, self.progress, self.tokens = out, progress, 0
+
+    def add(self, j: _Job, c: Completion) -> None:
+        self.tokens += c.num_tokens
+        pid = j.problem.id
+        self.finished[pid].append(Sample(
+            problem_id=pid, index=j.index, origin=j.origin,
+            program=extract_program(c.text, j.prompt, j.problem), prompt=j.prompt.text,
+            raw=c.text, logprob=round(c.logprob, 4), num_tokens=c.num_tokens, finish=c.finish))
+        self.remaining[pid] -= 1
+        if self.remaining[pid] == 0:
+            samples = sorted(self.finished.pop(pid), key=lambda s: s.index)
+            self.out.write_many(s.to_dict() for s in samples)
+        self.progress.done(1)
+
+
+def _decode_static(lm: LoadedModel, jobs: list[_Job], cfg: GenerationConfig, writer: _Writer,
+                   progress: _Progress) -> None:
+    """Encoder-decoder models: static batches of up to ``batch_size`` (finished rows still leave
+    the batch), greedy and sampled separately, in windows of a few batches of problems."""
+    batch_no = 0
+    step = 4 * cfg.batch_size
+    for w in range(0, len(jobs), step):
+        window = jobs[w:w + step]
+        for origin in ("greedy", "sampled"):
+            group = sorted((j for j in window if j.origin == origin), key=lambda j: len(j.prompt.text))
+            for b in range(0, len(group), cfg.batch_size):
+                batch = group[b:b + cfg.batch_size]
+                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + batch_no)
+                batch_no += 1
+                completions = decode_batch(
+                    lm.model, lm.tokenizer, [j.prompt.text for j in batch],
+                    stop=[j.prompt.stop + list(cfg.stop) for j in batch],
+                    max_new_tokens=cfg.max_new_tokens,
+                    temperature=0.0 if origin == "greedy" else cfg.temperature,
+                    top_p=1.0 if origin == "greedy" else cfg.top_p, generator=gen,
+                    is_encoder_decoder=True, max_prompt_tokens=cfg.max_prompt_tokens,
+                    on_step=progress.step)
+                for j, c in zip(batch, completions):
+                    writer.add(j, c)
+
+
+def config_dict(cfg: GenerationConfig) -> dict:
+    return asdict(cfg)

@@ -1,0 +1,267 @@
+"""Execution engine: outcomes, rewards, wire encoding, comparison rules, harnesses, cache, stage, CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+
+from coderl.execution import ExecConfig, Executor, Result, Rewards, outcome_from_code
+from coderl.execution import compare, wire
+from coderl.execution.cache import ResultCache
+from coderl.execution.outcome import aggregate
+from coderl.execution.stage import execute
+from coderl.io import RecordError, read_jsonl
+from coderl.problems.schema import Problem
+
+pytestmark = pytest.mark.timeout(120)
+
+ADD = Problem(id="t/add", source="mbpp", question="add", kind="assert", entry_point="add",
+              tests={"setup": "", "asserts": ["assert add(1, 2) == 3", "assert add(2, 2) == 4", "assert add(0, 0) == 0"],
+                     "check": None},
+              example_tests={"setup": "", "asserts": ["assert add(1, 2) == 3"], "check": None})
+STDIO = Problem(id="t/sum", source="apps", question="sum", kind="stdio",
+                tests={"inputs": ["1 2\n", "3 4\n"], "outputs": ["3\n", "7\n"]})
+CALL = Problem(id="t/call", source="apps", question="pair", kind="call", entry_point="f",
+               tests={"fn_name": "f", "inputs": [[1, 2], [3, 4]], "outputs": [[1, 2], [[3, 4]]]})
+CHECK = Problem(id="t/check", source="humaneval", question="q", kind="assert", entry_point="inc",
+                tests={"setup": "", "asserts": [],
+                       "check": "import math\ndef check(candidate):\n    assert candidate(1) == 2\n"
+                                "    assert math.isclose(candidate(0.5), 1.5)\n    assert helper() == 7\n"})
+
+
+@pytest.fixture(scope="module")
+def ex():
+    with Executor(ExecConfig(workers=2, timeout=2.0)) as executor:
+        yield executor
+
+
+# -- records and rewards ----------------------------------------------------------------------
+def test_outcome_codes_and_critic_classes():
+    assert [outcome_from_code(c) for c in (-2, -1, False, True)] == ["compile_error", "runtime_error", "failed", "passed"]
+    r = Result(problem_id="p", index=0, outcome="runtime_error", detail="timeout")
+    assert (r.code, r.critic_class) == (-1, 1)
+    assert Result.from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    assert aggregate([True, False, -1]) == "runtime_error" and aggregate([True, False]) == "failed"
+    assert aggregate([True, True]) == "passed" and aggregate([-2]) == "compile_error"
+    with pytest.raises(ValueError):
+        Result(problem_id="p", index=0, outcome="bogus")
+
+
+def test_rewards_coderl_and_rltf():
+    mk = lambda o, k=0, n=4: Result(problem_id="p", index=0, outcome=o, tests_passed=k, tests_total=n)  # noqa: E731
+    coderl = Rewards()
+    assert [coderl.reward(mk(o)) for o in ("compile_error", "runtime_error", "failed", "passed")] == [-1.0, -0.6, -0.3, 1.0]
+    rltf = Rewards(partial_credit=True)
+    assert math.isclose(rltf.reward(mk("failed", 2, 4)), -0.3 + 1.3 * 0.5)
+    assert rltf.reward(mk("runtime_error", 2, 4)) == -0.6
+    assert coderl.reward(mk("passed").to_dict()) == 1.0
+
+
+# -- wire and comparison ------------------------------------------------------------------------
+def test_wire_roundtrip_and_hostile_values():
+    v = {"a": (1, 2.5, None, {3}, frozenset({4})), "b": [b"x", 1j, float("inf")], 5: "s", "t": int}
+    assert wire.decode(wire.encode(v, {})) == v
+    assert math.isnan(wire.decode(wire.encode(float("nan"), {})))
+
+    class Yes:
+        def __eq__(self, other):
+            return True
+
+    handles: dict = {}
+    h = wire.decode(wire.encode(Yes(), handles))
+    assert isinstance(h, wire.Handle) and h != 3 and not (h == 3) and handles[h.id].__class__ is Yes
+
+    class I(int):
+        def __eq__(self, other):
+            return True
+
+    assert type(wire.decode(wire.encode(I(5), {}))) is int
+    for bad in ({"$zz": 1}, {"$t": 5}, {"$h": "x"}, {"a": 1, "b": 2, "c": 3}, {"$bi": "open"}):
+        with pytest.raises(wire.ProtocolError):
+            wire.decode(bad)
+
+
+def test_apps_stdio_comparison_rules():
+    assert compare.stdio_equal("3\n", "3\n") and compare.stdio_equal("  3  \n\n", "3")
+    assert compare.stdio_equal("1 2\n3\n", ["1 2", "3"])
+    assert compare.stdio_equal("1.0000001\n", "1.0\n")        # float tolerance
+    assert compare.stdio_equal("b a\n", "a b\n")               # APPS compares word sets per line
+    assert compare.stdio_equal("0.3333\n", "0.333333\n")       # rounded to 3 decimals
+    assert not compare.stdio_equal("4\n", "3\n")
+    assert not compare.stdio_equal("", "3\n")
+
+
+def test_apps_call_comparison_rules():
+    assert compare.call_equal((1, 2), [1, 2])                  # tuples become lists
+    assert compare.call_equal(5, [5])                          # wrapped in a list or not
+    assert compare.call_equal([(1, 2)], [[[1, 2]]])
+    assert compare.call_equal({1: 2}, {"1": 2})                # JSON string keys
+    assert not compare.call_equal(5, [6])
+    assert not compare.call_equal(wire.Handle(1, "Yes"), 5)
+
+
+# -- harnesses ------------------------------------------------------------------------------------
+def test_assert_problem_outcomes(ex):
+    assert ex.run(ADD, "def add(a, b):\n    return a + b\n").outcome == "passed"
+    r = ex.run(ADD, "def add(a, b):\n    return a * b\n", early_exit=False)
+    assert (r.outcome, r.per_test, r.tests_passed, r.tests_total) == ("failed", [False, True, True], 2, 3)
+    r = ex.run(ADD, "def add(a, b)\n    return a\n")
+    assert (r.outcome, r.error_type, r.error_line) == ("compile_error", "SyntaxError", 1)
+    r = ex.run(ADD, "x = 1\ny = undefined_name\ndef add(a, b):\n    return a + b\n")
+    assert (r.outcome, r.error_type, r.error_line) == ("compile_error", "NameError", 2)  # CodeRL: load failure
+    r = ex.run(ADD, "def add(a, b):\n    x = [1]\n    return x[5]\n")
+    assert (r.outcome, r.error_type, r.error_line) == ("runtime_error", "IndexError", 3)
+    r = ex.run(ADD, "def plus(a, b):\n    return a + b\n")
+    assert (r.outcome, r.error_type) == ("runtime_error", "NameError")
+
+
+def test_example_tests_and_early_exit(ex):
+    r = ex.run(ADD, "def add(a, b):\n    return 3\n", tests="example")
+    assert (r.outcome, r.tests_total, r.tests) == ("passed", 1, "example")
+    # assert/call problems stop at the first runtime error only (CodeRL's trick as released)
+    r = ex.run(ADD, "def add(a, b):\n    return a * b if a else 1 // a\n")
+    assert r.per_test == [False, True, -1] and r.outcome == "runtime_error"
+
+
+def test_humaneval_check_with_program_helpers(ex):
+    prog = "def helper():\n    return 7\n\ndef inc(x):\n    return x + 1\n"
+    assert ex.run(CHECK, prog).outcome == "passed"
+    assert ex.run(CHECK, prog.replace("x + 1", "x + 2")).outcome == "failed"
+
+
+def test_stdio_problem(ex):
+    assert ex.run(STDIO, "a, b = map(int, input().split())\nprint(a + b)\n").outcome == "passed"
+    assert ex.run(STDIO, "import sys\na, b = map(int, sys.stdin.read().split())\nprint(a + b)\nexit()\n").outcome == "passed"
+    assert ex.run(STDIO, "print(open(0).read().split()[0])\n").outcome == "failed"
+    r = ex.run(STDIO, "a = input()\nprint(a[100])\n")
+    assert (r.outcome, r.error_type, r.error_line) == ("runtime_error", "IndexError", 2)
+    # APPS programs get CodeRL's import block (Counter, np, ...) in their globals
+    assert ex.run(STDIO, "print(sum(Counter(map(int, input().split())).keys()))\n").outcome == "passed"
+    # top-level return: legal under CodeRL's def-code() wrapping, so legal here too
+    assert ex.run(STDIO, "a, b = map(int, input().split())\nprint(a + b)\nreturn\n").outcome == "passed"
+
+
+def test_call_problem_function_and_leetcode_class(ex):
+    assert ex.run(CALL, "def f(a, b):\n    return (a, b)\n").outcome == "passed"
+    leet = "class Solution:\n    def f(self, a: int, b: int) -> List[int]:\n        return [a, b]\n"
+    assert ex.run(CALL, leet).outcome == "passed"
+    assert ex.run(CALL, "def f(a, b):\n    return [b, a]\n").outcome == "failed"
+
+
+def test_mbpp_setup_code_and_program_objects(ex):
+    problem = Problem(id="t/tree", source="mbpp", question="q", kind="assert", entry_point="depth",
+                      tests={"setup": "root = Node(1)\nroot.left = Node(2)\n",
+                             "asserts": ["assert depth(root) == 2", "assert Pair(1, 2) == Pair(1, 2)"], "check": None})
+    prog = ("class Node:\n    def __init__(self, v):\n        self.v, self.left, self.right = v, None, None\n"
+            "def depth(n):\n    return 0 if n is None else 1 + max(depth(n.left), depth(n.right))\n"
+            "class Pair:\n    def __init__(self, a, b):\n        self.a, self.b = a, b\n"
+            "    def __eq__(self, o):\n        return (self.a, self.b) == (o.a, o.b)\n")
+    assert ex.run(problem, prog).outcome == "passed"
+
+
+def test_cache_hits_skip_execution(tmp_path):
+    cfg = ExecConfig(workers=1, cache_path=str(tmp_path / "cache.sqlite"))
+    with Executor(cfg) as e:
+        first = e.run(ADD, "def add(a, b):\n    return a + b\n")
+        again = e.run(ADD, "def add(a, b):\n    return a + b\n", index=7)
+        other = e.run(ADD, "def add(a, b):\n    return b + a\n")
+        assert (first.cached, again.cached, other.cached) == (False, True, False)
+        assert again.index == 7 and again.hash == first.hash and again.outcome == "passed"
+        assert e.cache.hits == 1 and len(e.cache) == 2
+    assert len(ResultCache(tmp_path / "cache.sqlite")) == 2
+
+
+# -- the stage ------------------------------------------------------------------------------------
+def _write_samples(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def test_execute_stage_writes_and_resumes(tmp_path):
+    samples, results = tmp_path / "samples.jsonl", tmp_path / "results.jsonl"
+    rows = [{"problem_id": "t/add", "index": i, "program": p, "origin": "sampled"}
+            for i, p in enumerate(["def add(a, b):\n    return a + b\n", "def add(a, b):\n    return 3\n", "def add("])]
+    rows.append({"problem_id": "t/sum", "index": 0, "program": "print(sum(map(int, input().split())))\n", "origin": "gold"})
+    _write_samples(samples, rows)
+    cfg = ExecConfig(workers=2)
+    summary = execute([ADD, STDIO], samples, results, cfg, progress=False)
+    assert summary["outcomes"] == {"compile_error": 1, "runtime_error": 0, "failed": 1, "passed": 2}
+    recs = sorted(read_jsonl(results), key=lambda r: (r["problem_id"], r["index"]))  # problems land as they finish
+    assert [(r["problem_id"], r["index"], r["outcome"]) for r in recs] == [
+        ("t/add", 0, "passed"), ("t/add", 1, "failed"), ("t/add", 2, "compile_error"), ("t/sum", 0, "passed")]
+    assert [r["example_passed"] for r in recs] == [True, True, False, None]
+    assert recs[3]["origin"] == "gold" and (results.parent / "results.jsonl.summary.json").exists()
+    # a killed run: keep the first problem only, plus a torn line; the rerun does the rest
+    results.write_text("".join(json.dumps(r) + "\n" for r in recs[:3]) + '{"problem_id": "t/s')
+    summary = execute([ADD, STDIO], samples, results, cfg, progress=False)
+    assert (summary["skipped_already_done"], summary["executed"]) == (3, 1)
+    assert sorted((r["problem_id"], r["index"]) for r in read_jsonl(results)) == [
+        ("t/add", 0), ("t/add", 1), ("t/add", 2), ("t/sum", 0)]
+
+
+@pytest.mark.parametrize("line, message", [
+    ('{"problem_id": "nope", "index": 0, "program": "x"}', "unknown problem_id 'nope'"),
+    ('{"problem_id": "t/add", "program": "x"}', "no 'index' field"),
+    ('{"problem_id": "t/add", "index": "0", "program": "x"}', "'index' must be int"),
+    ('{"problem_id": "t/add", "index": 0, "program": "x"', "malformed JSON"),
+])
+def test_execute_stage_bad_samples_name_file_and_record(tmp_path, line, message):
+    samples = tmp_path / "samples.jsonl"
+    samples.write_text('{"problem_id": "t/add", "index": 9, "program": "x"}\n' + line + "\n")
+    with pytest.raises(RecordError) as e:
+        execute([ADD], samples, tmp_path / "r.jsonl", ExecConfig(workers=1), progress=False)
+    assert str(samples) in str(e.value) and message in str(e.value)
+    assert ("record 2" in str(e.value)) or (":2" in str(e.value))
+
+
+def test_cli_execute(tmp_path):
+    from typer.testing import CliRunner
+
+    from coderl.cli import app
+
+    samples = tmp_path / "s.jsonl"
+    _write_samples(samples, [{"problem_id": "mbpp/11", "index": 0, "origin": "gold",
+                              "program": "def remove_Occ(s, ch):\n    s = s.replace(ch, '', 1)\n    i = s.rfind(ch)\n"
+                                         "    return s if i < 0 else s[:i] + s[i + 1:]\n"}])
+    out = tmp_path / "r.jsonl"
+    res = CliRunner().invoke(app, ["execute", "--problems", "mbpp", "--split", "test", "--samples", str(samples),
+                                   "--out", str(out), "--workers", "1", "--cache", str(tmp_path / "c.sqlite")])
+    assert res.exit_code == 0, res.output
+    assert "passed" in res.output and "cache hit rate" in res.output
+    assert [r["outcome"] for r in read_jsonl(out)] == ["passed"]
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"problem_id": "zzz", "index": 0, "program": "x"}\n')
+    res = CliRunner().invoke(app, ["execute", "--problems", "mbpp", "--samples", str(bad), "--out", str(out)])
+    assert res.exit_code == 2 and "unknown problem_id" in res.output
+
+
+def test_engine_replaces_a_dead_worker():
+    with Executor(ExecConfig(workers=1)) as e:
+        assert e.run(ADD, "def add(a, b):\n    return a + b\n").outcome == "passed"
+        w = e._workers[0]
+        w.kill()  # the worker dies between programs
+        r = e.run(ADD, "def add(a, b):\n    return a + b\n")
+        assert r.outcome == "passed" and w.proc is not None and w.proc.poll() is None
+
+
+def test_fallback_without_namespaces_is_loud_and_labelled():
+    with pytest.warns(RuntimeWarning, match="WITHOUT namespaces"):
+        e = Executor(ExecConfig(workers=1, isolation="none", timeout=1.0))
+        e.start()
+    try:
+        r = e.run(ADD, "def add(a, b):\n    return a + b\n")
+        assert r.outcome == "passed" and r.isolation.startswith("rlimits")
+        assert not e.guards["bwrap"] and not e.guards["net_namespace"]
+        assert e.run(ADD, "def add(a, b):\n    while True:\n        pass\n").detail == "timeout"
+    finally:
+        e.close()
+
+
+def test_big_integers_cross_the_wire_and_print(ex):
+    big = Problem(id="t/big", source="mbpp", question="q", kind="assert", entry_point="f",
+                  tests={"setup": "", "asserts": ["assert f(3000) == __import__('math').factorial(3000)"], "check": None})
+    assert ex.run(big, "import math\ndef f(n):\n    return math.factorial(n)\n").outcome == "passed"
+    digits = Problem(id="t/digits", source="apps", question="q", kind="stdio",
+                     tests={"inputs": ["5000\n"], "outputs": ["1" + "0" * 5000 + "\n"]})
+    assert ex.run(digits, "print(10 ** int(input()))\n").outcome == "passed"  # no 4300-digit cap
