@@ -93,13 +93,18 @@ def test_generate_stage_records_and_resume(causal, mbpp_problems, tmp_path):
     key = lambda x: (x.problem_id, x.index)
     assert [x.raw for x in sorted(read_samples(again), key=key)] == [x.raw for x in sorted(samples, key=key)]
 
-    # a killed run: the first problem is written, the second torn mid-line
+    # a killed run: four samples written (in the order they finished), the fifth torn mid-line
     lines = out.read_text().splitlines(keepends=True)
-    out.write_text("".join(lines[:3]) + lines[3][:20])
+    out.write_text("".join(lines[:4]) + lines[4][:20])
+    kept = [json.loads(l) for l in lines[:4]]
+    complete = sum(all({"problem_id": p.id, "index": i} in [{k: r[k] for k in ("problem_id", "index")}
+                                                             for r in kept] for i in range(3))
+                   for p in mbpp_problems)
     summary = generate(mbpp_problems, out, cfg, model=causal)
-    assert summary["skipped_done"] == 1 and summary["sequences"] == 6
-    assert out.read_text().splitlines(keepends=True)[:3] == lines[:3]
-    assert sorted(map(key, read_samples(out))) == sorted(map(key, samples))
+    assert summary["sequences"] == 5 and summary["skipped_done"] == complete
+    assert out.read_text().splitlines(keepends=True)[:4] == lines[:4]
+    resumed = sorted(map(key, read_samples(out)))
+    assert resumed == sorted(map(key, samples)) and len(set(resumed)) == len(resumed)
     assert generate(mbpp_problems, out, cfg, model=causal)["sequences"] == 0  # all done
 
 
@@ -120,3 +125,25 @@ def test_bad_config_and_records(tmp_path):
     bad.write_text(json.dumps(Sample("x", 0, "pass", origin="weird").to_dict()) + "\n")
     with pytest.raises(RecordError, match="origin"):
         read_samples(bad)
+
+
+def test_continuous_batching_matches_static_batches(causal):
+    """decode_stream admits new requests as others finish (cache rows merged with left padding):
+    greedy tokens must equal those of one static batch with the same stop strings."""
+    from coderl.generation.decode import Request, decode_stream
+
+    tok = causal.tokenizer
+    prompts = PROMPTS * 4 + ["class Solution:\n    def f(self):", "x"]
+    free = decode_batch(causal.model, tok, prompts, max_new_tokens=14)
+    # stop strings from each row's own text make the lengths differ (rows leave at 2..14 tokens)
+    stops = [[tok.decode(c.token_ids[:2 + i % 9], skip_special_tokens=True)[-2:]] if i % 3 else []
+             for i, c in enumerate(free)]
+    ref = decode_batch(causal.model, tok, prompts, stop=stops, max_new_tokens=14)
+    done = []
+    got = decode_stream(causal.model, tok, [Request(p, s) for p, s in zip(prompts, stops)],
+                        batch_size=4, max_new_tokens=14, on_done=lambda i, c: done.append(i))
+    assert [c.token_ids for c in got] == [c.token_ids for c in ref]
+    assert [c.finish for c in got] == [c.finish for c in ref]
+    assert sorted(done) == list(range(len(prompts)))  # each reported once, as it finished
+    for a, b in zip(got, ref):
+        assert a.logprob == pytest.approx(b.logprob, abs=1e-3)

@@ -13,7 +13,6 @@ from coderl.models import (ModelError, build_prompt, cut_at_stop, default_gguf_p
 from coderl.models import resolve as resolve_mod
 from coderl.models.prompts import Prompt
 from coderl.problems import load_problems
-from coderl.problems.schema import Problem
 
 FIXTURES = Path(__file__).parent / "fixtures"
 
@@ -98,8 +97,10 @@ def test_chat_prompt_prefills_a_fence(tiny_chat_dir):
     p = _mbpp()
     pr = build_prompt(p, lm.tokenizer, "auto")
     assert pr.style == "chat" and pr.fenced and pr.stop == ["```"]
-    assert pr.text.startswith("<|user|>") and pr.text.endswith("<|assistant|>```python\n")
-    assert f"`{p.entry_point}`" in pr.text  # the function name is asked for explicitly
+    # the answer is pre-filled with an opening fence and the function's name
+    assert pr.text.startswith("<|user|>") and pr.text.endswith(f"<|assistant|>```python\ndef {p.entry_point}(")
+    assert pr.prefix == f"def {p.entry_point}(" and f"`{p.entry_point}`" in pr.text
+    assert extract_program("s, ch):\n    return s\n```\nprose", pr, p) == f"def {p.entry_point}(s, ch):\n    return s\n"
     with pytest.raises(ValueError, match="chat template"):
         build_prompt(p, None, "chat")
 
@@ -155,17 +156,17 @@ def test_extraction_on_real_smollm2_outputs():
     problems = {p.id: p for p in load_problems("mbpp", split="test")}
     problems.update({p.id: p for p in load_problems("humaneval", end=5)})
     records = [json.loads(l) for l in (FIXTURES / "smollm2_outputs.jsonl").read_text().splitlines()]
-    assert len(records) >= 8
+    assert len(records) >= 15
     for r in records:
         p = problems[r["problem_id"]]
-        if r["style"] == "chat":
-            prompt = Prompt(text="", stop=["```"], fenced=True, style="chat")
-        else:  # the chat answer without a pre-filled fence: prose + fenced code
-            prompt = _plain()
+        # chat: fence pre-filled; chat-def: fence + "def name(" pre-filled (the current format);
+        # chat-unfenced: the plain chat answer, prose around fenced code
+        prompt = Prompt(text="", prefix=r["prefix"], stop=["```"] if r["fenced"] else [],
+                        fenced=r["fenced"], style="chat")
         prog = extract_program(r["raw"], prompt, p)
         assert "```" not in prog, r
         assert f"def {p.entry_point}" in prog, (r, prog)
-        if r["style"] == "chat" and "```" not in r["raw"]:
+        if r["fenced"] and "```" not in r["raw"]:
             continue  # cut by max_new_tokens mid-statement: need not compile
         tree = ast.parse(prog)  # every complete output gives a program that compiles
         assert not any(isinstance(n, ast.Assert) for n in tree.body), prog

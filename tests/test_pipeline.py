@@ -85,6 +85,9 @@ def test_config_errors_name_the_file(tmp_path):
     bad.write_text("generation: {}\n")
     with pytest.raises(ConfigError, match="needs a 'name'"):
         load_config(bad)
+    bad.write_text("name: x\nexecution:\n  timeout_s: 3\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml: execution: .*timeout_s"):
+        load_config(bad)
     bad.write_text("name: x\nevaluation:\n  n_at_k: ['5@1']\n")
     with pytest.raises(ConfigError, match="n <= k"):
         load_config(bad)

@@ -110,6 +110,12 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
         cfg.evaluation.parsed_n_at_k()
     except ValueError as e:
         raise ConfigError(f"{path}: {e}") from None
+    from .execution import ExecConfig
+
+    try:
+        ExecConfig.from_dict(cfg.execution)
+    except TypeError as e:
+        raise ConfigError(f"{path}: execution: {e}") from None
     return cfg
 
 

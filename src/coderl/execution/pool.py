@@ -22,6 +22,7 @@ import signal
 import subprocess
 import sys
 import time
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Iterable
@@ -132,6 +133,12 @@ class _Worker:
         return reply
 
 
+def _stop_workers(workers: list[_Worker]) -> None:
+    for w in workers:
+        w.stop()
+        w.cgroup.remove()
+
+
 class Executor:
     """Runs programs against a problem's tests. Use as a context manager (starts/stops the workers)."""
 
@@ -169,12 +176,12 @@ class Executor:
             w.start()
             self._idle.put(w)
         self.started = True
+        # an engine that is never closed still stops its workers and removes its cgroups at exit
+        self._finalizer = weakref.finalize(self, _stop_workers, list(self._workers))
         self._describe()
 
     def close(self) -> None:
-        for w in self._workers:
-            w.stop()
-            w.cgroup.remove()
+        _stop_workers(self._workers)
         self.started = False
         if self.cache is not None:
             self.cache.close()

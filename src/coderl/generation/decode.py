@@ -1,15 +1,19 @@
-"""Batched decoding with per-sequence stop strings, for causal and encoder-decoder models.
+"""Batched decoding with per-sequence stop strings.
 
-One call decodes a batch of prompts (left-padded for causal models). Each step samples (or picks
-greedily) the next token of every unfinished sequence, then
+Two loops share the same rules; each step samples (or picks greedily) the next token of every
+unfinished sequence, then
 
-* a sequence is finished when it emits an end-of-sequence token or its generated text contains
+* a sequence is finished when it emits an end-of-sequence token, when its generated text contains
   one of its stop strings (checked on the decoded tail, so a stop string split across tokens is
   still seen), or when it reaches ``max_new_tokens``;
 * finished sequences leave the batch at once: their rows are dropped from the KV cache, so the
   remaining ones decode faster (``transformers.generate`` keeps computing finished rows until the
-  longest one is done);
-* the batch ends when every sequence is finished.
+  longest one is done).
+
+:func:`decode_stream` (causal models, what ``coderl generate`` uses) also admits new requests
+into the freed slots (continuous batching): their prompts are prefilled together, left-padded to
+the running cache's length and joined to it. :func:`decode_batch` decodes one static batch and
+also serves encoder-decoder models (T5 / CodeT5).
 
 The log-probability recorded per token is the model's own (temperature 1, no top-p), i.e. the
 log-likelihood that RL and the critic work with; ``logprob`` is its sum over the sequence.
@@ -17,9 +21,11 @@ log-likelihood that RL and the critic work with; ``logprob`` is its sum over the
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import torch
+from transformers import DynamicCache
 
 
 @dataclass
@@ -184,13 +190,6 @@ def _sample_rows(logits: torch.Tensor, temp: torch.Tensor, top_p: torch.Tensor,
     return torch.where(sampling, drawn, greedy)
 
 
-def _left_pad_cache(cache, pad: int) -> None:
-    if pad:
-        for layer in cache.layers:
-            layer.keys = torch.nn.functional.pad(layer.keys, (0, 0, pad, 0))
-            layer.values = torch.nn.functional.pad(layer.values, (0, 0, pad, 0))
-
-
 @torch.inference_mode()
 def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int = 16,
                   max_new_tokens: int = 256, generator: torch.Generator | None = None,
@@ -201,7 +200,9 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
 
     Finished sequences leave the batch at once (their KV-cache rows are dropped); admitted ones
     are prefilled together, left-padded to the running cache's length and joined to it, so the
-    batch stays full instead of waiting for its longest sequence. Requests are admitted in order.
+    batch stays full instead of waiting for its longest sequence. Requests are admitted in order;
+    requests with the same prompt as a recent one reuse its prefill (a problem's n samples cost
+    one prompt forward, not n).
     ``on_done(i, completion)`` is called as request ``i`` finishes; ``on_step(n_active)`` after
     every decoding step. Returns the completions in request order.
     """
@@ -216,33 +217,64 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
     cache = mask = logits = None
     next_req = 0
     refill_at = batch_size - max(1, batch_size // 4)
+    # prompt -> (keys per layer, values per layer, next-token logits) of its prefill, padding
+    # stripped: the n samples of a problem share one prefill (the naive loop computes n)
+    prefilled: OrderedDict[str, tuple[list, list, torch.Tensor]] = OrderedDict()
 
-    def admit(k: int):
-        nonlocal cache, mask, logits, next_req
-        ids = list(range(next_req, min(next_req + k, len(requests))))
-        next_req = ids[-1] + 1
-        enc = tokenizer([requests[i].prompt for i in ids], return_tensors="pt", padding=True,
-                        add_special_tokens=False, truncation=max_prompt_tokens is not None,
+    def prefill(prompts: list[str]) -> None:
+        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False,
+                        truncation=max_prompt_tokens is not None,
                         max_length=max_prompt_tokens).to(device)
         m = enc.attention_mask
         out = model(input_ids=enc.input_ids, attention_mask=m,
                     position_ids=(m.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-        new_cache, new_logits = _cache_of(out), out.logits[:, -1, :].float()
+        c, lg = _cache_of(out), out.logits[:, -1, :].float()
+        for b, p in enumerate(prompts):
+            n = int(m[b].sum())
+            prefilled[p] = ([layer.keys[b:b + 1, :, -n:].clone() for layer in c.layers],
+                            [layer.values[b:b + 1, :, -n:].clone() for layer in c.layers],
+                            lg[b:b + 1])
+
+    def admit(k: int):
+        """Start up to ``k`` more requests: prefill their (new) prompts and join the batch."""
+        nonlocal cache, mask, logits, next_req
+        ids = list(range(next_req, min(next_req + k, len(requests))))
+        next_req = ids[-1] + 1
+        missing = list(dict.fromkeys(requests[i].prompt for i in ids
+                                     if requests[i].prompt not in prefilled))
+        if missing:
+            prefill(missing)
+        entries = [prefilled[requests[i].prompt] for i in ids]
         for i in ids:
             tokens[i], logps[i] = [], []
-        if cache is None:
-            cache, mask, logits, rows[:] = new_cache, m, new_logits, ids
-            return
-        width = max(mask.shape[1], m.shape[1])
-        _left_pad_cache(cache, width - mask.shape[1])
-        _left_pad_cache(new_cache, width - m.shape[1])
-        for old, new in zip(cache.layers, new_cache.layers):
-            old.keys = torch.cat([old.keys, new.keys], dim=0)
-            old.values = torch.cat([old.values, new.values], dim=0)
-        pad = lambda x: torch.nn.functional.pad(x, (width - x.shape[1], 0))  # noqa: E731
-        mask = torch.cat([pad(mask), pad(m)], dim=0)
-        logits = torch.cat([logits, new_logits], dim=0)
+            prefilled.move_to_end(requests[i].prompt)
+        lengths = [e[0][0].shape[2] for e in entries]
+        width = max(lengths + ([mask.shape[1]] if mask is not None else []))
+        left = lambda x, n: torch.nn.functional.pad(x, (0, 0, width - n, 0))  # noqa: E731
+        n_layers = len(entries[0][0])
+        keys = [[] for _ in range(n_layers)]
+        values = [[] for _ in range(n_layers)]
+        masks, lgs = [], []
+        if cache is not None:  # the rows in flight, left-padded to the new width
+            for l, layer in enumerate(cache.layers):
+                keys[l].append(left(layer.keys, mask.shape[1]))
+                values[l].append(left(layer.values, mask.shape[1]))
+            masks.append(torch.nn.functional.pad(mask, (width - mask.shape[1], 0)))
+            lgs.append(logits)
+        for (ks, vs, lg), n in zip(entries, lengths):
+            for l in range(n_layers):
+                keys[l].append(left(ks[l], n))
+                values[l].append(left(vs[l], n))
+            row = torch.zeros((1, width), dtype=torch.long, device=device)
+            row[:, width - n:] = 1
+            masks.append(row)
+            lgs.append(lg)
+        cache = DynamicCache(ddp_cache_data=[(torch.cat(keys[l]), torch.cat(values[l]))
+                                             for l in range(n_layers)])
+        mask, logits = torch.cat(masks), torch.cat(lgs)
         rows.extend(ids)
+        while len(prefilled) > 4:  # the prompts of the last few problems
+            prefilled.popitem(last=False)
 
     while rows or next_req < len(requests):
         if next_req < len(requests) and len(rows) <= refill_at:

@@ -6,8 +6,9 @@ greedy program (``origin=greedy``: CodeRL's baseline W^b for relative returns).
 Causal models decode with continuous batching (:func:`coderl.generation.decode.decode_stream`):
 up to ``batch_size`` sequences of several problems in flight, left-padded, each ending at its stop
 strings, finished ones replaced by new ones. Encoder-decoder models decode in static batches.
-A problem's samples are appended and flushed together once all of them are done, so a killed
-run restarts where it stopped: only the missing (problem, index) pairs are generated again.
+The greedy programs of all problems come first, then the sampled ones, problem by problem. Each
+sample is appended and flushed as it finishes, so a killed run restarts where it stopped: only
+the missing (problem, index) pairs are generated again.
 
 Indices: sampled programs are ``0 .. num_seqs-1``, the greedy one is ``num_seqs``.
 Seeds: one sampling generator seeded with ``seed`` and a deterministic schedule, so a fresh run
@@ -18,7 +19,6 @@ for what was missing).
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -130,11 +130,13 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
                for p in problems if p.id in jobs_by_problem}
     pending = [p for p in problems if p.id in jobs_by_problem]
 
+    # the greedy baseline of every problem first (cheap, and what RL needs), then the samples
     jobs = [_Job(p, prompts[p.id], i, o) for p in pending for i, o in jobs_by_problem[p.id]]
+    jobs.sort(key=lambda j: j.origin != "greedy")
     progress = _Progress(total, config.progress)
     t0 = time.time()
     with JsonlAppender(out_path) as out:
-        writer = _Writer(jobs, out, progress)
+        writer = _Writer(out, progress)
         if lm.is_encoder_decoder:
             _decode_static(lm, jobs, config, writer, progress)
         else:
@@ -154,27 +156,19 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
 
 
 class _Writer:
-    """Collects finished sequences; appends a problem's samples (one flushed write) once all of
-    them are done."""
+    """Turns finished sequences into Sample records: extracted program, one flushed line each
+    (so a killed run loses only the sequences in flight)."""
 
-    def __init__(self, jobs: list[_Job], out: JsonlAppender, progress: _Progress):
-        self.remaining: dict[str, int] = defaultdict(int)
-        for j in jobs:
-            self.remaining[j.problem.id] += 1
-        self.finished: dict[str, list[Sample]] = defaultdict(list)
+    def __init__(self, out: JsonlAppender, progress: _Progress):
         self.out, self.progress, self.tokens = out, progress, 0
 
     def add(self, j: _Job, c: Completion) -> None:
         self.tokens += c.num_tokens
-        pid = j.problem.id
-        self.finished[pid].append(Sample(
-            problem_id=pid, index=j.index, origin=j.origin,
+        self.out.write(Sample(
+            problem_id=j.problem.id, index=j.index, origin=j.origin,
             program=extract_program(c.text, j.prompt, j.problem), prompt=j.prompt.text,
-            raw=c.text, logprob=round(c.logprob, 4), num_tokens=c.num_tokens, finish=c.finish))
-        self.remaining[pid] -= 1
-        if self.remaining[pid] == 0:
-            samples = sorted(self.finished.pop(pid), key=lambda s: s.index)
-            self.out.write_many(s.to_dict() for s in samples)
+            raw=c.text, logprob=round(c.logprob, 4), num_tokens=c.num_tokens,
+            finish=c.finish).to_dict())
         self.progress.done(1)
 
 

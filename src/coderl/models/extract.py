@@ -21,7 +21,7 @@ import ast
 import re
 
 from ..problems.schema import Problem
-from .prompts import FENCE, Prompt
+from .prompts import Prompt
 
 _FENCE_RE = re.compile(r"```[ \t]*([A-Za-z0-9_+-]*)[^\n]*\n(.*?)(?:```|\Z)", re.S)
 _CODE_START = re.compile(
@@ -104,14 +104,21 @@ def _pick_block(blocks: list[tuple[str, str]], entry_point: str | None) -> str |
     return pool[0]
 
 
-def _continued_program(prefix: str, body: str, entry_point: str | None) -> str:
-    """Prompt + completion, unless the completion redefines the function (or starter code)."""
-    first = next((l for l in prefix.split("\n") if l.strip()), None)
-    if first and body.lstrip().startswith(first.strip()):  # the model repeated the starter code
-        return body
+def _humaneval_program(prompt: str, body: str, entry_point: str | None) -> str:
+    """Prompt + completed body, unless the model rewrote the whole function (then the prompt's
+    imports + the model's code)."""
     if entry_point and re.search(rf"^def {re.escape(entry_point)}\b", body, re.M):
-        head = [l for l in prefix.split("\n") if l.startswith(("import ", "from "))]
+        head = [l for l in prompt.split("\n") if l.startswith(("import ", "from "))]
         return ("\n".join(head) + "\n\n" if head else "") + body
+    return prompt + body
+
+
+def _continued_program(prefix: str, body: str) -> str:
+    """Pre-filled code (MBPP's ``def name(``, APPS starter code) + the model's continuation,
+    unless the model started over with the same first line."""
+    first = next((l for l in prefix.split("\n") if l.strip()), None)
+    if first and body.lstrip().startswith(first.strip()):
+        return body
     return prefix + body
 
 
@@ -122,9 +129,9 @@ def extract_program(raw: str, prompt: Prompt, problem: Problem) -> str:
         block = _pick_block(fenced_blocks(text), problem.entry_point)
         text = block if block is not None else _strip_prose(text)
     if problem.prompt and problem.tests.get("check"):  # HumanEval: complete or redefine
-        code = _continued_program(problem.prompt, text, problem.entry_point)
-    elif prompt.prefix:  # the model continued code (APPS starter code)
-        code = _continued_program(prompt.prefix, text, problem.entry_point)
+        code = _humaneval_program(problem.prompt, text, problem.entry_point)
+    elif prompt.prefix:  # the model continued pre-filled code
+        code = _continued_program(prompt.prefix, text)
     else:
         code = text.strip("\n") + "\n"
     return strip_scaffolding(code) if problem.kind in ("assert", "call") else code

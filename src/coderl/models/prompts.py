@@ -11,8 +11,11 @@ Formats (``style``):
   MBPP: the standard prompt (task text + its tests, ``[BEGIN]``); HumanEval: the prompt itself,
   completed by the model.
 * ``chat`` – the tokenizer's chat template with the same content as a user message; the
-  assistant turn is pre-filled with an opening ```` ```python ```` fence (plus the code to
-  continue), so the model writes code at once and the closing fence stops it.
+  assistant turn is pre-filled with an opening ```` ```python ```` fence plus the code to continue
+  (MBPP: ``def <entry_point>(``, so the tests find the function; APPS call-based: the starter
+  code), so the model writes code at once and the closing fence stops it. HumanEval: the model
+  writes the whole function (extraction keeps the prompt's imports, or the prompt itself when the
+  model wrote only the body).
 * ``auto`` – ``chat`` when the tokenizer has a chat template (and the model is not
   encoder-decoder), else ``plain``.
 """
@@ -93,8 +96,10 @@ def chat_message(problem: Problem) -> tuple[str, str]:
         return (f"Complete the following Python function.\n{FENCE}python\n{code}{FENCE}", "")
     if kind == "mbpp":
         name = f" The function must be named `{problem.entry_point}`." if problem.entry_point else ""
+        # the answer starts with the function's name, so the tests can find it
+        start = f"def {problem.entry_point}(" if problem.entry_point else ""
         return (f"You are an expert Python programmer, and here is your task: {problem.question}"
-                f"{name} Your code should pass these tests:\n\n{_mbpp_tests(problem)}", "")
+                f"{name} Your code should pass these tests:\n\n{_mbpp_tests(problem)}", start)
     if problem.kind == "call":
         fn = problem.entry_point or problem.tests.get("fn_name")
         how = (f"Complete the function `{fn}` below; it is called with the inputs as arguments "

