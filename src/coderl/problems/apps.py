@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .examples import extract_examples
+from .rows import jsonl_rows
 from .schema import DIFFICULTIES, Problem, ProblemError
 
 
@@ -115,32 +116,19 @@ def load_apps_folder(root: str | Path, split: str = "train") -> list[Callable[[]
 
 def load_apps_jsonl(path: str | Path, split: str = "train") -> list[Callable[[], Problem]]:
     """Hugging Face ``codeparrot/apps`` rows (a local JSONL export), one loader thunk per row."""
-    from ..io import _open_text
+    def build(row: dict, where: str, lineno: int) -> Problem:
+        if "problem_id" not in row:
+            raise ProblemError(where, f"line {lineno}", "expected an object with 'problem_id'")
+        pid = f"apps/{split}/{int(row['problem_id']):04d}"
+        io_raw = row.get("input_output") or "{}"
+        io = _parse_json(io_raw, where, pid, "input_output") if isinstance(io_raw, str) else io_raw
+        sol_raw = row.get("solutions") or "[]"
+        sols = _parse_json(sol_raw, where, pid, "solutions") if isinstance(sol_raw, str) else sol_raw
+        difficulty = _difficulty(row.get("difficulty"), where, pid)
+        question = row.get("question")
+        if not isinstance(question, str):
+            raise ProblemError(where, pid, "missing question")
+        return _make_problem(pid, split, question, io, sols, difficulty, row.get("url", ""),
+                             row.get("starter_code", ""), None, where, where)
 
-    path = Path(path)
-    try:
-        with _open_text(path, "rt") as f:
-            lines = f.read().split("\n")
-    except UnicodeDecodeError as e:
-        raise ProblemError(path, None, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
-
-    def loader(lineno: int, line: str) -> Callable[[], Problem]:
-        def load() -> Problem:
-            where = f"{path}:{lineno}"
-            row = _parse_json(line, where, f"line {lineno}")
-            if not isinstance(row, dict) or "problem_id" not in row:
-                raise ProblemError(where, f"line {lineno}", "expected an object with 'problem_id'")
-            pid = f"apps/{split}/{int(row['problem_id']):04d}"
-            io_raw = row.get("input_output") or "{}"
-            io = _parse_json(io_raw, where, pid, "input_output") if isinstance(io_raw, str) else io_raw
-            sol_raw = row.get("solutions") or "[]"
-            sols = _parse_json(sol_raw, where, pid, "solutions") if isinstance(sol_raw, str) else sol_raw
-            difficulty = _difficulty(row.get("difficulty"), where, pid)
-            question = row.get("question")
-            if not isinstance(question, str):
-                raise ProblemError(where, pid, "missing question")
-            return _make_problem(pid, split, question, io, sols, difficulty, row.get("url", ""),
-                                 row.get("starter_code", ""), None, where, where)
-        return load
-
-    return [loader(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    return jsonl_rows(path, build)

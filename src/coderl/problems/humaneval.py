@@ -8,13 +8,12 @@ The prompt (signature + docstring) is ``Problem.prompt``; the hidden test is the
 from __future__ import annotations
 
 import ast
-import gzip
-import json
 import re
 from importlib import resources
 from pathlib import Path
 from typing import Callable
 
+from .rows import jsonl_rows
 from .schema import Problem, ProblemError
 
 
@@ -72,38 +71,20 @@ def docstring_examples(prompt: str, entry_point: str) -> list[str]:
 
 
 def load_humaneval(path: str | Path | None = None) -> list[Callable[[], Problem]]:
-    path = Path(path) if path else bundled_path()
-    opener = gzip.open if str(path).endswith(".gz") else open
-    if not path.exists():
-        raise ProblemError(path, None, "HumanEval data file not found")
-    with opener(path, "rb") as f:
-        raw = f.read()
-    try:
-        lines = raw.decode("utf-8").split("\n")
-    except UnicodeDecodeError as e:
-        raise ProblemError(path, None, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    def build(row: dict, where: str, lineno: int) -> Problem:
+        pid = row.get("task_id", f"line {lineno}")
+        for key in ("prompt", "entry_point", "test", "canonical_solution"):
+            if key not in row:
+                raise ProblemError(where, pid, f"missing field {key!r}")
+        examples = docstring_examples(row["prompt"], row["entry_point"])
+        p = Problem(
+            id=pid, source="humaneval", split="test", question=row["prompt"], kind="assert",
+            entry_point=row["entry_point"], prompt=row["prompt"],
+            tests={"setup": "", "asserts": [], "check": row["test"]},
+            example_tests={"setup": "", "asserts": examples, "check": None} if examples else {},
+            solutions=[row["prompt"] + row["canonical_solution"]],
+        )
+        p.validate(where)
+        return p
 
-    def loader(lineno: int, line: str) -> Callable[[], Problem]:
-        def load() -> Problem:
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ProblemError(where, f"line {lineno}", f"malformed JSON ({e.msg}, column {e.colno})") from None
-            pid = row.get("task_id", f"line {lineno}")
-            for key in ("prompt", "entry_point", "test", "canonical_solution"):
-                if key not in row:
-                    raise ProblemError(where, pid, f"missing field {key!r}")
-            examples = docstring_examples(row["prompt"], row["entry_point"])
-            p = Problem(
-                id=pid, source="humaneval", split="test", question=row["prompt"], kind="assert",
-                entry_point=row["entry_point"], prompt=row["prompt"],
-                tests={"setup": "", "asserts": [], "check": row["test"]},
-                example_tests={"setup": "", "asserts": examples, "check": None} if examples else {},
-                solutions=[row["prompt"] + row["canonical_solution"]],
-            )
-            p.validate(where)
-            return p
-        return load
-
-    return [loader(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    return jsonl_rows(path or bundled_path(), build)

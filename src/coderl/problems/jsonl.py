@@ -6,30 +6,12 @@ import json
 from pathlib import Path
 from typing import Callable
 
-from .schema import Problem, ProblemError
+from .rows import jsonl_rows
+from .schema import Problem
 
 
 def load_jsonl(path: str | Path) -> list[Callable[[], Problem]]:
-    from ..io import _open_text
-
-    path = Path(path)
-    try:
-        with _open_text(path, "rt") as f:
-            lines = f.read().split("\n")
-    except UnicodeDecodeError as e:
-        raise ProblemError(path, None, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
-
-    def loader(lineno: int, line: str) -> Callable[[], Problem]:
-        def load() -> Problem:
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ProblemError(where, f"line {lineno}", f"malformed JSON ({e.msg}, column {e.colno})") from None
-            return Problem.from_dict(row, path=where)
-        return load
-
-    return [loader(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    return jsonl_rows(path, lambda row, where, lineno: Problem.from_dict(row, path=where))
 
 
 def sniff_jsonl_format(path: str | Path) -> str:

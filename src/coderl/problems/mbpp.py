@@ -8,11 +8,11 @@ after ``test_setup_code``.
 
 from __future__ import annotations
 
-import json
 import re
 from pathlib import Path
 from typing import Callable
 
+from .rows import jsonl_rows
 from .schema import Problem, ProblemError
 
 SPLITS = {"prompt": (1, 10), "test": (11, 510), "validation": (511, 600), "train": (601, 974)}
@@ -37,40 +37,27 @@ def _entry_point(code: str, asserts: list[str]) -> str | None:
 
 
 def load_mbpp(path: str | Path, include_challenge: bool = True) -> list[Callable[[], Problem]]:
-    path = Path(path)
-    try:
-        lines = path.read_bytes().decode("utf-8").split("\n")
-    except UnicodeDecodeError as e:
-        raise ProblemError(path, None, f"not valid UTF-8 ({e.reason} at byte {e.start})") from None
+    def build(row: dict, where: str, lineno: int) -> Problem:
+        if "task_id" not in row:
+            raise ProblemError(where, f"line {lineno}", "expected an MBPP object with 'task_id'")
+        tid = int(row["task_id"])
+        pid = f"mbpp/{tid}"
+        for key in ("text", "code", "test_list"):
+            if key not in row:
+                raise ProblemError(where, pid, f"missing field {key!r}")
+        code = row["code"].replace("\r\n", "\n")
+        test_list = list(row["test_list"])
+        challenge = list(row.get("challenge_test_list") or [])
+        setup = (row.get("test_setup_code") or "").replace("\r\n", "\n")
+        hidden = test_list + (challenge if include_challenge else [])
+        p = Problem(
+            id=pid, source="mbpp", split=split_of(tid), question=row["text"], kind="assert",
+            entry_point=_entry_point(code, hidden),
+            tests={"setup": setup, "asserts": hidden, "check": None},
+            example_tests={"setup": setup, "asserts": test_list, "check": None},
+            solutions=[code], meta={"task_id": tid, "num_challenge_tests": len(challenge)},
+        )
+        p.validate(where)
+        return p
 
-    def loader(lineno: int, line: str) -> Callable[[], Problem]:
-        def load() -> Problem:
-            where = f"{path}:{lineno}"
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ProblemError(where, f"line {lineno}", f"malformed JSON ({e.msg}, column {e.colno})") from None
-            if not isinstance(row, dict) or "task_id" not in row:
-                raise ProblemError(where, f"line {lineno}", "expected an MBPP object with 'task_id'")
-            tid = int(row["task_id"])
-            pid = f"mbpp/{tid}"
-            for key in ("text", "code", "test_list"):
-                if key not in row:
-                    raise ProblemError(where, pid, f"missing field {key!r}")
-            code = row["code"].replace("\r\n", "\n")
-            test_list = list(row["test_list"])
-            challenge = list(row.get("challenge_test_list") or [])
-            setup = (row.get("test_setup_code") or "").replace("\r\n", "\n")
-            hidden = test_list + (challenge if include_challenge else [])
-            p = Problem(
-                id=pid, source="mbpp", split=split_of(tid), question=row["text"], kind="assert",
-                entry_point=_entry_point(code, hidden),
-                tests={"setup": setup, "asserts": hidden, "check": None},
-                example_tests={"setup": setup, "asserts": test_list, "check": None},
-                solutions=[code], meta={"task_id": tid, "num_challenge_tests": len(challenge)},
-            )
-            p.validate(where)
-            return p
-        return load
-
-    return [loader(i + 1, line) for i, line in enumerate(lines) if line.strip()]
+    return jsonl_rows(path, build)
