@@ -196,6 +196,8 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
             ys = [100 * g["pass@k"][str(k)] for k in ks if g["pass@k"].get(str(k)) is not None]
             ax.plot(ks[:len(ys)], ys, marker="o", label=name)
         ax.set_xscale("log")
+        ax.set_xticks(ks, [str(k) for k in ks])  # plain k labels, not 2x10^0
+        ax.xaxis.set_minor_locator(plt.NullLocator())
         ax.set_xlabel("k")
         ax.set_ylabel("pass@k (%)")
         ax.set_title("pass@k")
