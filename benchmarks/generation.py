@@ -76,7 +76,7 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top-p", type=float, default=0.95)
-    ap.add_argument("--batch-size", type=int, default=16, help="coderl generate's batch")
+    ap.add_argument("--batch-size", type=int, default=32, help="coderl generate's batch")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")

@@ -37,7 +37,7 @@ class GenerationConfig:
     model: str = "default"        # "default", an HF directory or a .gguf file
     num_seqs: int = 10            # sampled programs per problem
     greedy: bool = True           # plus one greedy program per problem (origin=greedy)
-    batch_size: int = 16          # sequences decoded together
+    batch_size: int = 32          # sequences decoded together (32 beat 16 by ~1.3x on 2 CPU cores)
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: int = 256
