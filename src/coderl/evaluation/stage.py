@@ -202,12 +202,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
         ax.set_ylabel("pass@k (%)")
         ax.set_title("pass@k")
         ax.grid(alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        p = out_dir / "pass_at_k.png"
-        fig.savefig(p, dpi=100)
-        plt.close(fig)
-        paths.append(str(p))
+        paths.append(_save(fig, ax, out_dir / "pass_at_k.png"))
     fig, ax = plt.subplots(figsize=(5, 3.5))
     width = 0.4
     for i, g in enumerate(("sampled", "greedy")):
@@ -218,13 +213,19 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
     ax.set_xticks([x + width / 2 for x in range(len(OUTCOMES))], OUTCOMES, rotation=15)
     ax.set_ylabel("share of programs (%)")
     ax.set_title("outcomes")
+    paths.append(_save(fig, ax, out_dir / "outcomes.png"))
+    return paths
+
+
+def _save(fig, ax, path: Path) -> str:
+    """Legend, tight layout, PNG at 100 dpi; the figure is closed."""
+    import matplotlib.pyplot as plt
+
     ax.legend()
     fig.tight_layout()
-    p = out_dir / "outcomes.png"
-    fig.savefig(p, dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
-    paths.append(str(p))
-    return paths
+    return str(path)
 
 
 def evaluate(problems: list[Problem], results_path: str | Path, out_dir: str | Path,
