@@ -74,6 +74,23 @@ def test_top_p_keeps_the_nucleus_only():
     assert draws == {0, 1}
 
 
+def test_top_p_nucleus_wider_than_the_fast_path():
+    """The nucleus is looked for among the TOP_K_FAST most likely tokens first; a row whose
+    nucleus is wider falls back to the full sort, in the same batch as a narrow row."""
+    from coderl.generation.decode import TOP_K_FAST, _sample_rows
+
+    vocab = 4 * TOP_K_FAST
+    logits = torch.stack([-torch.arange(vocab) * 1e-3, -torch.arange(vocab) * 1.0])
+    probs = logits[0].softmax(-1)
+    nucleus = int(((probs.cumsum(-1) - probs) <= 0.5).sum())  # row 0: ~2 x TOP_K_FAST tokens
+    assert nucleus > TOP_K_FAST
+    g = torch.Generator().manual_seed(0)
+    draws = torch.stack([_sample_rows(logits, torch.tensor([1.0, 1.0]), torch.tensor([0.5, 0.5]), g)
+                         for _ in range(300)])
+    assert TOP_K_FAST <= int(draws[:, 0].max()) < nucleus  # the whole nucleus, nothing beyond
+    assert draws[:, 1].tolist() == [0] * 300  # row 1: token 0 alone holds 63% of the mass
+
+
 def test_generate_stage_records_and_resume(causal, mbpp_problems, tmp_path):
     cfg = GenerationConfig(num_seqs=2, greedy=True, batch_size=4, max_new_tokens=8, progress=False)
     out = tmp_path / "samples.jsonl"
@@ -133,7 +150,9 @@ def test_continuous_batching_matches_static_batches(causal):
     from coderl.generation.decode import Request, decode_stream
 
     tok = causal.tokenizer
-    prompts = PROMPTS * 4 + ["class Solution:\n    def f(self):", "x"]
+    # repeated prompts, adjacent ones too (a problem's samples share one prefill, copied into
+    # several rows at once)
+    prompts = PROMPTS * 4 + ["class Solution:\n    def f(self):"] * 3 + ["x"]
     free = decode_batch(causal.model, tok, prompts, max_new_tokens=14)
     # stop strings from each row's own text make the lengths differ (rows leave at 2..14 tokens)
     stops = [[tok.decode(c.token_ids[:2 + i % 9], skip_special_tokens=True)[-2:]] if i % 3 else []
@@ -147,3 +166,28 @@ def test_continuous_batching_matches_static_batches(causal):
     assert sorted(done) == list(range(len(prompts)))  # each reported once, as it finished
     for a, b in zip(got, ref):
         assert a.logprob == pytest.approx(b.logprob, abs=1e-3)
+
+
+def test_sliding_window_models_decode_in_static_batches(causal, mbpp_problems, tmp_path):
+    """decode_stream keeps its own full-attention KV cache: a model with sliding-window layers is
+    refused there and the generate stage decodes it with decode_batch (transformers' own cache)."""
+    from transformers import Gemma3ForCausalLM, Gemma3TextConfig
+
+    from coderl.generation.decode import Request, decode_stream, supports_streaming
+    from coderl.models.resolve import LoadedModel
+
+    tok = causal.tokenizer
+    torch.manual_seed(0)
+    cfg = Gemma3TextConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=4,
+                           layer_types=["sliding_attention", "full_attention"], pad_token_id=tok.pad_token_id,
+                           eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
+    model = Gemma3ForCausalLM(cfg).eval()
+    assert supports_streaming(causal.model) and not supports_streaming(model)
+    with pytest.raises(ValueError, match="sliding windows"):
+        decode_stream(model, tok, [Request("def add(a, b):\n", [])], max_new_tokens=4)
+    lm = LoadedModel(model=model, tokenizer=tok, spec="tiny-gemma3", path=causal.path, is_encoder_decoder=False)
+    generate(mbpp_problems[:2], tmp_path / "s.jsonl",
+             GenerationConfig(num_seqs=2, max_new_tokens=12, progress=False), model=lm)
+    samples = read_samples(tmp_path / "s.jsonl")
+    assert len(samples) == 6 and all(0 < s.num_tokens <= 12 for s in samples)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import Cache, DynamicLayer
 
 
 @dataclass
@@ -44,15 +45,8 @@ def _sample_next(logits: torch.Tensor, temperature: float, top_p: float,
                  generator: torch.Generator | None) -> torch.Tensor:
     if temperature <= 0:
         return logits.argmax(-1)
-    scaled = logits / temperature
-    if top_p < 1.0:
-        sorted_logits, order = scaled.sort(-1, descending=True)
-        cum = sorted_logits.softmax(-1).cumsum(-1)
-        remove = cum - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
-        sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
-        scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
-    probs = scaled.softmax(-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    n = logits.shape[0]
+    return _sample_rows(logits, logits.new_full((n,), temperature), logits.new_full((n,), top_p), generator)
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
@@ -173,21 +167,136 @@ class Request:
     top_p: float = 1.0
 
 
+TOP_K_FAST = 256  # the nucleus is looked for among this many most likely tokens first
+
+
+def _nucleus_full(scaled: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+    """Top-p sampling over the whole vocabulary (a full sort: ~4 ms per row for 49k tokens)."""
+    sorted_logits, order = scaled.sort(-1, descending=True)
+    probs = sorted_logits.softmax(-1)
+    remove = (probs.cumsum(-1) - probs) > top_p[:, None]  # keep the smallest set reaching top_p
+    probs = probs.masked_fill(remove, 0.0)
+    return order.gather(-1, torch.multinomial(probs, 1, generator=generator)).squeeze(-1)
+
+
 def _sample_rows(logits: torch.Tensor, temp: torch.Tensor, top_p: torch.Tensor,
                  generator: torch.Generator | None) -> torch.Tensor:
-    """Per-row temperature / top-p; rows with temperature 0 are greedy."""
+    """Per-row temperature / top-p; rows with temperature 0 are greedy.
+
+    The nucleus (the smallest set of most likely tokens whose mass reaches ``top_p``) almost
+    always lies within the ``TOP_K_FAST`` most likely tokens: it is found there with ``topk``
+    instead of sorting the whole vocabulary, which cost as much as the model's forward pass at
+    batch 32. Rows whose nucleus is wider (or ``top_p >= 1``) take the full sort; the
+    distribution sampled from is the same either way.
+    """
     greedy = logits.argmax(-1)
     sampling = temp > 0
     if not bool(sampling.any()):
         return greedy
     scaled = logits / temp.clamp(min=1e-6)[:, None]
-    sorted_logits, order = scaled.sort(-1, descending=True)
-    probs = sorted_logits.softmax(-1)
-    remove = (probs.cumsum(-1) - probs) > top_p[:, None]
-    sorted_logits = sorted_logits.masked_fill(remove, float("-inf"))
-    scaled = torch.full_like(scaled, float("-inf")).scatter(-1, order, sorted_logits)
-    drawn = torch.multinomial(scaled.softmax(-1), 1, generator=generator).squeeze(-1)
+    k = min(TOP_K_FAST, scaled.shape[-1])
+    top, order = scaled.topk(k, -1)  # sorted, most likely first
+    probs = (top - scaled.logsumexp(-1, keepdim=True)).exp()
+    before = probs.cumsum(-1) - probs  # mass of the more likely tokens
+    inside = before[:, -1] > top_p     # the nucleus ends before the k-th token
+    probs = probs.masked_fill(before > top_p[:, None], 0.0)
+    drawn = order.gather(-1, torch.multinomial(probs, 1, generator=generator)).squeeze(-1)
+    wide = sampling & ~inside
+    if bool(wide.any()):
+        rows = wide.nonzero().squeeze(-1)
+        drawn[rows] = _nucleus_full(scaled[rows], top_p[rows], generator)
     return torch.where(sampling, drawn, greedy)
+
+
+class _GrowingLayer(DynamicLayer):
+    """A KV-cache layer whose keys/values are views into buffers with room to grow.
+
+    ``DynamicLayer`` appends with ``torch.cat``, copying the whole cache at every step (a third of
+    a decoding step at batch 32); here a new token is written in place, and the buffers are
+    reallocated only when full, when rows leave (``batch_select_indices``) or when the batch is
+    rebuilt to admit new requests.
+    """
+
+    SPARE = 64  # free positions allocated after the last one
+
+    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
+        super().__init__()
+        self.device, self.is_initialized = keys.device, True
+        self._kb, self._vb, self._start, self._end = keys, values, 0, length
+        self._view()
+
+    @classmethod
+    def empty(cls, rows: int, like: torch.Tensor, length: int) -> "_GrowingLayer":
+        """Uninitialised: the caller fills (or zeroes: masked padding must still be finite) the
+        first ``length`` positions of every row."""
+        shape = (rows, like.shape[1], length + cls.SPARE, like.shape[3])
+        return cls(like.new_empty(shape), like.new_empty(shape), length)
+
+    def _view(self) -> None:
+        self.keys = self._kb[:, :, self._start:self._end]
+        self.values = self._vb[:, :, self._start:self._end]
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
+        add = key_states.shape[-2]
+        if self._end + add > self._kb.shape[-2]:  # full: move to a bigger buffer
+            grown = _GrowingLayer.empty(self.keys.shape[0], self.keys, self._end - self._start + add)
+            grown._kb[:, :, :grown._end - add] = self.keys
+            grown._vb[:, :, :grown._end - add] = self.values
+            self._kb, self._vb, self._start, self._end = grown._kb, grown._vb, 0, grown._end - add
+        self._kb[:, :, self._end:self._end + add] = key_states
+        self._vb[:, :, self._end:self._end + add] = value_states
+        self._end += add
+        self._view()
+        return self.keys, self.values
+
+    def batch_select_indices(self, indices: torch.Tensor) -> None:
+        self._kb = self._kb[:, :, self._start:].index_select(0, indices)
+        self._vb = self._vb[:, :, self._start:].index_select(0, indices)
+        self._end -= self._start
+        self._start = 0
+        self._view()
+
+    def keep_rows(self, order: list[int]) -> None:
+        """Keep rows ``order`` (see :func:`_compaction`): the rows that change place are copied
+        into the holes, the rest stay where they are (``batch_select_indices`` copies them all)."""
+        moved = [(p, j) for p, j in enumerate(order) if p != j]
+        if moved:
+            dst = torch.tensor([p for p, _ in moved], device=self._kb.device)
+            src = torch.tensor([j for _, j in moved], device=self._kb.device)
+            self._kb[dst] = self._kb[src]
+            self._vb[dst] = self._vb[src]
+        self._kb, self._vb = self._kb[:len(order)], self._vb[:len(order)]
+        self._view()
+
+    def trim_left(self, n: int) -> None:
+        """Forget the first ``n`` positions (padding in every row)."""
+        self._start += n
+        self._view()
+
+
+def _compaction(keep: list[int]) -> list[int]:
+    """The row order after dropping finished rows: kept rows stay in place, and the last kept rows
+    move into the holes, so only they are copied. ``keep``: the kept row positions, ascending."""
+    n, kept = len(keep), set(keep)
+    movers = [j for j in keep if j >= n]
+    return [p if p in kept else movers.pop() for p in range(n)]
+
+
+class _GrowingCache(DynamicCache):
+    def __init__(self, layers: list[_GrowingLayer]):
+        Cache.__init__(self, layers=layers)
+
+
+def supports_streaming(model) -> bool:
+    """:func:`decode_stream` manages the KV cache itself, as full-attention layers; models with
+    other layer kinds (sliding windows, ...) and encoder-decoders decode with :func:`decode_batch`."""
+    if getattr(model.config, "is_encoder_decoder", False):
+        return False
+    try:
+        layers = DynamicCache(config=model.config).layers
+    except Exception:  # a config transformers cannot map to cache layers
+        return False
+    return all(type(layer) is DynamicLayer for layer in layers)
 
 
 @torch.inference_mode()
@@ -206,6 +315,9 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
     ``on_done(i, completion)`` is called as request ``i`` finishes; ``on_step(n_active)`` after
     every decoding step. Returns the completions in request order.
     """
+    if not supports_streaming(model):
+        raise ValueError(f"decode_stream: {type(model).__name__} has attention layers other than full "
+                         "attention (e.g. sliding windows) or is an encoder-decoder: use decode_batch")
     device = next(model.parameters()).device
     eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
     tail = max([len(tokenizer.encode(s, add_special_tokens=False))
@@ -250,28 +362,37 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
             prefilled.move_to_end(requests[i].prompt)
         lengths = [e[0][0].shape[2] for e in entries]
         width = max(lengths + ([mask.shape[1]] if mask is not None else []))
-        left = lambda x, n: torch.nn.functional.pad(x, (0, 0, width - n, 0))  # noqa: E731
-        n_layers = len(entries[0][0])
-        keys = [[] for _ in range(n_layers)]
-        values = [[] for _ in range(n_layers)]
-        masks, lgs = [], []
-        if cache is not None:  # the rows in flight, left-padded to the new width
-            for l, layer in enumerate(cache.layers):
-                keys[l].append(left(layer.keys, mask.shape[1]))
-                values[l].append(left(layer.values, mask.shape[1]))
-            masks.append(torch.nn.functional.pad(mask, (width - mask.shape[1], 0)))
-            lgs.append(logits)
-        for (ks, vs, lg), n in zip(entries, lengths):
-            for l in range(n_layers):
-                keys[l].append(left(ks[l], n))
-                values[l].append(left(vs[l], n))
-            row = torch.zeros((1, width), dtype=torch.long, device=device)
-            row[:, width - n:] = 1
-            masks.append(row)
-            lgs.append(lg)
-        cache = DynamicCache(ddp_cache_data=[(torch.cat(keys[l]), torch.cat(values[l]))
-                                             for l in range(n_layers)])
-        mask, logits = torch.cat(masks), torch.cat(lgs)
+        old = len(rows) if cache is not None else 0
+        n_rows = old + len(ids)
+        runs = []  # (first, end, prefill, length) of each run of new requests sharing a prompt
+        for j, (e, n) in enumerate(zip(entries, lengths)):
+            if runs and runs[-1][2] is e:
+                runs[-1][1] = j + 1
+            else:
+                runs.append([j, j + 1, e, n])
+        layers = []
+        for l in range(len(entries[0][0])):  # one buffer per layer: rows in flight, then the new ones
+            layer = _GrowingLayer.empty(n_rows, entries[0][0][l], width)
+            kb, vb = layer._kb, layer._vb
+            if old:
+                w = mask.shape[1]
+                kb[:old, :, :width - w] = 0
+                vb[:old, :, :width - w] = 0
+                kb[:old, :, width - w:width] = cache.layers[l].keys
+                vb[:old, :, width - w:width] = cache.layers[l].values
+            for a, b, (ks, vs, _), n in runs:  # left-padded; broadcast over a prompt's samples
+                kb[old + a:old + b, :, :width - n] = 0
+                vb[old + a:old + b, :, :width - n] = 0
+                kb[old + a:old + b, :, width - n:width] = ks[l]
+                vb[old + a:old + b, :, width - n:width] = vs[l]
+            layers.append(layer)
+        new_mask = torch.zeros((n_rows, width), dtype=torch.long, device=device)
+        if old:
+            new_mask[:old, width - mask.shape[1]:] = mask
+        for j, n in enumerate(lengths):
+            new_mask[old + j, width - n:] = 1
+        lgs = ([logits] if old else []) + [e[2] for e in entries]
+        cache, mask, logits = _GrowingCache(layers), new_mask, torch.cat(lgs)
         rows.extend(ids)
         while len(prefilled) > 4:  # the prompts of the last few problems
             prefilled.popitem(last=False)
@@ -309,18 +430,20 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
         if on_step is not None:
             on_step(len(rows))
         if len(keep) < len(rows):
-            idx = torch.tensor(keep, dtype=torch.long, device=device)
-            rows[:] = [rows[j] for j in keep]
+            order = _compaction(keep)
+            rows[:] = [rows[j] for j in order]
             if not rows:
                 cache = mask = logits = None
                 continue
-            cache.batch_select_indices(idx)
+            for layer in cache.layers:
+                layer.keep_rows(order)
+            idx = torch.tensor(order, dtype=torch.long, device=device)
             nxt, mask = nxt[idx], mask[idx]
             lead = int(mask.any(0).float().argmax())  # columns that are padding in every row
             if lead:
                 mask = mask[:, lead:]
                 for layer in cache.layers:
-                    layer.keys, layer.values = layer.keys[:, :, lead:], layer.values[:, :, lead:]
+                    layer.trim_left(lead)
         mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
         out = model(input_ids=nxt[:, None], attention_mask=mask,
                     position_ids=mask.sum(-1, keepdim=True) - 1, cache=cache, use_cache=True)

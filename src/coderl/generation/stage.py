@@ -5,7 +5,8 @@ greedy program (``origin=greedy``: CodeRL's baseline W^b for relative returns).
 
 Causal models decode with continuous batching (:func:`coderl.generation.decode.decode_stream`):
 up to ``batch_size`` sequences of several problems in flight, left-padded, each ending at its stop
-strings, finished ones replaced by new ones. Encoder-decoder models decode in static batches.
+strings, finished ones replaced by new ones. Encoder-decoder models (and causal models with
+attention other than full attention, e.g. sliding windows) decode in static batches.
 The greedy programs of all problems come first, then the sampled ones, problem by problem. Each
 sample is appended and flushed as it finishes, so a killed run restarts where it stopped: only
 the missing (problem, index) pairs are generated again.
@@ -28,7 +29,7 @@ from ..io import JsonlAppender
 from ..models import LoadedModel, build_prompt, extract_program, load_model
 from ..models.prompts import Prompt
 from ..problems.schema import Problem
-from .decode import Completion, Request, decode_batch, decode_stream
+from .decode import Completion, Request, decode_batch, decode_stream, supports_streaming
 from .sample import Sample, read_samples
 
 
@@ -137,7 +138,7 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
     t0 = time.time()
     with JsonlAppender(out_path) as out:
         writer = _Writer(out, progress)
-        if lm.is_encoder_decoder:
+        if not supports_streaming(lm.model):  # encoder-decoders, sliding-window attention
             _decode_static(lm, jobs, config, writer, progress)
         else:
             requests = [Request(j.prompt.text, j.prompt.stop + list(config.stop),
@@ -174,8 +175,9 @@ class _Writer:
 
 def _decode_static(lm: LoadedModel, jobs: list[_Job], cfg: GenerationConfig, writer: _Writer,
                    progress: _Progress) -> None:
-    """Encoder-decoder models: static batches of up to ``batch_size`` (finished rows still leave
-    the batch), greedy and sampled separately, in windows of a few batches of problems."""
+    """Models decode_stream does not serve (encoder-decoders, sliding-window attention): static
+    batches of up to ``batch_size`` (finished rows still leave the batch), greedy and sampled
+    separately, in windows of a few batches of problems."""
     batch_no = 0
     step = 4 * cfg.batch_size
     for w in range(0, len(jobs), step):
@@ -192,7 +194,7 @@ def _decode_static(lm: LoadedModel, jobs: list[_Job], cfg: GenerationConfig, wri
                     max_new_tokens=cfg.max_new_tokens,
                     temperature=0.0 if origin == "greedy" else cfg.temperature,
                     top_p=1.0 if origin == "greedy" else cfg.top_p, generator=gen,
-                    is_encoder_decoder=True, max_prompt_tokens=cfg.max_prompt_tokens,
+                    is_encoder_decoder=lm.is_encoder_decoder, max_prompt_tokens=cfg.max_prompt_tokens,
                     on_step=progress.step)
                 for j, c in zip(batch, completions):
                     writer.add(j, c)
