@@ -10,7 +10,11 @@ like-for-like number); program tokens/s (tokens up to the end of the program, i.
 closing fence: what both sides must generate); generated tokens/s (everything each side
 computed: the naive loop also generates the prose after the program, up to its end token).
 
-    .venv/bin/python benchmarks/generation.py --problems 8 --num-seqs 8 --threads 2
+    .venv/bin/python benchmarks/generation.py --problems 16 --num-seqs 8 --threads 2 --batch-size 32,64
+
+Several ``--batch-size`` values are measured against the same naive run. Enough sequences
+(problems x num_seqs) to keep coderl's batch full most of the time are what it is built for
+(sampling for RL and pass@k); with few, the tail of the last sequences dominates.
 """
 
 from __future__ import annotations
@@ -71,12 +75,12 @@ def _until_stop(tok, ids, stop):
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--problems", type=int, default=8, help="first N MBPP test problems")
+    ap.add_argument("--problems", type=int, default=16, help="first N MBPP test problems")
     ap.add_argument("--num-seqs", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=256)
     ap.add_argument("--temperature", type=float, default=0.8)
     ap.add_argument("--top-p", type=float, default=0.95)
-    ap.add_argument("--batch-size", type=int, default=32, help="coderl generate's batch")
+    ap.add_argument("--batch-size", default="32", help="coderl generate's batch (comma-separated: several runs)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
@@ -88,20 +92,22 @@ def main() -> None:
     problems = load_problems("mbpp", split="test", end=args.problems)
     rows = {}
 
-    load0 = os.getloadavg()[0]
-    t = time.time()
-    with tempfile.TemporaryDirectory() as d:
-        cfg = GenerationConfig(num_seqs=args.num_seqs, greedy=False, batch_size=args.batch_size,
-                               temperature=args.temperature, top_p=args.top_p,
-                               max_new_tokens=args.max_new_tokens, seed=args.seed, progress=False)
-        summary = generate(problems, Path(d) / "s.jsonl", cfg, model=lm)
-        samples = read_samples(Path(d) / "s.jsonl")
-    dt = time.time() - t
-    rows["coderl"] = {"seconds": round(dt, 1), "tokens": summary["tokens"],
-                      "program_tokens": summary["tokens"], "programs": len(samples),
-                      "tokens_per_s": round(summary["tokens"] / dt, 2),
-                      "program_tokens_per_s": round(summary["tokens"] / dt, 2),
-                      "programs_per_s": round(len(samples) / dt, 3), "loadavg_start": load0}
+    for bs in [int(b) for b in str(args.batch_size).split(",")]:
+        load0 = os.getloadavg()[0]
+        t = time.time()
+        with tempfile.TemporaryDirectory() as d:
+            cfg = GenerationConfig(num_seqs=args.num_seqs, greedy=False, batch_size=bs,
+                                   temperature=args.temperature, top_p=args.top_p,
+                                   max_new_tokens=args.max_new_tokens, seed=args.seed, progress=False)
+            summary = generate(problems, Path(d) / "s.jsonl", cfg, model=lm)
+            samples = read_samples(Path(d) / "s.jsonl")
+        dt = time.time() - t
+        rows[f"coderl (batch {bs})"] = {
+            "seconds": round(dt, 1), "tokens": summary["tokens"], "program_tokens": summary["tokens"],
+            "programs": len(samples), "tokens_per_s": round(summary["tokens"] / dt, 2),
+            "program_tokens_per_s": round(summary["tokens"] / dt, 2),
+            "programs_per_s": round(len(samples) / dt, 3), "loadavg_start": load0}
+        print(f"coderl batch {bs}: {rows[f'coderl (batch {bs})']}", flush=True)
 
     load0 = os.getloadavg()[0]
     t = time.time()
@@ -113,22 +119,24 @@ def main() -> None:
                      "program_tokens_per_s": round(nprog_tok / dt, 2),
                      "programs_per_s": round(len(programs) / dt, 3), "loadavg_start": load0}
 
+    naive_row = rows["naive"]
     result = {"setup": {**vars(args), "out": str(args.out) if args.out else None,
-                        "torch_threads": torch.get_num_threads(), "model": str(lm.path)},
+                        "torch_threads": torch.get_num_threads(), "model": str(lm.path),
+                        "machine": f"{os.cpu_count()} cores, torch {torch.__version__}"},
               **rows,
-              "speedup_tokens_per_s": round(rows["coderl"]["tokens_per_s"] / rows["naive"]["tokens_per_s"], 2),
-              "speedup_program_tokens_per_s": round(rows["coderl"]["program_tokens_per_s"]
-                                                    / rows["naive"]["program_tokens_per_s"], 2),
-              "speedup_wall": round(rows["naive"]["seconds"] / rows["coderl"]["seconds"], 2)}
+              "speedups": {k: {"tokens_per_s": round(r["tokens_per_s"] / naive_row["tokens_per_s"], 2),
+                               "program_tokens_per_s": round(r["program_tokens_per_s"]
+                                                             / naive_row["program_tokens_per_s"], 2),
+                               "wall": round(naive_row["seconds"] / r["seconds"], 2)}
+                           for k, r in rows.items() if k != "naive"}}
     print(json.dumps(result, indent=1))
     print("\n| | seconds | generated tokens | tokens/s | program tokens/s | programs/s |\n|---|---|---|---|---|---|")
-    for k in ("naive", "coderl"):
-        r = rows[k]
+    for k, r in rows.items():
         print(f"| {k} | {r['seconds']} | {r['tokens']} | {r['tokens_per_s']} | "
               f"{r['program_tokens_per_s']} | {r['programs_per_s']} |")
-    print(f"\nspeedup: {result['speedup_wall']}x wall time (programs/s), "
-          f"{result['speedup_program_tokens_per_s']}x program tokens/s, "
-          f"{result['speedup_tokens_per_s']}x generated tokens/s")
+    for k, sp in result["speedups"].items():
+        print(f"{k}: {sp['tokens_per_s']}x generated tokens/s, {sp['program_tokens_per_s']}x program "
+              f"tokens/s, {sp['wall']}x wall time (programs/s)")
     if args.out:
         args.out.write_text(json.dumps(result, indent=1))
 

@@ -191,3 +191,19 @@ def test_sliding_window_models_decode_in_static_batches(causal, mbpp_problems, t
              GenerationConfig(num_seqs=2, max_new_tokens=12, progress=False), model=lm)
     samples = read_samples(tmp_path / "s.jsonl")
     assert len(samples) == 6 and all(0 < s.num_tokens <= 12 for s in samples)
+
+
+def test_stream_cache_grows_past_its_spare_room(causal):
+    """Sequences longer than the cache's spare room (64 positions) move to bigger buffers while
+    other rows leave and new ones join: tokens still equal those of one static batch."""
+    from coderl.generation.decode import Request, _GrowingLayer, decode_stream
+
+    tok = causal.tokenizer
+    n = _GrowingLayer.SPARE + 16
+    free = decode_batch(causal.model, tok, PROMPTS, max_new_tokens=n)
+    stops = [[tok.decode(free[0].token_ids[:10], skip_special_tokens=True)[-2:]], [], []]
+    ref = decode_batch(causal.model, tok, PROMPTS, stop=stops, max_new_tokens=n)
+    got = decode_stream(causal.model, tok, [Request(p, s) for p, s in zip(PROMPTS, stops)],
+                        batch_size=2, max_new_tokens=n)
+    assert ref[0].num_tokens <= 10 and ref[1].num_tokens == n
+    assert [c.token_ids for c in got] == [c.token_ids for c in ref]

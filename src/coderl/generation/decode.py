@@ -239,10 +239,10 @@ class _GrowingLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         add = key_states.shape[-2]
         if self._end + add > self._kb.shape[-2]:  # full: move to a bigger buffer
-            grown = _GrowingLayer.empty(self.keys.shape[0], self.keys, self._end - self._start + add)
-            grown._kb[:, :, :grown._end - add] = self.keys
-            grown._vb[:, :, :grown._end - add] = self.values
-            self._kb, self._vb, self._start, self._end = grown._kb, grown._vb, 0, grown._end - add
+            n = self._end - self._start
+            bigger = _GrowingLayer.empty(self.keys.shape[0], self.keys, n + add)
+            bigger._kb[:, :, :n], bigger._vb[:, :, :n] = self.keys, self.values
+            self._kb, self._vb, self._start, self._end = bigger._kb, bigger._vb, 0, n
         self._kb[:, :, self._end:self._end + add] = key_states
         self._vb[:, :, self._end:self._end + add] = value_states
         self._end += add
