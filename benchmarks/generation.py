@@ -12,7 +12,10 @@ computed: the naive loop also generates the prose after the program, up to its e
 
     .venv/bin/python benchmarks/generation.py --problems 16 --num-seqs 8 --threads 2 --batch-size 32,64
 
-Several ``--batch-size`` values are measured against the same naive run. Enough sequences
+Several ``--batch-size`` values are measured against the same naive run. On a machine without
+the bundled weights (the GPU box, where the 98 MB GGUF cannot be copied), ``--random-init DIR``
+builds the model from DIR's config and tokenizer with random weights: then no sequence stops
+early (random tokens hit no stop string or end token), so the ratio measures batching alone. Enough sequences
 (problems x num_seqs) to keep coderl's batch full most of the time are what it is built for
 (sampling for RL and pass@k); with few, the tail of the last sequences dominates.
 """
@@ -44,7 +47,7 @@ def naive(lm, problems, n, temperature, top_p, max_new_tokens, seed):
     torch.manual_seed(seed)
     for p in problems:
         prompt = build_prompt(p, tok, "auto")
-        enc = tok([prompt.text], return_tensors="pt", add_special_tokens=False)
+        enc = tok([prompt.text], return_tensors="pt", add_special_tokens=False).to(model.device)
         out = model.generate(**enc, do_sample=True, temperature=temperature, top_p=top_p,
                              top_k=0, max_new_tokens=max_new_tokens, num_return_sequences=n,
                              pad_token_id=tok.pad_token_id)
@@ -73,6 +76,21 @@ def _until_stop(tok, ids, stop):
     return lo
 
 
+def random_model(path: Path, device: str, dtype: str):
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+    from coderl.models.resolve import LoadedModel
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path), dtype=getattr(torch, dtype))
+    tok = AutoTokenizer.from_pretrained(path)
+    tok.padding_side = "left"
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token
+    return LoadedModel(model=model.to(device).eval(), tokenizer=tok, spec="random", path=path,
+                       is_encoder_decoder=False)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--problems", type=int, default=16, help="first N MBPP test problems")
@@ -84,11 +102,16 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="write the numbers as JSON here")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--random-init", type=Path, default=None, metavar="DIR",
+                    help="a model directory without weights: its config, tokenizer and random weights")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    lm = load_model("default")
+    lm = random_model(args.random_init, args.device, args.dtype) if args.random_init else \
+        load_model("default", device=args.device, dtype=args.dtype)
     problems = load_problems("mbpp", split="test", end=args.problems)
     rows = {}
 
@@ -121,8 +144,10 @@ def main() -> None:
 
     naive_row = rows["naive"]
     result = {"setup": {**vars(args), "out": str(args.out) if args.out else None,
+                        "random_init": str(args.random_init) if args.random_init else None,
                         "torch_threads": torch.get_num_threads(), "model": str(lm.path),
-                        "machine": f"{os.cpu_count()} cores, torch {torch.__version__}"},
+                        "machine": f"{os.cpu_count()} cores, torch {torch.__version__}"
+                                   + (f", {torch.cuda.get_device_name()}" if args.device.startswith("cuda") else "")},
               **rows,
               "speedups": {k: {"tokens_per_s": round(r["tokens_per_s"] / naive_row["tokens_per_s"], 2),
                                "program_tokens_per_s": round(r["program_tokens_per_s"]

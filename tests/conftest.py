@@ -9,6 +9,9 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+# where the tiny models of the generation tests run: CODERL_TEST_DEVICE=cuda checks the GPU path
+DEVICE = os.environ.get("CODERL_TEST_DEVICE", "cpu")
+
 _CORPUS = [
     "def add(a, b):\n    return a + b\n",
     "def remove_Occ(s, ch):\n    return s.replace(ch, '', 1)\n",

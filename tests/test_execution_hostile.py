@@ -39,13 +39,14 @@ def ex():
     cfg = ExecConfig(workers=2, timeout=1.0, limits=Limits(memory_mb=512, file_size_mb=4, max_procs=32),
                      isolation=os.environ.get("CODERL_TEST_ISOLATION", "auto"))
     with Executor(cfg) as executor:
+        executor.first_workers = [w.proc for w in executor._workers]  # none may need replacing
         yield executor
     os.environ.pop("CODERL_SECRET_TOKEN", None)
 
 
 def leftovers(ex: Executor) -> list[psutil.Process]:
     """Processes of the programs' uids, except each worker's one idle pre-forked child (a fork of the
-    worker waiting for its next program)."""
+    worker's zygote waiting for its next program)."""
     uids = set(ex.uids)
     by_uid: dict[int, list[psutil.Process]] = {}
     for p in psutil.process_iter(["uids", "status", "cmdline"]):
@@ -340,7 +341,35 @@ def test_background_process_outlives_the_program(ex):
     check_after(ex)
 
 
+def test_output_does_not_leak_into_the_next_program(ex):
+    # stdout/stderr are the worker's open files, shared with each program in turn: whatever one
+    # program does to them (seek, O_APPEND, replacing paths in its directory) the next starts clean
+    prog = ("import os, sys, fcntl\nprint('LEAK', flush=True)\nprint('LEAK', file=sys.stderr, flush=True)\n"
+            "for fd in (1, 2):\n    os.lseek(fd, 1 << 20, 0)\n    fcntl.fcntl(fd, fcntl.F_SETFL, os.O_APPEND)\n"
+            "    os.write(fd, b'LEAK')\n"
+            "for name in ('.stdout', '.stderr', 'stdout', 'stderr'):\n    os.symlink('/coderl-no-such-file', name)\n"
+            "def f(x):\n    return 2 * x\n")
+    r = ex.run(DOUBLE_ASSERT, prog)
+    assert r.outcome == "passed" and r.stdout.startswith("LEAK\n") and r.stdout.endswith("LEAK")
+    for w in ex._workers:  # every worker runs the next program
+        r = ex.run(DOUBLE_ASSERT, "print('clean')\n" + GOOD)
+        assert (r.outcome, r.stdout, r.stderr) == ("passed", "clean\n", "")
+    check_after(ex)
+
+
+def test_locking_the_next_program_out_of_its_directory(ex):
+    need(ex, "uid_drop")
+    r = ex.run(DOUBLE_ASSERT, "import os\nos.chmod('.', 0)\n" + GOOD)
+    assert r.outcome == "passed"
+    for w in ex._workers:  # stdio tests write their input and output files in the directory
+        assert ex.run(DOUBLE_STDIO, "print(2 * int(input()))\n").outcome == "passed"
+    check_after(ex)
+
+
 def test_engine_workers_survive_all_of_the_above(ex):
+    # the same worker processes as at the start: none died (a worker whose zygote was lost would die
+    # and be replaced without a visible error)
+    assert [w.proc for w in ex._workers] == ex.first_workers
     assert all(w.proc is not None and w.proc.poll() is None for w in ex._workers)
     check_after(ex)
 

@@ -11,23 +11,25 @@ from coderl.generation import GenerationConfig, Sample, decode_batch, generate, 
 from coderl.io import RecordError
 from coderl.models import load_model
 
+from conftest import DEVICE
+
 PROMPTS = ["def add(a, b):\n", "Write a python function to find the sum of a list of numbers.\n",
            "import sys\n"]
 
 
 @pytest.fixture(scope="module")
 def causal(tiny_causal_dir):
-    return load_model(str(tiny_causal_dir))
+    return load_model(str(tiny_causal_dir), device=DEVICE)
 
 
 @pytest.fixture(scope="module")
 def t5(tiny_t5_dir):
-    return load_model(str(tiny_t5_dir))
+    return load_model(str(tiny_t5_dir), device=DEVICE)
 
 
 def _hf_greedy(lm, prompts, n):
     enc = lm.tokenizer(prompts, return_tensors="pt", padding=True,
-                       add_special_tokens=lm.is_encoder_decoder)
+                       add_special_tokens=lm.is_encoder_decoder).to(DEVICE)
     out = lm.model.generate(**enc, max_new_tokens=n, min_new_tokens=n, do_sample=False)
     start = 1 if lm.is_encoder_decoder else enc.input_ids.shape[1]
     return [row[start:].tolist() for row in out]
@@ -61,7 +63,7 @@ def test_stop_strings_end_each_sequence_early(causal):
 def test_sampling_is_seeded(causal):
     run = lambda seed: [c.token_ids for c in decode_batch(
         causal.model, causal.tokenizer, PROMPTS, max_new_tokens=10, temperature=0.8, top_p=0.9,
-        generator=torch.Generator().manual_seed(seed))]
+        generator=torch.Generator(device=DEVICE).manual_seed(seed))]
     assert run(1) == run(1) and run(1) != run(2)
 
 
@@ -182,7 +184,7 @@ def test_sliding_window_models_decode_in_static_batches(causal, mbpp_problems, t
                            num_attention_heads=2, num_key_value_heads=1, head_dim=16, sliding_window=4,
                            layer_types=["sliding_attention", "full_attention"], pad_token_id=tok.pad_token_id,
                            eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id)
-    model = Gemma3ForCausalLM(cfg).eval()
+    model = Gemma3ForCausalLM(cfg).eval().to(DEVICE)
     assert supports_streaming(causal.model) and not supports_streaming(model)
     with pytest.raises(ValueError, match="sliding windows"):
         decode_stream(model, tok, [Request("def add(a, b):\n", [])], max_new_tokens=4)

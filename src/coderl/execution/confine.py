@@ -23,9 +23,12 @@ def can_drop_uid() -> bool:
     return os.geteuid() == 0
 
 
-def prepare_worker(workdir: str) -> None:
+def prepare_worker(workdir: str, uid: int | None) -> None:
     """Once per worker, what every child would otherwise redo after each fork (copy-on-write page
-    faults make that costly): the program's environment, no_new_privs (inherited), /dev/null."""
+    faults make that costly): the program's environment, no_new_privs (inherited), the private
+    directory handed to the uid (it cannot give it away again: only root may chown)."""
+    if uid is not None:
+        os.chown(workdir, uid, uid)
     os.environ.clear()
     os.environ.update({"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",
                        "HOME": workdir, "TMPDIR": workdir, "OPENBLAS_NUM_THREADS": "1"})
@@ -33,17 +36,17 @@ def prepare_worker(workdir: str) -> None:
 
 
 def enter_child(*, workdir: str, uid: int | None, keep_fds: tuple[int, ...],
-                stdout_path: str, stderr_path: str, devnull: int, die_with_worker: bool = True) -> None:
+                stdout: int, stderr: int, devnull: int, die_with_worker: bool = True) -> None:
     """Confine the current (freshly forked) process. Runs before the program is even received;
     ``apply_limits`` follows once the job (and so its limits) is known. ``prepare_worker`` has
-    already scrubbed the environment and set no_new_privs in the parent."""
+    already scrubbed the environment and set no_new_privs in the parent, and made ``workdir`` the
+    uid's. ``stdout``/``stderr`` are the worker's own open files (outside ``workdir``: the program
+    can neither reach them by path nor swap them for a link the root worker would then follow)."""
     os.setsid()
     if die_with_worker:  # (in a pid namespace the worker's death ends the namespace anyway)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    # fds: 0 <- /dev/null, 1/2 -> files in the private dir, the channels kept, the rest closed
-    out = os.open(stdout_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    err = os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    for fd, target in ((devnull, 0), (out, 1), (err, 2)):
+    # fds: 0 <- /dev/null, 1/2 -> the worker's output files, the channels kept, the rest closed
+    for fd, target in ((devnull, 0), (stdout, 1), (stderr, 2)):
         os.dup2(fd, target)
     keep = sorted(set(keep_fds) | {0, 1, 2})
     last = 2
@@ -51,9 +54,6 @@ def enter_child(*, workdir: str, uid: int | None, keep_fds: tuple[int, ...],
         os.closerange(last + 1, fd)
         last = fd
     os.closerange(last + 1, 65536)
-    if uid is not None:
-        for p in (workdir, stdout_path, stderr_path):
-            os.chown(p, uid, uid)
     os.chdir(workdir)
     if uid is not None:
         os.setgroups([])

@@ -155,6 +155,7 @@ class Executor:
         self.isolation = ""
         self.guards: dict[str, bool] = {}
         self.runs = 0
+        self._limits_for: dict[float, dict[str, Any]] = {}
 
     @property
     def uids(self) -> list[int]:
@@ -216,15 +217,15 @@ class Executor:
     # -- running ------------------------------------------------------------------------------
     def job_for(self, problem: Any, program: str, which: str = "hidden",
                 early_exit: bool | None = None) -> tuple[dict, dict, str, int]:
+        """The ``job`` and ``tests`` frames for the worker, the cache key and the number of tests."""
         tests = select_tests(problem, which)
         kind = problem.kind
         n = count_tests(tests, kind)
         cfg = self.config
         job_timeout = cfg.job_timeout or (cfg.timeout + 1) * (n + 1)
-        limits = dataclasses.replace(cfg.limits, cpu_seconds=min(cfg.limits.cpu_seconds, math.ceil(job_timeout) + 1))
         job = {"op": "job", "program": program, "kind": kind,
                "apps_preamble": cfg.apps_preamble and problem.source == "apps",
-               "limits": dataclasses.asdict(limits), "timeout": cfg.timeout, "job_timeout": job_timeout,
+               "limits": self._limits(job_timeout), "timeout": cfg.timeout, "job_timeout": job_timeout,
                "max_output": cfg.max_output_kb << 10}
         frame = {"early_exit": cfg.early_exit if early_exit is None else early_exit}
         if kind in ("stdio", "call"):
@@ -238,12 +239,25 @@ class Executor:
                                         sort_keys=True, default=repr).encode("utf-8")).hexdigest()
         return job, frame, key, n
 
+    def _limits(self, job_timeout: float) -> dict[str, Any]:
+        """The child's rlimits as a dict (RLIMIT_CPU capped just above the program's wall-clock budget),
+        built once per distinct budget: jobs only read it (it is serialised, never mutated)."""
+        limits = self._limits_for.get(job_timeout)
+        if limits is None:
+            limits = dataclasses.asdict(self.config.limits)
+            limits["cpu_seconds"] = min(limits["cpu_seconds"], math.ceil(job_timeout) + 1)
+            self._limits_for[job_timeout] = limits
+        return limits
+
     def run(self, problem: Any, program: str, tests: str = "hidden", early_exit: bool | None = None,
             index: int = 0) -> Result:
         """Run ``program`` on ``problem``'s hidden or example tests."""
         if not self.started:
             self.start()
-        job, frame, key, n = self.job_for(problem, program, tests, early_exit)
+        return self._run(problem, tests, index, self.job_for(problem, program, tests, early_exit))
+
+    def _run(self, problem: Any, tests: str, index: int, prepared: tuple[dict, dict, str, int]) -> Result:
+        job, frame, key, n = prepared
         if n == 0:
             raise ValueError(f"problem {problem.id} has no {tests} tests")
         if self.cache is not None:
@@ -292,13 +306,14 @@ class Executor:
             self.start()
         first: dict[str, int] = {}
         twin_of: list[int] = []
+        prepared: list[tuple[dict, dict, str, int]] = []  # each job built (and hashed) once
         for i, (problem, program, which) in enumerate(items):
-            key = self.job_for(problem, program, which, early_exit)[2] + "|" + str(problem.id)
-            twin_of.append(first.setdefault(key, i))
+            prepared.append(self.job_for(problem, program, which, early_exit))
+            twin_of.append(first.setdefault(prepared[-1][2] + "|" + str(problem.id), i))
 
         def one(i: int) -> Result:
-            problem, program, which = items[i]
-            r = self.run(problem, program, which, early_exit, index=i)
+            problem, _, which = items[i]
+            r = self._run(problem, which, i, prepared[i])
             if progress is not None:
                 progress(r)
             return r

@@ -11,8 +11,9 @@ Outside (``worker_command`` / ``Cgroup``):
 
 Inside (the forked child: ``confine.enter_child`` then ``confine.apply_limits``), before any
 untrusted code runs:
-  * its own session and process group; fds other than its two channels closed; stdin /dev/null,
-    stdout/stderr to files in its private directory;
+  * forked by the worker's fork server (``zygote.py``); its own session and process group; fds
+    other than its two channels closed; stdin /dev/null, stdout/stderr to files the worker holds
+    open outside the program's directory (read back and emptied by the worker, never by path);
   * a dedicated unprivileged uid per worker when the engine runs as root: RLIMIT_NPROC then applies
     (it never does to root, not even in a user namespace), the program cannot signal or ptrace the
     workers, and the reaper kills everything the uid left behind with one ``kill(-1)``;
@@ -20,7 +21,8 @@ untrusted code runs:
     namespace;
   * rlimits, soft = hard: CPU seconds, address space, file size (caps output floods and files),
     processes, open files, no core files;
-  * a private working directory (mode 700, owned by the uid), HOME and TMPDIR pointing into it.
+  * a private working directory (mode 700, owned by the uid; emptied and its mode reset after each
+    program), HOME and TMPDIR pointing into it.
 """
 
 from __future__ import annotations

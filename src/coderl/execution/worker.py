@@ -1,7 +1,8 @@
 """A warm worker: one long-lived (sandboxed) Python process that runs programs one at a time.
 
 For each program it uses a confined child forked *ahead of time* (``spawn``, right after the
-previous program was cleaned up, so the fork is off the critical path). The child receives the
+previous program was cleaned up, so the fork is off the critical path) by its fork server
+(``zygote.py``: the worker itself then shares no memory with a running child). The child receives the
 program over its pipe; the expected outputs never reach it: the worker reads them only after the
 fork and decides every verdict itself, on decoded plain data:
 
@@ -13,9 +14,9 @@ fork and decides every verdict itself, on decoded plain data:
   completion proof is needed; the one thing delegated is ``==`` between two of the program's own
   objects (an MBPP test comparing two ``Pair`` instances asks for the program's semantics).
 
-Cleanup (``finish``, after the result is sent): reap the child, kill everything its uid left
-running when the worker's pids cgroup shows extra processes, reap orphans (the worker is a child
-subreaper), empty the private directory, fork the next child.
+Cleanup (``finish``, after the result is sent): reap the child (through the zygote), kill everything
+its uid left running when the worker's pids cgroup shows extra processes, reap orphans (the worker
+is a child subreaper), empty the private directory, fork the next child.
 
 Protocol with the engine (stdin/stdout of this process, ``wire`` frames): a ``hello`` frame on
 start; then per program a ``job`` frame (program, limits), a ``tests`` frame, and one ``result``
@@ -24,6 +25,7 @@ frame back. EOF on stdin ends the worker.
 
 from __future__ import annotations
 
+import fcntl
 import functools
 import gc
 import os
@@ -34,6 +36,7 @@ from typing import Any
 
 from coderl.execution import codes as oc, compare, confine, wire
 from coderl.execution.child import Child
+from coderl.execution.zygote import Zygote
 
 # Imported once here so that programs importing them (most HumanEval prompts import typing) find
 # them loaded: an import inside each forked child would cost milliseconds.
@@ -65,6 +68,16 @@ _DETAILS = {"memory": oc.MEMORY, "output_limit": oc.OUTPUT_LIMIT, "recursion": N
 
 def _detail(value: Any) -> str | None:
     return _DETAILS.get(value) if isinstance(value, str) else None
+
+
+def load_apps_preamble() -> dict[str, Any]:
+    """APPS's import block (numpy included), imported by the zygote on the first APPS program:
+    workers that only run MBPP/HumanEval stay small and fork faster."""
+    preamble: dict[str, Any] = {}
+    exec(APPS_PREAMBLE, preamble)
+    preamble.pop("__builtins__", None)
+    gc.freeze()
+    return preamble
 
 
 GRACE = 0.25  # seconds on top of a per-test timeout for the round trip (stdio: the fork)
@@ -147,76 +160,102 @@ class Proxy:
 class Worker:
     def __init__(self, uid: int | None, root: str, pids_current: str | None = None):
         self.uid, self.root = uid, root
-        self._preamble: dict[str, Any] | None = None
+        self.apps = False  # children get the APPS preamble (from the first APPS program on)
         self.pending: tuple[int | None] | None = None  # (child pid,) of the last program, until finish()
-        self.spare: tuple[int, int, int, bool] | None = None  # pre-forked child: pid, req_w, rep_r, has APPS imports
+        self.spare: tuple[int, int, int] | None = None  # pre-forked child: pid, req_w, rep_r
         self.status: int | None = None
         self.workdir = os.path.join(root, "work")  # private to the program (mode 700, its uid)
         os.makedirs(self.workdir, mode=0o700, exist_ok=True)
-        self.out_path, self.err_path = os.path.join(self.workdir, ".stdout"), os.path.join(self.workdir, ".stderr")
+        # the program's stdout/stderr: opened once, outside its directory, dup'ed onto its fds 1/2;
+        # read back with pread, emptied before each fork (``_reset_output``)
+        self.out_fd, self.err_fd = (os.open(os.path.join(root, name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
+                                    for name in ("stdout", "stderr"))
         self.devnull = os.open(os.devnull, os.O_RDONLY)
         self.own_pid_namespace = os.getpid() <= 3  # bwrap's init is pid 1, we are its child
-        confine.prepare_worker(self.workdir)
+        confine.prepare_worker(self.workdir, uid)
         # cgroup pids.current: lets us skip the (fork-costing) uid reaper when nothing was left behind
+        # (kept open: a pread at offset 0 reads the current count again)
         self.pids_current = pids_current if pids_current and os.path.exists(pids_current) else None
-        self.baseline = self._pids()
+        self.pids_fd = os.open(self.pids_current, os.O_RDONLY) if self.pids_current else None
         self.warm_up()
         gc.freeze()  # forked children then do not copy the worker's objects when they collect
+        self.zygote = Zygote(self._child, load_apps_preamble, (self.out_fd, self.err_fd, self.devnull),
+                             die_with_worker=not self.own_pid_namespace)
+        self.baseline = self._pids()  # this worker, its zygote (and, under bwrap, its init)
+        # per-test time limit of the asserts run here: installed once (the zygote and its children keep
+        # the default), armed by ``_one_assert`` only
+        self.alarm_armed = False
+        signal.signal(signal.SIGALRM, self._alarm)
 
     @staticmethod
     def warm_up() -> None:
-        """Exercise the compiler and the codecs once, so forked children do not pay first-use costs."""
-        ns: dict[str, Any] = {}
-        exec(compile("def f(a, b=2):\n    return [a + b for _ in range(3)]\nx = f(1)\n", "<warm-up>", "exec"), ns)
-        wire.decode(wire.encode({"a": (1, 2.5, None, {3}), "b": [b"x", 1j]}))
-
-    @property
-    def preamble(self) -> dict[str, Any]:
-        """APPS's import block (numpy included), imported on the first APPS program: workers that only
-        run MBPP/HumanEval stay small and fork faster."""
-        if self._preamble is None:
-            self._preamble = {}
-            exec(APPS_PREAMBLE, self._preamble)
-            self._preamble.pop("__builtins__", None)
-            gc.freeze()
-        return self._preamble
+        """Run the children's code path in-process (a program loaded and called over pipes), so that
+        forked children do not pay first-use costs: compiler and codecs initialised, and the bytecode
+        of the harness already specialised (CPython rewrites a function's bytecode in place during
+        its first runs: in each child that would be a copy-on-write fault per page of code)."""
+        for kind in ("assert", "call") * 10:
+            req_r, req_w = os.pipe()
+            rep_r, rep_w = os.pipe()
+            try:
+                wire.send(req_w, {"op": "call", "fn": "f" if kind == "assert" else [None, "f"],
+                                  "args": wire.encode([1, (2.5, None, {3}), [b"x", 1j]]), "kwargs": wire.encode({})})
+                os.close(req_w)
+                load = {"kind": kind, "program": "def f(a, b=2, c=None):\n    return [a + b for _ in range(3)]\nx = f(1)\n"}
+                Child(load, req_r, rep_w, None).start()
+                for _ in range(2):  # replies: loaded, called
+                    wire.decode(wire.recv(rep_r).get("value"))
+            finally:
+                for fd in (req_r, rep_r, rep_w):
+                    os.close(fd)
 
     def _pids(self) -> int | None:
-        if self.pids_current is None:
+        if self.pids_fd is None:
             return None
         try:
-            with open(self.pids_current) as f:
-                return int(f.read())
+            return int(os.pread(self.pids_fd, 32, 0))
         except (OSError, ValueError):
             return None
 
     # -- one program --------------------------------------------------------------------------
     def spawn(self) -> None:
-        """Fork and confine the child for the *next* program ahead of time (off the critical path).
-        It holds nothing yet: the program arrives over its pipe, the expected outputs never do."""
-        workdir = self.workdir
+        """Have the zygote fork the child for the *next* program ahead of time (off the critical
+        path). It holds nothing yet: the program arrives over its pipe, the expected outputs never do."""
+        self._reset_output()
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
-        preamble = self._preamble
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the confined child
-            try:
-                confine.enter_child(workdir=workdir, uid=self.uid, keep_fds=(req_r, rep_w),
-                                    stdout_path=self.out_path, stderr_path=self.err_path,
-                                    devnull=self.devnull, die_with_worker=not self.own_pid_namespace)
-                signal.signal(signal.SIGPIPE, signal.SIG_DFL)
-                job = wire.recv(req_r)
-                confine.apply_limits(job["limits"], self.uid is not None)
-                Child(job, req_r, rep_w, preamble).start()
-            finally:
-                os._exit(0)
-        os.close(req_r)
-        os.close(rep_w)
-        self.spare = (pid, wire.set_nonblocking(req_w), wire.set_nonblocking(rep_r), preamble is not None)
+        try:
+            pid = self.zygote.fork(req_r, rep_w, self.apps)
+        except OSError:
+            os.close(req_w)
+            os.close(rep_r)
+            raise
+        finally:
+            os.close(req_r)
+            os.close(rep_w)
+        self.spare = (pid, wire.set_nonblocking(req_w), wire.set_nonblocking(rep_r))
+
+    def _child(self, req_r: int, rep_w: int, preamble: dict[str, Any] | None) -> None:  # pragma: no cover
+        """The confined child, forked by the zygote: confine, wait for the job, run the program."""
+        confine.enter_child(workdir=self.workdir, uid=self.uid, keep_fds=(req_r, rep_w),
+                            stdout=self.out_fd, stderr=self.err_fd,
+                            devnull=self.devnull, die_with_worker=not self.own_pid_namespace)
+        signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+        job = wire.recv(req_r)
+        confine.apply_limits(job["limits"], self.uid is not None)
+        Child(job, req_r, rep_w, preamble).start()
+
+    def _reset_output(self) -> None:
+        """Empty the output files for the next child. The previous one shared their open file
+        descriptions (and every process it left is dead by now): rewind the shared offset and clear
+        the status flags it may have set (O_APPEND, O_DIRECT, O_ASYNC...)."""
+        for fd in (self.out_fd, self.err_fd):
+            os.ftruncate(fd, 0)
+            os.lseek(fd, 0, os.SEEK_SET)
+            fcntl.fcntl(fd, fcntl.F_SETFL, 0)
 
     def discard_spare(self) -> None:
         if self.spare is not None:
-            pid, req_w, rep_r, _ = self.spare
+            pid, req_w, rep_r = self.spare
             os.close(req_w)
             os.close(rep_r)
             confine.reap_uid(None, pid)
@@ -228,16 +267,15 @@ class Worker:
         start = time.monotonic()
         try:
             self.finish()
-            if self.spare is not None and job.get("apps_preamble") and not self.spare[3]:
+            if job.get("apps_preamble") and not self.apps:
+                self.apps = True
                 self.discard_spare()  # forked before APPS's imports were loaded
-            if job.get("apps_preamble"):
-                _ = self.preamble
             if self.spare is None:
                 self.spawn()
         except OSError:
             wire.recv(tests_fd)  # keep the frame stream in step, then report the engine error
             raise
-        pid, req_w, rep_r, _ = self.spare
+        pid, req_w, rep_r = self.spare
         self.spare = None
         self.pending = (pid,)
         channel = Channel(req_w, rep_r, start + job["job_timeout"])
@@ -258,8 +296,8 @@ class Worker:
                 sig = os.WTERMSIG(status)
                 result["detail"] = {signal.SIGXFSZ: oc.OUTPUT_LIMIT, signal.SIGXCPU: oc.TIMEOUT}.get(sig, oc.KILLED)
                 result["error"] = {"type": "Killed", "message": f"killed by {signal.Signals(sig).name}", "line": None}
-        result["stdout"] = _tail(self.out_path) + result.pop("captured", "")
-        result["stderr"] = _tail(self.err_path)
+        result["stdout"] = _tail(self.out_fd) + result.pop("captured", "")
+        result["stderr"] = _tail(self.err_fd)
         result["wall_time"] = time.monotonic() - start
         return result
 
@@ -267,10 +305,7 @@ class Worker:
         pid = self.pending[0] if self.pending else None
         if pid is None:
             return self.status
-        try:
-            _, self.status = os.waitpid(pid, 0)
-        except ChildProcessError:
-            self.status = None
+        self.status = self.zygote.wait(pid)
         self.pending = (None,)
         return self.status
 
@@ -285,10 +320,9 @@ class Worker:
             self.discard_spare()
             self.kill_leftovers()
         _reap_zombies()
+        os.chmod(self.workdir, 0o700)  # the program owns it: it may have locked the next one out
         with os.scandir(self.workdir) as entries:
             for e in entries:
-                if e.name in (".stdout", ".stderr"):
-                    continue
                 if e.is_dir(follow_symlinks=False):
                     _rmtree(e.path)
                 else:
@@ -314,7 +348,8 @@ class Worker:
         while time.monotonic() < deadline:
             try:
                 with open(procs) as f:
-                    victims = [int(x) for x in f.read().split() if int(x) not in (0, 1, os.getpid())]
+                    ours = (0, 1, os.getpid(), self.zygote.pid)
+                    victims = [int(x) for x in f.read().split() if int(x) not in ours]
             except (OSError, ValueError):
                 victims = []
             for pid in victims:
@@ -462,11 +497,7 @@ class Worker:
     def _one_assert(self, ch: Channel, src: str, namespace: dict, timeout: float) -> tuple:
         ch.test_deadline = min(ch.deadline, time.monotonic() + timeout + GRACE)
         left = max(ch.test_deadline - time.monotonic(), 0.001)
-
-        def alarm(*_):
-            raise TestTimeout()
-
-        old = signal.signal(signal.SIGALRM, alarm)
+        self.alarm_armed = True
         signal.setitimer(signal.ITIMER_REAL, left)
         try:
             exec(_compiled_test(src), namespace)
@@ -483,8 +514,12 @@ class Worker:
         except Exception as e:  # the test choked on a wrong value (e.g. None < 1): a failed test
             return False, RemoteError({"type": type(e).__name__, "message": f"in the test: {e}"[:2000], "line": None})
         finally:
+            self.alarm_armed = False  # first: an alarm already on its way is then ignored
             signal.setitimer(signal.ITIMER_REAL, 0)
-            signal.signal(signal.SIGALRM, old)
+
+    def _alarm(self, *_: Any) -> None:
+        if self.alarm_armed:
+            raise TestTimeout()
 
 
 @functools.lru_cache(maxsize=4096)
@@ -527,13 +562,12 @@ def _rmtree(path: str) -> None:
         pass
 
 
-def _tail(path: str, limit: int = oc.MAX_TEXT) -> str:
+def _tail(fd: int, limit: int = oc.MAX_TEXT) -> str:
+    """The end of an output file (pread: its offset is shared with the program's processes)."""
     try:
-        with open(path, "rb") as f:
-            f.seek(0, os.SEEK_END)
-            size = f.tell()
-            f.seek(max(0, size - 4 * limit))
-            return oc.truncate(f.read().decode("utf-8", "replace"), limit)
+        size = os.fstat(fd).st_size
+        start = max(0, size - 4 * limit)
+        return oc.truncate(os.pread(fd, size - start, start).decode("utf-8", "replace"), limit)
     except OSError:
         return ""
 
@@ -590,6 +624,7 @@ def main() -> None:
     finally:
         worker.finish()
         worker.discard_spare()
+        worker.zygote.close()
         _rmtree(root)
 
 

@@ -146,7 +146,7 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
                                 top_p=1.0 if j.origin == "greedy" else config.top_p) for j in jobs]
             decode_stream(lm.model, lm.tokenizer, requests, batch_size=config.batch_size,
                           max_new_tokens=config.max_new_tokens,
-                          generator=torch.Generator().manual_seed(config.seed),
+                          generator=_generator(lm, config.seed),
                           max_prompt_tokens=config.max_prompt_tokens, on_step=progress.step,
                           on_done=lambda i, c: writer.add(jobs[i], c))
     progress.close()
@@ -186,7 +186,7 @@ def _decode_static(lm: LoadedModel, jobs: list[_Job], cfg: GenerationConfig, wri
             group = sorted((j for j in window if j.origin == origin), key=lambda j: len(j.prompt.text))
             for b in range(0, len(group), cfg.batch_size):
                 batch = group[b:b + cfg.batch_size]
-                gen = torch.Generator().manual_seed(cfg.seed * 1_000_003 + batch_no)
+                gen = _generator(lm, cfg.seed * 1_000_003 + batch_no)
                 batch_no += 1
                 completions = decode_batch(
                     lm.model, lm.tokenizer, [j.prompt.text for j in batch],
@@ -198,6 +198,12 @@ def _decode_static(lm: LoadedModel, jobs: list[_Job], cfg: GenerationConfig, wri
                     on_step=progress.step)
                 for j, c in zip(batch, completions):
                     writer.add(j, c)
+
+
+def _generator(lm: LoadedModel, seed: int) -> torch.Generator:
+    """A seeded generator on the model's device (sampling runs there: a CPU generator cannot
+    draw CUDA tensors)."""
+    return torch.Generator(device=next(lm.model.parameters()).device).manual_seed(seed)
 
 
 def config_dict(cfg: GenerationConfig) -> dict:
