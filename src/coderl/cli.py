@@ -157,7 +157,7 @@ def generate_cmd(problems_spec: str = typer.Option(..., "--problems", help="mbpp
                  model: str = typer.Option("default", "--model", help="default | an HF directory | a .gguf file"),
                  num_seqs: int = typer.Option(10, "--num-seqs", help="Sampled programs per problem."),
                  greedy: bool = typer.Option(True, "--greedy/--no-greedy", help="One extra greedy program per problem."),
-                 batch_size: int = typer.Option(32, "--batch-size", help="Sequences decoded together."),
+                 batch_size: int = typer.Option(64, "--batch-size", help="Sequences decoded together."),
                  temperature: float = typer.Option(0.8, "--temperature"),
                  top_p: float = typer.Option(0.95, "--top-p"),
                  max_new_tokens: int = typer.Option(256, "--max-new-tokens"),

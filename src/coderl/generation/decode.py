@@ -209,51 +209,66 @@ def _sample_rows(logits: torch.Tensor, temp: torch.Tensor, top_p: torch.Tensor,
 
 
 class _GrowingLayer(DynamicLayer):
-    """A KV-cache layer whose keys/values are views into buffers with room to grow.
+    """A KV-cache layer whose keys/values are views into buffers with spare rows and positions.
 
     ``DynamicLayer`` appends with ``torch.cat``, copying the whole cache at every step (a third of
-    a decoding step at batch 32); here a new token is written in place, and the buffers are
-    reallocated only when full, when rows leave (``batch_select_indices``) or when the batch is
-    rebuilt to admit new requests.
+    a decoding step at batch 32). Here a new token is written in place; admitted requests are
+    written into spare rows (``add_rows``) and finished ones replaced by the last rows
+    (``keep_rows``), so nothing in flight is copied; the buffers are reallocated only when their
+    positions run out (growing by half) or a new prompt is longer than the cache.
     """
 
-    SPARE = 64  # free positions allocated after the last one
+    SPARE = 64  # least number of free positions after the last one
 
-    def __init__(self, keys: torch.Tensor, values: torch.Tensor, length: int):
+    def __init__(self, like: torch.Tensor, max_rows: int, width: int):
         super().__init__()
-        self.device, self.is_initialized = keys.device, True
-        self._kb, self._vb, self._start, self._end = keys, values, 0, length
+        self.device, self.is_initialized = like.device, True
+        shape = (max_rows, like.shape[1], width + self.SPARE, like.shape[3])
+        self._kb, self._vb = like.new_empty(shape), like.new_empty(shape)
+        self._rows, self._start, self._end = 0, 0, width
         self._view()
 
-    @classmethod
-    def empty(cls, rows: int, like: torch.Tensor, length: int) -> "_GrowingLayer":
-        """Uninitialised: the caller fills (or zeroes: masked padding must still be finite) the
-        first ``length`` positions of every row."""
-        shape = (rows, like.shape[1], length + cls.SPARE, like.shape[3])
-        return cls(like.new_empty(shape), like.new_empty(shape), length)
-
     def _view(self) -> None:
-        self.keys = self._kb[:, :, self._start:self._end]
-        self.values = self._vb[:, :, self._start:self._end]
+        self.keys = self._kb[:self._rows, :, self._start:self._end]
+        self.values = self._vb[:self._rows, :, self._start:self._end]
+
+    @property
+    def free_rows(self) -> int:
+        return self._kb.shape[0] - self._rows
+
+    @property
+    def width(self) -> int:
+        return self._end - self._start
+
+    def add_rows(self, keys: torch.Tensor, values: torch.Tensor, count: int) -> None:
+        """Append ``count`` rows: ``keys``/``values`` (one row, broadcast, or ``count`` rows) of
+        length ``n`` <= ``width``, left-padded with zeros (masked, but they must be finite)."""
+        a, b, n, s, e = self._rows, self._rows + count, keys.shape[2], self._start, self._end
+        for buf, src in ((self._kb, keys), (self._vb, values)):
+            buf[a:b, :, s:e - n] = 0
+            buf[a:b, :, e - n:e] = src
+        self._rows = b
+        self._view()
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         add = key_states.shape[-2]
-        if self._end + add > self._kb.shape[-2]:  # full: move to a bigger buffer
-            n = self._end - self._start
-            bigger = _GrowingLayer.empty(self.keys.shape[0], self.keys, n + add)
-            bigger._kb[:, :, :n], bigger._vb[:, :, :n] = self.keys, self.values
-            self._kb, self._vb, self._start, self._end = bigger._kb, bigger._vb, 0, n
-        self._kb[:, :, self._end:self._end + add] = key_states
-        self._vb[:, :, self._end:self._end + add] = value_states
+        if self._end + add > self._kb.shape[-2]:  # out of positions: move to a longer buffer
+            n, (rows, heads, _, dim) = self.width, self._kb.shape
+            shape = (rows, heads, n + add + max(self.SPARE, n // 2), dim)
+            kb, vb = self._kb.new_empty(shape), self._vb.new_empty(shape)
+            kb[:self._rows, :, :n], vb[:self._rows, :, :n] = self.keys, self.values
+            self._kb, self._vb, self._start, self._end = kb, vb, 0, n
+        self._kb[:self._rows, :, self._end:self._end + add] = key_states
+        self._vb[:self._rows, :, self._end:self._end + add] = value_states
         self._end += add
         self._view()
         return self.keys, self.values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
-        self._kb = self._kb[:, :, self._start:].index_select(0, indices)
-        self._vb = self._vb[:, :, self._start:].index_select(0, indices)
-        self._end -= self._start
-        self._start = 0
+        keys, values = self.keys[indices], self.values[indices]  # copies
+        self._rows = len(indices)
+        self._kb[:self._rows, :, self._start:self._end] = keys
+        self._vb[:self._rows, :, self._start:self._end] = values
         self._view()
 
     def keep_rows(self, order: list[int]) -> None:
@@ -265,7 +280,7 @@ class _GrowingLayer(DynamicLayer):
             src = torch.tensor([j for _, j in moved], device=self._kb.device)
             self._kb[dst] = self._kb[src]
             self._vb[dst] = self._vb[src]
-        self._kb, self._vb = self._kb[:len(order)], self._vb[:len(order)]
+        self._rows = len(order)
         self._view()
 
     def trim_left(self, n: int) -> None:
@@ -361,38 +376,33 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
             tokens[i], logps[i] = [], []
             prefilled.move_to_end(requests[i].prompt)
         lengths = [e[0][0].shape[2] for e in entries]
-        width = max(lengths + ([mask.shape[1]] if mask is not None else []))
-        old = len(rows) if cache is not None else 0
-        n_rows = old + len(ids)
-        runs = []  # (first, end, prefill, length) of each run of new requests sharing a prompt
-        for j, (e, n) in enumerate(zip(entries, lengths)):
+        runs = []  # (first, end, prefill) of each run of new requests sharing a prompt
+        for j, e in enumerate(entries):
             if runs and runs[-1][2] is e:
                 runs[-1][1] = j + 1
             else:
-                runs.append([j, j + 1, e, n])
-        layers = []
-        for l in range(len(entries[0][0])):  # one buffer per layer: rows in flight, then the new ones
-            layer = _GrowingLayer.empty(n_rows, entries[0][0][l], width)
-            kb, vb = layer._kb, layer._vb
-            if old:
-                w = mask.shape[1]
-                kb[:old, :, :width - w] = 0
-                vb[:old, :, :width - w] = 0
-                kb[:old, :, width - w:width] = cache.layers[l].keys
-                vb[:old, :, width - w:width] = cache.layers[l].values
-            for a, b, (ks, vs, _), n in runs:  # left-padded; broadcast over a prompt's samples
-                kb[old + a:old + b, :, :width - n] = 0
-                vb[old + a:old + b, :, :width - n] = 0
-                kb[old + a:old + b, :, width - n:width] = ks[l]
-                vb[old + a:old + b, :, width - n:width] = vs[l]
-            layers.append(layer)
-        new_mask = torch.zeros((n_rows, width), dtype=torch.long, device=device)
-        if old:
-            new_mask[:old, width - mask.shape[1]:] = mask
+                runs.append([j, j + 1, e])
+        first = cache.layers[0] if cache is not None else None
+        if first is None or first.free_rows < len(ids) or first.width < max(lengths):
+            # a new cache: room for a full batch, as wide as the longest prompt; rows in flight first
+            width = max(lengths + ([first.width] if first is not None else []))
+            layers = [_GrowingLayer(entries[0][0][l], max(batch_size, len(rows) + len(ids)), width)
+                      for l in range(len(entries[0][0]))]
+            if first is not None:
+                for layer, old in zip(layers, cache.layers):
+                    layer.add_rows(old.keys, old.values, len(rows))
+                mask = torch.nn.functional.pad(mask, (width - mask.shape[1], 0))
+            cache = _GrowingCache(layers)
+        for a, b, (ks, vs, _) in runs:  # written into spare rows; a prompt's samples broadcast
+            for l, layer in enumerate(cache.layers):
+                layer.add_rows(ks[l], vs[l], b - a)
+        width = cache.layers[0].width
+        new_mask = torch.zeros((len(ids), width), dtype=torch.long, device=device)
         for j, n in enumerate(lengths):
-            new_mask[old + j, width - n:] = 1
-        lgs = ([logits] if old else []) + [e[2] for e in entries]
-        cache, mask, logits = _GrowingCache(layers), new_mask, torch.cat(lgs)
+            new_mask[j, width - n:] = 1
+        new_logits = torch.cat([e[2] for e in entries])
+        mask = new_mask if mask is None else torch.cat([mask, new_mask])
+        logits = new_logits if logits is None else torch.cat([logits, new_logits])
         rows.extend(ids)
         while len(prefilled) > 4:  # the prompts of the last few problems
             prefilled.popitem(last=False)

@@ -38,7 +38,7 @@ class GenerationConfig:
     model: str = "default"        # "default", an HF directory or a .gguf file
     num_seqs: int = 10            # sampled programs per problem
     greedy: bool = True           # plus one greedy program per problem (origin=greedy)
-    batch_size: int = 32          # sequences decoded together (32 beat 16 by ~1.3x on 2 CPU cores)
+    batch_size: int = 64          # sequences decoded together (on 2 CPU cores 64 beat 32 by ~1.2x)
     temperature: float = 0.8
     top_p: float = 0.95
     max_new_tokens: int = 256
