@@ -7,7 +7,7 @@ Causal models decode with continuous batching (:func:`coderl.generation.decode.d
 up to ``batch_size`` sequences of several problems in flight, left-padded, each ending at its stop
 strings, finished ones replaced by new ones. Encoder-decoder models (and causal models with
 attention other than full attention, e.g. sliding windows) decode in static batches.
-The greedy programs of all problems come first, then the sampled ones, problem by problem. Each
+Problem by problem: its greedy program, then its sampled ones (one prompt prefill for all). Each
 sample is appended and flushed as it finishes, so a killed run restarts where it stopped: only
 the missing (problem, index) pairs are generated again.
 
@@ -131,9 +131,10 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
                for p in problems if p.id in jobs_by_problem}
     pending = [p for p in problems if p.id in jobs_by_problem]
 
-    # the greedy baseline of every problem first (cheap, and what RL needs), then the samples
-    jobs = [_Job(p, prompts[p.id], i, o) for p in pending for i, o in jobs_by_problem[p.id]]
-    jobs.sort(key=lambda j: j.origin != "greedy")
+    # problem by problem, its greedy baseline first (what RL's relative returns need), then its
+    # samples: adjacent requests with one prompt share one prefill
+    jobs = [_Job(p, prompts[p.id], i, o) for p in pending
+            for i, o in sorted(jobs_by_problem[p.id], key=lambda io: io[1] != "greedy")]
     progress = _Progress(total, config.progress)
     t0 = time.time()
     with JsonlAppender(out_path) as out:
