@@ -100,6 +100,25 @@ def test_mbpp_and_humaneval_plain_prompts():
     assert pr.text == h.prompt and pr.prefix == h.prompt and "\ndef " in pr.stop
 
 
+def test_plain_prompts_carry_bos_when_the_tokenizer_adds_one():
+    """Decoders tokenize causal prompts without special tokens: a base model whose tokenizer starts
+    every text with BOS (Gemma, Llama) gets it in the plain prompt's text; others and
+    encoder-decoders do not."""
+    from tokenizers.processors import TemplateProcessing
+
+    from conftest import build_tokenizer
+
+    plain, with_bos = build_tokenizer(), build_tokenizer()
+    with_bos._tokenizer.post_processor = TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", with_bos.bos_token_id)])
+    assert with_bos("x").input_ids[0] == with_bos.bos_token_id != plain("x").input_ids[0]
+    p = _mbpp()
+    assert build_prompt(p, with_bos, "plain").text == "<s>" + build_prompt(p, plain, "plain").text
+    assert not build_prompt(p, with_bos, "plain", is_encoder_decoder=True).text.startswith("<s>")
+    ids = with_bos(build_prompt(p, with_bos, "plain").text, add_special_tokens=False).input_ids
+    assert ids[0] == with_bos.bos_token_id and ids[1] != with_bos.bos_token_id  # one BOS, a token
+
+
 def test_chat_prompt_prefills_a_fence(tiny_chat_dir):
     lm = load_model(str(tiny_chat_dir))
     p = _mbpp()

@@ -82,11 +82,12 @@ def apply_limits(limits: dict, uid_dropped: bool) -> None:
 
 def reap_uid(uid: int | None, pgid: int | None) -> None:
     """Kill whatever the program left behind: its process group, then every process of its uid."""
-    if pgid is not None:
-        try:
-            os.killpg(pgid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
+    if pgid is not None:  # the group, and the process itself should it not have made its group yet
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pgid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
     if uid is None:
         return
     pid = os.fork()

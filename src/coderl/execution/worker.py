@@ -273,6 +273,8 @@ class Worker:
             if self.spare is None:
                 self.spawn()
         except OSError:
+            if self.spare is None:  # no child (e.g. APPS's imports failed): later programs ask afresh
+                self.apps = False
             wire.recv(tests_fd)  # keep the frame stream in step, then report the engine error
             raise
         pid, req_w, rep_r = self.spare

@@ -96,7 +96,8 @@ def decode_batch(model, tokenizer, prompts: list[str], *, stop: list[list[str]] 
     else:
         mask = enc.attention_mask
         pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=enc.input_ids, attention_mask=mask, position_ids=pos, use_cache=True)
+        out = model(input_ids=enc.input_ids, attention_mask=mask, position_ids=pos, use_cache=True,
+                    logits_to_keep=1)  # the last position's only (a vocabulary of 262k: GBs per batch)
     cache = _cache_of(out)
     logits = out.logits[:, -1, :].float()
 
@@ -172,6 +173,8 @@ TOP_K_FAST = 256  # the nucleus is looked for among this many most likely tokens
 
 def _nucleus_full(scaled: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
     """Top-p sampling over the whole vocabulary (a full sort: ~4 ms per row for 49k tokens)."""
+    if bool((top_p >= 1).all()):  # no nucleus: the whole distribution, nothing to sort
+        return torch.multinomial(scaled.softmax(-1), 1, generator=generator).squeeze(-1)
     sorted_logits, order = scaled.sort(-1, descending=True)
     probs = sorted_logits.softmax(-1)
     remove = (probs.cumsum(-1) - probs) > top_p[:, None]  # keep the smallest set reaching top_p
@@ -220,11 +223,11 @@ class _GrowingLayer(DynamicLayer):
 
     SPARE = 64  # least number of free positions after the last one
 
-    def __init__(self, like: torch.Tensor, max_rows: int, width: int):
+    def __init__(self, keys_like: torch.Tensor, values_like: torch.Tensor, max_rows: int, width: int):
         super().__init__()
-        self.device, self.is_initialized = like.device, True
-        shape = (max_rows, like.shape[1], width + self.SPARE, like.shape[3])
-        self._kb, self._vb = like.new_empty(shape), like.new_empty(shape)
+        self.device, self.is_initialized = keys_like.device, True
+        self._kb, self._vb = (like.new_empty((max_rows, like.shape[1], width + self.SPARE, like.shape[3]))
+                              for like in (keys_like, values_like))
         self._rows, self._start, self._end = 0, 0, width
         self._view()
 
@@ -253,9 +256,9 @@ class _GrowingLayer(DynamicLayer):
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         add = key_states.shape[-2]
         if self._end + add > self._kb.shape[-2]:  # out of positions: move to a longer buffer
-            n, (rows, heads, _, dim) = self.width, self._kb.shape
-            shape = (rows, heads, n + add + max(self.SPARE, n // 2), dim)
-            kb, vb = self._kb.new_empty(shape), self._vb.new_empty(shape)
+            n = self.width
+            kb, vb = (b.new_empty((b.shape[0], b.shape[1], n + add + max(self.SPARE, n // 2), b.shape[3]))
+                      for b in (self._kb, self._vb))
             kb[:self._rows, :, :n], vb[:self._rows, :, :n] = self.keys, self.values
             self._kb, self._vb, self._start, self._end = kb, vb, 0, n
         self._kb[:self._rows, :, self._end:self._end + add] = key_states
@@ -353,14 +356,14 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
                         truncation=max_prompt_tokens is not None,
                         max_length=max_prompt_tokens).to(device)
         m = enc.attention_mask
-        out = model(input_ids=enc.input_ids, attention_mask=m,
+        out = model(input_ids=enc.input_ids, attention_mask=m, logits_to_keep=1,
                     position_ids=(m.cumsum(-1) - 1).clamp(min=0), use_cache=True)
         c, lg = _cache_of(out), out.logits[:, -1, :].float()
         for b, p in enumerate(prompts):
             n = int(m[b].sum())
             prefilled[p] = ([layer.keys[b:b + 1, :, -n:].clone() for layer in c.layers],
                             [layer.values[b:b + 1, :, -n:].clone() for layer in c.layers],
-                            lg[b:b + 1])
+                            lg[b:b + 1].clone())
 
     def admit(k: int):
         """Start up to ``k`` more requests: prefill their (new) prompts and join the batch."""
@@ -386,7 +389,8 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
         if first is None or first.free_rows < len(ids) or first.width < max(lengths):
             # a new cache: room for a full batch, as wide as the longest prompt; rows in flight first
             width = max(lengths + ([first.width] if first is not None else []))
-            layers = [_GrowingLayer(entries[0][0][l], max(batch_size, len(rows) + len(ids)), width)
+            rows_max = max(batch_size, len(rows) + len(ids))
+            layers = [_GrowingLayer(entries[0][0][l], entries[0][1][l], rows_max, width)
                       for l in range(len(entries[0][0]))]
             if first is not None:
                 for layer, old in zip(layers, cache.layers):

@@ -128,4 +128,21 @@ def build_prompt(problem: Problem, tokenizer=None, style: str = "auto",
         if tokenizer is None or not getattr(tokenizer, "chat_template", None):
             raise ValueError("prompt style 'chat' needs a tokenizer with a chat template")
         return chat_prompt(problem, tokenizer)
-    return plain_prompt(problem)
+    prompt = plain_prompt(problem)
+    if not is_encoder_decoder and _adds_bos(tokenizer):
+        prompt.text = tokenizer.bos_token + prompt.text
+    return prompt
+
+
+def _adds_bos(tokenizer) -> bool:
+    """Whether the tokenizer's own special-token handling starts a text with BOS (Gemma, Llama).
+    The decoders tokenize causal prompts without special tokens (a chat template writes its
+    own), so a plain prompt for such a model carries its BOS in the text (Gemma 3 270M's loss on
+    code: 4.96 per token without it, 1.01 with it)."""
+    if tokenizer is None or not getattr(tokenizer, "bos_token", None):
+        return False
+    try:
+        ids = tokenizer("x").input_ids
+    except Exception:
+        return False
+    return bool(ids) and ids[0] == tokenizer.bos_token_id
