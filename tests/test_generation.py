@@ -209,3 +209,22 @@ def test_stream_cache_grows_past_its_spare_room(causal):
                         batch_size=2, max_new_tokens=n)
     assert ref[0].num_tokens <= 10 and ref[1].num_tokens == n
     assert [c.token_ids for c in got] == [c.token_ids for c in ref]
+
+
+def test_growing_layer_keeps_its_buffers_in_step_with_its_views():
+    """The cache layer's keys/values are views of its buffers: selecting rows through the generic
+    Cache API (``batch_select_indices``) and the decoder's own moves (``keep_rows``, ``trim_left``)
+    must keep later writes landing in the rows and positions the views show."""
+    from coderl.generation.decode import _GrowingLayer
+
+    k = torch.arange(4 * 3, dtype=torch.float32).reshape(4, 1, 3, 1)
+    layer = _GrowingLayer(k, k.clone(), max_rows=4, width=3)
+    layer.add_rows(k, k.clone(), 4)
+    layer.batch_select_indices(torch.tensor([2, 0]))
+    assert layer.keys[:, 0, :, 0].tolist() == [[6, 7, 8], [0, 1, 2]]
+    new = torch.tensor([[[[100.0]]], [[[200.0]]]])
+    keys, values = layer.update(new, new.clone())
+    assert keys[:, 0, :, 0].tolist() == [[6, 7, 8, 100], [0, 1, 2, 200]] and values.shape == keys.shape
+    layer.keep_rows([1])
+    layer.trim_left(2)
+    assert layer.keys[:, 0, :, 0].tolist() == [[2, 200]] and layer.get_seq_length() == 2
