@@ -20,6 +20,7 @@ from typing import Any
 
 from ..io import RecordError, atomic_write_text, read_jsonl
 from ..problems.schema import Problem
+from .compare import metric_pairs, problem_stats, ratio
 from .metrics import n_at_k, pass_at_k
 
 OUTCOMES = ("passed", "failed", "runtime_error", "compile_error")
@@ -42,16 +43,6 @@ class EvalConfig:
                 raise ValueError(f"evaluation: {s!r} needs 1 <= n <= k")
             out.append((n, k))
         return out
-
-
-@dataclass
-class _PerProblem:
-    n: int = 0            # sampled programs with a result
-    c: int = 0            # ... that pass the hidden tests
-    e: int = 0            # ... that pass the example tests (no example tests: all count)
-    ec: int = 0           # ... that pass both
-    greedy: bool | None = None
-    frac_tests: list[float] = field(default_factory=list)
 
 
 def load_results(path: str | Path) -> list[dict]:
@@ -80,30 +71,18 @@ def _mean(xs) -> float | None:
 
 def compute_metrics(problems: list[Problem], results: list[dict],
                     origins: dict[tuple[str, int], str], cfg: EvalConfig) -> dict[str, Any]:
-    per: dict[str, _PerProblem] = {p.id: _PerProblem() for p in problems}
+    per, unknown = problem_stats([p.id for p in problems], results, origins)
     outcome_counts = {"sampled": Counter(), "greedy": Counter()}
-    unknown = 0
+    frac_tests: dict[str, list[float]] = defaultdict(list)
     for r in results:
         pid = str(r["problem_id"])
         if pid not in per:
-            unknown += 1
             continue
-        origin = origins.get((pid, int(r["index"])), r.get("origin", "sampled"))
-        ok = r["outcome"] == "passed"
-        st = per[pid]
+        origin = origins.get((pid, int(r["index"])), r.get("origin") or "sampled")
         group = "greedy" if origin == "greedy" else "sampled"
         outcome_counts[group][r["outcome"]] += 1
-        if origin == "greedy":
-            st.greedy = ok
-            continue
-        st.n += 1
-        st.c += ok
-        ex = r.get("example_passed")
-        ex_ok = True if ex is None else bool(ex)
-        st.e += ex_ok
-        st.ec += ex_ok and ok
-        if r.get("tests_total"):
-            st.frac_tests.append(r.get("tests_passed", 0) / r["tests_total"])
+        if group == "sampled" and r.get("tests_total"):
+            frac_tests[pid].append(r.get("tests_passed", 0) / r["tests_total"])
 
     def summarise(ids: list[str]) -> dict[str, Any]:
         stats = [per[i] for i in ids]
@@ -119,7 +98,10 @@ def compute_metrics(problems: list[Problem], results: list[dict],
         out["solved_by_any"] = int(sum(1 for s in sampled if s.c > 0))
         out["n@k"] = {f"{n}@{k}": _mean(n_at_k(s.n, s.e, s.ec, n, k) for s in sampled)
                       for n, k in cfg.parsed_n_at_k() if sampled and k <= min_n}
-        out["mean_test_fraction"] = _mean(f for s in sampled for f in s.frac_tests)
+        out["mean_test_fraction"] = _mean(f for i in ids for f in frac_tests.get(i, []))
+        sub = {i: per[i] for i in ids}
+        out["hack_rate"] = ratio(metric_pairs(sub, "hack_rate"))
+        out["example_passing_programs"] = int(sum(s.ex_pass for s in stats))
         return out
 
     all_ids = [p.id for p in problems]
@@ -133,6 +115,7 @@ def compute_metrics(problems: list[Problem], results: list[dict],
     report["missing"] = sorted(i for i in all_ids if per[i].n == 0 and per[i].greedy is None)
     report["skipped_k"] = [k for k in cfg.ks if str(k) not in report["overall"]["pass@k"]]
     report["results_for_unknown_problems"] = unknown
+    report["per_problem"] = {pid: st.to_dict() for pid, st in per.items()}
     return report
 
 
@@ -167,7 +150,9 @@ def render_markdown(report: dict[str, Any], title: str = "coderl evaluation") ->
     ov = report["overall"]
     lines += ["", f"- problems solved by at least one sample: {ov['solved_by_any']} / {ov['problems']}",
               f"- greedy solved: {ov['greedy_solved']}",
-              f"- mean fraction of hidden tests passed (sampled): {_pct(ov['mean_test_fraction'])}%"]
+              f"- mean fraction of hidden tests passed (sampled): {_pct(ov['mean_test_fraction'])}%",
+              f"- hack rate: {_pct(ov['hack_rate'])}% of the {ov['example_passing_programs']} programs "
+              "that pass their example tests fail a hidden test"]
     if report["skipped_k"]:
         lines.append(f"- pass@k not reported for k = {report['skipped_k']} (fewer samples per problem)")
     if report["missing"]:

