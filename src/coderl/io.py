@@ -33,8 +33,10 @@ def _open_text(path: Path, mode: str):
     return open(path, mode, encoding="utf-8")
 
 
-def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> Iterator[dict]:
-    """Yield one dict per non-blank line. Raises RecordError naming file:line on bad JSON."""
+def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False,
+               numbered: bool = False) -> Iterator[dict]:
+    """Yield one dict per non-blank line (``numbered``: ``(line, dict)``). Raises RecordError
+    naming file:line on bad JSON."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
@@ -55,7 +57,7 @@ def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False) -> 
             raise RecordError(path, i + 1, f"malformed JSON ({e.msg}, column {e.colno})") from None
         if not isinstance(rec, dict):
             raise RecordError(path, i + 1, f"expected a JSON object, got {type(rec).__name__}")
-        yield rec
+        yield (i + 1, rec) if numbered else rec
 
 
 def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
@@ -86,14 +88,27 @@ class JsonlAppender:
     """Append records to a JSONL file, one flushed line each (resumable stages).
 
     On open, a torn last line left by a killed run is cut off so the file stays valid JSONL.
+    ``lock``: hold an exclusive lock on the file while open; a second writer fails at once with
+    a RecordError instead of interleaving its records with ours.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, *, lock: bool = False):
         self.path = Path(path)
+        if self.path.is_dir():
+            raise RecordError(self.path, None, "is a directory, not a JSONL file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        if self.path.exists():
-            _truncate_torn_tail(self.path)
         self._f = open(self.path, "a", encoding="utf-8")
+        if lock:
+            import fcntl
+
+            try:
+                fcntl.flock(self._f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                self._f.close()
+                raise RecordError(self.path, None, "another coderl process is writing this file; "
+                                                   "wait for it to finish or write elsewhere") from None
+        if self.path.stat().st_size:
+            _truncate_torn_tail(self.path)
 
     def write(self, record: dict) -> None:
         self._f.write(json.dumps(record, ensure_ascii=False) + "\n")

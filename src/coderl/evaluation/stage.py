@@ -18,7 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ..io import RecordError, atomic_write_text, read_jsonl
+from ..io import atomic_write_text
+from ..records import read_results, read_samples
 from ..problems.schema import Problem
 from .compare import metric_pairs, problem_stats, ratio
 from .metrics import n_at_k, pass_at_k
@@ -45,23 +46,14 @@ class EvalConfig:
         return out
 
 
-def load_results(path: str | Path) -> list[dict]:
-    rows = []
-    for i, d in enumerate(read_jsonl(path, tolerate_torn_tail=True)):
-        missing = [k for k in ("problem_id", "index", "outcome") if k not in d]
-        if missing:
-            raise RecordError(path, i + 1, f"result record misses field(s) {missing}")
-        if d["outcome"] not in OUTCOMES:
-            raise RecordError(path, i + 1, f"unknown outcome {d['outcome']!r}; expected {OUTCOMES}")
-        rows.append(d)
-    return rows
+def load_results(path: str | Path, problems=None) -> list[dict]:
+    return read_results(path, problems)
 
 
 def _origins(samples_path: str | Path | None) -> dict[tuple[str, int], str]:
-    if not samples_path or not Path(samples_path).exists():
+    if not samples_path:
         return {}
-    return {(str(d["problem_id"]), int(d["index"])): d.get("origin", "sampled")
-            for d in read_jsonl(samples_path, tolerate_torn_tail=True)}
+    return {s.key: s.origin for s in read_samples(samples_path)}
 
 
 def _mean(xs) -> float | None:

@@ -21,36 +21,14 @@ from typing import Any, Iterable
 
 from coderl.execution.outcome import OUTCOMES, Result
 from coderl.execution.pool import ExecConfig, Executor
-from coderl.io import JsonlAppender, RecordError, atomic_write_text, read_jsonl
-
-
-def read_samples(path: str | Path, problems: dict[str, Any]) -> list[dict[str, Any]]:
-    """Samples in file order; every error names the file and the record."""
-    samples, seen = [], set()
-    for n, rec in enumerate(read_jsonl(path), start=1):
-        where = f"record {n}"
-        for key, types in (("problem_id", (str, int)), ("index", (int,)), ("program", (str,))):
-            if key not in rec:
-                raise RecordError(path, None, f"{where}: sample has no '{key}' field")
-            if not isinstance(rec[key], types) or isinstance(rec[key], bool):
-                raise RecordError(path, None, f"{where}: '{key}' must be {'/'.join(t.__name__ for t in types)}, "
-                                              f"got {type(rec[key]).__name__}")
-        pid = str(rec["problem_id"])
-        if pid not in problems:
-            known = ", ".join(list(problems)[:3]) + (", ..." if len(problems) > 3 else "")
-            raise RecordError(path, None, f"{where}: unknown problem_id {pid!r} (loaded problems: {known})")
-        key = (pid, rec["index"])
-        if key in seen:
-            raise RecordError(path, None, f"{where}: duplicate sample (problem_id={pid!r}, index={rec['index']})")
-        seen.add(key)
-        samples.append(rec)
-    return samples
+from coderl.io import RecordError, atomic_write_text
+from coderl.records import read_results, read_samples, result_writer
 
 
 def _group(samples: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {}
     for s in samples:
-        groups.setdefault(str(s["problem_id"]), []).append(s)
+        groups.setdefault(s.problem_id, []).append(s)
     return groups
 
 
@@ -63,8 +41,8 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
     results_path = Path(results_path)
     done: set[tuple[str, int]] = set()
     if results_path.exists():
-        done = {(str(r["problem_id"]), r["index"]) for r in read_jsonl(results_path, tolerate_torn_tail=True)}
-    todo = [s for s in samples if (str(s["problem_id"]), s["index"]) not in done]
+        done = {(r["problem_id"], r["index"]) for r in read_results(results_path)}
+    todo = [s for s in samples if s.key not in done]
     groups = list(_group(todo).items())
 
     counts: Counter[str] = Counter()
@@ -73,7 +51,7 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
     if progress:
         from tqdm import tqdm
         bar = tqdm(total=len(todo), unit="prog", desc="execute", dynamic_ncols=True)
-    with Executor(config) as ex, JsonlAppender(results_path) as out:
+    with Executor(config) as ex, result_writer(results_path) as out:
         # every (sample, test set) is one task on the pool; a problem's records are written (one
         # flushed write) as soon as all of its tasks are done, so a slow program never stalls others
         lock = threading.Lock()
@@ -93,22 +71,22 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
 
         def task(t: tuple[str, dict, str]) -> None:
             pid, s, which = t
-            r = ex.run(by_id[pid], s["program"], which, index=s["index"])
+            r = ex.run(by_id[pid], s.program, which, index=s.index)
             with lock:
                 if which == "hidden":
-                    hidden[(pid, s["index"])] = r
+                    hidden[(pid, s.index)] = r
                 else:
-                    example[(pid, s["index"])] = r.outcome == "passed"
+                    example[(pid, s.index)] = r.outcome == "passed"
                 remaining[pid] -= 1
                 if remaining[pid]:
                     return
                 recs = []
                 for sample in group_of[pid]:
-                    res = hidden.pop((pid, sample["index"]))
-                    res.example_passed = example.pop((pid, sample["index"]), None)
+                    res = hidden.pop((pid, sample.index))
+                    res.example_passed = example.pop((pid, sample.index), None)
                     counts[res.outcome] += 1
                     d = res.to_dict()
-                    d["origin"] = sample.get("origin")
+                    d["origin"] = sample.origin
                     recs.append(d)
                 out.write_many(recs)
                 if bar is not None:

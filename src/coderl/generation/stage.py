@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 
 from ..io import JsonlAppender
+from ..records import sample_writer
 from ..models import LoadedModel, build_prompt, extract_program, load_model
 from ..models.prompts import Prompt
 from ..problems.schema import Problem
@@ -137,7 +138,7 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
             for i, o in sorted(jobs_by_problem[p.id], key=lambda io: io[1] != "greedy")]
     progress = _Progress(total, config.progress)
     t0 = time.time()
-    with JsonlAppender(out_path) as out:
+    with sample_writer(out_path) as out:
         writer = _Writer(out, progress)
         if not supports_streaming(lm.model):  # encoder-decoders, sliding-window attention
             _decode_static(lm, jobs, config, writer, progress)

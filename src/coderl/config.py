@@ -1,0 +1,142 @@
+"""The config layer every stage shares: dataclass configs validated in ``__post_init__``.
+
+A stage's config is a dataclass beside the stage (``critic_config.py`` next to
+``critic_trainer.py``). Each field carries its help text in ``metadata={"help": ...}`` (the CLI
+verb's options are generated from it, see :mod:`coderl.cliopts`), and ``__post_init__`` calls
+:func:`validate` so a value of the wrong type or out of range fails when the config is built,
+before any work starts, with a message that names the key:
+
+    @dataclass
+    class ExampleConfig:
+        lr: float = opt(2e-5, "Learning rate.", gt=0)
+        mode: str = opt("lora", "Backbone mode.", choices=("full", "lora"))
+
+        def __post_init__(self):
+            validate(self, "example")
+
+``validate`` checks every field against its annotation (``int``, ``float``, ``bool``, ``str``,
+``X | None``, ``list[X]``), ``choices`` and the numeric bounds ``ge`` / ``gt`` / ``le`` / ``lt``
+given to :func:`opt`. Numbers written as strings (``"4s"``), ``"no"`` for a bool and a comma
+string for a list are rejected, not coerced. An int is accepted where a float is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """A bad config value; the message names the file (where known) and the key."""
+
+
+def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
+        ge: float | None = None, gt: float | None = None, le: float | None = None,
+        lt: float | None = None, factory: Any = None, cli: bool = True, flag: str | None = None):
+    """A dataclass field with help text and validation rules (see the module docstring).
+    ``cli=False`` keeps the field out of the generated CLI options; ``flag`` overrides the
+    option's name (default ``--field-name``)."""
+    meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "cli": cli,
+            "flag": flag}
+    if factory is not None:
+        return dataclasses.field(default_factory=factory, metadata=meta)
+    if isinstance(default, (list, dict, set)):
+        value = default
+        return dataclasses.field(default_factory=lambda: type(value)(value), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _check_type(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if tp is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        return any(_check_type(value, a) for a in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            return False
+        args = typing.get_args(tp)
+        return not args or all(_check_type(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict)
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if isinstance(tp, type):
+        return isinstance(value, tp)
+    return True
+
+
+def validate(cfg: Any, section: str = "") -> None:
+    """Check every field of the dataclass ``cfg`` (see the module docstring); raise ConfigError."""
+    hints = typing.get_type_hints(type(cfg))
+    prefix = f"{section}." if section else ""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        key = prefix + f.name
+        tp = hints.get(f.name, Any)
+        if not _check_type(value, tp):
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+        m = f.metadata
+        if not m or value is None:
+            continue
+        values = value if isinstance(value, (list, tuple)) else [value]
+        for v in values:
+            if m.get("choices") is not None and v not in m["choices"]:
+                raise ConfigError(f"{key}: {v!r} is not one of {list(m['choices'])}")
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                if v != v:  # NaN
+                    raise ConfigError(f"{key}: NaN is not a valid value")
+                for bound, ok, word in (("ge", lambda a, b: a >= b, ">="), ("gt", lambda a, b: a > b, ">"),
+                                        ("le", lambda a, b: a <= b, "<="), ("lt", lambda a, b: a < b, "<")):
+                    if m.get(bound) is not None and not ok(v, m[bound]):
+                        raise ConfigError(f"{key}: must be {word} {m[bound]}, got {v!r}")
+
+
+def from_dict(cls: type, data: Any, where: str) -> Any:
+    """Build the dataclass ``cls`` from a mapping (YAML section); unknown keys and bad values
+    raise ConfigError naming ``where`` and the key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    try:
+        return cls(**data)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
+
+
+def fingerprint(obj: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The settings of a dataclass that decide what a stage writes (``exclude``: those that do
+    not, such as progress bars or thread counts), as a plain dict."""
+    d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
+    return {k: v for k, v in d.items() if k not in exclude}
+
+
+def digest(d: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """``key: old -> new`` for every setting that differs."""
+    keys = sorted(set(old) | set(new))
+    return [f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)]

@@ -1,0 +1,140 @@
+"""One reader and one writer per record type: the contract between stages (DESIGN.md, "Records").
+
+* ``Sample`` (``samples.jsonl``): :func:`read_samples` / :func:`sample_writer`;
+* ``Result`` (``results.jsonl``): :func:`read_results` / :func:`result_writer`;
+* critic scores live beside the samples (``coderl.critic.scores``).
+
+Readers validate every record (required fields and their types, allowed values) and raise
+``RecordError`` naming the file, the line and what is wrong. A second record for the same
+``(problem_id, index)`` is an error (two runs wrote into one file, or a file was concatenated):
+the message names both lines. ``problems`` (ids) makes a reader reject records of problems
+outside the selection. Writers append one flushed line per record under an exclusive lock, so
+two processes can never interleave records in one file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Collection
+
+from .io import JsonlAppender, RecordError, read_jsonl
+
+ORIGINS = ("sampled", "greedy", "refined", "repaired", "gold")
+OUTCOMES = ("compile_error", "runtime_error", "failed", "passed")
+
+
+@dataclass
+class Sample:
+    """One generated (or gold) program for one problem."""
+
+    problem_id: str
+    index: int               # unique per problem (greedy samples come after the sampled ones)
+    program: str             # extracted code: what the executor runs
+    origin: str = "sampled"  # sampled | greedy | refined | repaired | gold
+    prompt: str = ""         # the model input
+    raw: str = ""            # the model's text
+    logprob: float | None = None  # sum of the model's token log-probabilities
+    num_tokens: int = 0      # generated tokens (stop string / end token included)
+    finish: str = ""         # stop | eos | length ("" for gold)
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], *, path: Any = "<dict>", line: int | None = None) -> "Sample":
+        names = {f.name for f in dataclasses.fields(cls)}
+        missing = [k for k in ("problem_id", "index", "program") if k not in d]
+        if missing:
+            raise RecordError(path, line, f"sample record misses field(s) {missing}")
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise RecordError(path, line, f"sample record has unknown field(s) {unknown}")
+        _check(path, line, "sample", d, (("problem_id", (str, int)), ("index", (int,)), ("program", (str,))))
+        if d["index"] < 0:
+            raise RecordError(path, line, f"sample index must be >= 0, got {d['index']}")
+        s = cls(**d)
+        if s.origin not in ORIGINS:
+            raise RecordError(path, line, f"sample origin {s.origin!r} not one of {ORIGINS}")
+        s.problem_id = str(s.problem_id)
+        return s
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.problem_id, self.index)
+
+
+def _check(path, line, what: str, d: dict, spec) -> None:
+    for key, types in spec:
+        v = d.get(key)
+        if not isinstance(v, types) or isinstance(v, bool):
+            raise RecordError(path, line, f"{what} field {key!r} must be "
+                                          f"{'/'.join(t.__name__ for t in types)}, got {type(v).__name__} {v!r}")
+
+
+def _dedupe(path, records: list[tuple[int, Any, tuple[str, int]]]) -> None:
+    first: dict[tuple[str, int], int] = {}
+    for line, _, key in records:
+        if key in first:
+            raise RecordError(path, line, f"duplicate record for (problem_id={key[0]!r}, index={key[1]}): "
+                                          f"line {first[key]} has the same key (two runs wrote into one "
+                                          "file?). Remove one of them, or start the run fresh.")
+        first[key] = line
+
+
+def _outside(path, records, problems: Collection[str] | None, what: str) -> None:
+    if problems is None:
+        return
+    for line, _, key in records:
+        if key[0] not in problems:
+            known = ", ".join(list(problems)[:3]) + (", ..." if len(problems) > 3 else "")
+            raise RecordError(path, line, f"{what} for problem {key[0]!r}, which is not in the selected "
+                                          f"problems ({len(problems)}: {known})")
+
+
+def read_samples(path: str | Path, problems: Collection[str] | None = None) -> list[Sample]:
+    """All samples of a JSONL file, in file order (a torn last line left by a kill is ignored)."""
+    recs = []
+    for line, d in _lines(path):
+        s = Sample.from_dict(d, path=path, line=line)
+        recs.append((line, s, s.key))
+    _dedupe(path, recs)
+    _outside(path, recs, problems, "sample")
+    return [s for _, s, _ in recs]
+
+
+def read_results(path: str | Path, problems: Collection[str] | None = None) -> list[dict[str, Any]]:
+    """All results of a JSONL file as dicts (the fields of ``coderl.execution.Result``)."""
+    recs = []
+    for line, d in _lines(path):
+        missing = [k for k in ("problem_id", "index", "outcome") if k not in d]
+        if missing:
+            raise RecordError(path, line, f"result record misses field(s) {missing}")
+        _check(path, line, "result", d, (("problem_id", (str, int)), ("index", (int,)), ("outcome", (str,))))
+        if d["outcome"] not in OUTCOMES:
+            raise RecordError(path, line, f"unknown outcome {d['outcome']!r}; expected one of {OUTCOMES}")
+        d["problem_id"] = str(d["problem_id"])
+        recs.append((line, d, (d["problem_id"], d["index"])))
+    _dedupe(path, recs)
+    _outside(path, recs, problems, "result")
+    return [d for _, d, _ in recs]
+
+
+def _lines(path: str | Path):
+    """(line number, dict) for each record; numbers count every line, blank ones included."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no such file")
+    yield from read_jsonl(path, tolerate_torn_tail=True, numbered=True)
+
+
+def sample_writer(path: str | Path) -> JsonlAppender:
+    """Append samples (``Sample.to_dict()``) to ``path`` under an exclusive lock."""
+    return JsonlAppender(path, lock=True)
+
+
+def result_writer(path: str | Path) -> JsonlAppender:
+    """Append results (``Result.to_dict()``) to ``path`` under an exclusive lock."""
+    return JsonlAppender(path, lock=True)
