@@ -46,9 +46,9 @@ class Sample:
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, path: Any = "<dict>", line: int | None = None) -> "Sample":
         names = {f.name for f in dataclasses.fields(cls)}
-        missing = [k for k in ("problem_id", "index", "program") if k not in d]
-        if missing:
-            raise RecordError(path, line, f"sample record misses field(s) {missing}")
+        for k in ("problem_id", "index", "program"):
+            if k not in d:
+                raise RecordError(path, line, f"sample has no {k!r} field")
         unknown = sorted(set(d) - names)
         if unknown:
             raise RecordError(path, line, f"sample record has unknown field(s) {unknown}")
@@ -70,8 +70,8 @@ def _check(path, line, what: str, d: dict, spec) -> None:
     for key, types in spec:
         v = d.get(key)
         if not isinstance(v, types) or isinstance(v, bool):
-            raise RecordError(path, line, f"{what} field {key!r} must be "
-                                          f"{'/'.join(t.__name__ for t in types)}, got {type(v).__name__} {v!r}")
+            raise RecordError(path, line, f"{key!r} must be "
+                                          f"{'/'.join(t.__name__ for t in types)} in a {what}, got {type(v).__name__} {v!r}")
 
 
 def _dedupe(path, records: list[tuple[int, Any, tuple[str, int]]]) -> None:
@@ -90,14 +90,16 @@ def _outside(path, records, problems: Collection[str] | None, what: str) -> None
     for line, _, key in records:
         if key[0] not in problems:
             known = ", ".join(list(problems)[:3]) + (", ..." if len(problems) > 3 else "")
-            raise RecordError(path, line, f"{what} for problem {key[0]!r}, which is not in the selected "
-                                          f"problems ({len(problems)}: {known})")
+            raise RecordError(path, line, f"{what} with unknown problem_id {key[0]!r}: not in the "
+                                          f"selected problems ({len(problems)}: {known})")
 
 
-def read_samples(path: str | Path, problems: Collection[str] | None = None) -> list[Sample]:
-    """All samples of a JSONL file, in file order (a torn last line left by a kill is ignored)."""
+def read_samples(path: str | Path, problems: Collection[str] | None = None, *,
+                 resume: bool = False) -> list[Sample]:
+    """All samples of a JSONL file, in file order. ``resume``: the writer reading its own file
+    back, where a torn last line left by a kill is dropped (anywhere else it is an error)."""
     recs = []
-    for line, d in _lines(path):
+    for line, d in _lines(path, resume):
         s = Sample.from_dict(d, path=path, line=line)
         recs.append((line, s, s.key))
     _dedupe(path, recs)
@@ -105,13 +107,15 @@ def read_samples(path: str | Path, problems: Collection[str] | None = None) -> l
     return [s for _, s, _ in recs]
 
 
-def read_results(path: str | Path, problems: Collection[str] | None = None) -> list[dict[str, Any]]:
-    """All results of a JSONL file as dicts (the fields of ``coderl.execution.Result``)."""
+def read_results(path: str | Path, problems: Collection[str] | None = None, *,
+                 resume: bool = False) -> list[dict[str, Any]]:
+    """All results of a JSONL file as dicts (the fields of ``coderl.execution.Result``);
+    ``resume`` as for :func:`read_samples`."""
     recs = []
-    for line, d in _lines(path):
-        missing = [k for k in ("problem_id", "index", "outcome") if k not in d]
-        if missing:
-            raise RecordError(path, line, f"result record misses field(s) {missing}")
+    for line, d in _lines(path, resume):
+        for k in ("problem_id", "index", "outcome"):
+            if k not in d:
+                raise RecordError(path, line, f"result has no {k!r} field")
         _check(path, line, "result", d, (("problem_id", (str, int)), ("index", (int,)), ("outcome", (str,))))
         if d["outcome"] not in OUTCOMES:
             raise RecordError(path, line, f"unknown outcome {d['outcome']!r}; expected one of {OUTCOMES}")
@@ -122,12 +126,14 @@ def read_results(path: str | Path, problems: Collection[str] | None = None) -> l
     return [d for _, d, _ in recs]
 
 
-def _lines(path: str | Path):
+def _lines(path: str | Path, resume: bool):
     """(line number, dict) for each record; numbers count every line, blank ones included."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
-    yield from read_jsonl(path, tolerate_torn_tail=True, numbered=True)
+    if path.is_dir():
+        raise RecordError(path, None, "is a directory, not a JSONL file")
+    yield from read_jsonl(path, tolerate_torn_tail=resume, numbered=True)
 
 
 def sample_writer(path: str | Path) -> JsonlAppender:

@@ -41,7 +41,7 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
     results_path = Path(results_path)
     done: set[tuple[str, int]] = set()
     if results_path.exists():
-        done = {(r["problem_id"], r["index"]) for r in read_results(results_path)}
+        done = {(r["problem_id"], r["index"]) for r in read_results(results_path, resume=True)}
     todo = [s for s in samples if s.key not in done]
     groups = list(_group(todo).items())
 

@@ -112,7 +112,7 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
     out_path = Path(out_path)
     done: set[tuple[str, int]] = set()
     if out_path.exists():
-        done = {(s.problem_id, s.index) for s in read_samples(out_path)}
+        done = {s.key for s in read_samples(out_path, resume=True)}
     jobs_by_problem: dict[str, list[tuple[int, str]]] = {}
     for p in problems:
         todo = [(i, o) for i, o in _planned(p, config) if (p.id, i) not in done]
