@@ -266,3 +266,71 @@ def test_big_integers_cross_the_wire_and_print(ex):
     digits = Problem(id="t/digits", source="apps", question="q", kind="stdio",
                      tests={"inputs": ["5000\n"], "outputs": ["1" + "0" * 5000 + "\n"]})
     assert ex.run(digits, "print(10 ** int(input()))\n").outcome == "passed"  # no 4300-digit cap
+
+
+# -- the config ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, key", [
+    ({"timeout": "4s"}, "execution.timeout"),                # wrong types are rejected, not coerced
+    ({"workers": "two"}, "execution.workers"),
+    ({"early_exit": "no"}, "execution.early_exit"),
+    ({"timeout": 0}, "execution.timeout"),                   # ranges
+    ({"timeout": -1.0}, "execution.timeout"),
+    ({"job_timeout": 0}, "execution.job_timeout"),
+    ({"workers": -1}, "execution.workers"),
+    ({"max_output_kb": 0}, "execution.max_output_kb"),
+    ({"isolation": "docker"}, "execution.isolation"),        # choices (docker used to become bwrap)
+])
+def test_exec_config_rejects_bad_values_naming_the_key(kwargs, key):
+    from coderl.config import ConfigError
+
+    with pytest.raises(ConfigError, match=rf"^{key}: "):
+        ExecConfig(**kwargs)
+    with pytest.raises(ConfigError, match=rf"^{key}: "):
+        ExecConfig.from_dict(kwargs)
+
+
+@pytest.mark.parametrize("limits, message", [
+    ({"memory_mb": 0}, "execution.limits.memory_mb: must be >= 256"),
+    ({"memory_mb": 1}, "execution.limits.memory_mb: must be >= 256"),
+    ({"memory_mb": "2G"}, "execution.limits.memory_mb: expected int"),
+    ({"cpu_seconds": 0}, "execution.limits.cpu_seconds: must be >= 1"),
+    ({"max_procs": 1}, "execution.limits.max_procs: must be >= 8"),
+    ({"open_files": 3}, "execution.limits.open_files: must be >= 16"),
+    ({"file_size_mb": -1}, "execution.limits.file_size_mb: must be >= 1"),
+    ({"memory": 512}, "execution.limits: unknown key(s) ['memory']"),
+])
+def test_exec_config_limits_validated_nested(limits, message):
+    from coderl.config import ConfigError
+    from coderl.execution import Limits
+
+    with pytest.raises(ConfigError) as e:
+        ExecConfig.from_dict({"limits": limits})
+    assert str(e.value).startswith(message), str(e.value)
+    if "unknown" not in message:
+        with pytest.raises(ConfigError, match="^execution.limits."):
+            Limits(**limits)
+
+
+def test_exec_config_from_dict_good_and_unknown_keys():
+    from coderl.config import ConfigError
+    from coderl.execution import Limits
+
+    cfg = ExecConfig.from_dict({"timeout": 2, "limits": {"memory_mb": 512}, "isolation": "none"})
+    assert (cfg.timeout, cfg.limits, cfg.isolation) == (2, Limits(memory_mb=512), "none")
+    assert ExecConfig.from_dict(None) == ExecConfig() == ExecConfig.from_dict({})
+    with pytest.raises(ConfigError, match=r"^execution: unknown key\(s\) \['timout'\]"):
+        ExecConfig.from_dict({"timout": 2})
+    with pytest.raises(ConfigError, match="^execution.limits: expected Limits"):
+        ExecConfig.from_dict({"limits": "big"})
+    with pytest.raises(ConfigError, match="^execution: expected a mapping"):
+        ExecConfig.from_dict([1])
+
+
+def test_exec_config_fields_all_have_help():
+    import dataclasses as dc
+
+    from coderl.execution import Limits
+
+    for cls in (ExecConfig, Limits):
+        for f in dc.fields(cls):
+            assert len(f.metadata.get("help", "")) > 15, (cls.__name__, f.name)

@@ -15,7 +15,7 @@ import importlib
 _EXPORTS = {
     "COMPILE_ERROR": "outcome", "RUNTIME_ERROR": "outcome", "FAILED": "outcome", "PASSED": "outcome",
     "OUTCOMES": "outcome", "Result": "outcome", "Rewards": "outcome", "outcome_from_code": "outcome",
-    "ExecConfig": "pool", "Executor": "pool", "Limits": "sandbox", "execute": "stage",
+    "ExecConfig": "exec_config", "Executor": "pool", "Limits": "exec_config", "execute": "stage",
 }
 __all__ = sorted(_EXPORTS)
 

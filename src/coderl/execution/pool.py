@@ -24,34 +24,14 @@ import sys
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from coderl.execution import outcome as oc, sandbox, wire
 from coderl.execution.cache import ResultCache
+from coderl.execution.exec_config import ExecConfig, Limits  # noqa: F401  (re-exported)
 from coderl.execution.outcome import Result
 
 HARNESS_VERSION = "coderl-exec-1"
-
-
-@dataclass
-class ExecConfig:
-    workers: int = 0                  # 0: two per CPU core (a worker waits on pipes part of the time)
-    timeout: float = 4.0              # seconds per test case (CodeRL: 4)
-    job_timeout: float | None = None  # seconds per program; None: (timeout + 1) * (tests + 1)
-    limits: sandbox.Limits = field(default_factory=sandbox.Limits)
-    isolation: str = "auto"           # auto (bwrap if installed) | bwrap | none
-    cache_path: str | None = None     # SQLite file; None: no cache
-    early_exit: bool = True           # stop at the first failing test (CodeRL's trick)
-    apps_preamble: bool = True        # APPS programs get CodeRL's fixed import block in their globals
-    max_output_kb: int = 1024         # stdout kept per stdio test for comparison
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "ExecConfig":
-        d = dict(d)
-        if isinstance(d.get("limits"), dict):
-            d["limits"] = sandbox.Limits(**d["limits"])
-        return cls(**d)
 
 
 class EngineError(RuntimeError):

@@ -31,18 +31,9 @@ import os
 import shutil
 import sys
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
-@dataclass
-class Limits:
-    """Per-program limits (all enforced in the child before the program runs)."""
-
-    cpu_seconds: int = 30        # RLIMIT_CPU (each process of the program)
-    memory_mb: int = 2048        # RLIMIT_AS
-    file_size_mb: int = 16       # RLIMIT_FSIZE: caps stdout/stderr floods and files written
-    max_procs: int = 64          # RLIMIT_NPROC (effective only with a dropped uid)
-    open_files: int = 256        # RLIMIT_NOFILE
+from coderl.execution.exec_config import Limits  # noqa: F401  (re-exported: sandbox.Limits)
 
 
 def bwrap_path() -> str | None:

@@ -1,0 +1,101 @@
+"""The ``execute`` stage's config (beside ``stage.py``): every option of ``coderl execute``.
+
+``ExecConfig`` (the engine and the stage) and its nested ``Limits`` (the rlimits of each program)
+are validated when built: a value of the wrong type (``timeout: "4s"``, ``workers: "two"``) or out
+of range fails at once with a ``coderl.config.ConfigError`` naming the key (``execution.timeout``,
+``execution.limits.memory_mb``), before any program runs. Defaults live here only.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from coderl.config import ConfigError, opt, validate
+
+#: settings that do not change any verdict (resuming or caching under other values is fine)
+NOT_FINGERPRINTED = ("workers", "cache_path", "calibration_path")
+
+
+@dataclass
+class Limits:
+    """Per-program limits, all enforced in the program's process before it runs (soft = hard)."""
+
+    cpu_seconds: int = opt(30, "RLIMIT_CPU: CPU seconds each process of a program may use (lowered "
+                           "further to just above the program's wall-clock budget).", ge=1)
+    memory_mb: int = opt(2048, "RLIMIT_AS: address space per program process, in MB. At least 256: "
+                         "the interpreter a program runs in, with APPS's import block (numpy), already "
+                         "maps ~100 MB before the program's first line, so a smaller limit would fail "
+                         "correct programs as if by their own fault.", ge=256)
+    file_size_mb: int = opt(16, "RLIMIT_FSIZE: largest file a program may write, in MB (also caps "
+                            "stdout/stderr floods).", ge=1)
+    max_procs: int = opt(64, "RLIMIT_NPROC: processes of the program's uid (only effective when the "
+                         "engine runs as root and drops to a dedicated uid). At least 8: the program, "
+                         "its next pre-forked sibling and each stdin/stdout test's process count.", ge=8)
+    open_files: int = opt(256, "RLIMIT_NOFILE: open file descriptors per process (at least 16: the "
+                          "interpreter and its pipes need a few).", ge=16)
+
+    def __post_init__(self) -> None:
+        validate(self, "execution.limits")
+
+
+@dataclass
+class ExecConfig:
+    """The execution engine (``Executor``) and the ``execute`` stage."""
+
+    workers: int = opt(0, "Warm worker processes running programs in parallel (0: two per CPU core, "
+                       "at most 64).", ge=0)
+    timeout: float = opt(4.0, "Seconds per test case (CodeRL's 4); with time_limit=calibrated, the cap "
+                         "of each problem's limit.", gt=0)
+    job_timeout: float | None = opt(None, "Seconds per program, all its tests together (default: "
+                                    "(per-test limit + 1) x (tests + 1)).", gt=0)
+    limits: Limits = opt(factory=Limits, help="Per-program rlimits (execution.limits.*).")
+    isolation: str = opt("auto", "Sandbox: bwrap (Linux namespaces through bubblewrap; fails if it is "
+                         "not installed), none (rlimits, a dropped uid and a scrubbed environment only), "
+                         "auto (bwrap where installed, else none with a loud warning).",
+                         choices=("auto", "bwrap", "none"))
+    cache_path: str | None = opt(None, "SQLite verdict cache: an identical program on the same tests and "
+                                 "limits is never run twice (default: no cache).", flag="--cache")
+    early_exit: bool = opt(True, "Stop at the first failing test (CodeRL's trick; the outcome class does "
+                           "not depend on it, tests_passed does).")
+    apps_preamble: bool = opt(True, "APPS programs get CodeRL's fixed import block (numpy, itertools, "
+                              "collections, ...) in their globals.")
+    max_output_kb: int = opt(1024, "Standard output kept per stdin/stdout test for the comparison, in "
+                             "KB; more is a runtime error (output limit).", ge=1)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.cache_path, os.PathLike):
+            self.cache_path = os.fspath(self.cache_path)
+        if isinstance(self.limits, dict):  # ExecConfig(limits={...}) as written in YAML
+            self.limits = _limits_from_dict(self.limits)
+        validate(self, "execution")
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any] | None, where: str = "execution") -> "ExecConfig":
+        """From a mapping (the YAML ``execution:`` section; ``limits`` a nested mapping). Unknown
+        keys and bad values raise ConfigError naming ``execution.<key>`` / ``execution.limits.<key>``."""
+        if d is None:
+            d = {}
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
+        _no_unknown(cls, d, where)
+        return cls(**d)
+
+    def fingerprint(self) -> dict[str, Any]:
+        """The settings that decide the verdicts (see ``coderl.config.fingerprint``)."""
+        d = dataclasses.asdict(self)
+        return {k: v for k, v in d.items() if k not in NOT_FINGERPRINTED}
+
+
+def _no_unknown(cls: type, d: dict[str, Any], where: str) -> None:
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+
+
+def _limits_from_dict(d: dict[str, Any]) -> Limits:
+    _no_unknown(Limits, d, "execution.limits")
+    return Limits(**d)
