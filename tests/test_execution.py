@@ -334,3 +334,29 @@ def test_exec_config_fields_all_have_help():
     for cls in (ExecConfig, Limits):
         for f in dc.fields(cls):
             assert len(f.metadata.get("help", "")) > 15, (cls.__name__, f.name)
+
+
+def test_execute_resume_reruns_stale_results(tmp_path):
+    """A stored result whose hash is not the one its sample would get now (the program was
+    regenerated, the limits changed) is re-executed and replaced, not skipped."""
+    samples, results = tmp_path / "samples.jsonl", tmp_path / "results.jsonl"
+    rows = [{"problem_id": "t/add", "index": i, "program": "def add(a, b):\n    return a + b\n", "origin": "sampled"}
+            for i in range(3)]
+    _write_samples(samples, rows)
+    cfg = ExecConfig(workers=1)
+    assert execute([ADD], samples, results, cfg, progress=False)["outcomes"]["passed"] == 3
+    rows[1]["program"] = "def add(a, b):\n    return a - b\n"  # index 1 regenerated since
+    _write_samples(samples, rows)
+    summary = execute([ADD], samples, results, cfg, progress=False)
+    assert (summary["executed"], summary["stale_reexecuted"], summary["skipped_already_done"]) == (1, 1, 2)
+    from coderl.records import read_results
+
+    recs = {r["index"]: r for r in read_results(results)}  # no duplicate keys, no torn line
+    assert [recs[i]["outcome"] for i in range(3)] == ["passed", "failed", "passed"]
+    # other limits: every stored verdict is stale
+    summary = execute([ADD], samples, results, ExecConfig(workers=1, timeout=3.0), progress=False)
+    assert (summary["executed"], summary["stale_reexecuted"]) == (3, 3)
+    assert len(read_results(results)) == 3
+    # same config again: nothing to do
+    summary = execute([ADD], samples, results, ExecConfig(workers=1, timeout=3.0), progress=False)
+    assert (summary["executed"], summary["stale_reexecuted"], summary["skipped_already_done"]) == (0, 0, 3)

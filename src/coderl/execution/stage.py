@@ -4,7 +4,10 @@ Each sample runs on its problem's hidden tests; when the problem has example tes
 those (``example_passed``). All runs share the engine's workers; each problem's records are
 appended in one flushed write as soon as the problem is complete (so the file follows completion
 order, not the samples' order). A killed run loses only the problems in flight, and a rerun skips
-every (problem_id, index) already written.
+every (problem_id, index) already written — unless its record is *stale*: its ``hash`` differs from
+the one the sample's current program, tests, limits and harness would get (the program was
+regenerated, the tests or the limits changed). Stale records are dropped from the file (rewritten
+atomically) and their samples run again; the summary counts them (``stale_reexecuted``).
 A summary (outcome counts, cache hit rate, throughput) is printed and written atomically beside
 the results as ``<results>.summary.json``.
 """
@@ -21,7 +24,7 @@ from typing import Any, Iterable
 
 from coderl.execution.outcome import OUTCOMES, Result
 from coderl.execution.pool import ExecConfig, Executor
-from coderl.io import RecordError, atomic_write_text
+from coderl.io import RecordError, atomic_write_text, write_jsonl
 from coderl.records import read_results, read_samples, result_writer
 
 
@@ -39,19 +42,24 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
     by_id = {str(p.id): p for p in problems}
     samples = read_samples(samples_path, by_id)
     results_path = Path(results_path)
-    done: set[tuple[str, int]] = set()
-    if results_path.exists():
-        done = {(r["problem_id"], r["index"]) for r in read_results(results_path, resume=True)}
-    todo = [s for s in samples if s.key not in done]
-    groups = list(_group(todo).items())
 
     counts: Counter[str] = Counter()
     start = time.monotonic()
     bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=len(todo), unit="prog", desc="execute", dynamic_ncols=True)
-    with Executor(config) as ex, result_writer(results_path) as out:
+    with Executor(config) as ex:
+        out = result_writer(results_path)  # locked: no other run writes this file meanwhile
+        try:
+            todo, stale = _resume(ex, by_id, samples, results_path)
+        except BaseException:
+            out.close()
+            raise
+        if stale:  # the file was replaced: append to (and lock) the new one
+            out.close()
+            out = result_writer(results_path)
+        groups = list(_group(todo).items())
+        if progress:
+            from tqdm import tqdm
+            bar = tqdm(total=len(todo), unit="prog", desc="execute", dynamic_ncols=True)
         # every (sample, test set) is one task on the pool; a problem's records are written (one
         # flushed write) as soon as all of its tasks are done, so a slow program never stalls others
         lock = threading.Lock()
@@ -92,9 +100,12 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
                 if bar is not None:
                     bar.update(len(recs))
 
-        with ThreadPoolExecutor(max_workers=len(ex._workers)) as pool:
-            for f in [pool.submit(task, t) for t in tasks]:
-                f.result()  # re-raise the first error, if any
+        try:
+            with ThreadPoolExecutor(max_workers=len(ex._workers)) as pool:
+                for f in [pool.submit(task, t) for t in tasks]:
+                    f.result()  # re-raise the first error, if any
+        finally:
+            out.close()
         hits = ex.cache.hits if ex.cache is not None else 0
         lookups = (ex.cache.hits + ex.cache.misses) if ex.cache is not None else 0
         isolation = ex.isolation
@@ -104,6 +115,7 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
     executed = sum(counts.values())
     summary = {
         "samples": len(samples), "executed": executed, "skipped_already_done": len(samples) - len(todo),
+        "stale_reexecuted": stale,
         "outcomes": {o: counts.get(o, 0) for o in OUTCOMES},
         "pass_rate": counts.get("passed", 0) / executed if executed else 0.0,
         "cache": {"enabled": config.cache_path is not None, "hits": hits, "lookups": lookups,
@@ -115,13 +127,35 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
     return summary
 
 
+def _resume(ex: Executor, by_id: dict[str, Any], samples: list[Any],
+            results_path: Path) -> tuple[list[Any], int]:
+    """The samples still to run, and how many stored results were stale (dropped from the file)."""
+    if not results_path.exists() or not results_path.stat().st_size:
+        return list(samples), 0
+    current = {s.key: s for s in samples}
+    kept, done, stale = [], set(), 0
+    for r in read_results(results_path, resume=True):
+        key = (r["problem_id"], r["index"])
+        s = current.get(key)
+        if s is not None and r.get("hash") != ex.job_for(by_id[s.problem_id], s.program, "hidden")[2]:
+            stale += 1
+            continue
+        kept.append(r)
+        done.add(key)
+    if stale:  # readers see the old file or the new one, never a part
+        write_jsonl(results_path, kept)
+    return [s for s in samples if s.key not in done], stale
+
+
 def print_summary(summary: dict[str, Any], console: Any = None) -> None:
     """A rich table of outcomes, then cache and speed."""
     from rich.console import Console
     from rich.table import Table
 
     console = console or Console()
-    table = Table(title=f"execution: {summary['executed']} run, {summary['skipped_already_done']} already done")
+    stale = summary.get("stale_reexecuted", 0)
+    table = Table(title=f"execution: {summary['executed']} run, {summary['skipped_already_done']} already done"
+                        + (f", {stale} stale results re-run" if stale else ""))
     table.add_column("outcome")
     table.add_column("programs", justify="right")
     table.add_column("share", justify="right")
