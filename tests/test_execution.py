@@ -360,3 +360,74 @@ def test_execute_resume_reruns_stale_results(tmp_path):
     # same config again: nothing to do
     summary = execute([ADD], samples, results, ExecConfig(workers=1, timeout=3.0), progress=False)
     assert (summary["executed"], summary["stale_reexecuted"], summary["skipped_already_done"]) == (0, 0, 3)
+
+
+_INTERRUPTED_RUN = """
+import sys
+from coderl.execution import ExecConfig
+from coderl.execution.stage import execute
+from coderl.problems.schema import Problem
+
+add = Problem(id="t/add", source="mbpp", question="add", kind="assert", entry_point="add",
+              tests={"setup": "", "asserts": ["assert add(1, 2) == 3"], "check": None})
+slow = Problem(id="t/slow", source="mbpp", question="f", kind="assert", entry_point="f",
+               tests={"setup": "", "asserts": ["assert f(1) == 1"], "check": None})
+slow_stdio = Problem(id="t/slow_stdio", source="apps", question="f", kind="stdio",
+                     tests={"inputs": ["1\\n"], "outputs": ["1\\n"]})
+execute([add, slow, slow_stdio], sys.argv[1], sys.argv[2], ExecConfig(workers=2, timeout=60), progress=False)
+"""
+
+
+def test_execute_stops_promptly_on_ctrl_c(tmp_path):
+    """SIGINT to a process running ``execute`` with ten minutes of queued work: it exits within
+    seconds, the results file stays valid JSONL with what was done, and no process is left."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import psutil
+
+    from coderl.records import read_results
+
+    samples, results = tmp_path / "samples.jsonl", tmp_path / "results.jsonl"
+    rows = [{"problem_id": "t/add", "index": 0, "program": "def add(a, b):\n    return a + b\n"}]
+    rows += [{"problem_id": "t/slow", "index": i, "program": f"import time\ndef f(x):\n    time.sleep(60)  # {i}\n"}
+             for i in range(6)]
+    rows += [{"problem_id": "t/slow_stdio", "index": i, "program": f"import time\ntime.sleep(60)  # {i}\n"}
+             for i in range(6)]
+    _write_samples(samples, rows)
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTED_RUN, str(samples), str(results)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (results.exists() and results.read_text().strip()):
+            assert proc.poll() is None, proc.stdout.read().decode()
+            time.sleep(0.1)
+        time.sleep(1.0)  # the slow programs are running now
+        me = psutil.Process(proc.pid)
+        spawned = [p for p in me.children(recursive=True)]
+        assert len(spawned) >= 2  # the workers (and their zygotes and programs)
+        base = 200_000 + (proc.pid % 1_000_000) * 1024  # the engine's program uids start there
+        start = time.monotonic()
+        os.kill(proc.pid, signal.SIGINT)
+        proc.wait(timeout=15)
+        took = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert took < 5, f"Ctrl-C took {took:.1f} s"
+    assert proc.returncode != 0
+    recs = read_results(results)  # valid JSONL: no torn line, no engine-error verdicts
+    assert [(r["problem_id"], r["outcome"]) for r in recs] == [("t/add", "passed")]
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        alive = [p for p in spawned if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+        strays = [p for p in psutil.process_iter(["uids", "status"]) if p.info["uids"]
+                  and base <= p.info["uids"].real < base + 1024 and p.info["status"] != psutil.STATUS_ZOMBIE]
+        if not alive and not strays:
+            break
+        time.sleep(0.1)
+    assert alive == [] and strays == []

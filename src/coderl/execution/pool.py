@@ -38,6 +38,10 @@ class EngineError(RuntimeError):
     pass
 
 
+class Aborted(EngineError):
+    """The engine was aborted (``Executor.abort``, e.g. on Ctrl-C) while this program waited or ran."""
+
+
 def select_tests(problem: Any, which: str) -> dict[str, Any]:
     if which not in ("hidden", "example"):
         raise ValueError(f"tests must be 'hidden' or 'example', got {which!r}")
@@ -95,6 +99,8 @@ class _Worker:
         self.proc = None
 
     def kill(self) -> None:
+        """SIGKILL the worker's process group (under bwrap that ends its pid namespace, children
+        included), then whatever is left in its pids cgroup or runs as its program uid."""
         if self.proc is None:
             return
         try:
@@ -102,6 +108,26 @@ class _Worker:
         except OSError:
             pass
         self.proc.wait()
+        if "pids" in self.cgroup.controllers:
+            procs = self.cgroup.path("pids") / "cgroup.procs"
+            deadline = time.monotonic() + 2
+            while time.monotonic() < deadline:
+                try:
+                    victims = [int(x) for x in procs.read_text().split()]
+                except (OSError, ValueError):
+                    break
+                if not victims:
+                    break
+                for pid in victims:
+                    try:
+                        os.kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+                time.sleep(0.01)
+        if self.hello.get("uid") is not None:
+            from coderl.execution import confine
+
+            confine.reap_uid(self.uid, None)
 
     def run(self, job: dict[str, Any], tests: dict[str, Any]) -> dict[str, Any]:
         assert self.proc is not None
@@ -135,6 +161,7 @@ class Executor:
         self.isolation = ""
         self.guards: dict[str, bool] = {}
         self.runs = 0
+        self.aborted = False
         self._limits_for: dict[float, dict[str, Any]] = {}
 
     @property
@@ -160,6 +187,33 @@ class Executor:
         # an engine that is never closed still stops its workers and removes its cgroups at exit
         self._finalizer = weakref.finalize(self, _stop_workers, list(self._workers))
         self._describe()
+
+    def abort(self) -> None:
+        """Stop now (Ctrl-C): kill every worker and what its programs left; programs in flight and
+        waiting raise ``Aborted`` (never a verdict). ``close`` still follows."""
+        self.aborted = True
+        for w in self._workers:
+            w.kill()
+
+    def parallel(self, fn: Any, items: Iterable[Any]) -> list[Any]:
+        """``[fn(item) for item in items]`` on one thread per worker. The first error (or Ctrl-C in
+        the calling thread) cancels the items not yet started; on Ctrl-C (any BaseException that
+        is not an Exception) the engine is aborted too, so the call returns within moments instead
+        of after every queued program."""
+        pool = ThreadPoolExecutor(max_workers=len(self._workers))
+        futures = [pool.submit(fn, item) for item in items]
+        try:
+            out = [f.result() for f in futures]
+        except Exception:
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
+        except BaseException:
+            pool.shutdown(wait=False, cancel_futures=True)
+            self.abort()
+            pool.shutdown(wait=True)
+            raise
+        pool.shutdown(wait=True)
+        return out
 
     def close(self) -> None:
         _stop_workers(self._workers)
@@ -263,8 +317,12 @@ class Executor:
         for attempt in range(2):
             w = self._idle.get()
             try:
+                if self.aborted:
+                    raise Aborted("the execution engine was aborted")
                 return w.run(job, frame)
             except (wire.FrameTimeout, wire.ProtocolError, OSError) as e:
+                if self.aborted:
+                    raise Aborted("the execution engine was aborted") from None
                 w.kill()  # a wedged or dead worker: replace it
                 try:
                     w.start()
@@ -299,8 +357,7 @@ class Executor:
             return r
 
         unique = [i for i, t in enumerate(twin_of) if t == i]
-        with ThreadPoolExecutor(max_workers=len(self._workers)) as pool:
-            done = dict(zip(unique, pool.map(one, unique)))
+        done = dict(zip(unique, self.parallel(one, unique)))
         out = []
         for i, t in enumerate(twin_of):
             if t == i:

@@ -18,7 +18,6 @@ import json
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -100,17 +99,15 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
                 if bar is not None:
                     bar.update(len(recs))
 
-        try:
-            with ThreadPoolExecutor(max_workers=len(ex._workers)) as pool:
-                for f in [pool.submit(task, t) for t in tasks]:
-                    f.result()  # re-raise the first error, if any
+        try:  # the first error, or Ctrl-C, stops the run at once (what was written stays)
+            ex.parallel(task, tasks)
         finally:
             out.close()
+            if bar is not None:
+                bar.close()
         hits = ex.cache.hits if ex.cache is not None else 0
         lookups = (ex.cache.hits + ex.cache.misses) if ex.cache is not None else 0
         isolation = ex.isolation
-    if bar is not None:
-        bar.close()
     seconds = time.monotonic() - start
     executed = sum(counts.values())
     summary = {
