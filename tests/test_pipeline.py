@@ -45,8 +45,11 @@ def test_tiny_models_through_the_whole_loop(which, tmp_path, request):
     assert set(report["overall"]["pass@k"]) == {"1", "2"}
     assert any("greedy pass@1" in l for l in lines) and any("report:" in l for l in lines)
     # a rerun resumes: nothing generated or executed again
-    again = run_pipeline(cfg, echo=lambda s: None)
-    assert again["meta"]["generation_summary"]["sequences"] == 0
+    lines = []
+    again = run_pipeline(cfg, echo=lines.append)
+    assert "[1/3] generate: complete under the same settings, skipped" in lines
+    assert "[2/3] execute: complete under the same settings, skipped" in lines
+    assert again["overall"] == report["overall"]
     assert len((run / "results.jsonl").read_text().splitlines()) == 9
 
 
@@ -68,7 +71,7 @@ def test_cli_generate_evaluate_and_pipeline(tiny_causal_dir, tmp_path):
     assert r.exit_code == 0, r.output
     assert "pass@1" in r.output and (tmp_path / "rep" / "report.md").exists()
     r = runner.invoke(app, ["generate", "--problems", "mbpp", "--model", str(tmp_path / "missing"),
-                            "--out", str(samples)])
+                            "--out", str(tmp_path / "other.jsonl")])
     assert r.exit_code == 2 and "not a known name" in r.output
     cfg = _config(tmp_path, tiny_causal_dir, "cli")
     r = runner.invoke(app, ["pipeline", str(cfg), "--set", "problems.end=1", "--set", "generation.num_seqs=1",

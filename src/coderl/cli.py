@@ -29,15 +29,16 @@ def fail(message: str, code: int = 2) -> None:
 
 def load_problem_set(spec: str, path: Optional[Path] = None, split: Optional[str] = None,
                      difficulty: Optional[list[str]] = None, start: Optional[int] = None,
-                     end: Optional[int] = None, skip_invalid: bool = False):
-    """Shared by every verb that takes problems: errors become one clear line, skips are listed."""
+                     end: Optional[int] = None, skip_invalid: bool = False, heldout: bool = False):
+    """Shared by the `problems` verbs: errors become one clear line, skips are listed."""
     from .problems import ProblemError, load_problems
 
     try:
         problems = load_problems(spec, path=path, split=split, difficulties=difficulty, start=start,
-                                 end=end, skip_invalid=skip_invalid)
+                                 end=end, skip_invalid=skip_invalid, heldout=heldout)
     except (ProblemError, ValueError) as e:
-        fail(str(e) + ("" if skip_invalid else "  (use --skip-invalid to skip invalid problems)"))
+        hint = not skip_invalid and isinstance(e, ProblemError) and e.problem_id is not None
+        fail(str(e) + ("  (use --skip-invalid to skip invalid problems)" if hint else ""))
     for e in problems.skipped:
         err_console.print(f"[yellow]skipped[/] {e}", highlight=False)
     return problems
@@ -50,15 +51,17 @@ DiffOpt = typer.Option(None, "--difficulty", help="Keep these difficulties (repe
 StartOpt = typer.Option(None, "--start", help="First problem index (as in CodeRL's scripts).")
 EndOpt = typer.Option(None, "--end", help="One past the last problem index.")
 SkipOpt = typer.Option(False, "--skip-invalid", help="Skip invalid problems and list them instead of failing.")
+HeldoutOpt = typer.Option(False, "--heldout", help="MBPP: show only the first assert as the example test.")
 
 
 @problems_app.command("list")
 def problems_list(spec: str = typer.Argument(..., help="mbpp | humaneval | apps | a path"),
                   path: Optional[Path] = PathOpt, split: Optional[str] = SplitOpt,
                   difficulty: Optional[list[str]] = DiffOpt, start: Optional[int] = StartOpt,
-                  end: Optional[int] = EndOpt, skip_invalid: bool = SkipOpt) -> None:
+                  end: Optional[int] = EndOpt, skip_invalid: bool = SkipOpt,
+                  heldout: bool = HeldoutOpt) -> None:
     """One line per problem: id, split, difficulty, kind, tests, example tests, question."""
-    problems = load_problem_set(spec, path, split, difficulty, start, end, skip_invalid)
+    problems = load_problem_set(spec, path, split, difficulty, start, end, skip_invalid, heldout)
     table = Table("id", "split", "difficulty", "kind", "tests", "examples", "question")
     table.columns[0].no_wrap = True
     for p in problems:
@@ -72,9 +75,10 @@ def problems_list(spec: str = typer.Argument(..., help="mbpp | humaneval | apps 
 def problems_show(spec: str = typer.Argument(..., help="mbpp | humaneval | apps | a path"),
                   problem_id: str = typer.Argument(..., help="Problem id, e.g. mbpp/11, HumanEval/0, apps/train/0001"),
                   path: Optional[Path] = PathOpt, split: Optional[str] = SplitOpt,
+                  heldout: bool = HeldoutOpt,
                   as_json: bool = typer.Option(False, "--json", help="Print the full record as JSON.")) -> None:
     """Print one problem: question, tests, example tests, first solution."""
-    problems = load_problem_set(spec, path, split)
+    problems = load_problem_set(spec, path, split, heldout=heldout)
     match = [p for p in problems if p.id == problem_id]
     if not match:
         fail(f"{path or spec}: no problem with id {problem_id!r} (e.g. {problems[0].id!r})")
@@ -122,115 +126,155 @@ def problems_stats(specs: Optional[list[str]] = typer.Argument(None, help="Sets 
     console.print(table)
 
 
-@app.command("execute")
-def execute_cmd(problems_spec: str = typer.Option(..., "--problems", help="mbpp | humaneval | apps | a path"),
-                samples: Path = typer.Option(..., "--samples", help="Samples JSONL (problem_id, index, program)."),
-                out: Path = typer.Option(..., "--out", help="Results JSONL (appended; a rerun resumes)."),
-                path: Optional[Path] = PathOpt, split: Optional[str] = SplitOpt,
-                workers: int = typer.Option(0, "--workers", help="Warm workers (0: two per core)."),
-                timeout: float = typer.Option(4.0, "--timeout", help="Seconds per test case."),
-                memory_mb: int = typer.Option(2048, "--memory-mb", help="Address-space limit per program."),
-                cache: Optional[Path] = typer.Option(None, "--cache", help="SQLite verdict cache file."),
-                full: bool = typer.Option(False, "--full", help="Run every test (no early exit)."),
-                isolation: str = typer.Option("auto", "--isolation", help="auto | bwrap | none")) -> None:
-    """Run sampled programs against their problems' tests: one Result per sample (resumable)."""
-    from .execution import ExecConfig, Limits
-    from .execution.stage import execute, print_summary
-    from .io import RecordError
+# -- the stage verbs: options generated from the stages' config dataclasses ----------------------
 
-    problems = load_problem_set(problems_spec, path, split)
-    cfg = ExecConfig(workers=workers, timeout=timeout, limits=Limits(memory_mb=memory_mb), isolation=isolation,
-                     cache_path=str(cache) if cache else None, early_exit=not full)
-    try:
-        summary = execute(list(problems), samples, out, cfg, progress=True)
-    except (RecordError, FileNotFoundError) as e:
-        fail(str(e))
-    print_summary(summary, console)
-
-
-@app.command("generate")
-def generate_cmd(problems_spec: str = typer.Option(..., "--problems", help="mbpp | humaneval | apps | a path"),
-                 out: Path = typer.Option(..., "--out", help="Samples JSONL (appended; a rerun resumes)."),
-                 path: Optional[Path] = PathOpt, split: Optional[str] = SplitOpt,
-                 difficulty: Optional[list[str]] = DiffOpt, start: Optional[int] = StartOpt,
-                 end: Optional[int] = EndOpt,
-                 model: str = typer.Option("default", "--model", help="default | an HF directory | a .gguf file"),
-                 num_seqs: int = typer.Option(10, "--num-seqs", help="Sampled programs per problem."),
-                 greedy: bool = typer.Option(True, "--greedy/--no-greedy", help="One extra greedy program per problem."),
-                 batch_size: int = typer.Option(64, "--batch-size", help="Sequences decoded together."),
-                 temperature: float = typer.Option(0.8, "--temperature"),
-                 top_p: float = typer.Option(0.95, "--top-p"),
-                 max_new_tokens: int = typer.Option(256, "--max-new-tokens"),
-                 seed: int = typer.Option(0, "--seed"),
-                 prompt_style: str = typer.Option("auto", "--prompt-style", help="auto | chat | plain"),
-                 threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads."),
-                 device: str = typer.Option("cpu", "--device")) -> None:
-    """Sample programs from a model: num_seqs per problem plus a greedy one (resumable)."""
-    from .generation import GenerationConfig, generate
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from .config import ConfigError
     from .io import RecordError
     from .models import ModelError
+    from .problems import ProblemError
 
-    problems = load_problem_set(problems_spec, path, split, difficulty, start, end)
-    cfg = GenerationConfig(model=model, num_seqs=num_seqs, greedy=greedy, batch_size=batch_size,
-                           temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed,
-                           prompt_style=prompt_style, threads=threads, device=device)
+    return (ConfigError, ProblemError, RecordError, ModelError, FileNotFoundError, IsADirectoryError,
+            NotADirectoryError, ValueError)
+
+
+def _problems_cfg(given: dict, recorded_from: Optional[Path] = None):
+    """The problem selection: what the user typed, else the one recorded beside ``recorded_from``
+    (the samples of a run), else an error."""
+    from .config import from_dict
+    from .problems.problems_config import ProblemsConfig
+    from .rundir import recorded_selection
+
+    if given:
+        return from_dict(ProblemsConfig, given, "problem options")
+    if recorded_from is not None:
+        sel = recorded_selection(recorded_from)
+        if sel is not None:
+            err_console.print(f"problems: the selection recorded beside {recorded_from} "
+                              f"({_describe_selection(sel)})", highlight=False)
+            return from_dict(ProblemsConfig, sel, f"{recorded_from}.meta.json: selection")
+    fail("--problems is required" + (f" (no selection is recorded beside {recorded_from})"
+                                     if recorded_from is not None else ""))
+
+
+def _describe_selection(sel: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sel.items() if v not in (None, False, []))
+
+
+def _load(pc):
+    problems = pc.load()
+    for e in problems.skipped:
+        err_console.print(f"[yellow]skipped[/] {e}", highlight=False)
+    return problems
+
+
+from .cliopts import verb  # noqa: E402
+from .evaluation.eval_config import EvalConfig  # noqa: E402
+from .execution.pool import ExecConfig  # noqa: E402
+from .generation.generation_config import GenerationConfig  # noqa: E402
+from .problems.problems_config import ProblemsConfig  # noqa: E402
+
+
+@verb(app, "generate", {"problems": ProblemsConfig, "generation": GenerationConfig})
+def generate_cmd(out: Path = typer.Option(..., "--out", help="Samples JSONL (appended; a rerun resumes)."),
+                 *, given: dict) -> None:
+    """Sample programs from a model: num_seqs per problem plus a greedy one (resumable)."""
+    import dataclasses
+
+    from .config import from_dict
+    from .generation import generate
+
     try:
-        summary = generate(list(problems), out, cfg)
-    except (ModelError, RecordError, ValueError) as e:
+        pc = _problems_cfg(given["problems"])
+        cfg = from_dict(GenerationConfig, given["generation"], "generation options")
+        summary = generate(list(_load(pc)), out, cfg, selection=dataclasses.asdict(pc),
+                           fresh_hint=f"delete {out} or choose another --out")
+    except _user_errors() as e:
         fail(str(e))
     console.print_json(json.dumps(summary))
 
 
-@app.command("evaluate")
-def evaluate_cmd(problems_spec: str = typer.Option(..., "--problems", help="mbpp | humaneval | apps | a path"),
-                 results: Path = typer.Option(..., "--results", help="Results JSONL from `coderl execute`."),
-                 out_dir: Path = typer.Option(..., "--out-dir", help="Where report.md/json and plots go."),
-                 samples: Optional[Path] = typer.Option(None, "--samples", help="Samples JSONL (origins)."),
-                 path: Optional[Path] = PathOpt, split: Optional[str] = SplitOpt,
-                 difficulty: Optional[list[str]] = DiffOpt, start: Optional[int] = StartOpt,
-                 end: Optional[int] = EndOpt,
-                 k: Optional[list[int]] = typer.Option(None, "--k", help="pass@k values (repeatable)."),
-                 n_at_k: Optional[list[str]] = typer.Option(None, "--n-at-k", help="n@k like 1@10 (repeatable)."),
-                 plots: bool = typer.Option(True, "--plots/--no-plots")) -> None:
-    """pass@k, n@k with example-test filtering, breakdowns and plots: report.md / report.json."""
-    from .evaluation import EvalConfig, evaluate, pass_table
-    from .io import RecordError
+@verb(app, "execute", {"problems": ProblemsConfig, "execution": ExecConfig})
+def execute_cmd(samples: Path = typer.Option(..., "--samples", help="Samples JSONL (problem_id, index, program)."),
+                out: Path = typer.Option(..., "--out", help="Results JSONL (appended; a rerun resumes)."),
+                *, given: dict) -> None:
+    """Run sampled programs against their problems' tests: one Result per sample (resumable).
+    Without problem options, the selection recorded beside the samples is used."""
+    from .execution.stage import execute, print_summary
+    from .pipeline import _exec_from_dict, exec_fingerprint
+    from .rundir import check_resume, write_meta
 
-    problems = load_problem_set(problems_spec, path, split, difficulty, start, end)
-    cfg = EvalConfig(plots=plots)
-    if k:
-        cfg.ks = list(k)
-    if n_at_k:
-        cfg.n_at_k = list(n_at_k)
     try:
-        report = evaluate(list(problems), results, out_dir, cfg, samples_path=samples)
-    except (RecordError, FileNotFoundError, ValueError) as e:
+        pc = _problems_cfg(given["problems"], samples)
+        cfg = _exec_from_dict(given["execution"], "execution options")
+        problems = list(_load(pc))
+        fp = exec_fingerprint(cfg)
+        check_resume(out, "execute", fp, fresh_hint=f"delete {out} or choose another --out")
+        write_meta(out, "execute", fp, complete=False)
+        summary = execute(problems, samples, out, cfg, progress=True)
+        write_meta(out, "execute", fp, complete=True)
+    except KeyboardInterrupt:
+        fail(f"interrupted: the results written so far are kept in {out}; rerun to resume", code=130)
+    except _user_errors() as e:
         fail(str(e))
+    print_summary(summary, console)
+
+
+@verb(app, "evaluate", {"problems": ProblemsConfig, "evaluation": EvalConfig})
+def evaluate_cmd(results: Path = typer.Option(..., "--results", help="Results JSONL from `coderl execute`."),
+                 out_dir: Path = typer.Option(..., "--out-dir", help="Where report.md/json and plots go."),
+                 samples: Optional[Path] = typer.Option(None, "--samples", help="Samples JSONL (origins; "
+                                                        "its recorded problem selection)."),
+                 compare: Optional[Path] = typer.Option(None, "--compare", help="Another run (its directory "
+                                                        "or report.json): every metric's difference with a "
+                                                        "paired-bootstrap 95% interval."),
+                 *, given: dict) -> None:
+    """pass@k, n@k with example-test filtering, hack rate, breakdowns and plots: report.md / report.json."""
+    from .config import from_dict
+    from .evaluation import evaluate, pass_table
+    from .evaluation.stage import compare_reports, compare_table
+
+    try:
+        if out_dir.exists() and not out_dir.is_dir():
+            fail(f"--out-dir {out_dir}: is a file, not a directory")
+        if samples is not None and not samples.is_file():
+            fail(f"--samples {samples}: no such file")
+        pc = _problems_cfg(given["problems"], samples)
+        cfg = from_dict(EvalConfig, given["evaluation"], "evaluation options")
+        report = evaluate(list(_load(pc)), results, out_dir, cfg, samples_path=samples)
+        if compare is not None:
+            comparison = compare_reports(compare, report, out_dir, cfg)
+    except _user_errors() as e:
+        fail(str(e))
+    for w in report.get("warnings", []):
+        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
     console.print(pass_table(report), highlight=False)
+    if compare is not None:
+        console.print("")
+        console.print(compare_table(comparison), highlight=False)
     console.print(f"report: {report['report_path']}", highlight=False)
 
 
 @app.command("pipeline")
 def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/mbpp_smollm2_eval_cpu.yaml"),
-                 set_: Optional[list[str]] = typer.Option(None, "--set", help="Override: section.key=value (YAML value).")) -> None:
-    """Run the whole loop of a recipe (generate -> execute -> evaluate) in runs/<name>/ (resumable)."""
-    import yaml
+                 set_: Optional[list[str]] = typer.Option(None, "--set", help="Override: section.key=value (YAML value)."),
+                 start: Optional[str] = typer.Option(None, "--from", help="First stage to run (the stages "
+                                                     "before it must be complete)."),
+                 until: Optional[str] = typer.Option(None, "--until", help="Last stage to run."),
+                 fresh: bool = typer.Option(False, "--fresh", help="Start the selected stages again: delete "
+                                            "their outputs first.")) -> None:
+    """Run the stages of a recipe (generate -> execute -> evaluate) in runs/<name>/ (resumable)."""
+    from .pipeline import load_config, parse_overrides, run_pipeline, stage_names
 
-    from .io import RecordError
-    from .models import ModelError
-    from .pipeline import ConfigError, load_config, run_pipeline
-    from .problems import ProblemError
-
-    overrides = {}
-    for item in set_ or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            fail(f"--set {item!r}: expected section.key=value")
-        overrides[key] = yaml.safe_load(value)
     try:
-        run_pipeline(load_config(config, overrides), echo=lambda s: console.print(s, highlight=False))
-    except (ConfigError, ModelError, ProblemError, RecordError, FileNotFoundError) as e:
+        cfg = load_config(config, parse_overrides(set_ or []))
+        run_pipeline(cfg, echo=lambda s: console.print(s, highlight=False), start=start, until=until,
+                     fresh=fresh)
+    except KeyboardInterrupt:
+        fail("interrupted: what the stages wrote is kept; rerun the same command to resume", code=130)
+    except _user_errors() as e:
         fail(str(e))
+    del stage_names
 
 
 def main() -> None:  # pragma: no cover

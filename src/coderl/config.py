@@ -51,6 +51,8 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | 
 
 
 def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is not None:
+        return str(tp).replace("typing.", "")
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 

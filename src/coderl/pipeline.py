@@ -1,19 +1,22 @@
-"""The whole loop from one YAML config: generate -> execute -> evaluate, in ``runs/<name>/``.
+"""The whole loop from one YAML config, as a table of stages, in ``runs/<name>/``.
 
-    coderl pipeline configs/mbpp_smollm2_eval_cpu.yaml
+    coderl pipeline configs/mbpp_smollm2_eval_cpu.yaml [--from execute] [--until evaluate] [--fresh]
 
-A config has a ``name`` and one section per stage; every key maps to a dataclass field::
+A config has a ``name`` and one section per stage; every key maps to a field of that stage's
+config dataclass (validated before any work starts, naming the key)::
 
     name: mbpp_smollm2_eval_cpu
-    problems:   {source: mbpp, split: test, start: 0, end: 40}      # load_problems arguments
+    problems:   {source: mbpp, split: test, start: 0, end: 40}      # ProblemsConfig
     generation: {model: default, num_seqs: 5, temperature: 0.8}    # GenerationConfig
     execution:  {timeout: 4}                                       # ExecConfig
     evaluation: {ks: [1, 5]}                                       # EvalConfig
 
-The run directory holds ``config.yaml`` (what ran), ``samples.jsonl``, ``results.jsonl``,
-``report.md`` / ``report.json`` and plots. Every stage resumes: rerunning a killed pipeline
-skips the finished (problem, index) pairs. Later issues add stages (critic, RL, critic sampling)
-to the same file and config.
+:data:`STAGES` is the table: a stage's name, the function that runs it, the boxes it reads and
+writes (names of :class:`~coderl.rundir.RunDir` files). The ``[i/n]`` counters, skip-if-complete,
+``--from`` / ``--until`` and ``--fresh`` follow from it; a new stage is one row. A stage whose
+boxes are complete under the same settings is skipped, unless an earlier stage did work in this
+invocation; a box written under other settings stops the run with what differs (``--fresh``
+starts the stages again from ``--from``, deleting their boxes).
 """
 
 from __future__ import annotations
@@ -23,27 +26,21 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from .evaluation.stage import EvalConfig, evaluate, pass_table
-from .generation.stage import GenerationConfig, generate
+from .config import ConfigError, fingerprint as config_fingerprint, from_dict
+from .evaluation.eval_config import EvalConfig
+from .generation.generation_config import GenerationConfig
+from .problems.problems_config import ProblemsConfig
+from .rundir import RunDir, check_resume, is_complete, remove_box, write_meta
 
 
-class ConfigError(ValueError):
-    """A bad pipeline config; the message names the file and the key."""
+def _exec_config_cls():
+    from .execution import ExecConfig
 
-
-@dataclass
-class ProblemsConfig:
-    source: str = "mbpp"          # mbpp | humaneval | apps | a JSONL file or APPS folder
-    path: str | None = None
-    split: str | None = None
-    difficulties: list[str] | None = None
-    start: int | None = None
-    end: int | None = None
-    ids: list[str] | None = None
+    return ExecConfig
 
 
 @dataclass
@@ -51,123 +48,238 @@ class PipelineConfig:
     name: str
     problems: ProblemsConfig = field(default_factory=ProblemsConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
-    execution: dict[str, Any] = field(default_factory=dict)  # ExecConfig fields
+    execution: Any = None  # ExecConfig (imported lazily: the execution package is heavy-ish)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     runs_dir: str = "runs"
+
+    def __post_init__(self) -> None:
+        if self.execution is None:
+            self.execution = _exec_config_cls()()
 
     @property
     def run_dir(self) -> Path:
         return Path(self.runs_dir) / self.name
 
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
-def _fill(cls, data: Any, where: str):
-    if data is None:
-        return cls()
-    if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-    try:
-        return cls(**data)
-    except TypeError as e:
-        raise ConfigError(f"{where}: {e}") from None
+
+SECTIONS = {"problems": ProblemsConfig, "generation": GenerationConfig, "evaluation": EvalConfig}
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``["generation.num_seqs=2", ...]`` -> ``{"generation.num_seqs": 2}`` (values are YAML)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected section.key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({e})") from None
+    return out
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Read a pipeline YAML; ``overrides`` like ``{"generation.num_seqs": 2}`` win over it."""
+    """Read a pipeline YAML; ``overrides`` like ``{"generation.num_seqs": 2}`` win over it.
+    Every section is validated here, before any work starts."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"{path}: no such config file")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not UTF-8 text ({e.reason} at byte {e.start})") from None
     except yaml.YAMLError as e:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     for dotted, value in (overrides or {}).items():
-        section, _, key = dotted.partition(".")
-        if key:
-            raw.setdefault(section, {})
-            raw[section][key] = value
-        else:
-            raw[section] = value
+        parts = dotted.split(".")
+        d = raw
+        for part in parts[:-1]:
+            if d.get(part) is None:
+                d[part] = {}
+            if not isinstance(d[part], dict):
+                raise ConfigError(f"{path}: --set {dotted}: {part!r} is not a section")
+            d = d[part]
+        d[parts[-1]] = value
     allowed = {f.name for f in dataclasses.fields(PipelineConfig)}
     unknown = sorted(set(raw) - allowed)
     if unknown:
         raise ConfigError(f"{path}: unknown section(s) {unknown}; allowed: {sorted(allowed)}")
-    if not raw.get("name"):
+    if not raw.get("name") or not isinstance(raw["name"], str):
         raise ConfigError(f"{path}: the config needs a 'name' (the run directory runs/<name>/)")
-    cfg = PipelineConfig(
-        name=str(raw["name"]), runs_dir=str(raw.get("runs_dir", "runs")),
-        problems=_fill(ProblemsConfig, raw.get("problems"), f"{path}: problems"),
-        generation=_fill(GenerationConfig, raw.get("generation"), f"{path}: generation"),
-        execution=dict(raw.get("execution") or {}),
-        evaluation=_fill(EvalConfig, raw.get("evaluation"), f"{path}: evaluation"))
+    if not isinstance(raw.get("runs_dir", "runs"), str):
+        raise ConfigError(f"{path}: runs_dir must be a string")
+    sections = {k: from_dict(cls, raw.get(k), f"{path}: {k}") for k, cls in SECTIONS.items()}
+    sections["execution"] = _exec_from_dict(raw.get("execution"), f"{path}: execution")
+    return PipelineConfig(name=raw["name"], runs_dir=raw.get("runs_dir", "runs"), **sections)
+
+
+def _exec_from_dict(data: Any, where: str):
+    cls = _exec_config_cls()
+    if data is None:
+        return cls()
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {type(data).__name__}")
     try:
-        cfg.generation.validate()
-        cfg.evaluation.parsed_n_at_k()
-    except ValueError as e:
-        raise ConfigError(f"{path}: {e}") from None
-    from .execution import ExecConfig
-
-    try:
-        ExecConfig.from_dict(cfg.execution)
-    except TypeError as e:
-        raise ConfigError(f"{path}: execution: {e}") from None
-    return cfg
+        return cls.from_dict(data)
+    except ConfigError as e:
+        raise ConfigError(f"{where}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"{where}: {e}") from None
 
 
-def load_config_problems(pc: ProblemsConfig):
-    from .problems import load_problems
+# -- the stages ---------------------------------------------------------------------------------
 
-    return load_problems(pc.source, path=pc.path, split=pc.split, difficulties=pc.difficulties,
-                         start=pc.start, end=pc.end, ids=pc.ids)
+@dataclass
+class Context:
+    cfg: PipelineConfig
+    run: RunDir
+    problems: list
+    echo: Callable[[str], None]
+    fresh_hint: str
+    summaries: dict[str, Any] = field(default_factory=dict)
 
 
-def run_pipeline(cfg: PipelineConfig, *, echo=print) -> dict[str, Any]:
-    """Run generate -> execute -> evaluate for ``cfg``; returns the evaluation report."""
-    from .execution import ExecConfig
+@dataclass(frozen=True)
+class Stage:
+    name: str
+    run: Callable[[Context], dict]
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    fingerprint: Callable[[Context], dict]
+
+
+def _gen_fp(ctx: Context) -> dict:
+    from .generation.stage import fingerprint
+
+    return fingerprint(ctx.problems, ctx.cfg.generation)
+
+
+def _run_generate(ctx: Context) -> dict:
+    from .generation.stage import generate
+
+    g = ctx.cfg.generation
+    ctx.echo(f"      {len(ctx.problems)} problems x ({g.num_seqs} sampled"
+             f"{' + 1 greedy' if g.greedy else ''}) with model {g.model!r}")
+    summary = generate(ctx.problems, ctx.run.samples, g, selection=dataclasses.asdict(ctx.cfg.problems),
+                       fresh_hint=ctx.fresh_hint)
+    if summary.get("tokens"):
+        ctx.echo(f"      {summary['sequences']} sequences, {summary['tokens']} tokens, "
+                 f"{summary['tokens_per_s']} tok/s")
+    return summary
+
+
+def exec_fingerprint(cfg) -> dict:
+    """The execution settings that decide the verdicts (not the worker count or cache file)."""
+    return config_fingerprint(cfg, exclude=("workers", "cache_path"))
+
+
+def _exec_fp(ctx: Context) -> dict:
+    return exec_fingerprint(ctx.cfg.execution)
+
+
+def _run_execute(ctx: Context) -> dict:
     from .execution.stage import execute
 
-    run = cfg.run_dir
-    run.mkdir(parents=True, exist_ok=True)
-    (run / "config.yaml").write_text(yaml.safe_dump(dataclasses.asdict(cfg), sort_keys=False))
-    timings: dict[str, float] = {}
+    fp = _exec_fp(ctx)
+    check_resume(ctx.run.results, "execute", fp, fresh_hint=ctx.fresh_hint)
+    write_meta(ctx.run.results, "execute", fp, complete=False)
+    summary = execute(ctx.problems, ctx.run.samples, ctx.run.results, ctx.cfg.execution,
+                      progress=ctx.cfg.generation.progress)
+    write_meta(ctx.run.results, "execute", fp, complete=True)
+    return summary
 
-    t = time.time()
-    problems = load_config_problems(cfg.problems)
-    echo(f"[1/3] generate: {len(problems)} problems x ({cfg.generation.num_seqs} sampled"
-         f"{' + 1 greedy' if cfg.generation.greedy else ''}) with model {cfg.generation.model!r}")
-    gen = generate(problems, run / "samples.jsonl", cfg.generation)
-    timings["generate_s"] = round(time.time() - t, 1)
-    if gen.get("tokens"):
-        echo(f"      {gen['sequences']} sequences, {gen['tokens']} tokens, {gen['tokens_per_s']} tok/s")
 
-    t = time.time()
-    echo("[2/3] execute")
-    try:
-        exec_cfg = ExecConfig.from_dict(cfg.execution)
-    except TypeError as e:
-        raise ConfigError(f"execution: {e}") from None
-    summary = execute(problems, run / "samples.jsonl", run / "results.jsonl", exec_cfg,
-                      progress=cfg.generation.progress)
-    timings["execute_s"] = round(time.time() - t, 1)
+def _eval_fp(ctx: Context) -> dict:
+    return config_fingerprint(ctx.cfg.evaluation)
 
-    t = time.time()
-    echo("[3/3] evaluate")
-    meta = {"name": cfg.name, "model": cfg.generation.model, "problems": len(problems),
-            "generation": {k: v for k, v in dataclasses.asdict(cfg.generation).items()
-                           if k not in ("progress",)},
-            "generation_summary": gen, "isolation": summary.get("isolation"), **timings}
-    report = evaluate(problems, run / "results.jsonl", run, cfg.evaluation,
-                      samples_path=run / "samples.jsonl", meta=meta)
-    timings["evaluate_s"] = round(time.time() - t, 1)
-    report["timings"] = timings
-    echo("")
-    echo(pass_table(report))
-    echo("")
-    echo(f"report: {report['report_path']}  (json: {run / 'report.json'})")
-    echo("timings: " + json.dumps(timings))
+
+def _run_evaluate(ctx: Context) -> dict:
+    from .evaluation.stage import evaluate, pass_table
+
+    cfg = ctx.cfg
+    gen = ctx.summaries.get("generate", {})
+    meta = {"name": cfg.name, "model": cfg.generation.model, "problems": len(ctx.problems),
+            "generation": {k: v for k, v in dataclasses.asdict(cfg.generation).items() if k != "progress"},
+            "generation_summary": gen, "isolation": ctx.summaries.get("execute", {}).get("isolation"),
+            **{f"{k}_s": v for k, v in ctx.summaries.get("_timings", {}).items()}}
+    report = evaluate(ctx.problems, ctx.run.results, ctx.run.root, cfg.evaluation,
+                      samples_path=ctx.run.samples, meta=meta)
+    write_meta(ctx.run.report_json, "evaluate", _eval_fp(ctx), complete=True)
+    ctx.echo("")
+    ctx.echo(pass_table(report))
+    ctx.echo("")
+    ctx.echo(f"report: {report['report_path']}  (json: {ctx.run.report_json})")
     return report
+
+
+STAGES: list[Stage] = [
+    Stage("generate", _run_generate, reads=(), writes=("samples",), fingerprint=_gen_fp),
+    Stage("execute", _run_execute, reads=("samples",), writes=("results",), fingerprint=_exec_fp),
+    Stage("evaluate", _run_evaluate, reads=("samples", "results"), writes=("report_json", "report_md"),
+          fingerprint=_eval_fp),
+]
+
+
+def stage_names() -> list[str]:
+    return [s.name for s in STAGES]
+
+
+def select_stages(start: str | None, until: str | None) -> list[Stage]:
+    names = stage_names()
+    for flag, value in (("--from", start), ("--until", until)):
+        if value is not None and value not in names:
+            raise ConfigError(f"{flag} {value!r}: not a stage; the stages are {names}")
+    i = names.index(start) if start else 0
+    j = names.index(until) + 1 if until else len(names)
+    if i >= j:
+        raise ConfigError(f"--from {start!r} comes after --until {until!r} (stages: {names})")
+    return STAGES[i:j]
+
+
+def run_pipeline(cfg: PipelineConfig, *, echo=print, start: str | None = None,
+                 until: str | None = None, fresh: bool = False) -> dict[str, Any]:
+    """Run the stages of ``cfg`` (all, or ``start`` .. ``until``); returns the last summary."""
+    stages = select_stages(start, until)
+    run = RunDir(cfg.run_dir)
+    if fresh:
+        for st in stages:
+            for box in st.writes:
+                remove_box(run.box(box))
+    run.mkdir()
+    from .io import atomic_write_text
+
+    atomic_write_text(run.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
+    t = time.time()
+    problems = list(cfg.problems.load())
+    ctx = Context(cfg, run, problems, echo, fresh_hint=f"coderl pipeline <config> --fresh"
+                  + (f" --from {stages[0].name}" if start else "") + f" (or another name than {cfg.name!r})")
+    timings: dict[str, float] = {}
+    ctx.summaries["_timings"] = timings
+    did_work = False
+    last: dict[str, Any] = {}
+    n = len(STAGES)
+    for st in stages:
+        i = stage_names().index(st.name) + 1
+        missing = [b for b in st.reads if not run.box(b).exists()]
+        if missing:
+            raise ConfigError(f"stage {st.name} reads {', '.join(str(run.box(b)) for b in missing)}, "
+                              "which does not exist: run the stages before it first (drop --from)")
+        fp = st.fingerprint(ctx)
+        if not did_work and all(is_complete(run.box(b), fp) for b in st.writes) and st.name != "evaluate":
+            echo(f"[{i}/{n}] {st.name}: complete under the same settings, skipped")
+            continue
+        echo(f"[{i}/{n}] {st.name}")
+        t = time.time()
+        last = st.run(ctx)
+        timings[st.name] = round(time.time() - t, 1)
+        ctx.summaries[st.name] = last
+        did_work = True
+    echo("timings: " + json.dumps(timings))
+    last = dict(last)
+    last["timings"] = timings
+    return last

@@ -21,29 +21,12 @@ from typing import Any
 from ..io import atomic_write_text
 from ..records import read_results, read_samples
 from ..problems.schema import Problem
-from .compare import metric_pairs, problem_stats, ratio
+from .eval_config import EvalConfig
+from .compare import (ProblemStats, available_metrics, compare_stats, metric_pairs, problem_stats,
+                      ratio)
 from .metrics import n_at_k, pass_at_k
 
 OUTCOMES = ("passed", "failed", "runtime_error", "compile_error")
-
-
-@dataclass
-class EvalConfig:
-    ks: list[int] = field(default_factory=lambda: [1, 5, 10, 100])
-    n_at_k: list[str] = field(default_factory=lambda: ["1@10", "5@10"])  # "n@k" strings
-    plots: bool = True
-
-    def parsed_n_at_k(self) -> list[tuple[int, int]]:
-        out = []
-        for s in self.n_at_k:
-            try:
-                n, k = (int(x) for x in str(s).split("@"))
-            except ValueError:
-                raise ValueError(f"evaluation: n_at_k entries look like '1@10', got {s!r}") from None
-            if not 1 <= n <= k:
-                raise ValueError(f"evaluation: {s!r} needs 1 <= n <= k")
-            out.append((n, k))
-        return out
 
 
 def load_results(path: str | Path, problems=None) -> list[dict]:
@@ -147,6 +130,8 @@ def render_markdown(report: dict[str, Any], title: str = "coderl evaluation") ->
               "that pass their example tests fail a hidden test"]
     if report["skipped_k"]:
         lines.append(f"- pass@k not reported for k = {report['skipped_k']} (fewer samples per problem)")
+    for w in report.get("warnings", []):
+        lines.append(f"- warning: {w}")
     if report["missing"]:
         lines.append(f"- {len(report['missing'])} problem(s) without results: "
                      + ", ".join(report["missing"][:10]) + (" ..." if len(report["missing"]) > 10 else ""))
@@ -205,6 +190,73 @@ def _save(fig, ax, path: Path) -> str:
     return str(path)
 
 
+def _consistency_warnings(problems, results, origins, samples_path, results_path) -> list[str]:
+    """What does not fit together: results outside the selection, results without a sample,
+    samples without a result. Reported, never silently dropped."""
+    ids = {p.id for p in problems}
+    out = []
+    outside = sorted({r["problem_id"] for r in results if r["problem_id"] not in ids})
+    if outside:
+        n = sum(r["problem_id"] not in ids for r in results)
+        out.append(f"{results_path}: {n} result(s) of {len(outside)} problem(s) outside the selected "
+                   f"{len(ids)} problems are not counted (e.g. {', '.join(outside[:3])}); evaluate with the "
+                   "run's own selection (omit the problem options to use the one recorded beside the samples)")
+    if samples_path:
+        keys = {(r["problem_id"], r["index"]) for r in results}
+        orphans = sorted(k for k in keys if k not in origins and k[0] in ids)
+        if orphans:
+            out.append(f"{results_path}: {len(orphans)} result(s) have no sample in {samples_path} "
+                       f"(e.g. {orphans[0][0]} index {orphans[0][1]}); they count as sampled programs")
+        unrun = sorted(k for k in origins if k not in keys and k[0] in ids)
+        if unrun:
+            out.append(f"{samples_path}: {len(unrun)} sample(s) have no result (e.g. {unrun[0][0]} index "
+                       f"{unrun[0][1]}): run `coderl execute` again to complete the results")
+    return out
+
+
+def compare_reports(other: str | Path, report: dict[str, Any], out_dir: str | Path,
+                    config: EvalConfig) -> dict[str, Any]:
+    """This run against ``other`` (a run directory or its report.json): every metric both can
+    report, ``this - other`` with a paired-bootstrap 95% interval; written to compare.json."""
+    other = Path(other)
+    path = other / "report.json" if other.is_dir() else other
+    if not path.is_file():
+        raise FileNotFoundError(f"--compare {other}: no report.json there (run `coderl evaluate` on it first)")
+    try:
+        theirs = json.loads(path.read_text(encoding="utf-8"))
+        b_stats = {pid: ProblemStats.from_dict(d) for pid, d in theirs["per_problem"].items()}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a coderl report with per-problem records ({e}); re-run "
+                         "`coderl evaluate` on that run") from None
+    a_stats = {pid: ProblemStats.from_dict(d) for pid, d in report["per_problem"].items()}
+    ks = sorted(set(config.ks))
+    metrics = [m for m in available_metrics(a_stats, ks, config.n_at_k)
+               if m in available_metrics(b_stats, ks, config.n_at_k)]
+    diffs = compare_stats(b_stats, a_stats, metrics, resamples=config.resamples, seed=config.seed)
+    common = len(set(a_stats) & set(b_stats))
+    out = {"this": str(out_dir), "other": str(path), "common_problems": common,
+           "resamples": config.resamples, "seed": config.seed,
+           "differences": [d.to_dict() for d in diffs]}
+    atomic_write_text(Path(out_dir) / "compare.json", json.dumps(out, indent=1))
+    return out
+
+
+def compare_table(comparison: dict[str, Any]) -> str:
+    rows = ["| metric | other | this | this - other | 95% interval | problems |", "|---|---|---|---|---|---|"]
+    for d in comparison["differences"]:
+        sig = " (excludes 0)" if d["significant"] else ""
+        rows.append(f"| {d['metric']} | {_pct(d['a'])} | {_pct(d['b'])} | {_spct(d['diff'])} | "
+                    f"[{_spct(d['low'])}, {_spct(d['high'])}]{sig} | {d['problems']} |")
+    head = (f"Compared with {comparison['other']} on {comparison['common_problems']} common problems "
+            f"(paired bootstrap, {comparison['resamples']} resamples, seed {comparison['seed']}); "
+            "percentage points:")
+    return head + "\n\n" + "\n".join(rows)
+
+
+def _spct(x: float | None) -> str:
+    return "–" if x is None else f"{100 * x:+.2f}"
+
+
 def evaluate(problems: list[Problem], results_path: str | Path, out_dir: str | Path,
              config: EvalConfig | None = None, samples_path: str | Path | None = None,
              meta: dict | None = None) -> dict[str, Any]:
@@ -212,7 +264,10 @@ def evaluate(problems: list[Problem], results_path: str | Path, out_dir: str | P
     config = config or EvalConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    report = compute_metrics(problems, load_results(results_path), _origins(samples_path), config)
+    results = load_results(results_path)
+    origins = _origins(samples_path)
+    report = compute_metrics(problems, results, origins, config)
+    report["warnings"] = _consistency_warnings(problems, results, origins, samples_path, results_path)
     report["config"] = asdict(config)
     report["meta"] = meta or {}
     report["plots"] = write_plots(report, out_dir) if config.plots else []

@@ -20,7 +20,7 @@ for what was missing).
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -30,38 +30,11 @@ from ..records import sample_writer
 from ..models import LoadedModel, build_prompt, extract_program, load_model
 from ..models.prompts import Prompt
 from ..problems.schema import Problem
+from ..config import fingerprint as config_fingerprint
+from ..rundir import check_resume, write_meta
+from .generation_config import NOT_FINGERPRINTED, GenerationConfig
 from .decode import Completion, Request, decode_batch, decode_stream, supports_streaming
 from .sample import Sample, read_samples
-
-
-@dataclass
-class GenerationConfig:
-    model: str = "default"        # "default", an HF directory or a .gguf file
-    num_seqs: int = 10            # sampled programs per problem
-    greedy: bool = True           # plus one greedy program per problem (origin=greedy)
-    batch_size: int = 64          # sequences decoded together (on 2 CPU cores 64 beat 32 by ~1.2x)
-    temperature: float = 0.8
-    top_p: float = 0.95
-    max_new_tokens: int = 256
-    max_prompt_tokens: int = 1024  # longer prompts are truncated (left side kept for chat)
-    seed: int = 0
-    prompt_style: str = "auto"    # auto | chat | plain (see coderl.models.prompts)
-    stop: list[str] = field(default_factory=list)  # extra stop strings
-    device: str = "cpu"
-    dtype: str = "float32"
-    threads: int | None = None    # torch CPU threads (None: torch's default)
-    progress: bool = True
-
-    def validate(self) -> None:
-        if self.num_seqs < 0 or (self.num_seqs == 0 and not self.greedy):
-            raise ValueError("generation: num_seqs must be >= 1 (or 0 with greedy=true)")
-        if self.batch_size < 1 or self.max_new_tokens < 1:
-            raise ValueError("generation: batch_size and max_new_tokens must be >= 1")
-        if self.num_seqs and self.temperature <= 0:
-            raise ValueError("generation: sampling needs temperature > 0 (greedy=true gives "
-                             "the greedy program)")
-        if not 0 < self.top_p <= 1:
-            raise ValueError("generation: top_p must be in (0, 1]")
 
 
 @dataclass
@@ -105,14 +78,28 @@ class _Progress:
         self.bar.close()
 
 
+def fingerprint(problems: list[Problem], config: GenerationConfig) -> dict:
+    """The settings that decide the samples: the generation config (less batch size, threads,
+    device, progress) and the problem sources and variants (the prompts)."""
+    fp = config_fingerprint(config, exclude=NOT_FINGERPRINTED)
+    fp["problem_sources"] = sorted({p.source + (f"/{p.meta['variant']}" if p.meta.get("variant") else "")
+                                    for p in problems})
+    return fp
+
+
 def generate(problems: list[Problem], out_path: str | Path, config: GenerationConfig,
-             model: LoadedModel | None = None) -> dict:
-    """Generate the samples of ``problems`` into ``out_path`` (resumable). Returns a summary."""
+             model: LoadedModel | None = None, *, selection: dict | None = None,
+             fresh_hint: str = "") -> dict:
+    """Generate the samples of ``problems`` into ``out_path`` (resumable under the same settings;
+    other settings -> ConfigError). ``selection`` (a ProblemsConfig as a dict) is recorded beside
+    the samples. Returns a summary."""
     config.validate()
     out_path = Path(out_path)
+    fp = fingerprint(problems, config)
     done: set[tuple[str, int]] = set()
-    if out_path.exists():
+    if check_resume(out_path, "generate", fp, fresh_hint=fresh_hint):
         done = {s.key for s in read_samples(out_path, resume=True)}
+    write_meta(out_path, "generate", fp, complete=False, selection=selection)
     jobs_by_problem: dict[str, list[tuple[int, str]]] = {}
     for p in problems:
         todo = [(i, o) for i, o in _planned(p, config) if (p.id, i) not in done]
@@ -122,6 +109,7 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
     summary = {"problems": len(problems), "skipped_done": len(problems) - len(jobs_by_problem),
                "sequences": total, "tokens": 0, "seconds": 0.0, "path": str(out_path)}
     if not total:
+        write_meta(out_path, "generate", fp, complete=True, selection=selection)
         return summary
 
     lm = model or load_model(config.model, device=config.device, dtype=config.dtype,
@@ -152,6 +140,7 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
                           max_prompt_tokens=config.max_prompt_tokens, on_step=progress.step,
                           on_done=lambda i, c: writer.add(jobs[i], c))
     progress.close()
+    write_meta(out_path, "generate", fp, complete=True, selection=selection)
     summary["tokens"] = writer.tokens
     summary["seconds"] = round(time.time() - t0, 2)
     summary["tokens_per_s"] = round(summary["tokens"] / max(summary["seconds"], 1e-9), 2)
@@ -206,7 +195,3 @@ def _generator(lm: LoadedModel, seed: int) -> torch.Generator:
     """A seeded generator on the model's device (sampling runs there: a CPU generator cannot
     draw CUDA tensors)."""
     return torch.Generator(device=next(lm.model.parameters()).device).manual_seed(seed)
-
-
-def config_dict(cfg: GenerationConfig) -> dict:
-    return asdict(cfg)

@@ -184,11 +184,37 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
             (tmp / "coderl_source.json").write_text(json.dumps(
                 {"gguf": str(gguf), "size": gguf.stat().st_size}, indent=1))
             os.replace(tmp, target)
-        except BaseException:
+        except (KeyboardInterrupt, SystemExit, ModelError):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        except Exception as e:  # a truncated or foreign file: one clear line, no half checkpoint
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ModelError(f"{gguf}: cannot read it as a GGUF model ({type(e).__name__}: "
+                             f"{str(e)[:200]}); the file may be truncated or not a GGUF checkpoint") from e
         print(f"coderl: converted in {time.time() - t0:.0f}s", flush=True)
     return target
+
+
+def check_device(device: str) -> None:
+    """A clear error for a device this machine or this PyTorch build does not have."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ModelError(f"device {device!r}: not a torch device ({e}); expected cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            build = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}"
+            raise ModelError(f"device {device!r}: no CUDA device available (torch {torch.__version__}, "
+                             f"{build}). Use --device cpu, or install a CUDA build of PyTorch (README: "
+                             "Installing on a GPU machine)")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ModelError(f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ModelError(f"device {device!r}: MPS is not available on this machine")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ModelError(f"device {device!r}: unsupported; expected cpu, cuda, cuda:N or mps")
 
 
 def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "float32",
@@ -197,8 +223,11 @@ def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "floa
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
-    if threads:
+    if threads is not None:
+        if not isinstance(threads, int) or threads < 1:
+            raise ModelError(f"threads must be a positive integer, got {threads!r}")
         torch.set_num_threads(threads)
+    check_device(device)
     adapter_dir = Path(str(spec)).expanduser()
     if (adapter_dir / "adapter_config.json").is_file() and not (adapter_dir / "config.json").is_file():
         return _load_adapter(adapter_dir, device=device, dtype=dtype)

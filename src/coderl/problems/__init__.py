@@ -89,8 +89,18 @@ def load_problems(spec: str, *, path: str | Path | None = None, split: str | Non
             if not skip_invalid:
                 raise
             skipped.append(e)
-    # MBPP and HumanEval carry all splits in one file: filter; APPS folders are per split already
-    if split and spec.lower() in ("mbpp", "mbpp-heldout", "humaneval"):
+    seen: dict[str, int] = {}
+    for i, p in enumerate(problems):
+        if p.id in seen:
+            raise ProblemError(where, p.id, f"duplicate problem id (problems {seen[p.id] + 1} and {i + 1} "
+                                            "of the file): ids must be unique")
+        seen[p.id] = i
+    # files that carry all splits (MBPP, HumanEval, JSONL): filter; APPS folders are per split
+    if split and not _is_split_folder(spec, path):
+        have = sorted({p.split for p in problems})
+        if split not in have:
+            raise ProblemError(where, None, f"no problems with split {split!r}; this data has "
+                                            f"split(s) {have}")
         problems = [p for p in problems if p.split == split]
     if difficulties:
         problems = [p for p in problems if p.difficulty in difficulties]
@@ -111,3 +121,11 @@ def load_problems(spec: str, *, path: str | Path | None = None, split: str | Non
 def _is_mbpp_file(spec: str) -> bool:
     p = Path(spec)
     return p.is_file() and sniff_jsonl_format(p) == "mbpp"
+
+
+def _is_split_folder(spec: str, path: str | Path | None) -> bool:
+    """APPS folders select their split by sub-folder (the loader already did)."""
+    name = spec.lower()
+    if name == "apps":
+        return not (path and Path(path).is_file())
+    return name not in ("mbpp", "mbpp-heldout", "humaneval") and Path(spec).is_dir()

@@ -93,6 +93,10 @@ def load_apps_folder(root: str | Path, split: str = "train") -> list[Callable[[]
     """Return loader thunks, one per problem folder, so callers can skip the invalid ones."""
     root = Path(root)
     base = root / split if (root / split).is_dir() else root
+    splits = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name in ("train", "test")) \
+        if root.is_dir() else []
+    if base == root and splits:
+        raise ProblemError(root, None, f"no split {split!r} here: this APPS folder has {splits}")
     if not base.is_dir():
         raise ProblemError(root, None, f"not an APPS folder (no {split}/ inside and not a directory)")
     dirs = sorted(d for d in base.iterdir() if d.is_dir() and not d.name.startswith("."))

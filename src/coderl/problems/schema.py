@@ -128,6 +128,14 @@ class Problem:
                 asserts = t.get("asserts", [])
                 if not isinstance(asserts, list) or not all(isinstance(a, str) for a in asserts):
                     raise err(f"{name}: 'asserts' must be a list of strings")
+                for key in ("setup", "check"):
+                    if t.get(key) is not None and not isinstance(t[key], str):
+                        raise err(f"{name}: {key!r} must be a string (test code), got "
+                                  f"{type(t[key]).__name__} {t[key]!r}")
+                unknown = sorted(set(t) - {"setup", "asserts", "check"})
+                if unknown:
+                    raise err(f"{name}: unknown key(s) {unknown} for an assert problem; "
+                              "allowed: setup, asserts, check")
                 if name == "tests" and not asserts and not t.get("check"):
                     raise err("no hidden tests: neither 'asserts' nor 'check'")
         if self.kind == "call" and not (self.entry_point or self.tests.get("fn_name")):

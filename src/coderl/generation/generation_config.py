@@ -1,0 +1,49 @@
+"""The ``generate`` stage's config (beside ``stage.py``): every option of ``coderl generate``."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from ..config import ConfigError, opt, validate
+
+#: settings that do not change which samples a run writes (resuming under other values is fine)
+NOT_FINGERPRINTED = ("batch_size", "threads", "progress", "device")
+
+
+@dataclass
+class GenerationConfig:
+    model: str = opt("default", "Model: default (SmolLM2-135M-Instruct), gemma3-270m, a local Hugging "
+                     "Face directory (causal LM or T5/CodeT5), a LoRA adapter directory or a .gguf file.")
+    num_seqs: int = opt(10, "Sampled programs per problem (indices 0..num_seqs-1).", ge=0)
+    greedy: bool = opt(True, "One extra greedy program per problem (index num_seqs; RL's baseline).")
+    batch_size: int = opt(64, "Sequences decoded together (on 2 CPU cores 64 beat 32 by ~1.2x; on a "
+                          "GPU use 128 or more).", ge=1)
+    temperature: float = opt(0.8, "Sampling temperature (> 0 when num_seqs > 0).", ge=0)
+    top_p: float = opt(0.95, "Nucleus sampling: keep the smallest token set with this much "
+                       "probability.", gt=0, le=1)
+    max_new_tokens: int = opt(256, "Most tokens generated per program.", ge=1)
+    max_prompt_tokens: int = opt(1024, "Longer prompts are truncated (their end is kept).", ge=1)
+    seed: int = opt(0, "Seed of the sampling generator (a fresh run with the same config, model and "
+                    "problems reproduces its samples).", ge=0)
+    prompt_style: str = opt("auto", "auto: the chat template when the tokenizer has one; chat; plain "
+                            "(the source's own format).", choices=("auto", "chat", "plain"))
+    stop: list[str] = opt([], "Extra stop strings (repeatable).")
+    device: str = opt("cpu", "Torch device: cpu, cuda, cuda:N or mps.")
+    dtype: str = opt("float32", "Model dtype.", choices=("float32", "bfloat16", "float16"))
+    threads: int | None = opt(None, "Torch CPU threads (default: torch's choice).", ge=1)
+    progress: bool = opt(True, "Show a progress bar.", cli=False)
+
+    def __post_init__(self) -> None:
+        validate(self, "generation")
+        if self.num_seqs == 0 and not self.greedy:
+            raise ConfigError("generation.num_seqs: must be >= 1 (or 0 with greedy=true)")
+        if self.num_seqs and self.temperature <= 0:
+            raise ConfigError("generation.temperature: sampling needs temperature > 0 (greedy=true "
+                              "gives the greedy program)")
+        if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
+            raise ConfigError(f"generation.device: {self.device!r} is not a device; expected cpu, "
+                              "cuda, cuda:N or mps")
+
+    def validate(self) -> None:  # kept for callers that re-check after changing fields
+        self.__post_init__()

@@ -1,0 +1,155 @@
+"""``runs/<name>/``: the name of every file a run holds, and what produced each of them.
+
+Every box (a stage's output file) has a sidecar ``<box>.meta.json`` written by the stage that made
+it: the stage's name, the *fingerprint* of the settings that decide its content, whether it is
+complete, and the run's problem selection. A stage that finds its box already there resumes only
+under the same fingerprint; otherwise it stops with :class:`~coderl.config.ConfigError` saying
+which settings differ and how to start fresh. ``coderl execute`` / ``coderl evaluate`` run by hand
+read the selection recorded beside the samples, so they cannot disagree with ``generate`` about
+which problems a run holds.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from .config import ConfigError, diff
+from .io import atomic_write_text
+
+
+class RunDir:
+    """The files of one run directory (only these names; stages never build paths by hand)."""
+
+    CONFIG = "config.yaml"
+    SAMPLES = "samples.jsonl"
+    RESULTS = "results.jsonl"
+    REPORT_MD = "report.md"
+    REPORT_JSON = "report.json"
+    CRITIC = "critic"                 # critic checkpoints, logs, held-out metrics
+    CRITIC_SCORES = "critic_scores.npz"
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+        if self.root.exists() and not self.root.is_dir():
+            raise ConfigError(f"{self.root}: the run directory is a file")
+
+    def __truediv__(self, name: str) -> Path:
+        return self.root / name
+
+    @property
+    def config(self) -> Path:
+        return self.root / self.CONFIG
+
+    @property
+    def samples(self) -> Path:
+        return self.root / self.SAMPLES
+
+    @property
+    def results(self) -> Path:
+        return self.root / self.RESULTS
+
+    @property
+    def report_md(self) -> Path:
+        return self.root / self.REPORT_MD
+
+    @property
+    def report_json(self) -> Path:
+        return self.root / self.REPORT_JSON
+
+    @property
+    def critic(self) -> Path:
+        return self.root / self.CRITIC
+
+    @property
+    def critic_scores(self) -> Path:
+        return self.root / self.CRITIC_SCORES
+
+    def box(self, name: str) -> Path:
+        """A box by its attribute name (``"samples"``, ``"results"``, ...)."""
+        path = getattr(self, name, None)
+        if not isinstance(path, Path):
+            raise KeyError(f"no box named {name!r} in a run directory")
+        return path
+
+    def mkdir(self) -> "RunDir":
+        self.root.mkdir(parents=True, exist_ok=True)
+        return self
+
+
+# -- box sidecars -------------------------------------------------------------------------------
+
+def meta_path(box: str | Path) -> Path:
+    box = Path(box)
+    return box.with_name(box.name + ".meta.json")
+
+
+def read_meta(box: str | Path) -> dict[str, Any] | None:
+    path = meta_path(box)
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path}: unreadable run metadata ({e}); delete it to adopt {Path(box).name} "
+                          "as it is") from None
+
+
+def _exists(box: Path) -> bool:
+    return box.is_dir() and any(box.iterdir()) if box.is_dir() else (box.is_file() and box.stat().st_size > 0)
+
+
+def check_resume(box: str | Path, stage: str, fingerprint: dict[str, Any], *, fresh_hint: str = "") -> bool:
+    """Before ``stage`` appends to ``box``: True when there is something to resume (same
+    settings), False when the box is new. Different settings -> ConfigError naming them."""
+    box = Path(box)
+    if not _exists(box):
+        return False
+    meta = read_meta(box)
+    if meta is None:
+        return True  # written before boxes carried their settings: adopted as it is
+    old = meta.get("fingerprint", {})
+    changed = diff(old, fingerprint)
+    if changed:
+        hint = fresh_hint or f"delete {box} (and {meta_path(box).name}) or write elsewhere"
+        raise ConfigError(f"{box} was written by {meta.get('stage', stage)} with other settings: "
+                          + "; ".join(changed) + f". Resume only with the same settings, or start "
+                          f"fresh: {hint}")
+    return True
+
+
+def write_meta(box: str | Path, stage: str, fingerprint: dict[str, Any], *, complete: bool,
+               selection: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
+    data = {"stage": stage, "fingerprint": fingerprint, "complete": complete,
+            "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
+    if selection is not None:
+        data["selection"] = selection
+    if extra:
+        data.update(extra)
+    atomic_write_text(meta_path(box), json.dumps(data, indent=1, default=str) + "\n")
+
+
+def is_complete(box: str | Path, fingerprint: dict[str, Any]) -> bool:
+    meta = read_meta(box)
+    return bool(meta and meta.get("complete") and meta.get("fingerprint") == fingerprint
+                and _exists(Path(box)))
+
+
+def recorded_selection(box: str | Path) -> dict[str, Any] | None:
+    """The problem selection (a ProblemsConfig as a dict) recorded beside ``box``."""
+    meta = read_meta(box)
+    return (meta or {}).get("selection")
+
+
+def remove_box(box: str | Path) -> None:
+    box = Path(box)
+    if box.is_dir():
+        shutil.rmtree(box)
+    elif box.exists():
+        box.unlink()
+    for extra in (meta_path(box), box.with_name(box.name + ".summary.json")):
+        if extra.exists():
+            extra.unlink()
