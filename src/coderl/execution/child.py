@@ -10,6 +10,12 @@ its worker, one frame each:
 * ``stdio`` – fork a fresh process that runs the whole program with the given stdin; reply with
   its stdout and how it ended.
 
+Every reply echoes the request's ``seq`` (the load reply: 0), so that the worker can tell a reply
+out of turn. Only the process the worker forked answers: a program that forks (``os.fork()`` at top
+level, ``multiprocessing``) makes copies of this harness too; a copy closes its channel ends at the
+fork (``forked_copy``, installed by the worker) and, should it ever come back into the harness,
+exits instead of answering (``reply`` checks the pid), so the original's verdict stands.
+
 Anything here can be overwritten by the program; the worker treats every reply as a claim.
 """
 
@@ -79,6 +85,8 @@ class Child:
         self.namespace: dict[str, Any] = {}
         self.code = None
         self.solution: Any = None
+        self.pid = os.getpid()  # the one process that answers (not a copy the program forked)
+        self.seq: Any = 0  # of the request being answered (0: the load)
 
     # -- replies ------------------------------------------------------------------------------
     def reply(self, message: dict[str, Any]) -> None:
@@ -87,6 +95,9 @@ class Child:
             sys.stderr.flush()
         except BaseException:
             pass
+        if os.getpid() != self.pid:  # a copy of us, forked by the program: it ends as a script would
+            os._exit(0)
+        message["seq"] = self.seq
         wire.send(self.rep_fd, message)
 
     def fail(self, stage: str, exc: BaseException) -> None:
@@ -137,6 +148,7 @@ class Child:
                 req = wire.recv(self.req_fd)
             except wire.ProtocolError:
                 return
+            self.seq = req.get("seq")
             op = req.get("op")
             if op == "call":
                 self.call(req)
@@ -203,6 +215,10 @@ class Child:
         if timed_out:
             _kill_group(pid)
         _, status = os.waitpid(pid, 0)
+        try:  # copies it forked and left running (its group): their later output does not count
+            os.killpg(pid, signal.SIGKILL)
+        except OSError:
+            pass
         elapsed = time.monotonic() - start
         limit = self.load.get("max_output", 1 << 20)
         try:
@@ -224,6 +240,7 @@ class Child:
 
     def _run_stdio(self) -> None:  # pragma: no cover - runs in the forked test process
         status = 0
+        me = os.getpid()  # a copy the program forks must not report for it
         try:
             os.setpgid(0, 0)
             for path, fd, flags in (("stdin.txt", 0, os.O_RDONLY),
@@ -242,14 +259,26 @@ class Child:
                 pass  # exit() after printing is a normal end (as in the APPS harness)
             except BaseException as e:
                 status = 1
-                with open("report.json", "w", encoding="utf-8") as f:
-                    json.dump(error_info(e), f)
+                if os.getpid() == me:
+                    with open("report.json", "w", encoding="utf-8") as f:
+                        json.dump(error_info(e), f)
             try:
                 sys.stdout.flush()
             except BaseException:
                 pass
         finally:
             os._exit(status)
+
+
+def forked_copy(*fds: int) -> None:  # pragma: no cover - runs in a copy the program forked
+    """``os.register_at_fork(after_in_child=...)`` hook: a copy of the child closes its ends of the
+    channel, so it can neither answer nor keep the pipes open after the original has gone (the
+    worker then sees the original's exit at once)."""
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 
 def _wait(pid: int, timeout: float) -> bool:

@@ -35,7 +35,7 @@ import time
 from typing import Any
 
 from coderl.execution import codes as oc, compare, confine, wire
-from coderl.execution.child import Child
+from coderl.execution.child import Child, forked_copy
 from coderl.execution.zygote import Zygote
 
 # Imported once here so that programs importing them (most HumanEval prompts import typing) find
@@ -102,9 +102,12 @@ class Channel:
         self.req_fd, self.rep_fd, self.deadline = req_fd, rep_fd, deadline
         self.test_deadline = deadline
         self.broken = False  # a request went unanswered: the child can serve no further test
+        self.seq = 0  # of the last request (the child's load reply carries 0)
 
     def ask(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
         deadline = self.test_deadline if timeout is None else min(self.deadline, time.monotonic() + timeout)
+        self.seq += 1
+        message["seq"] = self.seq
         try:
             wire.send(self.req_fd, message, deadline=deadline)
             reply = wire.recv(self.rep_fd, deadline=deadline)
@@ -118,6 +121,9 @@ class Channel:
         if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
             self.broken = True
             raise RemoteError({"type": "ProtocolError", "message": "malformed reply"}, oc.PROTOCOL)
+        if reply.get("seq") != self.seq:
+            self.broken = True
+            raise RemoteError(_out_of_turn(reply.get("seq"), self.seq), oc.PROTOCOL)
         if not reply["ok"]:
             info = reply.get("error") if isinstance(reply.get("error"), dict) else {}
             info = {"type": str(info.get("type", "Exception"))[:100], "message": str(info.get("message", ""))[:2000],
@@ -242,6 +248,8 @@ class Worker:
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         job = wire.recv(req_r)
         confine.apply_limits(job["limits"], self.uid is not None)
+        if job.get("kind") != "stdio":  # (stdio programs run in a fresh process per test anyway)
+            os.register_at_fork(after_in_child=functools.partial(forked_copy, req_r, rep_w))
         Child(job, req_r, rep_w, preamble).start()
 
     def _reset_output(self) -> None:
@@ -429,6 +437,8 @@ class Worker:
                                       oc.EXITED), "exited") from None
         if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
             raise _staged(RemoteError({"type": "ProtocolError", "message": "malformed reply"}, oc.PROTOCOL), "protocol")
+        if reply.get("seq") != 0:
+            raise _staged(RemoteError(_out_of_turn(reply.get("seq"), 0), oc.PROTOCOL), "protocol")
         if not reply["ok"]:
             info = reply.get("error") if isinstance(reply.get("error"), dict) else {}
             info = {"type": str(info.get("type", "Exception"))[:100], "message": str(info.get("message", ""))[:2000],
@@ -528,6 +538,13 @@ class Worker:
 def _compiled_test(src: str) -> Any:
     """Test code (trusted dataset text) compiled once per worker."""
     return compile(src, "<test>", "exec")
+
+
+def _out_of_turn(got: Any, want: int) -> dict[str, Any]:
+    return {"type": "ProtocolError", "line": None,
+            "message": f"a reply out of turn (to request {str(got)[:20]}, expected {want}): more than one "
+                       "process answered for the program (did it fork a copy of itself?) or it wrote "
+                       "into the harness's channel"}
 
 
 def _staged(err: RemoteError, stage: str) -> RemoteError:
