@@ -122,3 +122,79 @@ def test_bad_results_name_file_and_line(tmp_path):
 
 def test_comb_sanity():  # the estimator's closed form
     assert pass_at_k(10, 2, 3) == pytest.approx(1 - comb(8, 3) / comb(10, 3))
+
+
+# -- hack rate and paired bootstrap ----------------------------------------------------------------
+def test_hack_rate_on_hand_built_records():
+    problems, results = _fixture_results()
+    rep = compute_metrics(problems, results, {}, EvalConfig(ks=[1], n_at_k=[]))
+    # programs passing their example tests: a: 0, 2, greedy (all pass hidden); b: 2 (fails hidden);
+    # c: 2 (passes) -> 5 example-passing programs, 1 of them fails a hidden test
+    assert rep["overall"]["example_passing_programs"] == 5
+    assert rep["overall"]["hack_rate"] == pytest.approx(1 / 5)
+    assert rep["by_source"]["apps"]["hack_rate"] == 0.0
+    # no example verdicts at all (no example tests): no hack rate, not 0
+    bare = [dict(r, example_passed=None) for r in results]
+    assert compute_metrics(problems, bare, {}, EvalConfig(ks=[1], n_at_k=[]))["overall"]["hack_rate"] is None
+
+
+def test_paired_bootstrap_against_hand_computed_cases():
+    from coderl.evaluation.compare import bootstrap_interval, paired_bootstrap
+
+    # b - a per problem: (0, 0, 1). The mean of a resample of 3 is k/3 with k ~ Binomial(3, 1/3):
+    # P(k=0) = 8/27 > 2.5% and P(k=3) = 1/27 > 2.5%, so the 95% interval is exactly [0, 1].
+    a = {"p1": (0.0, 1.0), "p2": (1.0, 1.0), "p3": (0.0, 1.0)}
+    b = {"p1": (0.0, 1.0), "p2": (1.0, 1.0), "p3": (1.0, 1.0)}
+    d = paired_bootstrap(a, b, metric="greedy_pass@1", resamples=1000, seed=0)
+    assert (d.a, d.b, d.diff) == pytest.approx((1 / 3, 2 / 3, 1 / 3))
+    assert (d.low, d.high) == (0.0, 1.0) and not d.significant and d.problems == 3
+    # the same per-problem values: paired differences are all 0, whatever the resample
+    same = paired_bootstrap(b, b, resamples=200, seed=1)
+    assert (same.diff, same.low, same.high) == (0.0, 0.0, 0.0)
+    # unpaired, one run's own interval is wide; a constant shift is significant when paired
+    assert bootstrap_interval(b, resamples=1000, seed=0) == (0.0, 1.0)
+    up = {p: (1.0, 1.0) for p in a}
+    low = {p: (0.0, 1.0) for p in a}
+    d = paired_bootstrap(low, up, resamples=100, seed=0)
+    assert (d.low, d.high) == (1.0, 1.0) and d.significant
+    # ratio metrics (hack rate): sums over resampled problems, problems only one run holds dropped
+    ha = {"p1": (1.0, 2.0), "p2": (0.0, 0.0), "only_a": (5.0, 5.0)}
+    hb = {"p1": (2.0, 2.0), "p2": (0.0, 0.0)}
+    d = paired_bootstrap(ha, hb, resamples=500, seed=0)
+    assert d.problems == 2 and (d.a, d.b) == (0.5, 1.0) and (d.low, d.high) == (0.5, 0.5)
+
+
+def test_bootstrap_matches_exact_enumeration():
+    """Against the exact bootstrap distribution (all 4^4 equally likely resamples of 4 problems)."""
+    from coderl.evaluation.compare import paired_bootstrap
+
+    diffs = [0.0, 0.25, 0.5, 1.0]
+    exact = sorted(sum(diffs[i] for i in idx) / 4 for idx in itertools.product(range(4), repeat=4))
+    lo_exact, hi_exact = np.percentile(exact, [2.5, 97.5])
+    a = {f"p{i}": (0.0, 1.0) for i in range(4)}
+    b = {f"p{i}": (x, 1.0) for i, x in enumerate(diffs)}
+    d = paired_bootstrap(a, b, resamples=20000, seed=0)
+    assert d.diff == pytest.approx(np.mean(diffs))
+    assert d.low == pytest.approx(lo_exact, abs=0.07) and d.high == pytest.approx(hi_exact, abs=0.07)
+
+
+def test_evaluate_compare_two_runs(tmp_path):
+    from coderl.evaluation.stage import compare_reports, compare_table
+
+    problems, results = _fixture_results()
+    better = [dict(r, outcome="passed", example_passed=True) if r["problem_id"] == "b" else r for r in results]
+    for name, recs in (("base", results), ("better", better)):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    cfg = EvalConfig(ks=[1, 3], n_at_k=["1@3"], plots=False)
+    evaluate(problems, tmp_path / "base.jsonl", tmp_path / "base", cfg)
+    rep = evaluate(problems, tmp_path / "better.jsonl", tmp_path / "better", cfg)
+    cmp = compare_reports(tmp_path / "base", rep, tmp_path / "better", cfg)
+    by = {d["metric"]: d for d in cmp["differences"]}
+    assert set(by) == {"greedy_pass@1", "pass@1", "pass@3", "1@3", "hack_rate"}
+    assert by["greedy_pass@1"]["diff"] == pytest.approx(1 / 3)
+    assert by["pass@1"]["diff"] == pytest.approx(1 / 3)
+    assert by["hack_rate"]["b"] == 0.0 and by["hack_rate"]["a"] == pytest.approx(0.2)
+    assert (tmp_path / "better" / "compare.json").exists()
+    assert "| greedy_pass@1 | 33.33 | 66.67 | +33.33 |" in compare_table(cmp)
+    with pytest.raises(FileNotFoundError, match="no report.json"):
+        compare_reports(tmp_path / "nowhere", rep, tmp_path / "better", cfg)

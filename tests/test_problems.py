@@ -303,3 +303,59 @@ def test_cli_bad_input_is_one_clear_line(tmp_path):
     assert "question.txt" in res.output and "apps/train/0001" in res.output and "Traceback" not in res.output
     res = runner.invoke(app, ["problems", "list", "apps", "--path", str(root), "--skip-invalid"])
     assert res.exit_code == 0 and "skipped" in res.output and "apps/train/0111" in res.output
+
+
+# -- the held-out MBPP variant and the selection checks ------------------------------------------
+def test_mbpp_heldout_shows_one_assert_and_hides_all():
+    from coderl.models.prompts import chat_message, plain_prompt
+
+    std = {p.id: p for p in load_problems("mbpp", split="test")}
+    held = load_problems("mbpp-heldout", split="test")
+    assert len(held) == 500 and [p.id for p in held] == list(std)
+    assert [p.id for p in load_problems("mbpp", split="test", heldout=True)] == list(std)
+    for p in held:
+        s = std[p.id]
+        assert p.example_tests["asserts"] == s.tests["asserts"][:1]
+        assert p.tests == s.tests  # hidden: all of test_list + challenge_test_list
+        for text in (plain_prompt(p).text, chat_message(p)[0]):
+            assert text.count("assert ") == 1 and p.example_tests["asserts"][0] in text
+            assert all(a not in text for a in s.tests["asserts"][1:] if a != p.example_tests["asserts"][0])
+    with pytest.raises(ValueError, match="MBPP only"):
+        load_problems("humaneval", heldout=True)
+
+
+def test_duplicate_problem_ids_are_rejected(tmp_path):
+    row = {"id": "x/1", "source": "jsonl", "question": "q", "kind": "assert",
+           "tests": {"setup": "", "asserts": ["assert f() == 1"], "check": None}}
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps(row) + "\n" + json.dumps(row) + "\n")
+    with pytest.raises(ProblemError, match=r"p.jsonl \(problem x/1\): duplicate problem id"):
+        load_problems(str(path))
+
+
+def test_split_is_applied_to_files_and_unknown_splits_fail(tmp_path):
+    rows = [{"id": f"x/{i}", "source": "jsonl", "question": "q", "kind": "assert", "split": s,
+             "tests": {"setup": "", "asserts": ["assert f() == 1"], "check": None}}
+            for i, s in enumerate(["train", "test", "test"])]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [p.id for p in load_problems(str(path), split="test")] == ["x/1", "x/2"]
+    with pytest.raises(ProblemError, match=r"no problems with split 'valid'.*\['test', 'train'\]"):
+        load_problems(str(path), split="valid")
+    with pytest.raises(ProblemError, match="no problems with split 'tset'"):
+        load_problems("mbpp", split="tset")
+    with pytest.raises(ProblemError, match=r"no split 'test' here.*\['train'\]"):
+        load_problems("apps", split="test")
+
+
+@pytest.mark.parametrize("tests, message", [
+    ({"setup": 5, "asserts": ["assert True"], "check": None}, "'setup' must be a string"),
+    ({"setup": "", "asserts": ["assert True"], "check": 7}, "'check' must be a string"),
+    ({"setup": "", "asserts": ["assert True"], "chek": "x"}, "unknown key"),
+])
+def test_wrongly_typed_test_fields_are_the_file_s_fault(tmp_path, tests, message):
+    path = tmp_path / "p.jsonl"
+    path.write_text(json.dumps({"id": "x/1", "source": "jsonl", "question": "q", "kind": "assert",
+                                "tests": tests}) + "\n")
+    with pytest.raises(ProblemError, match=rf"p.jsonl(:1)? \(problem x/1\): tests: .*{message}"):
+        load_problems(str(path))
