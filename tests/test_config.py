@@ -214,3 +214,13 @@ def test_execute_and_evaluate_by_hand_use_the_recorded_selection(tiny_causal_dir
 def test_shipped_configs_validate():
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         load_config(path)
+
+
+def test_truncated_gguf_is_one_line_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("CODERL_CACHE", str(tmp_path / "cache"))
+    bad = tmp_path / "model.gguf"
+    bad.write_bytes(b"GGUF\x03\x00\x00\x00" + b"\x00" * 40)  # a header and nothing else
+    r = CliRunner().invoke(app, ["generate", "--problems", "mbpp", "--split", "test", "--end", "1",
+                                 "--model", str(bad), "--out", str(tmp_path / "s.jsonl")])
+    assert r.exit_code == 2 and "cannot read it as a GGUF model" in r.output, r.output
+    assert not any((tmp_path / "cache" / "models").glob("model-*/config.json"))  # no half checkpoint

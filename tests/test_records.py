@@ -73,3 +73,10 @@ def test_a_directory_is_not_a_records_file(tmp_path):
         read_results(tmp_path)
     with pytest.raises(RecordError, match="is a directory"):
         result_writer(tmp_path)
+
+
+def test_negative_indices_are_rejected(tmp_path):
+    path = tmp_path / "s.jsonl"
+    _write(path, [{"problem_id": "a", "index": -1, "program": "x"}])
+    with pytest.raises(RecordError, match="index must be >= 0"):
+        read_samples(path)

@@ -117,6 +117,8 @@ def read_results(path: str | Path, problems: Collection[str] | None = None, *,
             if k not in d:
                 raise RecordError(path, line, f"result has no {k!r} field")
         _check(path, line, "result", d, (("problem_id", (str, int)), ("index", (int,)), ("outcome", (str,))))
+        if d["index"] < 0:
+            raise RecordError(path, line, f"result index must be >= 0, got {d['index']}")
         if d["outcome"] not in OUTCOMES:
             raise RecordError(path, line, f"unknown outcome {d['outcome']!r}; expected one of {OUTCOMES}")
         d["problem_id"] = str(d["problem_id"])
