@@ -431,3 +431,26 @@ def test_execute_stops_promptly_on_ctrl_c(tmp_path):
             break
         time.sleep(0.1)
     assert alive == [] and strays == []
+
+
+def test_cache_path_that_cannot_be_a_cache_is_one_line_error(tmp_path):
+    import sqlite3
+
+    from coderl.execution.cache import CacheError
+
+    text = tmp_path / "notes.txt"
+    text.write_text("not a database, but long enough to have a header " * 20)
+    other = tmp_path / "other.sqlite"
+    db = sqlite3.connect(other)
+    db.execute("CREATE TABLE results (id INTEGER, name TEXT)")
+    db.commit()
+    db.close()
+    (tmp_path / "file").write_text("x")
+    for path, says in ((tmp_path, "is a directory"), (text, "not a usable SQLite"),
+                       (other, "columns ['id', 'name']"), (tmp_path / "file" / "c.sqlite", "cannot create")):
+        with pytest.raises(CacheError) as e:
+            Executor(ExecConfig(workers=1, cache_path=str(path)))
+        msg = str(e.value)
+        assert msg.startswith(f"{path}: ") and says in msg and "\n" not in msg, msg
+        assert isinstance(e.value, ValueError)
+    assert text.read_text().startswith("not a database")  # left as it was

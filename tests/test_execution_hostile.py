@@ -449,3 +449,18 @@ def test_a_forged_reply_is_a_protocol_error(ex):
     r = run(ex, DOUBLE_ASSERT, prog)
     assert (r.outcome, r.detail) == ("runtime_error", "protocol") and "out of turn" in r.error_message
     check_after(ex)
+
+
+def test_two_engines_in_one_process_do_not_share_cgroups(ex):
+    """Each worker kills what is left in its pids cgroup after a program; two engines of one
+    process once shared the group names, so one engine's cleanup killed the other's workers."""
+    need(ex, "pids_cgroup")
+    with Executor(ExecConfig(workers=1, timeout=1.0)) as other:
+        assert {str(w.cgroup.path("pids")) for w in other._workers}.isdisjoint(
+            str(w.cgroup.path("pids")) for w in ex._workers)
+        prog = "import os, time\nif os.fork() == 0:\n    os.setsid()\n    time.sleep(300)\n    os._exit(0)\n" + GOOD
+        assert other.run(DOUBLE_ASSERT, prog).outcome == "passed"
+        assert other.run(DOUBLE_ASSERT, GOOD).outcome == "passed"  # its cleanup has run
+    assert [w.proc for w in ex._workers] == ex.first_workers
+    assert all(w.proc.poll() is None for w in ex._workers)
+    check_after(ex)

@@ -9,18 +9,53 @@ from pathlib import Path
 from typing import Any
 
 
+class CacheError(ValueError):
+    """The cache path cannot be a verdict cache (a directory, not SQLite, another schema); the
+    one-line message names the path."""
+
+
+def open_sqlite(path: str | Path, tables: dict[str, str], what: str) -> sqlite3.Connection:
+    """Open (or create) the SQLite file ``path`` holding ``tables`` (name -> column definitions,
+    created if absent, checked if present); raise CacheError naming the path when it cannot be."""
+    path = Path(path)
+    if path.is_dir():
+        raise CacheError(f"{path}: is a directory, not an SQLite {what} file")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise CacheError(f"{path}: cannot create its directory ({e.strerror or e})") from None
+    db = None
+    try:
+        db = sqlite3.connect(str(path), check_same_thread=False, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        for name, columns in tables.items():
+            db.execute(f"CREATE TABLE IF NOT EXISTS {name} ({columns})")
+            have = [row[1] for row in db.execute(f"PRAGMA table_info({name})")]
+            want = [c.split()[0] for c in columns.split(",")]
+            if have != want:
+                raise CacheError(f"{path}: its table {name!r} has columns {have}, not {want}: not a coderl "
+                                 f"{what} (use another file)")
+        db.commit()
+    except sqlite3.Error as e:
+        if db is not None:
+            db.close()
+        raise CacheError(f"{path}: not a usable SQLite {what} file ({e})") from None
+    except CacheError:
+        db.close()
+        raise
+    return db
+
+
 class ResultCache:
-    """``get``/``put`` result dicts by hash. Safe to share between threads (one connection + lock)."""
+    """``get``/``put`` result dicts by hash. Safe to share between threads (one connection + lock).
+    A path that is a directory, not SQLite or another program's database raises CacheError."""
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, timeout=30)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS results (hash TEXT PRIMARY KEY, result TEXT NOT NULL)")
-        self._db.commit()
+        self._db = open_sqlite(self.path, {"results": "hash TEXT PRIMARY KEY, result TEXT NOT NULL"},
+                               "verdict cache")
         self.hits = self.misses = 0
 
     def get(self, key: str) -> dict[str, Any] | None:

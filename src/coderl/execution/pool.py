@@ -60,12 +60,14 @@ _ENGINE_IDS = itertools.count()
 class _Worker:
     """One warm worker process and its pipes (engine side)."""
 
-    def __init__(self, index: int, uid: int, config: ExecConfig):
+    def __init__(self, index: int, uid: int, config: ExecConfig, engine: int = 0):
         self.index, self.uid, self.config = index, uid, config
         self.proc: subprocess.Popen | None = None
         self.hello: dict[str, Any] = {}
         limits = config.limits
-        self.cgroup = sandbox.Cgroup(f"{os.getpid()}-{index}", pids_max=limits.max_procs + 16,
+        # named per engine: two engines of one process must never share a group (its member list is
+        # what the worker kills as a program's leftovers)
+        self.cgroup = sandbox.Cgroup(f"{os.getpid()}-{engine}-{index}", pids_max=limits.max_procs + 16,
                                      memory_bytes=(limits.memory_mb * 2 + 512) << 20)
         self.isolation = ""
 
@@ -150,13 +152,15 @@ class Executor:
 
     def __init__(self, config: ExecConfig | None = None):
         self.config = config or ExecConfig()
+        # first: a cache path that cannot be one fails before anything is set up (CacheError)
+        self.cache = ResultCache(self.config.cache_path) if self.config.cache_path else None
         n = min(self.config.workers or 2 * (os.cpu_count() or 1), 64)
         # dedicated uids, one per worker, unique per engine (several engines may run at once: the
         # reaper kills every process of a uid, so two engines must never share one)
-        base = 200_000 + (os.getpid() % 1_000_000) * 1024 + (next(_ENGINE_IDS) % 16) * 64
-        self._workers = [_Worker(i, base + i, self.config) for i in range(n)]
+        engine = next(_ENGINE_IDS)
+        base = 200_000 + (os.getpid() % 1_000_000) * 1024 + (engine % 16) * 64
+        self._workers = [_Worker(i, base + i, self.config, engine) for i in range(n)]
         self._idle: queue.Queue[_Worker] = queue.Queue()
-        self.cache = ResultCache(self.config.cache_path) if self.config.cache_path else None
         self.started = False
         self.isolation = ""
         self.guards: dict[str, bool] = {}

@@ -27,9 +27,11 @@ untrusted code runs:
 
 from __future__ import annotations
 
+import errno
 import os
 import shutil
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -169,7 +171,15 @@ class Cgroup:
 
     @staticmethod
     def _rmdir(path: Path) -> None:
-        try:
-            path.rmdir()
-        except OSError:
-            pass
+        """Remove the group; its last members (a killed worker's children) may take a moment to go."""
+        deadline = time.monotonic() + 2
+        while True:
+            try:
+                path.rmdir()
+                return
+            except FileNotFoundError:
+                return
+            except OSError as e:
+                if e.errno != errno.EBUSY or time.monotonic() > deadline:
+                    return
+                time.sleep(0.01)
