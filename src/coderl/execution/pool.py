@@ -5,8 +5,8 @@
         results = ex.run_many([(problem, program, "hidden"), ...])   # all cores
 
 Each worker is started once (under bubblewrap where installed) and forks one confined child per
-program, so no interpreter starts per program. See ``worker.py`` for the protocol and where verdicts
-are decided, ``sandbox.py`` for the isolation layers.
+program, so no interpreter starts per program. See ``worker.py`` for the worker's lifecycle and
+protocol, ``verdicts.py`` for how each problem kind's verdict is decided, ``sandbox.py`` for the isolation layers.
 """
 
 from __future__ import annotations

@@ -4,15 +4,9 @@ For each program it uses a confined child forked *ahead of time* (``spawn``, rig
 previous program was cleaned up, so the fork is off the critical path) by its fork server
 (``zygote.py``: the worker itself then shares no memory with a running child). The child receives the
 program over its pipe; the expected outputs never reach it: the worker reads them only after the
-fork and decides every verdict itself, on decoded plain data:
-
-* stdio  – the child runs the program once per input in a fresh process; stdout compared here;
-* call   – the child calls ``fn_name`` (or ``Solution().fn_name``); return values compared here;
-* assert – MBPP asserts and HumanEval's ``check`` run *here*, with every name the program defined
-  replaced by a proxy that calls into the sandbox; values come back as data, so the comparison
-  ``f(x) == expected`` happens on the trusted side. No assert runs inside the sandbox, so no
-  completion proof is needed; the one thing delegated is ``==`` between two of the program's own
-  objects (an MBPP test comparing two ``Pair`` instances asks for the program's semantics).
+fork, and ``verdicts.judge`` decides every verdict here, on decoded plain data (this file is the
+process's lifecycle: protocol loop, fork server, pipes, cleanup; ``verdicts.py`` the decisions per
+problem kind).
 
 Cleanup (``finish``, after the result is sent): reap the child (through the zygote), kill everything
 its uid left running when the worker's pids cgroup shows extra processes, reap orphans (the worker
@@ -34,8 +28,9 @@ import sys
 import time
 from typing import Any
 
-from coderl.execution import codes as oc, compare, confine, wire
+from coderl.execution import codes as oc, confine, verdicts, wire
 from coderl.execution.child import Child, forked_copy
+from coderl.execution.verdicts import Channel
 from coderl.execution.zygote import Zygote
 
 # Imported once here so that programs importing them (most HumanEval prompts import typing) find
@@ -62,13 +57,6 @@ import heapq
 from heapq import *
 """
 
-# what a child may say about an error -> Result.detail (anything else is ignored)
-_DETAILS = {"memory": oc.MEMORY, "output_limit": oc.OUTPUT_LIMIT, "recursion": None, None: None}
-
-
-def _detail(value: Any) -> str | None:
-    return _DETAILS.get(value) if isinstance(value, str) else None
-
 
 def load_apps_preamble() -> dict[str, Any]:
     """APPS's import block (numpy included), imported by the zygote on the first APPS program:
@@ -78,89 +66,6 @@ def load_apps_preamble() -> dict[str, Any]:
     preamble.pop("__builtins__", None)
     gc.freeze()
     return preamble
-
-
-GRACE = 0.25  # seconds on top of a per-test timeout for the round trip (stdio: the fork)
-
-
-class TestTimeout(Exception):
-    pass
-
-
-class RemoteError(Exception):
-    """The program raised (or died) while the trusted side was waiting for it."""
-
-    def __init__(self, info: dict[str, Any], detail: str | None = None):
-        super().__init__(info.get("message", ""))
-        self.info, self.detail = info, detail or info.get("detail")
-
-
-class Channel:
-    """The trusted side's view of one running child."""
-
-    def __init__(self, req_fd: int, rep_fd: int, deadline: float):
-        self.req_fd, self.rep_fd, self.deadline = req_fd, rep_fd, deadline
-        self.test_deadline = deadline
-        self.broken = False  # a request went unanswered: the child can serve no further test
-        self.seq = 0  # of the last request (the child's load reply carries 0)
-
-    def ask(self, message: dict[str, Any], timeout: float | None = None) -> dict[str, Any]:
-        deadline = self.test_deadline if timeout is None else min(self.deadline, time.monotonic() + timeout)
-        self.seq += 1
-        message["seq"] = self.seq
-        try:
-            wire.send(self.req_fd, message, deadline=deadline)
-            reply = wire.recv(self.rep_fd, deadline=deadline)
-        except wire.FrameTimeout:
-            self.broken = True
-            raise RemoteError({"type": "TimeoutError", "message": "time limit exceeded"}, oc.TIMEOUT) from None
-        except (wire.ProtocolError, BrokenPipeError, OSError) as e:
-            self.broken = True
-            raise RemoteError({"type": "ProgramExited", "message": f"the program stopped answering ({e})"},
-                              oc.EXITED) from None
-        if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
-            self.broken = True
-            raise RemoteError({"type": "ProtocolError", "message": "malformed reply"}, oc.PROTOCOL)
-        if reply.get("seq") != self.seq:
-            self.broken = True
-            raise RemoteError(_out_of_turn(reply.get("seq"), self.seq), oc.PROTOCOL)
-        if not reply["ok"]:
-            info = reply.get("error") if isinstance(reply.get("error"), dict) else {}
-            info = {"type": str(info.get("type", "Exception"))[:100], "message": str(info.get("message", ""))[:2000],
-                    "line": info.get("line") if isinstance(info.get("line"), int) else None,
-                    "detail": _detail(info.get("detail"))}
-            err = RemoteError(info, _detail(info["detail"]))
-            err.stage = reply.get("stage")
-            raise err
-        return reply
-
-    def value(self, reply: dict[str, Any]) -> Any:
-        try:
-            return wire.decode(reply.get("value"), channel=self)
-        except wire.ProtocolError as e:
-            raise RemoteError({"type": "ProtocolError", "message": str(e)}, oc.PROTOCOL) from None
-
-    def call(self, target: Any, args: tuple, kwargs: dict) -> Any:
-        return self.value(self.ask({"op": "call", "fn": target, "args": wire.encode(list(args)),
-                                    "kwargs": wire.encode(dict(kwargs))}))
-
-    def eq(self, a: wire.Handle, b: wire.Handle) -> bool:
-        return self.value(self.ask({"op": "eq", "a": a.id, "b": b.id})) is True
-
-
-class Proxy:
-    """A program function, seen from the trusted side: calling it runs it in the sandbox."""
-
-    __slots__ = ("_channel", "_target", "__name__")
-
-    def __init__(self, channel: Channel, target: Any, name: str):
-        self._channel, self._target, self.__name__ = channel, target, name
-
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        return self._channel.call(self._target, args, kwargs)
-
-    def __repr__(self) -> str:
-        return f"<sandboxed function {self.__name__}>"
 
 
 class Worker:
@@ -188,10 +93,7 @@ class Worker:
         self.zygote = Zygote(self._child, load_apps_preamble, (self.out_fd, self.err_fd, self.devnull),
                              die_with_worker=not self.own_pid_namespace)
         self.baseline = self._pids()  # this worker, its zygote (and, under bwrap, its init)
-        # per-test time limit of the asserts run here: installed once (the zygote and its children keep
-        # the default), armed by ``_one_assert`` only
-        self.alarm_armed = False
-        signal.signal(signal.SIGALRM, self._alarm)
+        verdicts.install_alarm()  # (after the zygote's fork: it and its children keep the default)
 
     @staticmethod
     def warm_up() -> None:
@@ -295,7 +197,7 @@ class Worker:
             except (OSError, wire.FrameTimeout):
                 pass  # a dead spare: the load below reports it
             tests = wire.recv(tests_fd)  # the child is already forked: it never holds these
-            result = self.drive(job, tests, channel)
+            result = verdicts.judge(job, tests, channel)
         finally:
             os.close(req_w)
             os.close(rep_r)
@@ -371,186 +273,6 @@ class Worker:
             if not victims:
                 return
             time.sleep(0.001)
-
-    # -- the tests ----------------------------------------------------------------------------
-    def drive(self, job: dict[str, Any], tests: dict[str, Any], ch: Channel) -> dict[str, Any]:
-        kind, early_exit = job["kind"], tests.get("early_exit", True)
-        per_test: list[Any] = []
-        res: dict[str, Any] = {"per_test": per_test, "error": None, "detail": None}
-        timeout = job["timeout"]
-        # load: compile (and, for call/assert, run the top level)
-        try:
-            ch.test_deadline = min(ch.deadline, time.monotonic() + timeout + GRACE)
-            names = self._load(ch)
-        except RemoteError as e:
-            stage = getattr(e, "stage", None)
-            compile_error = stage == "compile" or (stage == "load" and e.detail is None)
-            res.update(error=e.info, detail=e.detail if not compile_error else None,
-                       outcome=oc.COMPILE_ERROR if compile_error else oc.RUNTIME_ERROR)
-            if stage == "exit":
-                res["detail"] = oc.EXITED
-            return res
-
-        def record(code: Any, err: RemoteError | None = None) -> bool:
-            """Keep the verdict; say whether to run the next test. Early exit is CodeRL's trick as
-            released: stdio stops at the first test that does not pass, call-based (and here also
-            assert-based) problems stop at the first runtime error only — so the outcome class does
-            not depend on the mode, only tests_passed does."""
-            per_test.append(code)
-            if err is not None and res["error"] is None:
-                res["error"], res["detail"] = err.info, err.detail
-            if ch.broken:
-                return False
-            if not early_exit or code is True:
-                return True
-            return kind != "stdio" and code is False
-
-        if kind == "stdio":
-            for inp, expected in zip(tests["inputs"], tests["outputs"]):
-                if not record(*self._stdio_test(ch, inp, expected, timeout, res)):
-                    break
-        elif kind == "call":
-            fn = [None, tests["fn_name"]]
-            for inp, expected in zip(tests["inputs"], tests["outputs"]):
-                ch.test_deadline = min(ch.deadline, time.monotonic() + timeout + GRACE)
-                try:
-                    value = ch.call(fn, tuple(compare.normalise_call_inputs(inp)), {})
-                except RemoteError as e:
-                    if not record(-1, e):
-                        break
-                    continue
-                if not record(compare.call_equal(value, expected)):
-                    break
-        else:
-            self._assert_tests(ch, names, tests, timeout, record, res)
-        res["outcome"] = oc.aggregate(per_test) if per_test else oc.RUNTIME_ERROR
-        return res
-
-    def _load(self, ch: Channel) -> dict[str, Any]:
-        try:
-            reply = wire.recv(ch.rep_fd, deadline=ch.test_deadline)
-        except wire.FrameTimeout:
-            raise _staged(RemoteError({"type": "TimeoutError", "message": "time limit exceeded while loading"},
-                                      oc.TIMEOUT), "timeout") from None
-        except wire.ProtocolError as e:
-            raise _staged(RemoteError({"type": "ProgramExited", "message": f"the program stopped answering ({e})"},
-                                      oc.EXITED), "exited") from None
-        if not isinstance(reply, dict) or not isinstance(reply.get("ok"), bool):
-            raise _staged(RemoteError({"type": "ProtocolError", "message": "malformed reply"}, oc.PROTOCOL), "protocol")
-        if reply.get("seq") != 0:
-            raise _staged(RemoteError(_out_of_turn(reply.get("seq"), 0), oc.PROTOCOL), "protocol")
-        if not reply["ok"]:
-            info = reply.get("error") if isinstance(reply.get("error"), dict) else {}
-            info = {"type": str(info.get("type", "Exception"))[:100], "message": str(info.get("message", ""))[:2000],
-                    "line": info.get("line") if isinstance(info.get("line"), int) else None}
-            stage = reply.get("stage")
-            detail = _detail(reply["error"].get("detail") if isinstance(reply.get("error"), dict) else None)
-            raise _staged(RemoteError(info, detail), stage if stage in ("compile", "load", "exit") else "protocol")
-        names = reply.get("names", {})
-        return names if isinstance(names, dict) else {}
-
-    def _stdio_test(self, ch: Channel, inp: str, expected: Any, timeout: float, res: dict) -> tuple:
-        try:
-            r = ch.ask({"op": "stdio", "input": inp, "timeout": timeout}, timeout + GRACE)
-        except RemoteError as e:
-            return -1, e
-        stdout = r.get("stdout") if isinstance(r.get("stdout"), str) else ""
-        res["captured"] = oc.truncate(stdout)
-        if r.get("timeout"):
-            return -1, RemoteError({"type": "TimeoutError", "message": "time limit exceeded"}, oc.TIMEOUT)
-        sig = r.get("signal")
-        if isinstance(sig, int):
-            detail = {signal.SIGXFSZ: oc.OUTPUT_LIMIT, signal.SIGXCPU: oc.TIMEOUT}.get(sig, oc.KILLED)
-            try:
-                name = signal.Signals(sig).name
-            except ValueError:
-                name = str(sig)
-            return -1, RemoteError({"type": "Killed", "message": f"killed by {name}", "line": None}, detail)
-        if r.get("exit") not in (0, None) or r.get("error"):
-            info = r.get("error") if isinstance(r.get("error"), dict) else {}
-            info = {"type": str(info.get("type", "Exception"))[:100], "message": str(info.get("message", ""))[:2000],
-                    "line": info.get("line") if isinstance(info.get("line"), int) else None}
-            return -1, RemoteError(info, _detail(r["error"].get("detail") if isinstance(r.get("error"), dict) else None))
-        if r.get("truncated"):
-            return -1, RemoteError({"type": "OutputLimit", "message": "output limit exceeded"}, oc.OUTPUT_LIMIT)
-        return compare.stdio_equal(stdout, expected), None
-
-    def _assert_tests(self, ch: Channel, names: dict, tests: dict, timeout: float, record, res: dict) -> None:
-        namespace: dict[str, Any] = {"__name__": "__test__"}
-
-        def bind(names: dict) -> None:
-            for name, spec in names.items():
-                if not isinstance(name, str) or not isinstance(spec, dict):
-                    continue
-                if spec.get("call"):
-                    namespace[name] = Proxy(ch, name, name)
-                elif "value" in spec:
-                    try:
-                        namespace[name] = wire.decode(spec["value"], channel=ch)
-                    except wire.ProtocolError:
-                        pass
-
-        bind(names)
-        statements: list[tuple[str, str]] = []
-        if tests.get("setup", "").strip():
-            ch.test_deadline = min(ch.deadline, time.monotonic() + timeout + GRACE)
-            try:
-                bind(ch.ask({"op": "exec", "src": tests["setup"]}).get("names", {}))
-            except RemoteError as e:
-                record(-1, e)
-                return
-        statements += [(a, "assert") for a in tests.get("asserts", [])]
-        if tests.get("check"):
-            statements.append((tests["check"] + f"\n\ncheck({tests['entry_point']})\n", "check"))
-        for src, _ in statements:
-            if not record(*self._one_assert(ch, src, dict(namespace), timeout)):
-                break
-
-    def _one_assert(self, ch: Channel, src: str, namespace: dict, timeout: float) -> tuple:
-        ch.test_deadline = min(ch.deadline, time.monotonic() + timeout + GRACE)
-        left = max(ch.test_deadline - time.monotonic(), 0.001)
-        self.alarm_armed = True
-        signal.setitimer(signal.ITIMER_REAL, left)
-        try:
-            exec(_compiled_test(src), namespace)
-            return True, None
-        except RemoteError as e:
-            return -1, e
-        except TestTimeout:
-            ch.broken = True
-            return -1, RemoteError({"type": "TimeoutError", "message": "time limit exceeded"}, oc.TIMEOUT)
-        except NameError as e:  # the program does not define what the test calls
-            return -1, RemoteError({"type": "NameError", "message": str(e), "line": None})
-        except AssertionError:
-            return False, None
-        except Exception as e:  # the test choked on a wrong value (e.g. None < 1): a failed test
-            return False, RemoteError({"type": type(e).__name__, "message": f"in the test: {e}"[:2000], "line": None})
-        finally:
-            self.alarm_armed = False  # first: an alarm already on its way is then ignored
-            signal.setitimer(signal.ITIMER_REAL, 0)
-
-    def _alarm(self, *_: Any) -> None:
-        if self.alarm_armed:
-            raise TestTimeout()
-
-
-@functools.lru_cache(maxsize=4096)
-def _compiled_test(src: str) -> Any:
-    """Test code (trusted dataset text) compiled once per worker."""
-    return compile(src, "<test>", "exec")
-
-
-def _out_of_turn(got: Any, want: int) -> dict[str, Any]:
-    return {"type": "ProtocolError", "line": None,
-            "message": f"a reply out of turn (to request {str(got)[:20]}, expected {want}): more than one "
-                       "process answered for the program (did it fork a copy of itself?) or it wrote "
-                       "into the harness's channel"}
-
-
-def _staged(err: RemoteError, stage: str) -> RemoteError:
-    err.stage = stage
-    return err
-
 
 def _reap_zombies() -> None:
     """Collect every exited child, including orphans re-parented to us (we are a subreaper)."""
