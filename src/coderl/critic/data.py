@@ -1,0 +1,216 @@
+"""The critic's training data: samples joined with their results, gold programs, split by problem.
+
+    data = build_training_data(problems, samples_path, results_path, include_gold=True,
+                               val_fraction=0.15, split_seed=0)
+    data.train, data.validation    # lists of Example (problem_id, index, origin, program, outcome)
+
+* **Join**: every result needs its sample and every sample its result, by ``(problem_id, index)``;
+  a result without a sample (or the reverse) stops with a ``RecordError`` naming the file and the
+  line of the record. Unknown outcome labels are rejected by ``coderl.records.read_results``.
+* **Gold programs**: each problem's ``solutions`` join as ``origin=gold``, labelled ``passed``
+  (unless the samples already hold executed gold programs of that problem: then those, with
+  their real outcomes). Their indices are negative (-1, -2, ...): they are not sample records.
+  Held-out problems' gold programs stay out of the validation set unless
+  ``gold_in_validation`` (held-out metrics then measure generated programs only).
+* **Greedy programs** (``origin=greedy``, RL's baseline) are kept like any other sample.
+* **Split by problem**: a seeded shuffle of the sorted problem ids holds ``val_fraction`` of the
+  problems out; a problem's programs never straddle train and validation.
+
+Errors: an empty training set, or a split with no ``passed`` program at all (nothing to learn,
+AUROC undefined), is a ``CriticError`` naming the files. A single *problem* with no passed program
+is normal (hard problems; held-out problems carry no gold) and gives a warning, listed in
+``TrainingData.warnings``; with ``require_pass`` a training problem without one is an error.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from ..execution.codes import CRITIC_CLASS, OUTCOMES, PASSED
+from ..io import RecordError
+from ..records import read_results, read_samples
+
+SPLITS = ("train", "validation")
+
+
+class CriticError(ValueError):
+    """Bad input to the critic (empty training set, a split without passed programs, an
+    unreadable checkpoint ...); the message names the file and, where known, the record."""
+
+
+@dataclass
+class Example:
+    """One labelled program of the critic's data."""
+
+    problem_id: str
+    index: int          # the sample's index; gold programs added from the problem: -1, -2, ...
+    origin: str         # sampled | greedy | refined | repaired | gold
+    program: str
+    outcome: str        # compile_error | runtime_error | failed | passed
+    split: str = "train"
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.problem_id, self.index)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def class_names(num_classes: int) -> tuple[str, ...]:
+    """The critic's classes, in the order of its softmax."""
+    if num_classes == 4:
+        return tuple(sorted(CRITIC_CLASS, key=CRITIC_CLASS.get))
+    if num_classes == 2:
+        return ("not_passed", PASSED)
+    raise CriticError(f"num_classes must be 2 or 4, got {num_classes}")
+
+
+def pass_class(num_classes: int) -> int:
+    """Index of ``passed`` in the critic's softmax."""
+    return CRITIC_CLASS[PASSED] if num_classes == 4 else 1
+
+
+def label(outcome: str, num_classes: int) -> int:
+    """The critic class of an outcome (CRITIC_CLASS for 4 classes; passed=1 / not=0 for 2)."""
+    if outcome not in CRITIC_CLASS:
+        raise CriticError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
+    if num_classes == 4:
+        return CRITIC_CLASS[outcome]
+    return int(outcome == PASSED)
+
+
+def join_samples_results(samples_path: str | Path, results_path: str | Path | None,
+                         problem_ids: Iterable[str] | None = None, *,
+                         require_results: bool = True) -> list[tuple[Any, dict | None]]:
+    """``(Sample, result dict)`` pairs in the samples' file order. A result without a sample is a
+    RecordError naming the results file and line; a sample without a result too, unless
+    ``require_results`` is false (its result is then None)."""
+    ids = set(problem_ids) if problem_ids is not None else None
+    samples = read_samples(samples_path, ids)
+    results = read_results(results_path, ids) if results_path is not None else []
+    by_key = {s.key: s for s in samples}
+    res_by_key: dict[tuple[str, int], dict] = {}
+    for line, r in _numbered(results_path, results):
+        key = (r["problem_id"], r["index"])
+        if key not in by_key:
+            raise RecordError(results_path, line, f"result for (problem_id={key[0]!r}, index={key[1]}) "
+                                                  f"has no sample in {samples_path}")
+        res_by_key[key] = r
+    pairs = []
+    for line, s in _numbered(samples_path, samples):
+        r = res_by_key.get(s.key)
+        if r is None and require_results:
+            raise RecordError(samples_path, line, f"sample (problem_id={s.problem_id!r}, index={s.index}) "
+                                                  f"has no result in {results_path}: execute it first "
+                                                  "(coderl execute)")
+        pairs.append((s, r))
+    return pairs
+
+
+def _numbered(path, records: list) -> list[tuple[int | None, Any]]:
+    """Records with their line numbers in ``path`` (the readers keep file order and skip blank
+    lines; count the non-blank lines again to name them)."""
+    if path is None:
+        return [(None, r) for r in records]
+    from ..io import read_jsonl
+
+    lines = [n for n, _ in read_jsonl(path, numbered=True)]
+    if len(lines) != len(records):  # cannot happen with the project's readers; stay safe
+        return [(None, r) for r in records]
+    return list(zip(lines, records))
+
+
+@dataclass
+class TrainingData:
+    train: list[Example]
+    validation: list[Example]
+    warnings: list[str] = field(default_factory=list)
+    samples_path: str = ""
+    results_path: str = ""
+
+    @property
+    def examples(self) -> list[Example]:
+        return self.train + self.validation
+
+    def summary(self) -> dict[str, Any]:
+        def part(exs: list[Example]) -> dict[str, Any]:
+            return {"programs": len(exs), "problems": len({e.problem_id for e in exs}),
+                    "outcomes": dict(sorted(Counter(e.outcome for e in exs).items())),
+                    "origins": dict(sorted(Counter(e.origin for e in exs).items()))}
+        return {"train": part(self.train), "validation": part(self.validation),
+                "warnings": len(self.warnings)}
+
+
+def split_problems(problem_ids: Sequence[str], val_fraction: float, seed: int) -> set[str]:
+    """The held-out problem ids: a seeded shuffle of the sorted ids, the first
+    ``round(val_fraction * n)`` of them (at least one, and at least one left to train on)."""
+    ids = sorted(set(problem_ids))
+    if val_fraction <= 0 or len(ids) < 2:
+        return set()
+    rng = random.Random(seed)
+    rng.shuffle(ids)
+    n_val = min(len(ids) - 1, max(1, int(math.floor(val_fraction * len(ids) + 0.5))))
+    return set(ids[:n_val])
+
+
+def build_training_data(problems, samples_path: str | Path, results_path: str | Path, *,
+                        include_gold: bool = True, gold_in_validation: bool = False,
+                        val_fraction: float = 0.15, split_seed: int = 0,
+                        require_pass: bool = False, num_classes: int = 4) -> TrainingData:
+    """The critic's labelled programs, split by problem (see the module docstring)."""
+    by_id = {p.id: p for p in problems}
+    pairs = join_samples_results(samples_path, results_path, by_id)
+    per_problem: dict[str, list[Example]] = defaultdict(list)
+    for s, r in pairs:
+        per_problem[s.problem_id].append(Example(s.problem_id, s.index, s.origin, s.program,
+                                                 r["outcome"]))
+    if include_gold:
+        for pid, p in by_id.items():
+            exs = per_problem.get(pid, [])
+            if any(e.origin == "gold" for e in exs):
+                continue  # executed gold programs are in the samples already
+            for j, sol in enumerate(p.solutions or []):
+                if isinstance(sol, str) and sol.strip():
+                    per_problem[pid].append(Example(pid, -(j + 1), "gold", sol, PASSED))
+    if not any(per_problem.values()):
+        raise CriticError(f"empty training set: no programs in {samples_path} (with results in "
+                          f"{results_path}) for the {len(by_id)} selected problems"
+                          + ("" if include_gold else ", and gold programs are off"))
+    held_out = split_problems([pid for pid, exs in per_problem.items() if exs], val_fraction, split_seed)
+    train, val, warnings = [], [], []
+    order = [p.id for p in problems if per_problem.get(p.id)]
+    for pid in order:
+        split = "validation" if pid in held_out else "train"
+        exs = per_problem[pid]
+        if split == "validation" and not gold_in_validation:
+            exs = [e for e in exs if e.origin != "gold"]
+        for e in exs:
+            e.split = split
+        if exs and not any(e.outcome == PASSED for e in exs):
+            msg = (f"problem {pid!r} ({split}) has no passed program among its {len(exs)} in "
+                   f"{samples_path}" + ("" if split == "validation" or include_gold
+                                        else " (gold programs are off)"))
+            if require_pass and split == "train":
+                raise CriticError(f"{results_path}: {msg} (require_pass is on)")
+            warnings.append(msg)
+        (val if split == "validation" else train).extend(exs)
+    if not train:
+        raise CriticError(f"empty training set: every problem with programs in {samples_path} "
+                          "was held out for validation; lower val_fraction or add problems")
+    for name, exs in (("train", train), ("validation", val)):
+        if exs and not any(e.outcome == PASSED for e in exs):
+            raise CriticError(f"{results_path}: the {name} split ({len(exs)} programs of "
+                              f"{len({e.problem_id for e in exs})} problems) has no passed program: "
+                              "the critic cannot learn or be measured on passed vs not. Add "
+                              "gold programs (include_gold), more samples, or change split_seed")
+        if exs and num_classes and len({label(e.outcome, num_classes) for e in exs}) < 2 and name == "train":
+            raise CriticError(f"{results_path}: the train split has only one class "
+                              f"({exs[0].outcome}); the critic needs programs of at least two classes")
+    return TrainingData(train=train, validation=val, warnings=warnings,
+                        samples_path=str(samples_path), results_path=str(results_path))

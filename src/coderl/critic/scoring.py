@@ -1,0 +1,177 @@
+"""The ``critic-score`` stage: samples (+ results) and a critic -> ``<run>/critic_scores.npz``.
+
+    summary = score(problems, run_dir, ScoreConfig(checkpoint="best"),
+                    samples_path=run_dir / "samples.jsonl", results_path=run_dir / "results.jsonl")
+    scores = read_scores(run_dir / SCORES_FILE)   # coderl.critic.scores
+
+For each sample: the class probabilities (softmax of the max-pooled token logits) and, per
+program token, q̂(w_t) = the probability of the sample's actual outcome (RL's weights; NaN when
+the sample has no result yet) and of ``passed`` (critic sampling), with each token's character
+span in the program. Identical programs of one problem are scored once.
+
+Resumable: scores are written chunk by chunk into ``critic_scores.npz.parts/`` and merged into
+the final file (atomically) at the end; a rerun skips what is already scored (a sample whose
+program changed is scored again). Scores from another critic are refused (the file records the
+critic's fingerprint); ``fresh=True`` starts over.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from ..config import ConfigError
+from .critic_trainer import resolve_checkpoint
+from .data import CriticError, join_samples_results, label
+from .model import CONFIG_FILE, CriticModel
+from .score_config import ScoreConfig
+from .scores import PARTS_SUFFIX, SCORES_FILE, SampleScores, program_hash, read_scores, write_scores
+
+CHUNK = 256  # samples per part file
+
+
+def critic_fingerprint(path: str | Path) -> str:
+    """A digest of a critic checkpoint: its config and every weight file."""
+    path = Path(path)
+    h = hashlib.sha256((path / CONFIG_FILE).read_bytes())
+    for f in sorted(path.rglob("*.safetensors")):
+        h.update(str(f.relative_to(path)).encode())
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 22), b""):
+                h.update(block)
+    return h.hexdigest()[:16]
+
+
+def _device(name: str) -> str:
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("critic_score.device: cuda requested but torch sees no GPU")
+    return name
+
+
+def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str | Path,
+          results_path: str | Path | None = None, out_path: str | Path | None = None,
+          critic: CriticModel | None = None, fresh: bool = False,
+          echo: Callable[[str], None] = print) -> dict[str, Any]:
+    """Score every sample of ``samples_path`` (see the module docstring); returns a summary.
+    ``out_path`` defaults to ``<run_dir>/critic_scores.npz``; ``critic`` skips loading one
+    (``cfg.checkpoint`` must still name it, for the fingerprint)."""
+    from tqdm.auto import tqdm
+
+    t0 = time.time()
+    run_dir = Path(run_dir)
+    out_path = Path(out_path) if out_path is not None else run_dir / SCORES_FILE
+    parts_dir = out_path.with_name(out_path.name + PARTS_SUFFIX)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    ckpt = resolve_checkpoint(run_dir, cfg.checkpoint)
+    settings = CriticModel.read_settings(ckpt)
+    fp = critic_fingerprint(ckpt)
+    meta = {"classes": settings.classes, "num_classes": settings.num_classes,
+            "checkpoint": str(ckpt), "critic_fingerprint": fp, "arch": settings.arch,
+            "format": 1, "offsets": "[start, end) character spans in Sample.program",
+            "q_outcome": "per token P(the sample's outcome); NaN without a result",
+            "q_pass": "per token P(passed)"}
+    if fresh:
+        if out_path.exists():
+            out_path.unlink()
+        shutil.rmtree(parts_dir, ignore_errors=True)
+
+    by_id = {p.id: p for p in problems}
+    pairs = join_samples_results(samples_path, results_path, by_id, require_results=False)
+    done: dict[tuple[str, int], SampleScores] = {}
+    sources = ([out_path] if out_path.exists() else []) + sorted(parts_dir.glob("part-*.npz"))
+    for f in sources:
+        part = read_scores(f)
+        if part.meta.get("critic_fingerprint") != fp:
+            raise ConfigError(f"{f}: holds scores of another critic ({part.meta.get('checkpoint')}, "
+                              f"fingerprint {part.meta.get('critic_fingerprint')}; now {ckpt}, {fp}); "
+                              "refusing to mix them. Score fresh (--fresh) or write elsewhere.")
+        done.update(part)
+    current = {s.key: (s, r) for s, r in pairs}
+    todo = []
+    for s, r in pairs:
+        old = done.get(s.key)
+        outcome = r["outcome"] if r else None
+        if old is not None and old.program_hash == program_hash(s.program) and old.outcome == outcome:
+            continue
+        todo.append((s, r))
+    summary = {"samples": len(pairs), "skipped_done": len(pairs) - len(todo), "scored": 0,
+               "tokens": 0, "checkpoint": str(ckpt), "path": str(out_path)}
+    if todo:
+        critic = critic or CriticModel.from_pretrained(ckpt, device=_device(cfg.device))
+        C, PC = critic.num_classes, critic.pass_class
+        contexts: dict[str, str] = {}
+        memo: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor, list]] = {}
+        parts_dir.mkdir(parents=True, exist_ok=True)
+        n_part = len(list(parts_dir.glob("part-*.npz")))
+        bar = tqdm(total=len(todo), unit="prog", desc="critic-score", disable=not cfg.progress,
+                   dynamic_ncols=True)
+        for c in range(0, len(todo), CHUNK):
+            chunk = todo[c:c + CHUNK]
+            new_keys, new_encs = [], []
+            for s, _ in chunk:
+                k = (s.problem_id, s.program)
+                if k in memo or k in new_keys:
+                    continue
+                if s.problem_id not in contexts:
+                    contexts[s.problem_id] = critic.context(by_id[s.problem_id])
+                new_keys.append(k)
+                new_encs.append(critic.encode(contexts[s.problem_id], s.program))
+            results = critic.score(new_encs, batch_size=cfg.batch_size, share_prompt=cfg.share_prompt)
+            for k, e, (probs, tok) in zip(new_keys, new_encs, results):
+                memo[k] = (probs, tok, e.offsets)
+            recs = []
+            for s, r in chunk:
+                probs, tok, offsets = memo[(s.problem_id, s.program)]
+                outcome = r["outcome"] if r else None
+                q_out = (tok[:, label(outcome, C)].numpy() if outcome is not None
+                         else np.full(len(tok), np.nan, dtype=np.float32))
+                recs.append(SampleScores(s.problem_id, s.index, probs.numpy(), q_out, tok[:, PC].numpy(),
+                                         np.array(offsets, dtype=np.int32).reshape(-1, 2), outcome, PC,
+                                         program_hash(s.program)))
+                summary["tokens"] += len(tok)
+            write_scores(parts_dir / f"part-{n_part:05d}.npz", recs, meta)
+            n_part += 1
+            done.update((r.key, r) for r in recs)
+            summary["scored"] += len(recs)
+            bar.update(len(chunk))
+        bar.close()
+    stale = len(done.keys() - current.keys())
+    if todo or stale or sources != [out_path]:
+        # the final file: the current samples' scores, in the samples' order
+        write_scores(out_path, [done[k] for k in current if k in done], meta)
+        shutil.rmtree(parts_dir, ignore_errors=True)
+    if stale:
+        summary["dropped_stale"] = stale  # scores of samples no longer in the samples file
+    summary["seconds"] = round(time.time() - t0, 1)
+    return summary
+
+
+def rank_by_critic(samples_path: str | Path, results_path: str | Path, scores_path: str | Path,
+                   problem_ids=None, origins: tuple[str, ...] = ("sampled",)) -> dict[str, Any]:
+    """The ranking measure: per problem, the pass rate of the sample with the highest sequence
+    P(passed) (``top1``), beside a random choice (``random``: pass@1) and the oracle
+    (``oracle``: pass@n), over the samples of ``origins``."""
+    from .metrics import ranking
+
+    scores = read_scores(scores_path)
+    pairs = join_samples_results(samples_path, results_path, problem_ids)
+    cand: dict[str, list[tuple[float, bool]]] = {}
+    for s, r in pairs:
+        if s.origin not in origins:
+            continue
+        sc = scores.get(s.key)
+        if sc is None:
+            raise CriticError(f"{scores_path}: no scores for (problem_id={s.problem_id!r}, "
+                              f"index={s.index}) of {samples_path}; run coderl critic-score")
+        cand.setdefault(s.problem_id, []).append((sc.p_pass, r["outcome"] == "passed"))
+    return ranking(cand)

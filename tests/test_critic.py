@@ -1,0 +1,378 @@
+"""The critic (coderl.critic) on tiny models: training data, token alignment, learning a separable
+toy labelling (causal and T5), save/load, resume after a kill, scoring, bad input."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from coderl.config import ConfigError
+from coderl.critic import CriticConfig, ScoreConfig
+from coderl.critic.critic_trainer import BEST_DIR, CRITIC_DIR, METRICS_FILE, checkpoints, train_critic
+from coderl.critic.data import CriticError, build_training_data, split_problems
+from coderl.critic.features import compiles, program_features
+from coderl.critic.metrics import bootstrap_auroc_diff, classification_metrics, ranking
+from coderl.critic.model import CriticModel
+from coderl.critic.scores import SCORES_FILE, read_scores
+from coderl.critic.scoring import rank_by_critic, score
+from coderl.io import RecordError
+from coderl.problems.schema import Problem
+
+# each outcome has a marker line; two filler lines drawn from a shared pool make the programs vary
+MARK = {"passed": "    return sorted(nums)\n", "failed": "    print(i)\n",
+        "runtime_error": "import sys\n", "compile_error": "class Solution:\n"}
+FILL = ["    x = a + b\n", "    if i % 2 == 0:\n        pass\n", "    n = int(n)\n",
+        "    s = s.replace(ch, '')\n", "    for i in range(10):\n        pass\n"]
+
+
+def toy(tmp: Path, n_problems: int = 12, per: int = 8, seed: int = 0, outcomes=tuple(MARK)):
+    """Problems, samples.jsonl and results.jsonl with a labelling a critic can learn exactly."""
+    rng = random.Random(seed)
+    problems, samples, results = [], [], []
+    for p in range(n_problems):
+        pid = f"toy/{p}"
+        problems.append(Problem(id=pid, source="jsonl", kind="assert", entry_point="add",
+                                question=f"Write a python function number {p} to add a and b.",
+                                tests={"asserts": ["assert add(1, 2) == 3"]},
+                                solutions=["def add(a, b):\n" + MARK["passed"]]))
+        for i in range(per):
+            o = outcomes[(i + p) % len(outcomes)]
+            a, b = rng.sample(FILL, 2)
+            samples.append({"problem_id": pid, "index": i, "program": "def add(a, b):\n" + a + MARK[o] + b,
+                            "origin": "greedy" if i == per - 1 else "sampled", "prompt": "..."})
+            results.append({"problem_id": pid, "index": i, "outcome": o, "tests_passed": int(o == "passed"),
+                            "tests_total": 1})
+    tmp.mkdir(parents=True, exist_ok=True)
+    write(tmp / "samples.jsonl", samples)
+    write(tmp / "results.jsonl", results)
+    return problems, tmp / "samples.jsonl", tmp / "results.jsonl"
+
+
+def write(path: Path, records: list[dict]) -> None:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+
+
+def cfg(model_dir, **kw) -> CriticConfig:
+    base = dict(model=str(model_dir), epochs=4, batch_size=8, val_fraction=0.25, lr=3e-3,
+                progress=False, bootstrap=100)
+    base.update(kw)
+    return CriticConfig(**base)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a busy machine two threads spin against each
+    other (a T5 step: 0.44 s with 2 threads, 0.01 s with 1)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def toy_data(tmp_path_factory):
+    return toy(tmp_path_factory.mktemp("toy"))
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_chat_dir, toy_data):
+    """A 4-class critic, head mode (cached features), on the causal tiny model with a chat template."""
+    problems, sp, rp = toy_data
+    run = tmp_path_factory.mktemp("run")
+    summary = train_critic(problems, run, cfg(tiny_chat_dir, epochs=6), samples_path=sp, results_path=rp,
+                           echo=lambda s: None)
+    return run, summary
+
+
+# -- training data ------------------------------------------------------------------------------------
+def test_data_join_gold_greedy_and_split_by_problem(toy_data):
+    problems, sp, rp = toy_data
+    data = build_training_data(problems, sp, rp, val_fraction=0.25, split_seed=0)
+    train_p = {e.problem_id for e in data.train}
+    val_p = {e.problem_id for e in data.validation}
+    assert train_p and val_p and not train_p & val_p        # no problem straddles the split
+    assert len(val_p) == 3
+    gold = [e for e in data.train if e.origin == "gold"]
+    assert len(gold) == len(train_p) and all(e.outcome == "passed" and e.index < 0 for e in gold)
+    assert not any(e.origin == "gold" for e in data.validation)    # held-out: generated programs only
+    assert sum(e.origin == "greedy" for e in data.examples) == 12   # greedy programs kept
+    assert len(data.examples) == 12 * 8 + len(train_p)
+    # the split is seeded and deterministic
+    assert split_problems([p.id for p in problems], 0.25, 0) == val_p
+    assert split_problems([p.id for p in problems], 0.25, 1) != val_p
+    with_gold = build_training_data(problems, sp, rp, val_fraction=0.25, gold_in_validation=True)
+    assert sum(e.origin == "gold" for e in with_gold.validation) == 3
+
+
+def test_bad_inputs_name_the_file_and_record(tmp_path, toy_data):
+    problems, sp, rp = toy_data
+    lines = rp.read_text().splitlines()
+    # a result without a sample
+    extra = json.loads(lines[0])
+    extra["index"] = 99
+    (tmp_path / "r1.jsonl").write_text("\n".join(lines + [json.dumps(extra)]) + "\n")
+    with pytest.raises(RecordError, match=r"r1\.jsonl:97: result for \(problem_id='toy/0', index=99\) "
+                                          r"has no sample"):
+        build_training_data(problems, sp, tmp_path / "r1.jsonl")
+    # a sample without a result
+    (tmp_path / "r2.jsonl").write_text("\n".join(lines[1:]) + "\n")
+    with pytest.raises(RecordError, match=r"samples\.jsonl:1: sample \(problem_id='toy/0', index=0\) "
+                                          r"has no result in .*r2\.jsonl"):
+        build_training_data(problems, sp, tmp_path / "r2.jsonl")
+    # an unknown outcome label
+    bad = json.loads(lines[3])
+    bad["outcome"] = "timeout"
+    (tmp_path / "r3.jsonl").write_text("\n".join(lines[:3] + [json.dumps(bad)] + lines[4:]) + "\n")
+    with pytest.raises(RecordError, match=r"r3\.jsonl:4: unknown outcome 'timeout'"):
+        build_training_data(problems, sp, tmp_path / "r3.jsonl")
+    # an empty training set
+    (tmp_path / "empty.jsonl").write_text("")
+    with pytest.raises(CriticError, match=r"empty training set: no programs in .*empty\.jsonl"):
+        build_training_data(problems, tmp_path / "empty.jsonl", tmp_path / "empty.jsonl", include_gold=False)
+    # no passed program in a split: an error; in one problem: a warning (an error with require_pass)
+    nopass_p, nsp, nrp = toy(tmp_path / "nopass", n_problems=4, outcomes=("failed", "runtime_error"))
+    with pytest.raises(CriticError, match=r"results\.jsonl: the validation split .* has no passed program"):
+        build_training_data(nopass_p, nsp, nrp, val_fraction=0.25)
+    data = build_training_data(nopass_p, nsp, nrp, val_fraction=0.0, include_gold=True)
+    assert not data.warnings  # gold programs give every training problem a passed one
+    for p in nopass_p[1:]:
+        p.solutions = []
+    data = build_training_data(nopass_p, nsp, nrp, val_fraction=0.0)
+    assert len(data.warnings) == 3 and "problem 'toy/1' (train) has no passed program" in data.warnings[0]
+    with pytest.raises(CriticError, match=r"results\.jsonl: problem 'toy/1' \(train\) has no passed "
+                                          r"program.*require_pass"):
+        build_training_data(nopass_p, nsp, nrp, val_fraction=0.0, require_pass=True)
+    # bad config values name the key
+    with pytest.raises(ConfigError, match=r"critic\.num_classes: 3 is not one of \[2, 4\]"):
+        CriticConfig(num_classes=3)
+    with pytest.raises(ConfigError, match=r"critic\.val_fraction: must be < 1"):
+        CriticConfig(val_fraction=1.0)
+    with pytest.raises(ConfigError, match=r"critic_score\.batch_size: must be >= 1"):
+        ScoreConfig(batch_size=0)
+
+
+# -- token alignment ----------------------------------------------------------------------------------
+@pytest.mark.parametrize("which", ["causal", "t5"])
+def test_token_values_cover_program_tokens_only(which, tiny_chat_dir, tiny_t5_dir, toy_data):
+    problems = toy_data[0]
+    critic = CriticModel.build(str(tiny_chat_dir if which == "causal" else tiny_t5_dir), num_classes=4)
+    programs = ["def add(a, b):\n    return a + b\n", "print(1)", "x = 1\n" * 7]
+    items = [critic.encode(critic.context(problems[i % 2]), p) for i, p in enumerate(programs)]
+    for side in ("left", "right"):
+        batch = critic.collate(items, padding_side=side)
+        stream = batch["decoder_input_ids"] if which == "t5" else batch["input_ids"]
+        for row, e in enumerate(items):
+            m = batch["program_mask"][row]
+            assert stream[row][m].tolist() == e.prog_ids     # exactly the program's tokens, in order
+            assert int(m.sum()) == len(e.prog_ids)
+        if which == "causal":  # prompt and padding positions carry no value
+            pad = batch["attention_mask"] == 0
+            assert not (batch["program_mask"] & pad).any()
+    ref = [critic.score([e], share_prompt=False)[0] for e in items]   # each alone, no padding
+    for side in ("left", "right"):
+        critic.settings.padding_side = side
+        for share in (False, True):
+            got = critic.score(items, share_prompt=share)
+            for (p0, t0), (p1, t1), e in zip(ref, got, items):
+                assert t1.shape == (len(e.prog_ids), 4)
+                torch.testing.assert_close(t1, t0, atol=1e-5, rtol=1e-4)
+                torch.testing.assert_close(p1, p0, atol=1e-5, rtol=1e-4)
+    # offsets map every value back to the program text
+    for p, e in zip(programs, items):
+        assert "".join(p[s:t] for s, t in e.offsets) == p
+
+
+# -- learning -----------------------------------------------------------------------------------------
+def test_causal_critic_learns_toy_labelling(trained):
+    run, s = trained
+    assert s["complete"] and s["epochs_done"] == 6
+    v = s["validation"]
+    assert v["accuracy"] >= 0.95 and v["auroc"] >= 0.99 and v["macro_f1"] >= 0.95
+    assert len(v["confusion"]) == 4 and sum(map(sum, v["confusion"])) == v["n"] == 24
+    assert s["baselines"]["majority"]["accuracy"] == 0.25 and s["baselines"]["majority"]["auroc"] == 0.5
+    assert "auroc" in s["baselines"]["features"]
+    b = s["bootstrap_auroc_diff"]
+    assert b["resamples"] + b["skipped"] == 100 and b["low"] <= b["diff"] <= b["high"]
+    crit = run / CRITIC_DIR
+    m = json.loads((crit / METRICS_FILE).read_text())
+    assert m["complete"] and len(m["history"]) == 6 and all("validation" in h for h in m["history"])
+    log = [json.loads(x) for x in (crit / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log if r["event"] == "eval"] == [1, 2, 3, 4, 5, 6]
+    assert list((crit / "tb").glob("events.out.tfevents.*"))
+    assert (crit / BEST_DIR / "critic_head.safetensors").is_file()
+    assert len(list((crit / "features").glob("part-*.pt"))) == 1
+
+
+@pytest.mark.parametrize("which", ["t5"])
+def test_t5_critic_learns_toy_labelling(which, tmp_path, tiny_t5_dir):
+    problems, sp, rp = toy(tmp_path / "d", outcomes=("passed", "failed"))
+    s = train_critic(problems, tmp_path / "run", cfg(tiny_t5_dir, num_classes=2, mode="full", epochs=4,
+                                                     lr=3e-3, max_context_tokens=24),
+                     samples_path=sp, results_path=rp,
+                     echo=lambda s: None)
+    assert s["validation"]["accuracy"] >= 0.95 and s["validation"]["auroc"] >= 0.99
+    assert len(s["validation"]["confusion"]) == 2
+
+
+# -- save / load, scoring -----------------------------------------------------------------------------
+def test_save_load_roundtrip_gives_identical_scores(tmp_path, trained, tiny_chat_dir, tiny_t5_dir, toy_data):
+    run, _ = trained
+    problems = toy_data[0]
+    programs = ["def add(a, b):\n    return sorted(nums)\n", "class Solution:\n    pass\n"]
+    loaded = CriticModel.from_pretrained(run / CRITIC_DIR / BEST_DIR)
+    critics = [loaded,
+               CriticModel.build(str(tiny_chat_dir), num_classes=2, mode="lora", lora_r=4, seed=1),
+               CriticModel.build(str(tiny_t5_dir), num_classes=4, mode="top", top_layers=1, seed=2)]
+    with torch.no_grad():  # make the LoRA adapters and the top layers differ from the base model
+        for c in critics[1:]:
+            for p in c.parameters():
+                if p.requires_grad:
+                    p.add_(0.05 * torch.randn_like(p))
+    for i, c in enumerate(critics):
+        items = [c.encode(c.context(problems[0]), p) for p in programs]
+        before = c.score(items)
+        c.save_pretrained(tmp_path / f"c{i}")
+        again = CriticModel.from_pretrained(tmp_path / f"c{i}")
+        assert again.settings == c.settings
+        for (p0, t0), (p1, t1) in zip(before, again.score(items)):
+            assert torch.equal(p0, p1) and torch.equal(t0, t1)
+    assert (tmp_path / "c1" / "adapter" / "adapter_config.json").is_file()
+    assert (tmp_path / "c2" / "backbone" / "config.json").is_file()
+    assert not (tmp_path / "c0" / "backbone").exists()  # head mode refers to the backbone
+
+
+def test_scoring_writes_token_values_and_resumes(tmp_path, trained, toy_data):
+    run, _ = trained
+    problems, sp, rp = toy_data
+    lines = sp.read_text().splitlines()
+    part = tmp_path / "samples.jsonl"
+    part.write_text("\n".join(lines[:40]) + "\n")
+    first = score(problems, run, ScoreConfig(progress=False), samples_path=part, results_path=None,
+                  out_path=tmp_path / SCORES_FILE)
+    assert first["scored"] == 40
+    s0 = read_scores(tmp_path / SCORES_FILE)
+    assert all(np.isnan(v.q_outcome.astype(np.float32)).all() for v in s0.values())  # no results yet
+    full = score(problems, run, ScoreConfig(progress=False), samples_path=sp, results_path=rp,
+                 out_path=tmp_path / SCORES_FILE)
+    assert full["samples"] == 96 and full["scored"] == 96  # the 40 again: their outcomes are known now
+    again = score(problems, run, ScoreConfig(progress=False), samples_path=sp, results_path=rp,
+                  out_path=tmp_path / SCORES_FILE)
+    assert again["scored"] == 0 and again["skipped_done"] == 96
+    scores = read_scores(tmp_path / SCORES_FILE)
+    samples = {(r["problem_id"], r["index"]): r for r in map(json.loads, lines)}
+    results = {(r["problem_id"], r["index"]): r for r in map(json.loads, rp.read_text().splitlines())}
+    assert set(scores) == set(samples)
+    for key, v in scores.items():
+        prog = samples[key]["program"]
+        assert v.probs.dtype == np.float16 and v.q_pass.dtype == np.float16 and v.probs.shape == (4,)
+        assert len(v.q_pass) == len(v.q_outcome) == len(v.offsets) > 0
+        assert "".join(prog[s:e] for s, e in v.offsets) == prog
+        assert v.outcome == results[key]["outcome"]
+        assert abs(float(v.probs.astype(np.float32).sum()) - 1) < 1e-2
+    # the critic learnt the labelling: q̂ of the actual outcome is high on the marker's tokens
+    v = scores[("toy/0", 0)]
+    assert v.p_pass > 0.5 and v.outcome == "passed"
+    r = rank_by_critic(sp, rp, tmp_path / SCORES_FILE, origins=("sampled", "greedy"))
+    assert r["top1"] == 100.0 and r["oracle"] == 100.0 and r["random"] == 25.0
+    # scores of another critic are not mixed in
+    other = tmp_path / "other"
+    c = CriticModel.from_pretrained(run / CRITIC_DIR / BEST_DIR)
+    with torch.no_grad():
+        c.head.net[0].bias.add_(1.0)
+    c.save_pretrained(other)
+    with pytest.raises(ConfigError, match="holds scores of another critic"):
+        score(problems, run, ScoreConfig(checkpoint=str(other), progress=False), samples_path=sp,
+              results_path=rp, out_path=tmp_path / SCORES_FILE)
+
+
+# -- resume -------------------------------------------------------------------------------------------
+class Killed(Exception):
+    pass
+
+
+@pytest.mark.parametrize("mode", ["head", "lora"])
+def test_killed_training_resumes_to_the_same_result(mode, tmp_path, tiny_chat_dir, toy_data):
+    problems, sp, rp = toy_data
+    # 81 training programs, 21 micro-batches, 11 steps per epoch; killed at step 7, after the
+    # checkpoint of step 6
+    extra = dict(mode=mode, epochs=2, save_every=2, grad_accum=2, batch_size=4, keep_checkpoints=2,
+                 max_context_tokens=24)
+    if mode == "lora":
+        extra.update(lora_r=4, lora_dropout=0.2, lr=1e-2)  # dropout: the RNG state must come back
+    c = cfg(tiny_chat_dir, **extra)
+    ref = train_critic(problems, tmp_path / "ref", c, samples_path=sp, results_path=rp, echo=lambda s: None)
+
+    def kill_at(step):
+        if step == 7:
+            raise Killed
+
+    with pytest.raises(Killed):
+        train_critic(problems, tmp_path / "run", c, samples_path=sp, results_path=rp, on_step=kill_at,
+                     echo=lambda s: None)
+    assert [p.name for p in checkpoints(tmp_path / "run")][-1] == "step-000006"
+    msgs = []
+    got = train_critic(problems, tmp_path / "run", c, samples_path=sp, results_path=rp, echo=msgs.append)
+    assert any("resuming from step-000006" in m for m in msgs)
+    assert got["steps"] == ref["steps"] and got["validation"] == ref["validation"]
+    assert got["bootstrap_auroc_diff"] == ref["bootstrap_auroc_diff"]
+    a = json.loads((tmp_path / "ref" / CRITIC_DIR / METRICS_FILE).read_text())["history"]
+    b = json.loads((tmp_path / "run" / CRITIC_DIR / METRICS_FILE).read_text())["history"]
+    assert a == b
+    from safetensors.torch import load_file
+
+    for sub in [BEST_DIR] + [f"checkpoints/{p.name}" for p in checkpoints(tmp_path / "ref")]:
+        wa = load_file(str(tmp_path / "ref" / CRITIC_DIR / sub / "critic_head.safetensors"))
+        wb = load_file(str(tmp_path / "run" / CRITIC_DIR / sub / "critic_head.safetensors"))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    if mode == "lora":
+        wa = load_file(str(tmp_path / "ref" / CRITIC_DIR / BEST_DIR / "adapter" / "adapter_model.safetensors"))
+        wb = load_file(str(tmp_path / "run" / CRITIC_DIR / BEST_DIR / "adapter" / "adapter_model.safetensors"))
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # the log holds each step once
+    log = [json.loads(x) for x in (tmp_path / "run" / CRITIC_DIR / "log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in log if r["event"] == "step"]
+    assert steps == sorted(set(steps))
+    # a finished run returns its summary; another config is refused
+    assert train_critic(problems, tmp_path / "run", c, samples_path=sp, results_path=rp) == got
+    with pytest.raises(ConfigError, match=r"another config.*epochs: 2 -> 3"):
+        train_critic(problems, tmp_path / "run", cfg(tiny_chat_dir, **{**extra, "epochs": 3}),
+                     samples_path=sp, results_path=rp)
+
+
+def test_max_steps_stops_and_a_rerun_continues(tmp_path, tiny_chat_dir, toy_data):
+    problems, sp, rp = toy_data
+    c = cfg(tiny_chat_dir, epochs=2, batch_size=16)   # 81 training programs: 6 steps per epoch
+    s = train_critic(problems, tmp_path, CriticConfig(**{**c.__dict__, "max_steps": 3}),
+                     samples_path=sp, results_path=rp, echo=lambda s: None)
+    assert not s["complete"] and s["steps"] == 3
+    s = train_critic(problems, tmp_path, c, samples_path=sp, results_path=rp, echo=lambda s: None)
+    assert s["complete"] and s["steps"] == 12
+
+
+# -- metrics and features -----------------------------------------------------------------------------
+def test_metrics_bootstrap_and_ranking():
+    y = [3, 3, 2, 1, 0, 2]
+    probs = np.eye(4)[[3, 3, 2, 1, 0, 3]] * 0.9 + 0.025
+    m = classification_metrics(y, probs, 4, 3)
+    assert m["accuracy"] == pytest.approx(5 / 6) and m["confusion"][2] == [0, 0, 1, 1]
+    assert m["auroc"] == pytest.approx(0.875)
+    groups = ["a", "a", "b", "b", "c", "c", "d", "d"]
+    yy = [1, 0, 1, 0, 1, 0, 0, 0]
+    sa = [0.9, 0.1, 0.8, 0.2, 0.7, 0.3, 0.2, 0.1]
+    sb = [0.5, 0.5, 0.1, 0.9, 0.5, 0.4, 0.6, 0.2]
+    b1 = bootstrap_auroc_diff(groups, yy, sa, sb, resamples=200, seed=0)
+    assert b1 == bootstrap_auroc_diff(groups, yy, sa, sb, resamples=200, seed=0)
+    assert b1["diff"] > 0 and b1["low"] <= b1["diff"] <= b1["high"]
+    r = ranking({"p": [(0.9, True), (0.1, False)], "q": [(0.2, False), (0.2, True)], "r": [(0.5, False)]})
+    assert r == {"problems": 3, "top1": 50.0, "random": 33.33, "oracle": 66.67}
+
+
+def test_program_features():
+    assert compiles("x = 1\n") and not compiles("def f(:\n")
+    f = program_features("n = int(input())\nprint(n)\n", "abcd" * 10)
+    assert f[2:5] == [1.0, 1.0, 1.0] and f[5] == pytest.approx(26 / 40)
