@@ -279,6 +279,9 @@ def test_big_integers_cross_the_wire_and_print(ex):
     ({"workers": -1}, "execution.workers"),
     ({"max_output_kb": 0}, "execution.max_output_kb"),
     ({"isolation": "docker"}, "execution.isolation"),        # choices (docker used to become bwrap)
+    ({"time_limit": "auto"}, "execution.time_limit"),
+    ({"calibrate_factor": 0.5}, "execution.calibrate_factor"),
+    ({"calibrate_floor": 0}, "execution.calibrate_floor"),
 ])
 def test_exec_config_rejects_bad_values_naming_the_key(kwargs, key):
     from coderl.config import ConfigError
@@ -454,3 +457,60 @@ def test_cache_path_that_cannot_be_a_cache_is_one_line_error(tmp_path):
         assert msg.startswith(f"{path}: ") and says in msg and "\n" not in msg, msg
         assert isinstance(e.value, ValueError)
     assert text.read_text().startswith("not a database")  # left as it was
+
+
+# -- calibrated time limits ---------------------------------------------------------------------------
+_DOUBLE = {"setup": "", "asserts": ["assert f(2) == 4", "assert f(5) == 10"], "check": None}
+FAST = Problem(id="cal/fast", source="mbpp", question="q", kind="assert", entry_point="f", tests=_DOUBLE,
+               solutions=["def f(x):\n    return 2 * x\n"])
+SLOW_GOLD = Problem(id="cal/slow", source="mbpp", question="q", kind="assert", entry_point="f", tests=_DOUBLE,
+                    solutions=["import time\ndef f(x):\n    time.sleep(0.3 if x == 5 else 0)\n    return 2 * x\n"])
+WRONG_GOLD = Problem(id="cal/wrong", source="mbpp", question="q", kind="assert", entry_point="f", tests=_DOUBLE,
+                     solutions=["def f(x):\n    return 0\n"])
+NO_GOLD = Problem(id="cal/none", source="apps", question="q", kind="stdio",
+                  tests={"inputs": ["2\n"], "outputs": ["4\n"]})
+
+
+def test_calibrated_time_limits(tmp_path):
+    """limit = min(timeout, max(floor, factor x the gold program's slowest test)); problems without
+    a passing gold program keep the fixed timeout; measured once, then read from the file."""
+    cfg = ExecConfig(workers=2, timeout=3.0, time_limit="calibrated", calibrate_factor=3.0, calibrate_floor=0.2,
+                     calibration_path=str(tmp_path / "calibration.sqlite"))
+    with Executor(cfg) as ex:
+        limits = ex.calibrate([FAST, SLOW_GOLD, WRONG_GOLD, NO_GOLD])
+        assert limits["cal/fast"] == 0.2                      # the floor: its gold takes milliseconds
+        assert 0.9 <= limits["cal/slow"] <= 3.0                # 3 x (>= 0.3 s of sleep), capped at timeout
+        assert limits["cal/wrong"] == limits["cal/none"] == 3.0
+        assert ex.time_limit_summary()["measured"] == 2 and ex.time_limit_summary()["no_passing_gold"] == 2
+        r = ex.run(FAST, "def f(x):\n    while True:\n        pass\n")
+        assert (r.outcome, r.detail) == ("runtime_error", "timeout") and r.wall_time < 2.0  # not the 3 s
+        r = ex.run(SLOW_GOLD, SLOW_GOLD.solutions[0].replace("0.3", "0.25"))  # as slow as the gold: fine
+        assert r.outcome == "passed"
+        calibrated_hash = ex.run(SLOW_GOLD, SLOW_GOLD.solutions[0]).hash
+    with Executor(cfg) as ex:  # a second engine reads the measured times back
+        assert ex.calibrate([FAST, SLOW_GOLD, WRONG_GOLD, NO_GOLD]) == limits
+        assert ex.time_limit_summary()["measured"] == 0 and ex.time_limit_summary()["from_cache"] == 2
+    with Executor(ExecConfig(workers=1, timeout=3.0)) as ex:  # the limit used is part of the hash
+        assert ex.run(SLOW_GOLD, SLOW_GOLD.solutions[0]).hash != calibrated_hash
+
+
+def test_calibrated_limits_in_the_stage_and_resume(tmp_path):
+    samples, results = tmp_path / "samples.jsonl", tmp_path / "results.jsonl"
+    _write_samples(samples, [{"problem_id": "cal/fast", "index": 0, "program": "def f(x):\n    return 2 * x\n"},
+                             {"problem_id": "cal/fast", "index": 1, "program": "def f(x):\n    while 1:\n        pass\n"}])
+    cfg = ExecConfig(workers=2, time_limit="calibrated", calibrate_floor=0.2,
+                     calibration_path=str(tmp_path / "calibration.sqlite"))
+    summary = execute([FAST], samples, results, cfg, progress=False)
+    assert summary["outcomes"]["passed"] == summary["outcomes"]["runtime_error"] == 1
+    assert summary["time_limit"]["mode"] == "calibrated" and summary["time_limit"]["median_limit"] == 0.2
+    again = execute([FAST], samples, results, cfg, progress=False)  # same limits: nothing stale
+    assert (again["executed"], again["stale_reexecuted"]) == (0, 0)
+    fixed = execute([FAST], samples, results, ExecConfig(workers=2), progress=False)  # other limits
+    assert (fixed["executed"], fixed["stale_reexecuted"]) == (2, 2) and fixed["time_limit"]["mode"] == "fixed"
+
+
+def test_calibration_path_that_is_a_directory(tmp_path):
+    from coderl.execution.cache import CacheError
+
+    with pytest.raises(CacheError, match=f"^{tmp_path}: is a directory"):
+        Executor(ExecConfig(workers=1, time_limit="calibrated", calibration_path=str(tmp_path)))

@@ -62,12 +62,26 @@ class ExecConfig:
                            "not depend on it, tests_passed does).")
     apps_preamble: bool = opt(True, "APPS programs get CodeRL's fixed import block (numpy, itertools, "
                               "collections, ...) in their globals.")
+    time_limit: str = opt("fixed", "Per-test time limit: fixed (timeout for every problem, as CodeRL) or "
+                          "calibrated (per problem: max(calibrate_floor, calibrate_factor x the time of the "
+                          "problem's slowest test under its first gold program), at most timeout; measured "
+                          "once per machine and cached; problems without a passing gold program keep "
+                          "timeout). The limit used is part of each result's hash.",
+                          choices=("fixed", "calibrated"))
+    calibrate_factor: float = opt(3.0, "time_limit=calibrated: the limit is this many times the gold "
+                                  "program's time (evalplus uses 4).", ge=1)
+    calibrate_floor: float = opt(0.5, "time_limit=calibrated: the smallest limit, in seconds (room for "
+                                 "machine noise on problems whose gold program takes milliseconds).", gt=0)
+    calibration_path: str | None = opt(None, "time_limit=calibrated: SQLite file of the measured gold "
+                                       "times (default: exec_calibration.sqlite in coderl's cache "
+                                       "directory, $CODERL_CACHE or ~/.cache/coderl).")
     max_output_kb: int = opt(1024, "Standard output kept per stdin/stdout test for the comparison, in "
                              "KB; more is a runtime error (output limit).", ge=1)
 
     def __post_init__(self) -> None:
-        if isinstance(self.cache_path, os.PathLike):
-            self.cache_path = os.fspath(self.cache_path)
+        for name in ("cache_path", "calibration_path"):
+            if isinstance(getattr(self, name), os.PathLike):
+                setattr(self, name, os.fspath(getattr(self, name)))
         if isinstance(self.limits, dict):  # ExecConfig(limits={...}) as written in YAML
             self.limits = _limits_from_dict(self.limits)
         validate(self, "execution")

@@ -21,17 +21,21 @@ import queue
 import signal
 import subprocess
 import sys
+import threading
 import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterable
 
 from coderl.execution import outcome as oc, sandbox, wire
+from coderl.execution import calibration
 from coderl.execution.cache import ResultCache
 from coderl.execution.exec_config import ExecConfig, Limits  # noqa: F401  (re-exported)
 from coderl.execution.outcome import Result
 
-HARNESS_VERSION = "coderl-exec-1"
+# bumped whenever a verdict can change for the same program and tests (2: a program that forks no
+# longer has its harness copies answer for it; replies carry their request's seq)
+HARNESS_VERSION = "coderl-exec-2"
 
 
 class EngineError(RuntimeError):
@@ -154,6 +158,14 @@ class Executor:
         self.config = config or ExecConfig()
         # first: a cache path that cannot be one fails before anything is set up (CacheError)
         self.cache = ResultCache(self.config.cache_path) if self.config.cache_path else None
+        self.calibration: calibration.CalibrationStore | None = None
+        if self.config.time_limit == "calibrated":
+            self.calibration = calibration.CalibrationStore(self.config.calibration_path
+                                                            or calibration.default_path())
+        self._time_limits: dict[str, float] = {}  # problem id -> per-test limit (calibrated mode)
+        self._gold_seconds: dict[str, float | None] = {}  # problem id -> measured gold time
+        self._calibrating = threading.Lock()
+        self.calibration_counts = {"measured": 0, "from_cache": 0, "no_passing_gold": 0}
         n = min(self.config.workers or 2 * (os.cpu_count() or 1), 64)
         # dedicated uids, one per worker, unique per engine (several engines may run at once: the
         # reaper kills every process of a uid, so two engines must never share one)
@@ -225,6 +237,9 @@ class Executor:
         if self.cache is not None:
             self.cache.close()
             self.cache = None
+        if self.calibration is not None:
+            self.calibration.close()
+            self.calibration = None
 
     def _describe(self) -> None:
         w = self._workers[0]
@@ -253,17 +268,19 @@ class Executor:
                           RuntimeWarning, stacklevel=3)
 
     # -- running ------------------------------------------------------------------------------
-    def job_for(self, problem: Any, program: str, which: str = "hidden",
-                early_exit: bool | None = None) -> tuple[dict, dict, str, int]:
-        """The ``job`` and ``tests`` frames for the worker, the cache key and the number of tests."""
+    def job_for(self, problem: Any, program: str, which: str = "hidden", early_exit: bool | None = None,
+                *, timeout: float | None = None) -> tuple[dict, dict, str, int]:
+        """The ``job`` and ``tests`` frames for the worker, the cache key and the number of tests.
+        ``timeout``: the per-test limit (default: ``time_limit(problem)``)."""
         tests = select_tests(problem, which)
         kind = problem.kind
         n = count_tests(tests, kind)
         cfg = self.config
-        job_timeout = cfg.job_timeout or (cfg.timeout + 1) * (n + 1)
+        per_test = self.time_limit(problem) if timeout is None else timeout
+        job_timeout = cfg.job_timeout or (per_test + 1) * (n + 1)
         job = {"op": "job", "program": program, "kind": kind,
                "apps_preamble": cfg.apps_preamble and problem.source == "apps",
-               "limits": self._limits(job_timeout), "timeout": cfg.timeout, "job_timeout": job_timeout,
+               "limits": self._limits(job_timeout), "timeout": per_test, "job_timeout": job_timeout,
                "max_output": cfg.max_output_kb << 10}
         frame = {"early_exit": cfg.early_exit if early_exit is None else early_exit}
         if kind in ("stdio", "call"):
@@ -276,6 +293,86 @@ class Executor:
         key = hashlib.sha256(json.dumps([HARNESS_VERSION, {k: v for k, v in job.items() if k != "op"}, frame],
                                         sort_keys=True, default=repr).encode("utf-8")).hexdigest()
         return job, frame, key, n
+
+    # -- time limits ---------------------------------------------------------------------------
+    def time_limit(self, problem: Any) -> float:
+        """The per-test limit of ``problem``: ``timeout`` (time_limit=fixed), or its calibrated limit
+        (measured on first use unless ``calibrate`` was given the problem before)."""
+        if self.calibration is None:
+            return self.config.timeout
+        limit = self._time_limits.get(str(problem.id))
+        if limit is None:
+            limit = self.calibrate([problem])[str(problem.id)]
+        return limit
+
+    def calibrate(self, problems: Iterable[Any]) -> dict[str, float]:
+        """Calibrated per-test limits of ``problems`` (id -> seconds): each gold time read from the
+        calibration file, or measured (in parallel) and stored there."""
+        cfg = self.config
+        if self.calibration is None:
+            return {str(p.id): cfg.timeout for p in problems}
+        problems = list({str(p.id): p for p in problems}.values())
+        with self._calibrating:  # one measurement per problem, whoever asks first
+            todo = []
+            for p in problems:
+                if str(p.id) in self._time_limits:
+                    continue
+                key = self._gold_key(p)
+                found, seconds = self.calibration.get(key) if key else (True, None)
+                if found:
+                    self._set_limit(p, seconds, measured=False)
+                else:
+                    todo.append((p, key))
+            if todo:
+                if not self.started:
+                    self.start()
+                measure = lambda item: self._measure_gold(*item)  # noqa: E731
+                for (p, key), (seconds, outcome) in zip(todo, self.parallel(measure, todo)):
+                    if outcome != "engine_error":  # (never stored: the next run measures again)
+                        self.calibration.put(key, str(p.id), seconds, outcome)
+                    self._set_limit(p, seconds, measured=True)
+        return {str(p.id): self._time_limits[str(p.id)] for p in problems}
+
+    def _gold_key(self, problem: Any) -> str | None:
+        """The hash of the gold measurement job (None: no gold program or no hidden tests)."""
+        gold = problem.solutions[0] if getattr(problem, "solutions", None) else None
+        if not gold or not count_tests(problem.tests, problem.kind):
+            return None
+        return "gold|" + self.job_for(problem, gold, "hidden", early_exit=False, timeout=self.config.timeout)[2]
+
+    def _measure_gold(self, problem: Any, key: str) -> tuple[float | None, str]:
+        """Run the first gold program on all hidden tests under the fixed limit: its slowest test
+        (or load) in seconds, None when it does not pass; and its outcome."""
+        job, frame, _, _ = self.job_for(problem, problem.solutions[0], "hidden", early_exit=False,
+                                        timeout=self.config.timeout)
+        raw = self._dispatch(job, frame)
+        outcome = raw.get("outcome", oc.RUNTIME_ERROR)
+        if outcome != oc.PASSED or raw.get("detail") == oc.ENGINE:
+            return None, outcome if raw.get("detail") != oc.ENGINE else "engine_error"
+        times = [t for t in raw.get("test_times") or [] if isinstance(t, (int, float))]
+        return (max(times) if times else float(raw.get("wall_time", self.config.timeout))), outcome
+
+    def _set_limit(self, problem: Any, seconds: float | None, measured: bool) -> None:
+        cfg = self.config
+        pid = str(problem.id)
+        self._gold_seconds[pid] = seconds
+        self._time_limits[pid] = calibration.limit_from(seconds, cfg.calibrate_factor, cfg.calibrate_floor,
+                                                        cfg.timeout)
+        if seconds is None:
+            self.calibration_counts["no_passing_gold"] += 1
+        else:
+            self.calibration_counts["measured" if measured else "from_cache"] += 1
+
+    def time_limit_summary(self) -> dict[str, Any]:
+        """For a stage summary: the mode and, when calibrated, how the problems' limits came about."""
+        cfg = self.config
+        if self.calibration is None:
+            return {"mode": "fixed", "seconds": cfg.timeout}
+        limits = sorted(self._time_limits.values())
+        return {"mode": "calibrated", "factor": cfg.calibrate_factor, "floor": cfg.calibrate_floor,
+                "cap": cfg.timeout, "problems": len(limits), **self.calibration_counts,
+                "median_limit": limits[len(limits) // 2] if limits else None,
+                "calibration_file": str(self.calibration.path)}
 
     def _limits(self, job_timeout: float) -> dict[str, Any]:
         """The child's rlimits as a dict (RLIMIT_CPU capped just above the program's wall-clock budget),
@@ -346,6 +443,8 @@ class Executor:
         items = list(items)
         if not self.started:
             self.start()
+        if self.calibration is not None:  # all the batch's gold programs measured in parallel, first
+            self.calibrate(problem for problem, _, _ in items)
         first: dict[str, int] = {}
         twin_of: list[int] = []
         prepared: list[tuple[dict, dict, str, int]] = []  # each job built (and hashed) once

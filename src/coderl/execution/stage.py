@@ -48,6 +48,8 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
     with Executor(config) as ex:
         out = result_writer(results_path)  # locked: no other run writes this file meanwhile
         try:
+            if config.time_limit == "calibrated":  # limits first: they are part of each result's hash
+                ex.calibrate(by_id[pid] for pid in dict.fromkeys(s.problem_id for s in samples))
             todo, stale = _resume(ex, by_id, samples, results_path)
         except BaseException:
             out.close()
@@ -108,6 +110,7 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
         hits = ex.cache.hits if ex.cache is not None else 0
         lookups = (ex.cache.hits + ex.cache.misses) if ex.cache is not None else 0
         isolation = ex.isolation
+        time_limit = ex.time_limit_summary()
     seconds = time.monotonic() - start
     executed = sum(counts.values())
     summary = {
@@ -118,7 +121,7 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
         "cache": {"enabled": config.cache_path is not None, "hits": hits, "lookups": lookups,
                   "hit_rate": hits / lookups if lookups else 0.0},
         "seconds": round(seconds, 3), "programs_per_second": round(executed / seconds, 1) if seconds > 0 else 0.0,
-        "isolation": isolation, "results": str(results_path),
+        "isolation": isolation, "time_limit": time_limit, "results": str(results_path),
     }
     atomic_write_text(str(results_path) + ".summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
@@ -164,3 +167,9 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
     cache_text = f"{100 * cache['hit_rate']:.1f}% ({cache['hits']}/{cache['lookups']})" if cache["enabled"] else "off"
     console.print(f"cache hit rate: {cache_text}   speed: {summary['programs_per_second']} programs/s "
                   f"({summary['seconds']} s)   isolation: {summary['isolation']}", highlight=False)
+    tl = summary.get("time_limit") or {}
+    if tl.get("mode") == "calibrated":
+        console.print(f"time limits: calibrated on {tl['problems']} problems ({tl['measured']} measured now, "
+                      f"{tl['from_cache']} from {tl['calibration_file']}, {tl['no_passing_gold']} without a "
+                      f"passing gold program: {tl['cap']} s); median {tl['median_limit']} s per test",
+                      highlight=False)

@@ -120,15 +120,21 @@ class Proxy:
 
 def judge(job: dict[str, Any], tests: dict[str, Any], ch: Channel) -> dict[str, Any]:
     """Run ``tests`` against the loaded program behind ``ch``; the raw result (outcome, per_test,
-    error, detail; ``captured``: a stdio program's last stdout)."""
+    error, detail; ``captured``: a stdio program's last stdout; ``test_times``: seconds of the load,
+    then of each test that ran, each under the per-test limit — what a calibrated limit measures)."""
     kind, early_exit = job["kind"], tests.get("early_exit", True)
     per_test: list[Any] = []
-    res: dict[str, Any] = {"per_test": per_test, "error": None, "detail": None}
+    times: list[float] = []
+    res: dict[str, Any] = {"per_test": per_test, "error": None, "detail": None, "test_times": times}
     timeout = job["timeout"]
+    mark = [time.monotonic()]
     # load: compile (and, for call/assert, run the top level)
     try:
         ch.test_deadline = min(ch.deadline, time.monotonic() + timeout + GRACE)
         names = load(ch)
+        now = time.monotonic()
+        times.append(round(now - mark[0], 6))
+        mark[0] = now
     except RemoteError as e:
         stage = getattr(e, "stage", None)
         compile_error = stage == "compile" or (stage == "load" and e.detail is None)
@@ -143,6 +149,9 @@ def judge(job: dict[str, Any], tests: dict[str, Any], ch: Channel) -> dict[str, 
         released: stdio stops at the first test that does not pass, call-based (and here also
         assert-based) problems stop at the first runtime error only — so the outcome class does
         not depend on the mode, only tests_passed does."""
+        now = time.monotonic()
+        times.append(round(now - mark[0], 6))
+        mark[0] = now
         per_test.append(code)
         if err is not None and res["error"] is None:
             res["error"], res["detail"] = err.info, err.detail
