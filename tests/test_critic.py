@@ -295,8 +295,8 @@ class Killed(Exception):
     pass
 
 
-@pytest.mark.parametrize("mode", ["head", "lora"])
-def test_killed_training_resumes_to_the_same_result(mode, tmp_path, tiny_chat_dir, toy_data):
+@pytest.mark.parametrize("mode", ["head", "lora", "full"])
+def test_killed_training_resumes_to_the_same_result(mode, tmp_path, tiny_chat_dir, tiny_t5_dir, toy_data):
     problems, sp, rp = toy_data
     # 81 training programs, 21 micro-batches, 11 steps per epoch; killed at step 7, after the
     # checkpoint of step 6
@@ -304,7 +304,8 @@ def test_killed_training_resumes_to_the_same_result(mode, tmp_path, tiny_chat_di
                  max_context_tokens=24)
     if mode == "lora":
         extra.update(lora_r=4, lora_dropout=0.2, lr=1e-2)  # dropout: the RNG state must come back
-    c = cfg(tiny_chat_dir, **extra)
+    model = tiny_t5_dir if mode == "full" else tiny_chat_dir  # T5: dropout 0.1 in every layer
+    c = cfg(model, **extra)
     ref = train_critic(problems, tmp_path / "ref", c, samples_path=sp, results_path=rp, echo=lambda s: None)
 
     def kill_at(step):
@@ -329,10 +330,11 @@ def test_killed_training_resumes_to_the_same_result(mode, tmp_path, tiny_chat_di
         wa = load_file(str(tmp_path / "ref" / CRITIC_DIR / sub / "critic_head.safetensors"))
         wb = load_file(str(tmp_path / "run" / CRITIC_DIR / sub / "critic_head.safetensors"))
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
-    if mode == "lora":
-        wa = load_file(str(tmp_path / "ref" / CRITIC_DIR / BEST_DIR / "adapter" / "adapter_model.safetensors"))
-        wb = load_file(str(tmp_path / "run" / CRITIC_DIR / BEST_DIR / "adapter" / "adapter_model.safetensors"))
-        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    if mode != "head":
+        f = "adapter/adapter_model.safetensors" if mode == "lora" else "backbone/model.safetensors"
+        wa = load_file(str(tmp_path / "ref" / CRITIC_DIR / BEST_DIR / f))
+        wb = load_file(str(tmp_path / "run" / CRITIC_DIR / BEST_DIR / f))
+        assert wa and all(torch.equal(wa[k], wb[k]) for k in wa)
     # the log holds each step once
     log = [json.loads(x) for x in (tmp_path / "run" / CRITIC_DIR / "log.jsonl").read_text().splitlines()]
     steps = [r["step"] for r in log if r["event"] == "step"]
@@ -340,8 +342,38 @@ def test_killed_training_resumes_to_the_same_result(mode, tmp_path, tiny_chat_di
     # a finished run returns its summary; another config is refused
     assert train_critic(problems, tmp_path / "run", c, samples_path=sp, results_path=rp) == got
     with pytest.raises(ConfigError, match=r"another config.*epochs: 2 -> 3"):
-        train_critic(problems, tmp_path / "run", cfg(tiny_chat_dir, **{**extra, "epochs": 3}),
+        train_critic(problems, tmp_path / "run", cfg(model, **{**extra, "epochs": 3}),
                      samples_path=sp, results_path=rp)
+
+
+def test_killed_feature_caching_resumes(tmp_path, tiny_chat_dir, toy_data, monkeypatch):
+    from coderl.critic import critic_trainer
+
+    problems, sp, rp = toy_data
+    c = cfg(tiny_chat_dir, epochs=2, max_context_tokens=24)
+    ref = train_critic(problems, tmp_path / "ref", c, samples_path=sp, results_path=rp, echo=lambda s: None)
+    monkeypatch.setattr(critic_trainer, "FEATURE_CHUNK", 16)
+    calls, kill = [], [True]
+    real = CriticModel.program_hidden
+
+    def program_hidden(self, items, **kw):
+        calls.append(len(items))
+        if len(calls) == 3 and kill[0]:
+            raise Killed
+        return real(self, items, **kw)
+
+    monkeypatch.setattr(CriticModel, "program_hidden", program_hidden)
+    with pytest.raises(Killed):
+        train_critic(problems, tmp_path / "run", c, samples_path=sp, results_path=rp, echo=lambda s: None)
+    parts = sorted((tmp_path / "run" / CRITIC_DIR / "features").glob("part-*.pt"))
+    assert len(parts) == 2
+    calls.clear()
+    kill[0] = False
+    got = train_critic(problems, tmp_path / "run", c, samples_path=sp, results_path=rp, echo=lambda s: None)
+    distinct = len({(e["problem_id"], e["program"]) for e in map(json.loads, (
+        tmp_path / "run" / CRITIC_DIR / "data.jsonl").read_text().splitlines())})
+    assert sum(calls) == distinct - 32       # the two finished chunks were not computed again
+    assert got["validation"] == ref["validation"] and got["steps"] == ref["steps"]
 
 
 def test_max_steps_stops_and_a_rerun_continues(tmp_path, tiny_chat_dir, toy_data):

@@ -222,7 +222,6 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
     """Train the critic of ``run_dir`` on ``samples_path`` + ``results_path`` (see the module
     docstring); returns the summary (also in ``critic/metrics.json``). ``on_step(step)`` is
     called after every optimizer step (tests interrupt training there)."""
-    from accelerate import Accelerator
     from tqdm.auto import tqdm
 
     progress = cfg.progress if progress is None else progress
@@ -267,7 +266,7 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
     atomic_write_text(out / DATA_FILE, "".join(json.dumps(e.to_dict(), ensure_ascii=False) + "\n"
                                                for e in data.examples))
 
-    accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
+    accelerator = _accelerator(cfg)
     from accelerate.utils import set_seed
 
     set_seed(cfg.seed)
@@ -523,6 +522,22 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
             with JsonlAppender(out / LOG_FILE) as lg:
                 lg.write({"event": "done", "best_epoch": summary["best_epoch"], "seconds": seconds})
     return summary
+
+
+def _accelerator(cfg: CriticConfig):
+    """An Accelerator for ``cfg``. accelerate keeps one state per process: a stage that ran
+    before in this process (a pipeline) with another mixed precision or device would make it
+    refuse; in a single-process run that state is reset instead."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    try:
+        return Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
+    except ValueError as e:
+        if "already been initialized" not in str(e) or int(os.environ.get("WORLD_SIZE", "1")) > 1:
+            raise
+        AcceleratorState._reset_state(reset_partial_state=True)
+        return Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
 
 
 class _null:

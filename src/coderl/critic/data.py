@@ -18,8 +18,10 @@
 
 Errors: an empty training set, or a split with no ``passed`` program at all (nothing to learn,
 AUROC undefined), is a ``CriticError`` naming the files. A single *problem* with no passed program
-is normal (hard problems; held-out problems carry no gold) and gives a warning, listed in
-``TrainingData.warnings``; with ``require_pass`` a training problem without one is an error.
+is normal (hard problems) and, for a training problem, gives a warning, listed in
+``TrainingData.warnings`` (gold programs normally give every training problem one; held-out
+problems carry no gold, so most of them have none: no warning); with ``require_pass`` a training
+problem without one is an error.
 """
 
 from __future__ import annotations
@@ -192,11 +194,11 @@ def build_training_data(problems, samples_path: str | Path, results_path: str | 
             exs = [e for e in exs if e.origin != "gold"]
         for e in exs:
             e.split = split
-        if exs and not any(e.outcome == PASSED for e in exs):
-            msg = (f"problem {pid!r} ({split}) has no passed program among its {len(exs)} in "
-                   f"{samples_path}" + ("" if split == "validation" or include_gold
-                                        else " (gold programs are off)"))
-            if require_pass and split == "train":
+        if split == "train" and exs and not any(e.outcome == PASSED for e in exs):
+            # (held-out problems carry no gold: most have no passed program, which is normal)
+            msg = (f"problem {pid!r} (train) has no passed program among its {len(exs)} in "
+                   f"{samples_path}" + ("" if include_gold else " (gold programs are off)"))
+            if require_pass:
                 raise CriticError(f"{results_path}: {msg} (require_pass is on)")
             warnings.append(msg)
         (val if split == "validation" else train).extend(exs)
