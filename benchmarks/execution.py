@@ -9,18 +9,30 @@ problem, 328). Both engines use the same number of parallel workers (2 per core)
 with isolation on (bubblewrap where installed) and without its cache (a cached rerun is reported
 separately). Also: the per-program latency of a trivial program run one at a time, and the
 engine's correctness against the reference programs (same numbers as tests/test_execution_references.py).
+
+    .venv/bin/python benchmarks/execution.py calibrated [--samples PATH] [--write]
+
+Fixed (CodeRL's 4 s per test) vs calibrated per-test limits (``time_limit: calibrated``) on
+model-written programs: a run's samples (default: the main job's, else the learning benchmark's
+greedy MBPP programs), each varied into up to 15 distinct programs (an integer constant +1 or
+-1, a comparison or +/- swapped, a no-op statement added) so that verdicts and running times vary.
+Reports throughput with each, the worker-seconds timeouts take, and how many verdicts change;
+``--write`` puts the numbers in a "Calibrated time limits" section at the end of RESULTS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import json
 import os
 import platform
 import re
 import sys
+import tempfile
 import time
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -128,7 +140,213 @@ def machine() -> str:
             f"Python {platform.python_version()}")
 
 
+# -- fixed vs calibrated time limits on model-written programs ------------------------------------
+
+_SWAP_CMP = {ast.Lt: ast.LtE, ast.LtE: ast.Lt, ast.Gt: ast.GtE, ast.GtE: ast.Gt, ast.Eq: ast.NotEq, ast.NotEq: ast.Eq}
+_SWAP_BIN = {ast.Add: ast.Sub, ast.Sub: ast.Add}
+
+
+class _Mutate(ast.NodeTransformer):
+    """Change the ``target``-th node of one kind: an int constant (+1 or -1), a comparison, a +/-."""
+
+    def __init__(self, kind: str, target: int):
+        self.kind, self.target, self.seen = kind, target, -1
+
+    def _hit(self) -> bool:
+        self.seen += 1
+        return self.seen == self.target
+
+    def visit_Constant(self, node):
+        if self.kind in ("const+", "const-") and type(node.value) is int and self._hit():
+            return ast.copy_location(ast.Constant(node.value + (1 if self.kind == "const+" else -1)), node)
+        return node
+
+    def visit_Compare(self, node):
+        self.generic_visit(node)
+        if self.kind == "cmp" and type(node.ops[0]) in _SWAP_CMP and self._hit():
+            node.ops = [_SWAP_CMP[type(node.ops[0])]()] + node.ops[1:]
+        return node
+
+    def visit_BinOp(self, node):
+        self.generic_visit(node)
+        if self.kind == "bin" and type(node.op) in _SWAP_BIN and self._hit():
+            node.op = _SWAP_BIN[type(node.op)]()
+        return node
+
+
+def variants(program: str) -> list[str]:
+    """``program`` and up to 14 variants of it (deterministic): the first, middle and last int
+    constant +1 and -1, comparison swapped, +/- swapped; a no-op line at top level and in the
+    function. A program that does not parse gets only the top-level no-op."""
+    out = [program, program.rstrip("\n") + "\n_unused = None\n"]
+    try:
+        tree = ast.parse(program)
+    except (SyntaxError, ValueError):
+        return out
+    for kind in ("const+", "const-", "cmp", "bin"):
+        counter = _Mutate(kind, -2)
+        counter.visit(ast.parse(program))
+        n = counter.seen + 1
+        for target in sorted({0, n // 2, n - 1}) if n else []:
+            try:
+                out.append(ast.unparse(_Mutate(kind, target).visit(ast.parse(program))) + "\n")
+            except Exception:
+                pass
+    fn = next((node for node in tree.body if isinstance(node, ast.FunctionDef)), None)
+    if fn is not None:  # a no-op statement inside the function (it runs on every call)
+        fn.body.insert(0, ast.Pass())
+        out.append(ast.unparse(tree) + "\n")
+    return list(dict.fromkeys(out))
+
+
+def _default_samples() -> Path:
+    main_job = ROOT.parent / "runs" / "mbpp_smollm2_eval_cpu" / "samples.jsonl"
+    return main_job if main_job.exists() else ROOT.parent / "runs" / "learning" / "base" / "mbpp" / "samples.jsonl"
+
+
+def _run_timed(cfg: ExecConfig, items) -> dict:
+    with Executor(cfg) as ex:
+        ex.run_many(items[:20])  # warm: every worker forked its first children
+        calib_s = 0.0
+        if cfg.time_limit == "calibrated":
+            t = time.perf_counter()
+            limits = ex.calibrate(p for p, _, _ in items)
+            calib_s = time.perf_counter() - t
+        else:
+            limits = {}
+        t = time.perf_counter()
+        results = ex.run_many(items)
+        seconds = time.perf_counter() - t
+        summary = ex.time_limit_summary()
+    timeouts = [r for r in results if r.detail == "timeout"]
+    return {"seconds": seconds, "per_s": len(items) / seconds, "calibration_s": calib_s,
+            "worker_s": sum(r.wall_time for r in results), "timeouts": len(timeouts),
+            "timeout_worker_s": sum(r.wall_time for r in timeouts),
+            "outcomes": Counter(r.outcome for r in results), "results": results, "limits": limits,
+            "summary": summary}
+
+
+def calibrated_main(args) -> None:
+    from coderl.records import read_samples
+
+    samples_path = Path(args.samples) if args.samples else _default_samples()
+    problems = {str(p.id): p for p in load_problems(args.problems, split=args.split)}
+    samples = read_samples(samples_path, problems)
+    items, seen = [], set()
+    for s in samples:
+        for prog in variants(s.program):
+            if (s.problem_id, prog) not in seen:
+                seen.add((s.problem_id, prog))
+                items.append((problems[s.problem_id], prog, "hidden"))
+    n_problems = len({p.id for p, _, _ in items})
+    print(f"{len(samples)} samples of {n_problems} problems from {samples_path} -> {len(items)} distinct programs",
+          flush=True)
+    base = ExecConfig(workers=args.workers, timeout=args.timeout)
+    load_before = os.getloadavg()
+    runs: dict[str, list[dict]] = {"fixed": [], "calibrated": []}
+    with tempfile.TemporaryDirectory() as tmp:  # measured afresh: the one-off cost is reported too
+        cal_cfg = dataclasses.replace(base, time_limit="calibrated", calibrate_factor=args.factor,
+                                      calibrate_floor=args.floor, calibration_path=f"{tmp}/calibration.sqlite")
+        for rep in range(args.repeats):  # alternated, so that a change of the machine's load hits both
+            for name, cfg in (("fixed", base), ("calibrated", cal_cfg)):
+                x = _run_timed(cfg, items)
+                runs[name].append(x)
+                print(f"{name:10s} {x['per_s']:6.1f} programs/s ({x['seconds']:.1f} s), {x['timeouts']} timeouts "
+                      f"= {x['timeout_worker_s']:.1f} of {x['worker_s']:.1f} worker-s"
+                      + (f"; calibration {x['calibration_s']:.1f} s" if x["calibration_s"] else ""), flush=True)
+    fixed, cal = (max(runs[k], key=lambda x: x["per_s"]) for k in ("fixed", "calibrated"))  # best of the repeats
+    cal = dict(cal, calibration_s=runs["calibrated"][0]["calibration_s"])  # the measuring run's (later: cached)
+    noise = sum(a.outcome != b.outcome for a, b in zip(runs["fixed"][0]["results"], runs["fixed"][-1]["results"]))
+    print(f"best of {args.repeats}: ratio {cal['per_s'] / fixed['per_s']:.2f}x; verdicts differing between the "
+          f"first and last fixed runs: {noise}", flush=True)
+    changes: Counter = Counter()
+    examples = []
+    for (p, prog, _), a, b in zip(items, runs["fixed"][0]["results"], runs["calibrated"][0]["results"]):
+        if a.outcome != b.outcome:
+            key = f"{a.outcome}{' (' + a.detail + ')' if a.detail else ''} -> {b.outcome}{' (' + b.detail + ')' if b.detail else ''}"
+            changes[key] += 1
+            if len(examples) < 8:
+                examples.append({"problem": p.id, "change": key, "fixed_wall_s": a.wall_time,
+                                 "calibrated_limit_s": cal["limits"].get(str(p.id))})
+    limits = sorted(cal["limits"].values())
+    report = {"machine": machine(), "samples": str(samples_path.relative_to(ROOT.parent)
+                                                    if samples_path.is_relative_to(ROOT.parent) else samples_path),
+              "n_samples": len(samples), "problems": n_problems, "programs": len(items), "workers": args.workers,
+              "timeout": args.timeout, "factor": args.factor, "floor": args.floor,
+              "fixed": {k: v for k, v in fixed.items() if k not in ("results", "limits")},
+              "calibrated": {k: v for k, v in cal.items() if k not in ("results", "limits")},
+              "limits": {"median": limits[len(limits) // 2], "min": limits[0], "max": limits[-1],
+                         "at_cap": sum(1 for x in limits if x >= args.timeout), "at_floor": sum(1 for x in limits if x <= args.floor)},
+              "changed": sum(changes.values()), "changes": dict(changes.most_common()), "examples": examples,
+              "repeats": args.repeats, "fixed_vs_fixed_changed": noise,
+              "per_s_all": {k: [round(x["per_s"], 1) for x in v] for k, v in runs.items()},
+              "load": {"before": load_before, "after": os.getloadavg()},
+              "command": " ".join([".venv/bin/python benchmarks/execution.py"] + sys.argv[1:])}
+    print(json.dumps(report, indent=1, default=str))
+    if args.write:
+        write_calibrated(report)
+
+
+def write_calibrated(r: dict) -> None:
+    f, c = r["fixed"], r["calibrated"]
+    ts = c["summary"]
+    lines = ["## Calibrated time limits", "",
+             f"`{r['command']}` ({time.strftime('%Y-%m-%d')}). Machine: {r['machine']}; "
+             f"{r['workers']} workers, isolation on. Load average before / after: "
+             f"{' / '.join(f'{x:.1f}' for x in r['load']['before'])} and {' / '.join(f'{x:.1f}' for x in r['load']['after'])} "
+             "(the machine was shared with a running benchmark).", "",
+             f"Programs: the {r['n_samples']} model-written programs of `{r['samples']}` ({r['problems']} MBPP test "
+             f"problems), each varied into up to 15 distinct programs (an integer constant +1 or -1, a "
+             f"comparison or +/- swapped, a no-op statement added): **{r['programs']} distinct programs**. Fixed: CodeRL's "
+             f"{r['timeout']:g} s per test. Calibrated: per problem max({r['floor']:g} s, {r['factor']:g} x the slowest "
+             f"test of its first gold program), at most {r['timeout']:g} s "
+             f"({ts['measured'] + ts['from_cache']} problems calibrated, {ts['no_passing_gold']} without a passing gold program kept "
+             f"{r['timeout']:g} s; limits: median {r['limits']['median']:g} s, max {r['limits']['max']:g} s, "
+             f"{r['limits']['at_floor']} at the floor).", "",
+             "| limits | programs/s | seconds | timeouts | worker-s in timeouts / all | passed | failed | runtime_error | compile_error |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for name, x in (("fixed 4 s", f), ("calibrated", c)):
+        o = x["outcomes"]
+        lines.append(f"| {name} | {x['per_s']:.1f} | {x['seconds']:.1f} | {x['timeouts']} | "
+                     f"{x['timeout_worker_s']:.1f} / {x['worker_s']:.1f} | {o.get('passed', 0)} | {o.get('failed', 0)} | "
+                     f"{o.get('runtime_error', 0)} | {o.get('compile_error', 0)} |")
+    changes = "; ".join(f"{k}: {v}" for k, v in r["changes"].items()) or "none"
+    all_runs = "; ".join(f"{k} " + ", ".join(map(str, v)) for k, v in r["per_s_all"].items())
+    lines += ["", f"Best of {r['repeats']} alternated runs per mode (programs/s of each: {all_runs}). Throughput "
+                  f"ratio calibrated / fixed: **{c['per_s'] / f['per_s']:.2f}x** in wall time, "
+                  f"**{f['worker_s'] / c['worker_s']:.2f}x** in worker-seconds (the sandbox's cost, less sensitive to "
+                  "the machine's load; a set cannot finish before its longest program, a fixed-limit timeout "
+                  f"alone takes {r['timeout'] + 0.25:g} s). Measuring the gold programs once took "
+                  f"{c['calibration_s']:.1f} s (then cached in an SQLite file; not in the calibrated row).",
+              f"Verdicts changed (first fixed vs first calibrated run): **{r['changed']} of {r['programs']}** "
+              f"({100 * r['changed'] / r['programs']:.2f}%): {changes}. Between the first and last fixed runs: "
+              f"{r['fixed_vs_fixed_changed']}.", ""]
+    section = "\n".join(lines)
+    path = ROOT / "RESULTS.md"
+    text = path.read_text()
+    if "## Calibrated time limits" in text:
+        text = re.sub(r"## Calibrated time limits\n.*?(?=\n## |\Z)", lambda m: section, text, count=1, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text.rstrip("\n") + "\n")
+    print(f"updated {path}")
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["calibrated"]:
+        ap = argparse.ArgumentParser(prog="benchmarks/execution.py calibrated",
+                                     description="fixed vs calibrated time limits on model-written programs")
+        ap.add_argument("calibrated")
+        ap.add_argument("--samples", help="samples JSONL (default: the main job's, else runs/learning/base/mbpp)")
+        ap.add_argument("--problems", default="mbpp")
+        ap.add_argument("--split", default="test")
+        ap.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1))
+        ap.add_argument("--timeout", type=float, default=4.0, help="the fixed limit (and the calibrated cap)")
+        ap.add_argument("--factor", type=float, default=ExecConfig().calibrate_factor)
+        ap.add_argument("--floor", type=float, default=ExecConfig().calibrate_floor)
+        ap.add_argument("--repeats", type=int, default=2, help="fixed/calibrated runs, alternated (best reported)")
+        ap.add_argument("--write", action="store_true", help="write the section in RESULTS.md")
+        return calibrated_main(ap.parse_args())
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--workers", type=int, default=2 * (os.cpu_count() or 1),
                     help="parallel workers for both engines (default: coderl's default, 2 per core; "
