@@ -1,0 +1,338 @@
+"""Training examples for the actor: (prompt tokens, target tokens, per-token weights, return).
+
+A training example reproduces exactly what generation sees and writes:
+
+* the **input** is the prompt text :func:`coderl.models.build_prompt` gives (chat template with
+  the assistant turn pre-filled with ```` ```python\\ndef <entry_point>( ```` for MBPP), tokenized
+  as :mod:`coderl.generation.decode` tokenizes it (no special tokens added for causal LMs, the
+  tokenizer's own for encoder-decoders; too long: the end is kept, as generation truncates);
+* the **target** of a gold program (SFT, and RL's cross-entropy steps) is the program's
+  continuation after the prompt's ``prefix`` plus what ends it at generation: the closing fence
+  ```` ``` ```` for fenced (chat) prompts, ``[DONE]`` for MBPP's plain prompt, the end-of-sequence
+  token otherwise (and always for encoder-decoders) — so the model learns to stop;
+* the **target** of a sampled program (RL) is the model's own text ``Sample.raw`` (what was
+  sampled after the prompt, stop string included) plus the end-of-sequence token when the sample
+  ended with one (``finish == "eos"``).
+
+Gold programs that do not start with the pre-filled ``def <entry_point>(`` (MBPP: 103 of the 374
+train programs, which import or define helpers first) are trained with the code before the
+function moved after it (``gold_reorder``; Python resolves those names at call time), or skipped.
+
+Critic token values (:mod:`coderl.critic.scores`) are per token of ``Sample.program`` with
+character offsets into it; :func:`align_weights` maps them onto the tokens of ``Sample.raw``
+(the program is the raw text cut at the stop string, the prefix in front, scaffolding dropped):
+each raw token gets the mean q̂ of the program characters it covers; tokens that cover none (the
+closing fence, dropped ``assert`` lines, the end token) take the value of the token before them.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+import hashlib
+import json
+import math
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Sequence
+
+import numpy as np
+
+from ..io import RecordError
+from ..models.prompts import FENCE, Prompt, build_prompt
+from ..records import read_results, read_samples
+from .rewards import relative_return
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (bad input, NaN loss, a mismatched checkpoint); the message says
+    what to do."""
+
+
+@dataclass
+class Example:
+    """One program to train on, tokenized."""
+
+    problem_id: str
+    index: int                    # the sample's index, or the gold solution's position
+    kind: str                     # gold | sample
+    prompt_ids: list[int]
+    target_ids: list[int]
+    weights: list[float] | None = None   # q̂ per target token (None: 1)
+    ret: float = 0.0              # the return (RL), r(W^s) - r(W^b)
+    reward: float | None = None
+    baseline: float | None = None
+    outcome: str | None = None
+    origin: str = "gold"
+
+    @property
+    def num_tokens(self) -> int:
+        return len(self.prompt_ids) + len(self.target_ids)
+
+    def summary(self) -> dict[str, Any]:
+        d = {"problem_id": self.problem_id, "index": self.index, "kind": self.kind,
+             "origin": self.origin, "prompt_tokens": len(self.prompt_ids),
+             "target_tokens": len(self.target_ids)}
+        if self.kind == "sample":
+            d.update(outcome=self.outcome, reward=self.reward, baseline=self.baseline,
+                     ret=round(self.ret, 6),
+                     q_hat_mean=(round(float(np.mean(self.weights)), 4) if self.weights else 1.0))
+        return d
+
+
+# -- prompts and targets ------------------------------------------------------------------------
+
+def encode_prompt(tokenizer, text: str, is_encoder_decoder: bool, max_prompt_tokens: int) -> list[int]:
+    """The prompt's token ids exactly as generation computes them (same tokenizer call)."""
+    return list(tokenizer(text, add_special_tokens=is_encoder_decoder, truncation=True,
+                          max_length=max_prompt_tokens).input_ids)
+
+
+def end_of_program(prompt: Prompt, is_encoder_decoder: bool) -> tuple[str, bool]:
+    """(text that ends a program at generation, whether the end-of-sequence token follows)."""
+    if is_encoder_decoder:
+        return "", True
+    if prompt.fenced:
+        return FENCE, False
+    if "[DONE]" in prompt.stop:
+        return "[DONE]", False
+    return "", True
+
+
+def _normalise(code: str) -> str:
+    return code.replace("\r\n", "\n").replace("\r", "\n")
+
+
+def gold_continuation(problem, prompt: Prompt, solution: str, reorder: bool = True) -> str | None:
+    """The text the model must write after ``prompt`` for the program ``solution`` (without the
+    end marker), or None when the prompt's prefix cannot start it."""
+    sol = _normalise(solution)
+    prefix = prompt.prefix
+    if not prefix:
+        return sol.strip("\n") + "\n"
+    stripped = sol.lstrip("\n")
+    if stripped.startswith(prefix):
+        return stripped[len(prefix):].rstrip() + "\n"
+    if not reorder or not problem.entry_point:
+        return None
+    m = re.search(rf"^def {re.escape(problem.entry_point)}\(", sol, re.M)
+    if m is None or prefix != f"def {problem.entry_point}(":
+        return None
+    head, rest = sol[:m.start()].strip("\n"), sol[m.end():].rstrip()
+    cont = rest + "\n\n\n" + head + "\n"
+    try:
+        ast.parse(prefix + cont)
+    except (SyntaxError, ValueError):
+        return None
+    return cont
+
+
+def encode_target(tokenizer, text: str, add_eos: bool, max_target_tokens: int) -> list[int]:
+    ids = list(tokenizer(text, add_special_tokens=False).input_ids) if text else []
+    if add_eos and tokenizer.eos_token_id is not None:
+        ids.append(int(tokenizer.eos_token_id))
+    return ids[:max_target_tokens]
+
+
+def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool, *,
+                        prompt_style: str = "auto", max_prompt_tokens: int = 1024,
+                        max_target_tokens: int = 512, max_solutions: int = 0,
+                        reorder: bool = True) -> tuple[list[Example], dict[str, Any]]:
+    """Examples from the gold programs (``problem.solutions``) of ``problems``; and counts."""
+    out: list[Example] = []
+    counts = Counter()
+    for p in problems:
+        sols = [s for s in (p.solutions or []) if isinstance(s, str) and s.strip()]
+        if max_solutions:
+            sols = sols[:max_solutions]
+        if not sols:
+            counts["problems_without_gold"] += 1
+            continue
+        prompt = build_prompt(p, tokenizer, prompt_style, is_encoder_decoder)
+        pids = encode_prompt(tokenizer, prompt.text, is_encoder_decoder, max_prompt_tokens)
+        end, eos = end_of_program(prompt, is_encoder_decoder)
+        for i, sol in enumerate(sols):
+            cont = gold_continuation(p, prompt, sol, reorder)
+            if cont is None:
+                counts["skipped_prefix_mismatch"] += 1
+                continue
+            if prompt.prefix and not _normalise(sol).lstrip("\n").startswith(prompt.prefix):
+                counts["reordered"] += 1
+            tids = encode_target(tokenizer, cont + end, eos, max_target_tokens)
+            if len(tids) == max_target_tokens:
+                counts["truncated"] += 1
+            out.append(Example(p.id, i, "gold", pids, tids))
+    counts["examples"] = len(out)
+    counts["problems"] = len({e.problem_id for e in out})
+    return out, dict(counts)
+
+
+# -- critic token values onto the raw tokens ----------------------------------------------------
+
+def align_weights(raw: str, raw_offsets: Sequence[tuple[int, int]], program: str,
+                  q: np.ndarray, offsets: np.ndarray, n_targets: int) -> list[float]:
+    """q̂ for each of ``n_targets`` target tokens (the raw text's tokens, with their character
+    ``raw_offsets``, then maybe an end token): the critic's per-program-token values ``q`` with
+    their character spans ``offsets`` in ``program``, mapped through a character alignment of raw
+    and program (see the module docstring)."""
+    qc = np.full(len(program), np.nan)
+    for v, (a, b) in zip(np.asarray(q, dtype=np.float64), np.asarray(offsets).reshape(-1, 2)):
+        if b > a:
+            qc[max(0, a):min(len(program), b)] = v
+    to_prog = np.full(len(raw), -1, dtype=np.int64)
+    for blk in difflib.SequenceMatcher(None, raw, program, autojunk=False).get_matching_blocks():
+        if blk.size:
+            to_prog[blk.a:blk.a + blk.size] = np.arange(blk.b, blk.b + blk.size)
+    w = np.full(n_targets, np.nan)
+    for t, (a, b) in enumerate(list(raw_offsets)[:n_targets]):
+        idx = to_prog[a:b]
+        vals = qc[idx[idx >= 0]] if len(idx) else np.array([])
+        vals = vals[np.isfinite(vals)] if len(vals) else vals
+        if len(vals):
+            w[t] = float(vals.mean())
+    finite = np.flatnonzero(np.isfinite(w))
+    if not len(finite):
+        return [1.0] * n_targets
+    last = w[finite[0]]
+    for t in range(n_targets):  # forward fill (leading gaps: the first value)
+        if np.isfinite(w[t]):
+            last = w[t]
+        else:
+            w[t] = last
+    return [float(x) for x in w]
+
+
+# -- RL examples ---------------------------------------------------------------------------------
+
+@dataclass
+class RLData:
+    examples: list[Example]
+    stats: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+
+def build_rl_examples(problems: Sequence, samples_path: str | Path, results_path: str | Path,
+                      tokenizer, is_encoder_decoder: bool, *, reward: Callable,
+                      scores: Mapping | None = None, origins: Sequence[str] = ("sampled",),
+                      relative: bool = True, skip_zero_return: bool = True,
+                      prompt_style: str = "auto", max_prompt_tokens: int = 1024,
+                      max_target_tokens: int = 512, program_hash: Callable[[str], str] | None = None) -> RLData:
+    """RL examples from ``samples_path`` + ``results_path`` (+ critic ``scores`` keyed by
+    ``(problem_id, index)``; None: q̂ = 1). Samples of problems outside ``problems`` and samples
+    without a result are errors naming the file and the sample."""
+    by_id = {str(p.id): p for p in problems}
+    samples = read_samples(samples_path, by_id)
+    results = {(r["problem_id"], r["index"]): r for r in read_results(results_path, by_id)}
+    missing = [s.key for s in samples if s.key not in results]
+    if missing:
+        raise RecordError(results_path, None,
+                          f"no result for {len(missing)} of the {len(samples)} samples of {samples_path} "
+                          f"(first: problem_id={missing[0][0]!r}, index={missing[0][1]}); run coderl "
+                          "execute on the samples first")
+    if not samples:
+        raise RecordError(samples_path, None, "no samples of the selected problems")
+
+    rewards: dict[tuple[str, int], float] = {}
+    baseline: dict[str, float] = {}
+    for s in samples:
+        r = float(reward(by_id[s.problem_id], s.program, results[s.key]))
+        if not math.isfinite(r):
+            raise TrainingError(f"{results_path}: the reward of (problem_id={s.problem_id!r}, "
+                                f"index={s.index}) is {r}")
+        rewards[s.key] = r
+        if s.origin == "greedy" and s.problem_id not in baseline:
+            baseline[s.problem_id] = r
+
+    prompts: dict[str, Prompt] = {}
+    prompt_ids: dict[str, list[int]] = {}
+    out: list[Example] = []
+    counts: Counter = Counter()
+    outcomes: Counter = Counter()
+    for s in samples:
+        counts[f"origin_{s.origin}"] += 1
+        if s.origin not in origins:
+            continue
+        p = by_id[s.problem_id]
+        if s.problem_id not in prompts:
+            prompts[s.problem_id] = build_prompt(p, tokenizer, prompt_style, is_encoder_decoder)
+        prompt = prompts[s.problem_id]
+        if s.prompt and s.prompt != prompt.text:
+            raise TrainingError(
+                f"{samples_path}: sample (problem_id={s.problem_id!r}, index={s.index}) was generated "
+                f"from another prompt than the one this model builds (prompt style {prompt_style!r}): "
+                "the samples must come from the model being trained (generate them with rl.init's "
+                "model and the same prompt style)")
+        b = baseline.get(s.problem_id)
+        ret = relative_return(rewards[s.key], b, relative)
+        if b is None:
+            counts["without_baseline"] += 1
+        if skip_zero_return and ret == 0.0:
+            counts["skipped_zero_return"] += 1
+            continue
+        text = s.prompt or prompt.text
+        if text not in prompt_ids:
+            prompt_ids[text] = encode_prompt(tokenizer, text, is_encoder_decoder, max_prompt_tokens)
+        add_eos = s.finish == "eos"
+        if s.raw or s.finish:
+            raw = s.raw
+        else:  # a program written without the model's text (hand-made, refined): rebuild it
+            counts["rebuilt_from_program"] += 1
+            raw = gold_continuation(p, prompt, s.program, True) or s.program
+            end, add_eos = end_of_program(prompt, is_encoder_decoder)
+            raw += end
+        enc = tokenizer(raw, add_special_tokens=False, return_offsets_mapping=True) if raw else None
+        tids = list(enc.input_ids) if enc is not None else []
+        if add_eos and tokenizer.eos_token_id is not None:
+            tids.append(int(tokenizer.eos_token_id))
+        if not tids:
+            counts["skipped_empty"] += 1
+            continue
+        tids = tids[:max_target_tokens]
+        weights = None
+        if scores is not None:
+            sc = scores.get(s.key)
+            if sc is None:
+                raise RecordError(samples_path, None, f"sample (problem_id={s.problem_id!r}, "
+                                  f"index={s.index}) has no critic scores; score the samples "
+                                  "again (coderl critic-score) or train with critic_weights=false")
+            if program_hash is not None and getattr(sc, "program_hash", "") and \
+                    sc.program_hash != program_hash(s.program):
+                raise RecordError(samples_path, None, f"the critic scores of (problem_id="
+                                  f"{s.problem_id!r}, index={s.index}) are of another program "
+                                  "(stale scores): score the samples again")
+            res_outcome = results[s.key]["outcome"]
+            if getattr(sc, "outcome", None) not in (None, res_outcome):
+                raise RecordError(samples_path, None, f"the critic scores of (problem_id="
+                                  f"{s.problem_id!r}, index={s.index}) are for outcome "
+                                  f"{sc.outcome!r} but its result is {res_outcome!r} (stale "
+                                  "scores): score the samples again")
+            q = np.asarray(sc.q_outcome, dtype=np.float64)
+            if len(q) and not np.isfinite(q).all():
+                raise RecordError(samples_path, None, f"the critic scores of (problem_id="
+                                  f"{s.problem_id!r}, index={s.index}) have no q̂ of the actual "
+                                  "outcome (scored before execution?): score them again")
+            offs = list(enc.offset_mapping) if enc is not None else []
+            weights = align_weights(raw, offs, s.program, q, np.asarray(sc.offsets), len(tids))
+        outcomes[results[s.key]["outcome"]] += 1
+        out.append(Example(s.problem_id, s.index, "sample", prompt_ids[text], tids, weights, ret,
+                           rewards[s.key], b, results[s.key]["outcome"], s.origin))
+    rets = [e.ret for e in out]
+    stats = {**dict(counts), "examples": len(out), "problems": len({e.problem_id for e in out}),
+             "outcomes": dict(outcomes),
+             "mean_reward": round(float(np.mean([e.reward for e in out])), 6) if out else None,
+             "mean_return": round(float(np.mean(rets)), 6) if out else None,
+             "positive_returns": sum(r > 0 for r in rets), "negative_returns": sum(r < 0 for r in rets),
+             "q_hat": "critic" if scores is not None else "ones"}
+    return RLData(out, stats)
+
+
+def examples_digest(examples: Sequence[Example]) -> str:
+    """A hash of what training reads (a rerun with other data is refused)."""
+    h = hashlib.sha256()
+    for e in examples:
+        h.update(json.dumps([e.problem_id, e.index, e.kind, e.prompt_ids, e.target_ids,
+                             None if e.weights is None else [round(w, 4) for w in e.weights],
+                             round(e.ret, 6)]).encode())
+    return h.hexdigest()[:16]

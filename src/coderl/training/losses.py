@@ -1,0 +1,124 @@
+"""The actor's losses as plain functions, and the batching they read.
+
+* :func:`collate` pads a list of :class:`~coderl.training.data.Example` into tensors. Causal LMs
+  are **left**-padded with position ids counted from each row's first real token (as generation
+  decodes), so every row's target tokens sit at the end and :func:`token_logprobs` asks the model
+  for the logits of the last ``T + 1`` positions only (``logits_to_keep``): the
+  vocabulary-wide logits of prompt tokens are never computed. Encoder-decoders: the prompt to the
+  encoder, the target (shifted right behind the decoder start token) to the decoder.
+* :func:`token_logprobs`: ``log p(w_t | w_<t, D)`` of every target token, ``(B, T)``, computed as
+  ``logit[w_t] - logsumexp(logits)`` (no vocabulary-sized log-softmax kept for the backward pass).
+* :func:`sft_loss`: the mean negative log-likelihood of the target tokens (prompt and padding
+  contribute nothing).
+* :func:`rl_loss`: CodeRL's ``L_rl = - mean_t (r(W^s) - r(W^b)) q̂(w_t) log p(w_t | w_<t, D)``, the
+  mean over each sample's tokens, then over the samples.
+* :func:`kl_penalty`: the KL divergence to a reference model on the sampled tokens, with the
+  non-negative estimator ``exp(ref - logp) - (ref - logp) - 1`` (per token, averaged as rl_loss).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+
+from .data import Example
+
+
+def collate(examples: Sequence[Example], *, pad_id: int, is_encoder_decoder: bool,
+            decoder_start_id: int | None = None) -> dict[str, Any]:
+    """Tensors of a micro-batch (see the module docstring). ``targets``, ``target_mask``,
+    ``weights`` (q̂, 1 where absent) are ``(B, T)`` in the layout :func:`token_logprobs` returns;
+    ``returns`` is ``(B,)``."""
+    B = len(examples)
+    T = max(len(e.target_ids) for e in examples)
+    targets = torch.full((B, T), pad_id, dtype=torch.long)
+    tmask = torch.zeros((B, T), dtype=torch.bool)
+    weights = torch.ones((B, T), dtype=torch.float32)
+    returns = torch.tensor([float(e.ret) for e in examples], dtype=torch.float32)
+    if is_encoder_decoder:
+        Lp = max(len(e.prompt_ids) for e in examples)
+        ids = torch.full((B, Lp), pad_id, dtype=torch.long)
+        mask = torch.zeros((B, Lp), dtype=torch.long)
+        dec = torch.full((B, T), pad_id, dtype=torch.long)
+        dmask = torch.zeros((B, T), dtype=torch.long)
+        start = pad_id if decoder_start_id is None else decoder_start_id
+        for i, e in enumerate(examples):
+            p, t = e.prompt_ids, e.target_ids
+            ids[i, :len(p)] = torch.tensor(p)
+            mask[i, :len(p)] = 1
+            dec[i, :len(t)] = torch.tensor([start] + t[:-1])
+            dmask[i, :len(t)] = 1
+            targets[i, :len(t)] = torch.tensor(t)
+            tmask[i, :len(t)] = True
+            if e.weights is not None:
+                weights[i, :len(t)] = torch.tensor(e.weights[:len(t)], dtype=torch.float32)
+        return {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": dec,
+                "decoder_attention_mask": dmask, "targets": targets, "target_mask": tmask,
+                "weights": weights, "returns": returns}
+    L = max(len(e.prompt_ids) + len(e.target_ids) for e in examples)
+    ids = torch.full((B, L), pad_id, dtype=torch.long)
+    mask = torch.zeros((B, L), dtype=torch.long)
+    for i, e in enumerate(examples):
+        seq = e.prompt_ids + e.target_ids
+        t = len(e.target_ids)
+        ids[i, L - len(seq):] = torch.tensor(seq)
+        mask[i, L - len(seq):] = 1
+        targets[i, T - t:] = torch.tensor(e.target_ids)
+        tmask[i, T - t:] = True
+        if e.weights is not None:
+            weights[i, T - t:] = torch.tensor(e.weights[:t], dtype=torch.float32)
+    pos = (mask.cumsum(-1) - 1).clamp(min=0)
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "targets": targets,
+            "target_mask": tmask, "weights": weights, "returns": returns}
+
+
+def num_tokens(batch: dict[str, Any]) -> int:
+    """Real (non-pad) tokens of a micro-batch, prompt and target."""
+    n = int(batch["attention_mask"].sum())
+    if "decoder_attention_mask" in batch:
+        n += int(batch["decoder_attention_mask"].sum())
+    return n
+
+
+def token_logprobs(model, batch: dict[str, Any]) -> torch.Tensor:
+    """``(B, T)`` log-probabilities of the target tokens (masked positions: arbitrary finite)."""
+    targets = batch["targets"]
+    if "decoder_input_ids" in batch:
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    decoder_input_ids=batch["decoder_input_ids"],
+                    decoder_attention_mask=batch["decoder_attention_mask"], use_cache=False)
+        logits = out.logits
+    else:
+        T = targets.shape[1]
+        out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                    position_ids=batch["position_ids"], use_cache=False, logits_to_keep=T + 1)
+        logits = out.logits[:, -(T + 1):-1]
+    logits = logits.float()
+    chosen = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    return chosen - torch.logsumexp(logits, dim=-1)
+
+
+def _masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean negative log-likelihood over the target tokens of the micro-batch."""
+    return -_masked(logprobs, mask).sum() / mask.sum().clamp(min=1)
+
+
+def rl_loss(logprobs: torch.Tensor, mask: torch.Tensor, returns: torch.Tensor,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
+    """CodeRL's policy-gradient loss: ``- mean_samples mean_t (r(W^s) - r(W^b)) q̂(w_t) log p(w_t)``
+    (``weights`` = q̂, None: 1; ``returns`` = the relative returns, ``(B,)``)."""
+    w = mask.to(logprobs.dtype) if weights is None else _masked(weights.to(logprobs.dtype), mask)
+    per_sample = (returns.to(logprobs.dtype)[:, None] * w * _masked(logprobs, mask)).sum(1)
+    return -(per_sample / mask.sum(1).clamp(min=1)).mean()
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Estimated KL(policy || reference) on the sampled tokens, averaged like :func:`rl_loss`."""
+    d = _masked(ref_logprobs.detach() - logprobs, mask)
+    k = torch.exp(d) - d - 1
+    return (_masked(k, mask).sum(1) / mask.sum(1).clamp(min=1)).mean()

@@ -1,0 +1,31 @@
+"""The ``train-actor`` stage's config (beside ``sft_trainer.py``): every option of
+``coderl train-actor`` and of the pipeline's ``sft`` section."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import opt
+from .base_config import NOT_FINGERPRINTED, TrainerConfig
+
+__all__ = ["SFTConfig", "NOT_FINGERPRINTED"]
+
+
+@dataclass
+class SFTConfig(TrainerConfig):
+    """Supervised warm-up on the gold programs of the train problems (loss on program tokens)."""
+
+    SECTION = "sft"
+    DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
+
+    model: str = opt("default", "Model to fine-tune: default (SmolLM2-135M-Instruct), a local "
+                     "Hugging Face directory (causal LM or T5/CodeT5), a LoRA adapter directory "
+                     "(merged first) or a .gguf file.")
+    max_solutions: int = opt(0, "Gold programs per problem (0: all; APPS problems have dozens).", ge=0)
+    gold_reorder: bool = opt(True, "Chat prompts pre-fill `def <entry_point>(`: a gold program with "
+                             "code before that function (imports, helpers) is trained with that "
+                             "code moved after it (the same program at call time); off: such "
+                             "programs are skipped.")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()

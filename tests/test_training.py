@@ -1,0 +1,484 @@
+"""Actor training (coderl.training) on tiny models: the training examples reproduce generation's
+format, the SFT and RL losses, the return and the alternation schedule, resume after a kill to the
+same weights, saved models that load_model reads, and bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from coderl.config import ConfigError
+from coderl.io import RecordError
+from coderl.models import build_prompt, extract_program, load_model
+from coderl.problems import load_problems
+from coderl.training import RLConfig, SFTConfig, TrainingError, train_rl, train_sft
+from coderl.training import losses
+from coderl.training.checkpoint import STATE_FILE, list_checkpoints
+from coderl.training.data import (Example, align_weights, build_gold_examples, build_rl_examples,
+                                  encode_prompt, gold_continuation)
+from coderl.training.engine import LOG_FILE, METRICS_FILE
+from coderl.training.rewards import coderl_reward
+from coderl.training.rl_trainer import RL_DIR, schedule, step_kind
+from coderl.training.sft_trainer import SFT_DIR
+
+QUIET = dict(progress=False, val_source=None, save_every=0)
+
+
+@pytest.fixture(scope="module")
+def train_problems():
+    return list(load_problems("mbpp", split="train", end=4))
+
+
+@pytest.fixture(scope="module")
+def val_problems():
+    return list(load_problems("mbpp", split="validation", end=2))
+
+
+@pytest.fixture(scope="module")
+def chat(tiny_chat_dir):
+    return load_model(str(tiny_chat_dir))
+
+
+def _write(path: Path, records: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in records))
+    return path
+
+
+def _read_log(stage_dir: Path) -> list[dict]:
+    return [json.loads(l) for l in (stage_dir / LOG_FILE).read_text().splitlines() if l.strip()]
+
+
+def _weights(model) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _sample_files(tmp: Path, problems, tokenizer, outcomes: dict[int, str], *, prompt_style="auto",
+                  is_encoder_decoder=False) -> tuple[Path, Path]:
+    """Per problem: samples 0 and 1 (their raw text: the gold continuation, or a broken one) and
+    the greedy sample 2, with the given outcomes by index."""
+    samples, results = [], []
+    for p in problems:
+        prompt = build_prompt(p, tokenizer, prompt_style, is_encoder_decoder)
+        good = gold_continuation(p, prompt, p.solutions[0]) + "```"
+        raws = {0: good, 1: "x)\n    return None\n```", 2: good}
+        for i, raw in raws.items():
+            samples.append({"problem_id": p.id, "index": i, "origin": "greedy" if i == 2 else "sampled",
+                            "prompt": prompt.text, "raw": raw, "finish": "stop",
+                            "program": extract_program(raw, prompt, p)})
+            o = outcomes[i]
+            results.append({"problem_id": p.id, "index": i, "outcome": o,
+                            "tests_passed": 3 if o == "passed" else 1, "tests_total": 3})
+    tmp.mkdir(parents=True, exist_ok=True)
+    return _write(tmp / "samples.jsonl", samples), _write(tmp / "results.jsonl", results)
+
+
+# -- examples reproduce what generation sees ------------------------------------------------------
+
+def test_gold_examples_reproduce_the_generation_format(chat, train_problems):
+    tok = chat.tokenizer
+    exs, counts = build_gold_examples(train_problems, tok, False)
+    assert counts["examples"] == len(train_problems) == len(exs)
+    for p, e in zip(train_problems, exs):
+        prompt = build_prompt(p, tok, "auto", False)
+        assert prompt.fenced and prompt.text.endswith(f"```python\ndef {p.entry_point}(")
+        # the input: the prompt exactly as the decoder tokenizes it
+        assert e.prompt_ids == tok(prompt.text, add_special_tokens=False).input_ids
+        text = tok.decode(e.target_ids)
+        assert text.endswith("\n```")  # the model learns to close the fence (and so to stop)
+        program = extract_program(text, prompt, p)  # what generation would extract from it
+        gold = p.solutions[0].replace("\r\n", "\n").strip()
+        if gold.startswith(prompt.prefix):
+            assert program.strip() == gold
+        else:  # code before the function moved after it: the same definitions
+            assert program.startswith(prompt.prefix)
+            assert sorted(program.split()) == sorted(gold.split())
+
+
+def test_code_before_the_function_is_moved_or_skipped(chat):
+    p = next(p for p in load_problems("mbpp", split="train")
+             if p.solutions[0].startswith("import math\ndef radian_degree"))
+    prompt = build_prompt(p, chat.tokenizer, "auto", False)
+    cont = gold_continuation(p, prompt, p.solutions[0], reorder=True)
+    assert cont.startswith("degree):") and cont.rstrip().endswith("import math")
+    ns: dict = {}
+    exec(prompt.prefix + cont, ns)
+    assert abs(ns["radian_degree"](90) - 1.5707963267948966) < 1e-9
+    assert gold_continuation(p, prompt, p.solutions[0], reorder=False) is None
+    _, counts = build_gold_examples([p], chat.tokenizer, False, reorder=False)
+    assert counts.get("skipped_prefix_mismatch") == 1
+
+
+# -- the losses -----------------------------------------------------------------------------------
+
+def _ex(prompt, target, ret=0.0, weights=None):
+    return Example("p", 0, "sample", list(prompt), list(target), weights, ret)
+
+
+def test_sft_loss_ignores_prompt_and_padding(chat):
+    model = chat.model
+    a = _ex([5, 6, 7, 8, 9, 10, 11], [12, 13, 14])
+    b = _ex([20, 21], [22, 23, 24, 25, 26, 27])
+    pad = chat.tokenizer.pad_token_id
+    with torch.no_grad():
+        def loss(exs, pad_id=pad):
+            batch = losses.collate(exs, pad_id=pad_id, is_encoder_decoder=False)
+            return float(losses.sft_loss(losses.token_logprobs(model, batch), batch["target_mask"]))
+
+        def reference(e):  # NLL of the target tokens from the unpadded sequence's full logits
+            ids = torch.tensor([e.prompt_ids + e.target_ids])
+            logp = model(input_ids=ids).logits[0].log_softmax(-1)
+            n = len(e.prompt_ids)
+            return -sum(float(logp[n - 1 + t, tok]) for t, tok in enumerate(e.target_ids))
+
+        alone = loss([a])
+        assert alone == pytest.approx(reference(a) / 3, rel=1e-5)
+        # batched with a longer row (padding in front of a): token-weighted mean of both rows
+        both = loss([a, b])
+        assert both == pytest.approx((reference(a) + reference(b)) / 9, rel=1e-5)
+        # the pad id, the padding amount and the prompt tokens' labels do not enter the loss
+        assert loss([a, b], pad_id=3) == pytest.approx(both, rel=1e-6)
+        batch = losses.collate([a, b], pad_id=pad, is_encoder_decoder=False)
+        lp = losses.token_logprobs(model, batch)
+        mask = batch["target_mask"]
+        noise = torch.where(mask, torch.zeros_like(lp), torch.randn_like(lp) * 100)
+        assert float(losses.sft_loss(lp + noise, mask)) == pytest.approx(both, rel=1e-6)
+        assert int(mask.sum()) == 9
+
+
+def test_rl_loss_q_zero_tokens_contribute_nothing(chat):
+    model = chat.model
+    e = _ex([5, 6, 7], [8, 9, 10, 11], ret=1.3, weights=[1.0, 0.0, 0.5, 0.0])
+    batch = losses.collate([e], pad_id=0, is_encoder_decoder=False)
+    lp = losses.token_logprobs(model, batch).detach().requires_grad_(True)
+    loss = losses.rl_loss(lp, batch["target_mask"], batch["returns"], batch["weights"])
+    loss.backward()
+    g = lp.grad[0, -4:]
+    assert g[1] == 0 and g[3] == 0 and g[0] != 0 and g[2] != 0
+    assert float(g[0]) == pytest.approx(-1.3 / 4) and float(g[2]) == pytest.approx(-1.3 * 0.5 / 4)
+    # all q̂ = 0: no gradient reaches any weight
+    model.zero_grad()
+    z = _ex([5, 6, 7], [8, 9, 10, 11], ret=1.3, weights=[0.0] * 4)
+    zb = losses.collate([z], pad_id=0, is_encoder_decoder=False)
+    losses.rl_loss(losses.token_logprobs(model, zb), zb["target_mask"], zb["returns"], zb["weights"]).backward()
+    assert all(p.grad is None or float(p.grad.abs().max()) == 0 for p in model.parameters())
+    model.zero_grad()
+
+
+@pytest.mark.parametrize("ret", [1.3, -0.7])
+def test_rl_step_moves_the_programs_log_probability_with_the_return_sign(tiny_chat_dir, ret):
+    lm = load_model(str(tiny_chat_dir))
+    model = lm.model.train()
+    e = _ex([5, 6, 7, 8], [9, 10, 11, 12, 13], ret=ret)
+    batch = losses.collate([e], pad_id=0, is_encoder_decoder=False)
+
+    def logp() -> float:
+        with torch.no_grad():
+            return float(losses.token_logprobs(model, batch)[0].sum())
+
+    before = logp()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    losses.rl_loss(losses.token_logprobs(model, batch), batch["target_mask"], batch["returns"]).backward()
+    opt.step()
+    after = logp()
+    assert (after > before) if ret > 0 else (after < before)
+
+
+# -- returns --------------------------------------------------------------------------------------
+
+def test_relative_return_is_zero_when_the_sample_equals_its_baseline(tmp_path, chat, train_problems):
+    probs = train_problems[:2]
+    s, r = _sample_files(tmp_path, probs, chat.tokenizer, {0: "passed", 1: "failed", 2: "passed"})
+    reward = coderl_reward()
+    kw = dict(reward=reward, skip_zero_return=False)
+    data = build_rl_examples(probs, s, r, chat.tokenizer, False, **kw)
+    by = {(e.problem_id, e.index): e for e in data.examples}
+    assert len(by) == 4 and all(e.kind == "sample" and e.origin == "sampled" for e in data.examples)
+    for p in probs:
+        assert by[(p.id, 0)].ret == 0.0                           # passed vs greedy passed
+        assert by[(p.id, 1)].ret == pytest.approx(-0.3 - 1.0)     # failed vs greedy passed
+        assert by[(p.id, 0)].baseline == 1.0
+    # dropped by default (no gradient from them)
+    assert len(build_rl_examples(probs, s, r, chat.tokenizer, False, reward=reward).examples) == 2
+    # no relative return: r(W^s); partial credit for the failed one (1 of 3 tests)
+    plain = build_rl_examples(probs, s, r, chat.tokenizer, False, reward=coderl_reward(partial_credit=True),
+                              relative=False)
+    rets = sorted(e.ret for e in plain.examples)
+    assert rets[0] == pytest.approx(-0.3 + 1.3 / 3) and rets[-1] == 1.0
+    # a problem without a greedy program: r(W^b) = 0
+    lines = [l for l in s.read_text().splitlines() if json.loads(l)["index"] != 2]
+    s.write_text("\n".join(lines) + "\n")
+    nob = build_rl_examples(probs, s, r, chat.tokenizer, False, **kw)
+    assert sorted(e.ret for e in nob.examples) == pytest.approx([-0.3, -0.3, 1.0, 1.0])
+    assert nob.stats["without_baseline"] == 4
+
+
+def test_rl_trajectory_is_prompt_plus_raw_tokens(tmp_path, chat, train_problems):
+    probs = train_problems[:1]
+    s, r = _sample_files(tmp_path, probs, chat.tokenizer, {0: "passed", 1: "failed", 2: "failed"})
+    data = build_rl_examples(probs, s, r, chat.tokenizer, False, reward=coderl_reward())
+    sample = json.loads(s.read_text().splitlines()[0])
+    e = next(e for e in data.examples if e.index == 0)
+    assert e.prompt_ids == chat.tokenizer(sample["prompt"], add_special_tokens=False).input_ids
+    assert chat.tokenizer.decode(e.target_ids) == sample["raw"]
+
+
+def test_critic_values_align_onto_the_sampled_tokens(chat):
+    program = "def f(x):\n    return x\n"
+    raw = "x):\n    return x\n```"
+    # critic tokens: "def f(" -> 0.1, "x):\n" -> 0.2, "    return x\n" -> 0.9
+    offsets = np.array([[0, 6], [6, 10], [10, 23]])
+    q = np.array([0.1, 0.2, 0.9])
+    enc = chat.tokenizer(raw, add_special_tokens=False, return_offsets_mapping=True)
+    w = align_weights(raw, enc.offset_mapping, program, q, offsets, len(enc.input_ids) + 1)
+    for (a, b), v in zip(enc.offset_mapping, w):
+        if b <= 4:
+            assert v == pytest.approx(0.2)
+        elif a >= 4 and b <= 17:
+            assert v == pytest.approx(0.9)
+    assert w[-1] == pytest.approx(0.9) and w[-2] == pytest.approx(0.9)  # fence, end token: carried
+
+
+# -- the schedule ---------------------------------------------------------------------------------
+
+def test_alternation_schedule():
+    assert schedule(3, 1) == ["rl", "ce", "rl", "ce", "rl", "ce"]
+    assert schedule(5, 2) == ["rl", "rl", "ce", "rl", "rl", "ce", "rl"]
+    assert schedule(3, 0) == ["rl"] * 3
+    assert [step_kind(s, 3) for s in range(8)] == ["rl", "rl", "rl", "ce"] * 2
+
+
+# -- the stages end to end ------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def sft_run(tmp_path_factory, tiny_chat_dir, train_problems, val_problems):
+    run = tmp_path_factory.mktemp("sft_run")
+    cfg = SFTConfig(model=str(tiny_chat_dir), epochs=1, batch_size=2, grad_accum=1, progress=False,
+                    val_source=None)
+    summary = train_sft(train_problems, run, cfg, val_problems=val_problems, echo=lambda *_: None)
+    return run, summary
+
+
+def test_sft_writes_a_loadable_adapter_and_logs(sft_run, tiny_chat_dir):
+    run, summary = sft_run
+    out = run / SFT_DIR
+    assert summary["complete"] and summary["steps"] == 2 and summary["steps_by_kind"] == {"ce": 2}
+    assert summary["best"]["step"] == 2 and summary["history"][0]["step"] == 0
+    cfg = json.loads((out / "adapter_config.json").read_text())
+    assert cfg["base_model_name_or_path"] == str(Path(tiny_chat_dir).resolve())
+    lm = load_model(str(out))
+    assert type(lm.model).__name__ == "LlamaForCausalLM"  # merged
+    events = [r["event"] for r in _read_log(out)]
+    assert events[0] == "start" and events.count("step") == 2 and events[-1] == "done"
+    assert any((out / "tb").iterdir()) and json.loads((out / METRICS_FILE).read_text())["complete"]
+    # a rerun of a complete stage returns its summary without training
+    again = train_sft(list(load_problems("mbpp", split="train", end=4)), run,
+                      SFTConfig(model=str(tiny_chat_dir), epochs=1, batch_size=2, grad_accum=1,
+                                progress=False, val_source=None),
+                      val_problems=list(load_problems("mbpp", split="validation", end=2)),
+                      echo=lambda *_: None)
+    assert again["steps"] == 2
+
+
+def test_rl_from_sft_alternates_and_loads(tmp_path, sft_run, train_problems, val_problems):
+    run, _ = sft_run
+    init = load_model(str(run / SFT_DIR))
+    s, r = _sample_files(tmp_path, train_problems[:3], init.tokenizer,
+                         {0: "passed", 1: "compile_error", 2: "failed"})
+    rundir = tmp_path / "run"
+    rundir.mkdir()
+    (rundir / SFT_DIR).symlink_to(run / SFT_DIR)
+    cfg = RLConfig(batch_size=2, grad_accum=1, ce_every=1, kl_coef=0.1, progress=False,
+                   val_source=None, val_pass_every=1, val_pass_problems=1, val_max_new_tokens=8)
+    summary = train_rl(train_problems, rundir, cfg, samples_path=s, results_path=r,
+                       val_problems=val_problems, echo=lambda *_: None)
+    # 6 samples with non-zero returns, 2 per micro-batch: 3 RL steps, each followed by a CE step
+    assert summary["data"]["rl"]["examples"] == 6 and summary["data"]["rl"]["q_hat"] == "ones"
+    kinds = [e["kind"] for e in _read_log(rundir / RL_DIR) if e["event"] == "step"]
+    assert kinds == ["rl", "ce", "rl", "ce", "rl", "ce"]
+    steps = [e for e in _read_log(rundir / RL_DIR) if e["event"] == "step" and e["kind"] == "rl"]
+    assert all("kl" in e and e["kl"] >= 0 for e in steps)
+    assert summary["history"][-1]["pass@1"] == 0.0 and summary["history"][-1]["problems"] == 1
+    adapter = json.loads((rundir / RL_DIR / "adapter_config.json").read_text())
+    assert adapter["base_model_name_or_path"] == str((rundir / SFT_DIR).resolve())
+    assert type(load_model(str(rundir / RL_DIR)).model).__name__ == "LlamaForCausalLM"
+
+
+def test_rl_with_critic_scores(tmp_path, tiny_chat_dir, chat, train_problems):
+    from coderl.critic.scores import SampleScores, program_hash, write_scores
+
+    probs = train_problems[:2]
+    s, r = _sample_files(tmp_path, probs, chat.tokenizer, {0: "passed", 1: "failed", 2: "failed"})
+    recs = []
+    results = {(d["problem_id"], d["index"]): d for d in map(json.loads, r.read_text().splitlines())}
+    for d in map(json.loads, s.read_text().splitlines()):
+        n = len(d["program"])
+        offs = np.array([[0, n // 2], [n // 2, n]], dtype=np.int32)
+        recs.append(SampleScores(d["problem_id"], d["index"], np.array([0.1, 0.1, 0.2, 0.6]),
+                                 np.array([0.0, 0.0]), np.array([0.5, 0.5]), offs,
+                                 results[(d["problem_id"], d["index"])]["outcome"], 3,
+                                 program_hash(d["program"])))
+    scores = write_scores(tmp_path / "critic_scores.npz", recs, {"classes": ["compile_error",
+                          "runtime_error", "failed", "passed"]})
+    cfg = RLConfig(init=str(tiny_chat_dir), mode="full", lr=1e-3, batch_size=4, grad_accum=1,
+                   ce_every=0, **QUIET)
+    before = _weights(load_model(str(tiny_chat_dir)).model)
+    summary = train_rl(probs, tmp_path / "run", cfg, samples_path=s, results_path=r, scores_path=scores,
+                       echo=lambda *_: None)
+    assert summary["data"]["rl"]["q_hat"] == "critic" and summary["steps"] == 1
+    # every q̂ is 0: the RL step changed no weight
+    after = _weights(load_model(str(tmp_path / "run" / RL_DIR)).model)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+    # stale scores (another outcome than the result's) are refused
+    recs[0].outcome = "passed" if recs[0].outcome != "passed" else "failed"
+    write_scores(scores, recs, {"classes": []})
+    with pytest.raises(RecordError, match="stale"):
+        train_rl(probs, tmp_path / "run2", cfg, samples_path=s, results_path=r, scores_path=scores,
+                 echo=lambda *_: None)
+
+
+def test_t5_sft_and_rl(tmp_path, tiny_t5_dir, train_problems):
+    probs = train_problems[:2]
+    cfg = SFTConfig(model=str(tiny_t5_dir), epochs=1, batch_size=2, grad_accum=1, **QUIET)
+    assert train_sft(probs, tmp_path, cfg, echo=lambda *_: None)["steps"] == 1
+    t5 = load_model(str(tmp_path / SFT_DIR))
+    assert t5.is_encoder_decoder
+    s, r = _sample_files(tmp_path / "d", probs, t5.tokenizer, {0: "passed", 1: "runtime_error", 2: "failed"},
+                         is_encoder_decoder=True)
+    rl = train_rl(probs, tmp_path, RLConfig(batch_size=4, grad_accum=1, **QUIET), samples_path=s,
+                  results_path=r, echo=lambda *_: None)
+    assert rl["steps_by_kind"] == {"rl": 1, "ce": 1}
+    assert load_model(str(tmp_path / RL_DIR)).is_encoder_decoder
+
+
+# -- resume ---------------------------------------------------------------------------------------
+
+class Kill(Exception):
+    pass
+
+
+def _kill_at(step):
+    def on_step(s):
+        if s == step:
+            raise Kill()
+    return on_step
+
+
+@pytest.mark.parametrize("stage", ["sft-lora", "rl-full"])
+def test_killed_run_resumes_to_the_same_weights(stage, tmp_path, tiny_chat_dir, chat, train_problems):
+    if stage == "sft-lora":
+        cfg = SFTConfig(model=str(tiny_chat_dir), epochs=2, batch_size=1, grad_accum=2, lora_r=4,
+                        lora_dropout=0.1, progress=False, val_source=None, save_every=2)
+        run = lambda d, **kw: train_sft(train_problems, d, cfg, echo=lambda *_: None, **kw)  # 4 steps
+        sub = SFT_DIR
+    else:
+        s, r = _sample_files(tmp_path / "data", train_problems[:2], chat.tokenizer,
+                             {0: "passed", 1: "runtime_error", 2: "failed"})
+        cfg = RLConfig(init=str(tiny_chat_dir), mode="full", lr=1e-3, batch_size=1, grad_accum=1,
+                       ce_every=1, kl_coef=0.05, progress=False, val_source=None, save_every=2)
+        run = lambda d, **kw: train_rl(train_problems[:2], d, cfg, samples_path=s, results_path=r,
+                                       echo=lambda *_: None, **kw)  # 4 RL + 4 CE steps
+        sub = RL_DIR
+    whole = run(tmp_path / "whole")
+    with pytest.raises(Kill):
+        run(tmp_path / "killed", on_step=_kill_at(3))  # dies after step 3; last checkpoint: step 2
+    assert [c.name for c in list_checkpoints(tmp_path / "killed" / sub)] == ["step-000002"]
+    resumed = run(tmp_path / "killed")
+    assert resumed["steps"] == whole["steps"] >= 4
+    a = _weights(load_model(str(tmp_path / "whole" / sub)).model)
+    b = _weights(load_model(str(tmp_path / "killed" / sub)).model)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    steps = [e["step"] for e in _read_log(tmp_path / "killed" / sub) if e["event"] == "step"]
+    assert steps == list(range(1, whole["steps"] + 1))  # the log cut back to the checkpoint
+
+
+# -- bad input ------------------------------------------------------------------------------------
+
+def test_learning_rate_zero_is_a_config_error():
+    for cls, key in ((SFTConfig, "sft.lr"), (RLConfig, "rl.lr")):
+        with pytest.raises(ConfigError, match=key):
+            cls(lr=0)
+    with pytest.raises(ConfigError, match="rl.origins"):
+        RLConfig(origins=["gold"])
+    with pytest.raises(ConfigError, match="best_metric"):
+        SFTConfig(best_metric="pass@1")
+
+
+def test_bad_samples_and_results_are_named(tmp_path, chat, train_problems):
+    probs = train_problems[:2]
+    s, r = _sample_files(tmp_path, probs, chat.tokenizer, {0: "passed", 1: "failed", 2: "failed"})
+    kw = dict(reward=coderl_reward())
+    # a sample of a problem outside the problem set
+    with pytest.raises(RecordError, match=r"samples.jsonl:1: sample with unknown problem_id"):
+        build_rl_examples(probs[1:], s, r, chat.tokenizer, False, **kw)
+    # results missing for samples
+    lines = r.read_text().splitlines()
+    _write(tmp_path / "short.jsonl", [json.loads(l) for l in lines[:-2]])
+    with pytest.raises(RecordError, match=r"short.jsonl: no result for 2 of the 6 samples.*index=1"):
+        build_rl_examples(probs, s, tmp_path / "short.jsonl", chat.tokenizer, False, **kw)
+    # samples generated from another prompt (another model or prompt style)
+    with pytest.raises(TrainingError, match="another prompt"):
+        build_rl_examples(probs, s, r, chat.tokenizer, False, prompt_style="plain", **kw)
+
+
+def test_nan_loss_stops_and_names_the_last_good_checkpoint(tmp_path, tiny_chat_dir, train_problems,
+                                                           monkeypatch):
+    real = losses.sft_loss
+    calls = {"n": 0}
+
+    def flaky(lp, mask):
+        calls["n"] += 1
+        out = real(lp, mask)
+        return out * float("nan") if calls["n"] == 3 else out
+
+    monkeypatch.setattr(losses, "sft_loss", flaky)
+    cfg = SFTConfig(model=str(tiny_chat_dir), epochs=1, batch_size=1, grad_accum=1, progress=False,
+                    val_source=None, save_every=1)
+    with pytest.raises(TrainingError, match=r"non-finite loss \(nan\) at step 3.*last good checkpoint "
+                                            r"is .*step-000002 \(step 2\)"):
+        train_sft(train_problems, tmp_path, cfg, echo=lambda *_: None)
+    cks = list_checkpoints(tmp_path / SFT_DIR)
+    assert [c.name for c in cks] == ["step-000002"] and (cks[0] / STATE_FILE).is_file()
+    load_model(str(cks[0]))  # the checkpoint is a loadable model
+
+
+def _wider_llama(path: Path) -> Path:
+    """A causal model with the tiny chat model's tokenizer but other sizes."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from conftest import build_tokenizer
+
+    tok = build_tokenizer(chat=True)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=48, intermediate_size=64, num_hidden_layers=3,
+                      num_attention_heads=4, num_key_value_heads=2, pad_token_id=tok.pad_token_id,
+                      eos_token_id=tok.eos_token_id, bos_token_id=tok.bos_token_id, tie_word_embeddings=True)
+    LlamaForCausalLM(cfg).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_chat_dir, train_problems):
+    model_dir = tmp_path / "model"
+    shutil.copytree(tiny_chat_dir, model_dir)
+    cfg = SFTConfig(model=str(model_dir), epochs=1, batch_size=1, grad_accum=1, max_steps=1, mode="full",
+                    lr=1e-3, progress=False, val_source=None)
+    first = train_sft(train_problems[:2], tmp_path / "run", cfg, echo=lambda *_: None)
+    assert not first["complete"] and first["steps"] == 1  # a budget: stopped at step 1 of 2
+    shutil.rmtree(model_dir)
+    _wider_llama(model_dir)  # the same path (and settings), another architecture
+    with pytest.raises(TrainingError, match=r"step-000001: this checkpoint belongs to another model "
+                                            r"architecture \(hidden_size: 32 there, 48 now"):
+        train_sft(train_problems[:2], tmp_path / "run", cfg, echo=lambda *_: None)
+    # resuming under another config (here: the learning rate) is refused, naming it
+    cfg3 = SFTConfig(model=str(model_dir), epochs=1, batch_size=1, grad_accum=1, mode="full",
+                     lr=1e-4, progress=False, val_source=None)
+    with pytest.raises(ConfigError, match="lr"):
+        train_sft(train_problems[:2], tmp_path / "run", cfg3, echo=lambda *_: None)
+    # an RL init without an SFT model
+    with pytest.raises(TrainingError, match="no SFT model"):
+        train_rl(train_problems, tmp_path / "empty", RLConfig(), samples_path=tmp_path / "x",
+                 results_path=tmp_path / "y")
