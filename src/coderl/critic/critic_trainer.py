@@ -297,7 +297,11 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
 
     # -- training set-up --------------------------------------------------------------------------
     cached = cfg.mode == "head"
-    feats = _cached_features(critic, examples, encs, out / FEATURES_DIR, cfg, progress) if cached else None
+    feats = None
+    if cached:
+        with accelerator.main_process_first():  # the others then find every part on disk
+            feats = _cached_features(critic, examples, encs, out / FEATURES_DIR, cfg,
+                                     progress and accelerator.is_main_process)
     labels_t = torch.tensor(y, dtype=torch.long)
 
     def collate(idx: list[int]) -> dict[str, torch.Tensor]:
@@ -312,13 +316,14 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
     # its own generator: creating an iterator draws a base seed from it, not from the global RNG
     # (which a resumed run restores mid-epoch, where an uninterrupted run creates no iterator)
     loader = torch.utils.data.DataLoader(list(range(len(train))), batch_sampler=sampler,
-                                         collate_fn=collate, generator=torch.Generator().manual_seed(cfg.seed))
+                                         collate_fn=collate,
+                                         generator=torch.Generator().manual_seed(cfg.seed))
     module = critic.head if cached else critic
     params = [p for p in module.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
-    n_batches = len(sampler)
-    steps_per_epoch = math.ceil(n_batches / cfg.grad_accum)
-    total_steps = steps_per_epoch * cfg.epochs
+    # the schedule counts the steps of one process over all the data (accelerate's scheduler steps
+    # once per process); the loop counts this process's micro-batches
+    total_steps = math.ceil(len(sampler) / cfg.grad_accum) * cfg.epochs
     warmup = int(cfg.warmup_ratio * total_steps)
 
     def schedule(step: int) -> float:
@@ -328,6 +333,8 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
     module, optimizer, loader, scheduler = accelerator.prepare(module, optimizer, loader, scheduler)
+    n_batches = len(loader)
+    local_steps = math.ceil(n_batches / cfg.grad_accum) * cfg.epochs
     weight = None
     if cfg.class_weights == "balanced":
         counts = np.bincount(y_train, minlength=C).astype(np.float64)
@@ -369,7 +376,6 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
         final = d / f"step-{state.global_step:06d}"
         tmp = Path(tempfile.mkdtemp(dir=d, prefix=f".{final.name}.tmp-"))
         try:
-            accelerator.unwrap_model(module)  # (the critic holds the same modules)
             critic.save_pretrained(tmp / "critic")
             for f in (tmp / "critic").iterdir():
                 os.replace(f, tmp / f.name)
@@ -405,7 +411,7 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
 
     # -- the loop ---------------------------------------------------------------------------------
     t_train = time.time()
-    bar = tqdm(total=total_steps, initial=state.global_step, unit="step", desc="train-critic",
+    bar = tqdm(total=local_steps, initial=state.global_step, unit="step", desc="train-critic",
                disable=not progress or not accelerator.is_local_main_process, dynamic_ncols=True)
     stopped = False
     try:
@@ -413,7 +419,8 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
             if stopped:
                 break
             loader.set_epoch(epoch)
-            it = accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch else loader
+            it = (accelerator.skip_first_batches(loader, state.batch_in_epoch) if state.batch_in_epoch
+                  else loader)
             module.train()
             critic.train()
             for batch in it:

@@ -39,7 +39,8 @@ def program_features(program: str, prompt: str) -> list[float]:
 
 
 def feature_matrix(programs: Sequence[str], prompts: Sequence[str]) -> np.ndarray:
-    return np.array([program_features(p, q) for p, q in zip(programs, prompts)], dtype=np.float64).reshape(-1, len(FEATURES))
+    rows = [program_features(p, q) for p, q in zip(programs, prompts)]
+    return np.array(rows, dtype=np.float64).reshape(-1, len(FEATURES))
 
 
 class FeatureBaseline:
@@ -59,7 +60,8 @@ class FeatureBaseline:
         if len(set(y.tolist())) < 2:
             self.constant = int(y[0])
             return self
-        self.model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=self.seed))
+        self.model = make_pipeline(StandardScaler(),
+                                   LogisticRegression(max_iter=2000, random_state=self.seed))
         self.model.fit(X, y)
         return self
 

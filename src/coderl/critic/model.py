@@ -330,7 +330,8 @@ class CriticModel(nn.Module):
                         if progress:
                             progress(len(chunk))
             else:
-                order = sorted(range(len(items)), key=lambda i: len(items[i].ctx_ids) + len(items[i].prog_ids))
+                order = sorted(range(len(items)),
+                               key=lambda i: len(items[i].ctx_ids) + len(items[i].prog_ids))
                 for k in range(0, len(order), batch_size):
                     chunk = order[k:k + batch_size]
                     batch = {n: t.to(self.device) for n, t in self.collate([items[i] for i in chunk]).items()}

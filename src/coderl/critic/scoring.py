@@ -18,7 +18,6 @@ critic's fingerprint); ``fresh=True`` starts over.
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import time
 from pathlib import Path
