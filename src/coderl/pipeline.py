@@ -175,7 +175,7 @@ def _run_generate(ctx: Context) -> dict:
 
 def exec_fingerprint(cfg) -> dict:
     """The execution settings that decide the verdicts (not the worker count or cache file)."""
-    return config_fingerprint(cfg, exclude=("workers", "cache_path"))
+    return cfg.fingerprint()
 
 
 def _exec_fp(ctx: Context) -> dict:
