@@ -295,6 +295,38 @@ class Killed(Exception):
     pass
 
 
+def test_killed_scoring_resumes(tmp_path, trained, toy_data, monkeypatch):
+    from coderl.critic import scoring
+
+    run, _ = trained
+    problems, sp, rp = toy_data
+    ref = score(problems, run, ScoreConfig(progress=False), samples_path=sp, results_path=rp,
+                out_path=tmp_path / "ref.npz")
+    monkeypatch.setattr(scoring, "CHUNK", 16)
+    calls, real = [], CriticModel.score
+
+    def killed_score(self, items, **kw):
+        calls.append(len(items))
+        if len(calls) == 3:
+            raise Killed
+        return real(self, items, **kw)
+
+    monkeypatch.setattr(CriticModel, "score", killed_score)
+    with pytest.raises(Killed):
+        score(problems, run, ScoreConfig(progress=False), samples_path=sp, results_path=rp,
+              out_path=tmp_path / SCORES_FILE)
+    assert len(list((tmp_path / (SCORES_FILE + ".parts")).glob("part-*.npz"))) == 2
+    got = score(problems, run, ScoreConfig(progress=False), samples_path=sp, results_path=rp,
+                out_path=tmp_path / SCORES_FILE)
+    assert got["skipped_done"] == 32 and got["scored"] == 64 and ref["scored"] == 96
+    assert not (tmp_path / (SCORES_FILE + ".parts")).exists()
+    a, b = read_scores(tmp_path / "ref.npz"), read_scores(tmp_path / SCORES_FILE)
+    assert list(a) == list(b)  # the samples' order
+    for k in a:
+        assert np.array_equal(a[k].q_pass, b[k].q_pass) and np.array_equal(a[k].probs, b[k].probs)
+        assert np.array_equal(a[k].offsets, b[k].offsets)
+
+
 @pytest.mark.parametrize("mode", ["head", "lora", "full"])
 def test_killed_training_resumes_to_the_same_result(mode, tmp_path, tiny_chat_dir, tiny_t5_dir, toy_data):
     problems, sp, rp = toy_data
