@@ -400,7 +400,7 @@ class Trainer:
             n_mb = 0
             t_step = time.time()
             tokens = 0
-            stop = state.step >= total
+            stop = state.step >= total or (cfg.max_steps is not None and state.step >= cfg.max_steps)
             while not stop:
                 batch, first = (first, None) if first is not None else (next(it, None), None)
                 if batch is None:

@@ -83,6 +83,15 @@ def _same_model(a: str, b: str) -> bool:
     return str(a).strip().lower() == str(b).strip().lower()
 
 
+def fingerprint(problems: Sequence, cfg: RLConfig) -> dict[str, Any]:
+    """As :func:`coderl.training.sft_trainer.fingerprint` (the stage itself also checks the
+    samples, results, scores and init model it trains on: ``rl/fingerprint.json``)."""
+    from ..config import digest
+
+    return {**config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),
+            "problems": digest({"ids": sorted(str(p.id) for p in problems)})}
+
+
 def _rl_loss(cfg: RLConfig) -> Callable:
     def loss_fn(trainer: Trainer, kind: str, batch: dict) -> tuple[Any, dict[str, float]]:
         lp = losses.token_logprobs(trainer.model, batch)

@@ -37,6 +37,16 @@ def sft_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / SFT_DIR
 
 
+def fingerprint(problems: Sequence, cfg: SFTConfig) -> dict[str, Any]:
+    """The settings that decide what the stage writes (for the pipeline's skip-if-complete): the
+    config less its running settings, and the problems trained on. The stage itself also checks
+    the tokenized data (``sft/fingerprint.json``)."""
+    from ..config import digest
+
+    return {**config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),
+            "problems": digest({"ids": sorted(str(p.id) for p in problems)})}
+
+
 def _sft_loss(trainer: Trainer, kind: str, batch: dict) -> tuple[Any, dict[str, float]]:
     lp = losses.token_logprobs(trainer.model, batch)
     return losses.sft_loss(lp, batch["target_mask"]), {}
