@@ -100,3 +100,32 @@ def test_config_errors_name_the_file(tmp_path):
 def test_shipped_configs_load(name):
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")
     assert cfg.generation.model == "default" and cfg.problems.source == "mbpp"
+
+
+def test_critic_stages_in_the_pipeline(tiny_chat_dir, tmp_path):
+    cfg = {"name": "crit", "runs_dir": str(tmp_path / "runs"),
+           "problems": {"source": "mbpp", "split": "train", "end": 4},
+           "generation": {"model": str(tiny_chat_dir), "num_seqs": 2, "max_new_tokens": 6,
+                          "batch_size": 8, "progress": False},
+           "execution": {"timeout": 2, "workers": 1},
+           "evaluation": {"ks": [1], "n_at_k": [], "plots": False},
+           "critic": {"model": str(tiny_chat_dir), "mode": "head", "epochs": 1, "batch_size": 4,
+                      "val_fraction": 0.5, "gold_in_validation": True, "bootstrap": 20,
+                      "progress": False, "threads": 1},
+           "critic_score": {"checkpoint": "best", "progress": False, "threads": 1}}
+    path = tmp_path / "crit.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    lines = []
+    run_pipeline(load_config(path), echo=lines.append)
+    assert "[4/5] train-critic" in lines and "[5/5] critic-score" in lines
+    run = tmp_path / "runs" / "crit"
+    metrics = json.loads((run / "critic" / "metrics.json").read_text())
+    assert metrics["complete"] and "auroc" in json.dumps(metrics)
+    from coderl.critic import read_scores
+
+    scores = read_scores(run / "critic_scores.npz")
+    assert len(scores) == 4 * 3  # every sample (2 sampled + 1 greedy per problem)
+    lines.clear()
+    run_pipeline(load_config(path), echo=lines.append)
+    assert "[4/5] train-critic: complete under the same settings, skipped" in lines
+    assert "[5/5] critic-score: complete under the same settings, skipped" in lines

@@ -255,6 +255,70 @@ def evaluate_cmd(results: Path = typer.Option(..., "--results", help="Results JS
     console.print(f"report: {report['report_path']}", highlight=False)
 
 
+from .critic.critic_config import CriticConfig  # noqa: E402
+from .critic.score_config import ScoreConfig  # noqa: E402
+
+
+def _run_dir_for(run_dir: Optional[Path], samples: Path) -> Path:
+    return run_dir if run_dir is not None else samples.parent
+
+
+@verb(app, "train-critic", {"problems": ProblemsConfig, "critic": CriticConfig})
+def train_critic_cmd(samples: Path = typer.Option(..., "--samples", help="Samples JSONL of the training problems."),
+                     results: Path = typer.Option(..., "--results", help="Their results JSONL (coderl execute)."),
+                     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where critic/ goes "
+                                                            "(default: the samples' directory)."),
+                     fresh: bool = typer.Option(False, "--fresh", help="Delete critic/ and train again."),
+                     *, given: dict) -> None:
+    """Train the critic (problem + program -> test outcome, a value per program token); held-out
+    metrics and baselines in <run-dir>/critic/metrics.json (resumable)."""
+    from .config import from_dict
+    from .critic import train_critic
+
+    try:
+        pc = _problems_cfg(given["problems"], samples)
+        cfg = from_dict(CriticConfig, given["critic"], "critic options")
+        summary = train_critic(list(_load(pc)), _run_dir_for(run_dir, samples), cfg, samples_path=samples,
+                               results_path=results, fresh=fresh,
+                               echo=lambda m: console.print(m, highlight=False))
+    except KeyboardInterrupt:
+        fail("interrupted: rerun the same command to resume from the last checkpoint", code=130)
+    except _user_errors() as e:
+        fail(str(e))
+    console.print_json(json.dumps({k: summary.get(k) for k in ("validation", "baselines", "bootstrap_auroc_diff",
+                                                             "train_seconds", "peak_rss_mb", "checkpoint")},
+                                  default=str))
+
+
+@verb(app, "critic-score", {"problems": ProblemsConfig, "critic_score": ScoreConfig})
+def critic_score_cmd(samples: Path = typer.Option(..., "--samples", help="Samples JSONL to score."),
+                     results: Optional[Path] = typer.Option(None, "--results", help="Their results (for "
+                                                            "q̂ of the actual outcome; optional)."),
+                     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="The run whose critic/ "
+                                                            "is meant by --checkpoint best|last (default: "
+                                                            "the samples' directory)."),
+                     out: Optional[Path] = typer.Option(None, "--out", help="Scores file (default: "
+                                                        "<run-dir>/critic_scores.npz)."),
+                     fresh: bool = typer.Option(False, "--fresh", help="Score everything again."),
+                     *, given: dict) -> None:
+    """Per sample: class probabilities and per-token values q̂ (of the actual outcome, and of
+    passed), float16 in an .npz with the tokens' character offsets (resumable)."""
+    from .config import from_dict
+    from .critic import score
+
+    try:
+        pc = _problems_cfg(given["problems"], samples)
+        cfg = from_dict(ScoreConfig, given["critic_score"], "critic-score options")
+        summary = score(list(_load(pc)), _run_dir_for(run_dir, samples), cfg, samples_path=samples,
+                        results_path=results, out_path=out, fresh=fresh,
+                        echo=lambda m: console.print(m, highlight=False))
+    except KeyboardInterrupt:
+        fail("interrupted: rerun the same command to resume", code=130)
+    except _user_errors() as e:
+        fail(str(e))
+    console.print_json(json.dumps(summary, default=str))
+
+
 @app.command("pipeline")
 def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/mbpp_smollm2_eval_cpu.yaml"),
                  set_: Optional[list[str]] = typer.Option(None, "--set", help="Override: section.key=value (YAML value)."),
@@ -264,7 +328,7 @@ def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. conf
                  fresh: bool = typer.Option(False, "--fresh", help="Start the selected stages again: delete "
                                             "their outputs first.")) -> None:
     """Run the stages of a recipe (generate -> execute -> evaluate) in runs/<name>/ (resumable)."""
-    from .pipeline import load_config, parse_overrides, run_pipeline, stage_names
+    from .pipeline import load_config, parse_overrides, run_pipeline
 
     try:
         cfg = load_config(config, parse_overrides(set_ or []))
@@ -274,7 +338,6 @@ def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. conf
         fail("interrupted: what the stages wrote is kept; rerun the same command to resume", code=130)
     except _user_errors() as e:
         fail(str(e))
-    del stage_names
 
 
 def main() -> None:  # pragma: no cover

@@ -14,8 +14,8 @@ config dataclass (validated before any work starts, naming the key)::
 :data:`STAGES` is the table: a stage's name, the function that runs it, the boxes it reads and
 writes (names of :class:`~coderl.rundir.RunDir` files). The ``[i/n]`` counters, skip-if-complete,
 ``--from`` / ``--until`` and ``--fresh`` follow from it; a new stage is one row. A stage whose
-boxes are complete under the same settings is skipped, unless an earlier stage did work in this
-invocation; a box written under other settings stops the run with what differs (``--fresh``
+boxes are complete under the same settings is skipped, unless a box it reads was rewritten in
+this invocation; a box written under other settings stops the run with what differs (``--fresh``
 starts the stages again from ``--from``, deleting their boxes).
 """
 
@@ -50,6 +50,8 @@ class PipelineConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     execution: Any = None  # ExecConfig (imported lazily: the execution package is heavy-ish)
     evaluation: EvalConfig = field(default_factory=EvalConfig)
+    critic: Any = None         # CriticConfig: the train-critic stage runs when the YAML has the section
+    critic_score: Any = None   # ScoreConfig: the critic-score stage (needs critic)
     runs_dir: str = "runs"
 
     def __post_init__(self) -> None:
@@ -65,6 +67,13 @@ class PipelineConfig:
 
 
 SECTIONS = {"problems": ProblemsConfig, "generation": GenerationConfig, "evaluation": EvalConfig}
+
+
+def _optional_sections() -> dict[str, type]:
+    """Sections whose stages run only when the YAML has them."""
+    from .critic import CriticConfig, ScoreConfig
+
+    return {"critic": CriticConfig, "critic_score": ScoreConfig}
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -115,6 +124,13 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
         raise ConfigError(f"{path}: runs_dir must be a string")
     sections = {k: from_dict(cls, raw.get(k), f"{path}: {k}") for k, cls in SECTIONS.items()}
     sections["execution"] = _exec_from_dict(raw.get("execution"), f"{path}: execution")
+    for key, cls in _optional_sections().items():
+        if key in raw:
+            sections[key] = from_dict(cls, raw[key], f"{path}: {key}")
+    if sections.get("critic_score") is not None and sections.get("critic") is None and \
+            str(sections["critic_score"].checkpoint) in ("best", "last"):
+        raise ConfigError(f"{path}: critic_score: checkpoint {sections['critic_score'].checkpoint!r} "
+                          "names this run's critic, but the config has no critic section")
     return PipelineConfig(name=raw["name"], runs_dir=raw.get("runs_dir", "runs"), **sections)
 
 
@@ -151,6 +167,8 @@ class Stage:
     reads: tuple[str, ...]
     writes: tuple[str, ...]
     fingerprint: Callable[[Context], dict]
+    enabled: Callable[[PipelineConfig], bool] = lambda cfg: True
+    complete: Callable[[Context], bool] | None = None  # default: every written box is complete
 
 
 def _gen_fp(ctx: Context) -> dict:
@@ -217,34 +235,83 @@ def _run_evaluate(ctx: Context) -> dict:
     return report
 
 
+def _critic_fp(ctx: Context) -> dict:
+    from .critic.critic_config import NOT_FINGERPRINTED
+
+    return config_fingerprint(ctx.cfg.critic, exclude=NOT_FINGERPRINTED)
+
+
+def _critic_complete(ctx: Context) -> bool:
+    from .critic import METRICS_FILE, critic_dir
+
+    path = critic_dir(ctx.run.root) / METRICS_FILE
+    try:
+        return bool(json.loads(path.read_text()).get("complete"))
+    except (OSError, ValueError):
+        return False
+
+
+def _run_train_critic(ctx: Context) -> dict:
+    from .critic import train_critic
+
+    summary = train_critic(ctx.problems, ctx.run.root, ctx.cfg.critic, samples_path=ctx.run.samples,
+                           results_path=ctx.run.results, echo=ctx.echo)
+    v = summary.get("validation") or {}
+    if v:
+        ctx.echo(f"      held-out: accuracy {v.get('accuracy')}, AUROC {v.get('auroc')}")
+    return summary
+
+
+def _score_fp(ctx: Context) -> dict:
+    from .critic.score_config import NOT_FINGERPRINTED
+
+    return config_fingerprint(ctx.cfg.critic_score, exclude=NOT_FINGERPRINTED)
+
+
+def _run_critic_score(ctx: Context) -> dict:
+    from .critic import score
+
+    summary = score(ctx.problems, ctx.run.root, ctx.cfg.critic_score, samples_path=ctx.run.samples,
+                    results_path=ctx.run.results, out_path=ctx.run.critic_scores, echo=ctx.echo)
+    write_meta(ctx.run.critic_scores, "critic-score", _score_fp(ctx), complete=True)
+    return summary
+
+
 STAGES: list[Stage] = [
     Stage("generate", _run_generate, reads=(), writes=("samples",), fingerprint=_gen_fp),
     Stage("execute", _run_execute, reads=("samples",), writes=("results",), fingerprint=_exec_fp),
     Stage("evaluate", _run_evaluate, reads=("samples", "results"), writes=("report_json", "report_md"),
           fingerprint=_eval_fp),
+    Stage("train-critic", _run_train_critic, reads=("samples", "results"), writes=("critic",),
+          fingerprint=_critic_fp, enabled=lambda cfg: cfg.critic is not None, complete=_critic_complete),
+    Stage("critic-score", _run_critic_score, reads=("samples", "results", "critic"), writes=("critic_scores",),
+          fingerprint=_score_fp, enabled=lambda cfg: cfg.critic_score is not None),
 ]
 
 
-def stage_names() -> list[str]:
-    return [s.name for s in STAGES]
+def stage_names(cfg: PipelineConfig | None = None) -> list[str]:
+    return [s.name for s in STAGES if cfg is None or s.enabled(cfg)]
 
 
-def select_stages(start: str | None, until: str | None) -> list[Stage]:
-    names = stage_names()
+def select_stages(start: str | None, until: str | None, cfg: PipelineConfig | None = None) -> list[Stage]:
+    """The stages from ``start`` to ``until`` (names), among those ``cfg`` enables."""
+    names = stage_names(cfg)
     for flag, value in (("--from", start), ("--until", until)):
         if value is not None and value not in names:
-            raise ConfigError(f"{flag} {value!r}: not a stage; the stages are {names}")
+            raise ConfigError(f"{flag} {value!r}: not a stage of this config; its stages are {names}")
     i = names.index(start) if start else 0
     j = names.index(until) + 1 if until else len(names)
     if i >= j:
         raise ConfigError(f"--from {start!r} comes after --until {until!r} (stages: {names})")
-    return STAGES[i:j]
+    enabled = [s for s in STAGES if cfg is None or s.enabled(cfg)]
+    return enabled[i:j]
 
 
 def run_pipeline(cfg: PipelineConfig, *, echo=print, start: str | None = None,
                  until: str | None = None, fresh: bool = False) -> dict[str, Any]:
     """Run the stages of ``cfg`` (all, or ``start`` .. ``until``); returns the last summary."""
-    stages = select_stages(start, until)
+    stages = select_stages(start, until, cfg)
+    names = stage_names(cfg)
     run = RunDir(cfg.run_dir)
     if fresh:
         for st in stages:
@@ -260,17 +327,18 @@ def run_pipeline(cfg: PipelineConfig, *, echo=print, start: str | None = None,
                   + (f" --from {stages[0].name}" if start else "") + f" (or another name than {cfg.name!r})")
     timings: dict[str, float] = {}
     ctx.summaries["_timings"] = timings
-    did_work = False
+    changed: set[str] = set()  # boxes (re)written in this invocation: their readers run again
     last: dict[str, Any] = {}
-    n = len(STAGES)
+    n = len(names)
     for st in stages:
-        i = stage_names().index(st.name) + 1
+        i = names.index(st.name) + 1
         missing = [b for b in st.reads if not run.box(b).exists()]
         if missing:
             raise ConfigError(f"stage {st.name} reads {', '.join(str(run.box(b)) for b in missing)}, "
                               "which does not exist: run the stages before it first (drop --from)")
         fp = st.fingerprint(ctx)
-        if not did_work and all(is_complete(run.box(b), fp) for b in st.writes) and st.name != "evaluate":
+        complete = st.complete(ctx) if st.complete else all(is_complete(run.box(b), fp) for b in st.writes)
+        if complete and not (set(st.reads) & changed) and st.name != "evaluate":
             echo(f"[{i}/{n}] {st.name}: complete under the same settings, skipped")
             continue
         echo(f"[{i}/{n}] {st.name}")
@@ -278,7 +346,7 @@ def run_pipeline(cfg: PipelineConfig, *, echo=print, start: str | None = None,
         last = st.run(ctx)
         timings[st.name] = round(time.time() - t, 1)
         ctx.summaries[st.name] = last
-        did_work = True
+        changed.update(st.writes)
     echo("timings: " + json.dumps(timings))
     last = dict(last)
     last["timings"] = timings
