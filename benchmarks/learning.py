@@ -111,7 +111,7 @@ def run_model(args) -> Path:
         stats = {pid: ProblemStats.from_dict(d) for pid, d in report["per_problem"].items()}
         record["sets"][name] = {
             "problems": len(problems), "num_seqs": es.num_seqs, "greedy": es.greedy,
-            "seed": args.seed, "wall_s": round(time.time() - t0, 1),
+            "seed": args.seed, "wall_s": round(time.time() - t0, 1), "command": record["command"],
             "generation": {k: gen.get(k) for k in ("sequences", "tokens", "seconds", "tokens_per_s")},
             "execution_s": ex.get("seconds"),
             "metrics": {m: ratio(metric_pairs(stats, m)) for m in es.metrics},
