@@ -52,6 +52,8 @@ class PipelineConfig:
     evaluation: EvalConfig = field(default_factory=EvalConfig)
     critic: Any = None         # CriticConfig: the train-critic stage runs when the YAML has the section
     critic_score: Any = None   # ScoreConfig: the critic-score stage (needs critic)
+    sft: Any = None            # SFTConfig: the train-actor stage (SFT warm-up), first when present
+    rl: Any = None             # RLConfig: the train-rl stage (CodeRL's loss), last when present
     runs_dir: str = "runs"
 
     def __post_init__(self) -> None:
@@ -72,8 +74,9 @@ SECTIONS = {"problems": ProblemsConfig, "generation": GenerationConfig, "evaluat
 def _optional_sections() -> dict[str, type]:
     """Sections whose stages run only when the YAML has them."""
     from .critic import CriticConfig, ScoreConfig
+    from .training import RLConfig, SFTConfig
 
-    return {"critic": CriticConfig, "critic_score": ScoreConfig}
+    return {"critic": CriticConfig, "critic_score": ScoreConfig, "sft": SFTConfig, "rl": RLConfig}
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -277,8 +280,50 @@ def _run_critic_score(ctx: Context) -> dict:
     return summary
 
 
+def _metrics_complete(stage_dir: Path) -> bool:
+    try:
+        return bool(json.loads((stage_dir / "metrics.json").read_text()).get("complete"))
+    except (OSError, ValueError):
+        return False
+
+
+def _sft_fp(ctx: Context) -> dict:
+    from .training.sft_config import NOT_FINGERPRINTED
+
+    return config_fingerprint(ctx.cfg.sft, exclude=NOT_FINGERPRINTED)
+
+
+def _run_sft(ctx: Context) -> dict:
+    from .training import train_sft
+
+    summary = train_sft(ctx.problems, ctx.run.root, ctx.cfg.sft, progress=ctx.cfg.sft.progress,
+                        echo=ctx.echo, exec_config=ctx.cfg.execution)
+    return summary
+
+
+def _rl_fp(ctx: Context) -> dict:
+    from .training.rl_config import NOT_FINGERPRINTED
+
+    return config_fingerprint(ctx.cfg.rl, exclude=NOT_FINGERPRINTED)
+
+
+def _run_rl(ctx: Context) -> dict:
+    from .training import train_rl
+
+    cfg = ctx.cfg.rl
+    scores = ctx.run.critic_scores if cfg.critic_weights else None
+    if cfg.critic_weights and not ctx.run.critic_scores.exists():
+        raise ConfigError(f"rl.critic_weights: needs {ctx.run.critic_scores} (add the critic and "
+                          "critic_score sections, or set rl.critic_weights: false for q̂ = 1)")
+    return train_rl(ctx.problems, ctx.run.root, cfg, samples_path=ctx.run.samples,
+                    results_path=ctx.run.results, scores_path=scores, progress=cfg.progress,
+                    echo=ctx.echo, exec_config=ctx.cfg.execution)
+
+
 STAGES: list[Stage] = [
-    Stage("generate", _run_generate, reads=(), writes=("samples",), fingerprint=_gen_fp),
+    Stage("train-actor", _run_sft, reads=(), writes=("sft",), fingerprint=_sft_fp,
+          enabled=lambda cfg: cfg.sft is not None, complete=lambda ctx: _metrics_complete(ctx.run.sft)),
+    Stage("generate", _run_generate, reads=("sft",), writes=("samples",), fingerprint=_gen_fp),
     Stage("execute", _run_execute, reads=("samples",), writes=("results",), fingerprint=_exec_fp),
     Stage("evaluate", _run_evaluate, reads=("samples", "results"), writes=("report_json", "report_md"),
           fingerprint=_eval_fp),
@@ -286,6 +331,9 @@ STAGES: list[Stage] = [
           fingerprint=_critic_fp, enabled=lambda cfg: cfg.critic is not None, complete=_critic_complete),
     Stage("critic-score", _run_critic_score, reads=("samples", "results", "critic"), writes=("critic_scores",),
           fingerprint=_score_fp, enabled=lambda cfg: cfg.critic_score is not None),
+    Stage("train-rl", _run_rl, reads=("samples", "results", "critic_scores", "sft"), writes=("rl",),
+          fingerprint=_rl_fp,
+          enabled=lambda cfg: cfg.rl is not None, complete=lambda ctx: _metrics_complete(ctx.run.rl)),
 ]
 
 
@@ -330,9 +378,12 @@ def run_pipeline(cfg: PipelineConfig, *, echo=print, start: str | None = None,
     changed: set[str] = set()  # boxes (re)written in this invocation: their readers run again
     last: dict[str, Any] = {}
     n = len(names)
+    # a box counts as an input only where an enabled stage of this config writes it (generate
+    # reads sft/ only in a recipe with an sft section)
+    producers = {b for s in STAGES if s.enabled(cfg) for b in s.writes}
     for st in stages:
         i = names.index(st.name) + 1
-        missing = [b for b in st.reads if not run.box(b).exists()]
+        missing = [b for b in st.reads if b in producers and not run.box(b).exists()]
         if missing:
             raise ConfigError(f"stage {st.name} reads {', '.join(str(run.box(b)) for b in missing)}, "
                               "which does not exist: run the stages before it first (drop --from)")

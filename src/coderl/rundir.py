@@ -31,6 +31,8 @@ class RunDir:
     REPORT_JSON = "report.json"
     CRITIC = "critic"                 # critic checkpoints, logs, held-out metrics
     CRITIC_SCORES = "critic_scores.npz"
+    SFT = "sft"                       # the actor after the SFT warm-up (HF checkpoint or adapter)
+    RL = "rl"                         # the actor after CodeRL's RL
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -67,6 +69,14 @@ class RunDir:
     @property
     def critic_scores(self) -> Path:
         return self.root / self.CRITIC_SCORES
+
+    @property
+    def sft(self) -> Path:
+        return self.root / self.SFT
+
+    @property
+    def rl(self) -> Path:
+        return self.root / self.RL
 
     def box(self, name: str) -> Path:
         """A box by its attribute name (``"samples"``, ``"results"``, ...)."""
