@@ -129,3 +129,36 @@ def test_critic_stages_in_the_pipeline(tiny_chat_dir, tmp_path):
     run_pipeline(load_config(path), echo=lines.append)
     assert "[4/5] train-critic: complete under the same settings, skipped" in lines
     assert "[5/5] critic-score: complete under the same settings, skipped" in lines
+
+
+def test_the_whole_coderl_loop_from_one_config(tiny_chat_dir, tmp_path):
+    """sft -> generate (by the SFT model) -> execute -> evaluate -> train-critic -> critic-score ->
+    train-rl, from one YAML, on a tiny model; a rerun skips every stage."""
+    name = "loop"
+    run = tmp_path / "runs" / name
+    quiet = {"progress": False, "val_source": None, "save_every": 0, "threads": 1}
+    cfg = {"name": name, "runs_dir": str(tmp_path / "runs"),
+           "problems": {"source": "mbpp", "split": "train", "end": 4},
+           "sft": {"model": str(tiny_chat_dir), "epochs": 1, "batch_size": 2, "grad_accum": 1, **quiet},
+           "generation": {"model": str(run / "sft"), "num_seqs": 2, "max_new_tokens": 6,
+                          "batch_size": 8, "progress": False},
+           "execution": {"timeout": 2, "workers": 1},
+           "evaluation": {"ks": [1], "n_at_k": [], "plots": False},
+           "critic": {"model": str(tiny_chat_dir), "mode": "head", "epochs": 1, "batch_size": 4,
+                      "val_fraction": 0.5, "gold_in_validation": True, "bootstrap": 20,
+                      "progress": False, "threads": 1},
+           "critic_score": {"checkpoint": "best", "progress": False, "threads": 1},
+           "rl": {"init": "sft", "batch_size": 2, "grad_accum": 1, "ce_every": 1, "epochs": 1,
+                  "skip_zero_return": False, **quiet}}
+    path = tmp_path / "loop.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    lines = []
+    summary = run_pipeline(load_config(path), echo=lines.append)
+    names = ["train-actor", "generate", "execute", "evaluate", "train-critic", "critic-score", "train-rl"]
+    assert [l for l in lines if l.startswith("[")] == [f"[{i}/7] {n}" for i, n in enumerate(names, 1)]
+    assert summary["complete"] and summary["data"]["rl"]["q_hat"] != "ones"
+    assert (run / "rl" / "adapter_config.json").exists() or (run / "rl" / "config.json").exists()
+    lines.clear()
+    run_pipeline(load_config(path), echo=lines.append)
+    skipped = [l for l in lines if l.endswith("skipped")]
+    assert len(skipped) == 6, lines  # every stage but evaluate (always rewritten, cheap)
