@@ -224,3 +224,22 @@ def test_truncated_gguf_is_one_line_error(tmp_path, monkeypatch):
                                  "--model", str(bad), "--out", str(tmp_path / "s.jsonl")])
     assert r.exit_code == 2 and "cannot read it as a GGUF model" in r.output, r.output
     assert not any((tmp_path / "cache" / "models").glob("model-*/config.json"))  # no half checkpoint
+
+
+@pytest.mark.parametrize("verb, flags", [
+    ("train-critic", ["--num-classes", "--mode", "--epochs", "--val-fraction"]),
+    ("critic-score", ["--checkpoint", "--batch-size"]),
+    ("train-actor", ["--model", "--lr", "--epochs", "--run-dir"]),
+    ("train-rl", ["--init", "--critic-weights", "--relative-return", "--ce-every", "--kl-coef", "--scores"]),
+])
+def test_learning_verbs_have_their_config_options(verb, flags):
+    r = CliRunner().invoke(app, [verb, "--help"], env={"COLUMNS": "250"})
+    assert r.exit_code == 0, r.output
+    for flag in flags:
+        assert flag in r.output, (verb, flag)
+
+
+def test_learning_verbs_reject_bad_values():
+    r = CliRunner().invoke(app, ["train-actor", "--problems", "mbpp", "--split", "train", "--run-dir", "x",
+                                 "--lr", "0"])
+    assert r.exit_code == 2 and "lr" in r.output and "Traceback" not in r.output

@@ -319,6 +319,59 @@ def critic_score_cmd(samples: Path = typer.Option(..., "--samples", help="Sample
     console.print_json(json.dumps(summary, default=str))
 
 
+from .training.rl_config import RLConfig  # noqa: E402
+from .training.sft_config import SFTConfig  # noqa: E402
+
+
+@verb(app, "train-actor", {"problems": ProblemsConfig, "sft": SFTConfig})
+def train_actor_cmd(run_dir: Path = typer.Option(..., "--run-dir", help="The run: the model goes to <run-dir>/sft/."),
+                    fresh: bool = typer.Option(False, "--fresh", help="Delete <run-dir>/sft/ and train again."),
+                    *, given: dict) -> None:
+    """SFT warm-up: fine-tune the actor on the gold programs of the problems, in the prompt format
+    generation uses (resumable; `coderl generate --model <run-dir>/sft` samples from it)."""
+    from .config import from_dict
+    from .training import train_sft
+
+    try:
+        pc = _problems_cfg(given["problems"])
+        cfg = from_dict(SFTConfig, given["sft"], "sft options")
+        summary = train_sft(list(_load(pc)), run_dir, cfg, fresh=fresh,
+                            echo=lambda m: console.print(m, highlight=False))
+    except KeyboardInterrupt:
+        fail("interrupted: rerun the same command to resume from the last checkpoint", code=130)
+    except _user_errors() as e:
+        fail(str(e))
+    console.print_json(json.dumps(summary, default=str))
+
+
+@verb(app, "train-rl", {"problems": ProblemsConfig, "rl": RLConfig})
+def train_rl_cmd(samples: Path = typer.Option(..., "--samples", help="Samples of the training problems "
+                                               "(by the model RL starts from)."),
+                 results: Path = typer.Option(..., "--results", help="Their results (coderl execute)."),
+                 scores: Optional[Path] = typer.Option(None, "--scores", help="Critic scores (coderl "
+                                                       "critic-score); without them q̂ = 1."),
+                 run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="The run: the model goes "
+                                                        "to <run-dir>/rl/ (default: the samples' directory)."),
+                 fresh: bool = typer.Option(False, "--fresh", help="Delete <run-dir>/rl/ and train again."),
+                 *, given: dict) -> None:
+    """CodeRL's offline RL: -(r(W^s) - r(W^b)) q̂(w_t) log p(w_t), alternating with cross-entropy
+    steps on gold programs (resumable)."""
+    from .config import from_dict
+    from .training import train_rl
+
+    try:
+        pc = _problems_cfg(given["problems"], samples)
+        cfg = from_dict(RLConfig, given["rl"], "rl options")
+        summary = train_rl(list(_load(pc)), _run_dir_for(run_dir, samples), cfg, samples_path=samples,
+                           results_path=results, scores_path=scores, fresh=fresh,
+                           echo=lambda m: console.print(m, highlight=False))
+    except KeyboardInterrupt:
+        fail("interrupted: rerun the same command to resume from the last checkpoint", code=130)
+    except _user_errors() as e:
+        fail(str(e))
+    console.print_json(json.dumps(summary, default=str))
+
+
 @app.command("pipeline")
 def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/mbpp_smollm2_eval_cpu.yaml"),
                  set_: Optional[list[str]] = typer.Option(None, "--set", help="Override: section.key=value (YAML value)."),
