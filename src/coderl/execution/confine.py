@@ -7,6 +7,7 @@ import ctypes
 import os
 import resource
 import signal
+import time
 
 PR_SET_PDEATHSIG = 1
 PR_SET_CHILD_SUBREAPER = 36
@@ -80,8 +81,9 @@ def apply_limits(limits: dict, uid_dropped: bool) -> None:
             pass
 
 
-def reap_uid(uid: int | None, pgid: int | None) -> None:
-    """Kill whatever the program left behind: its process group, then every process of its uid."""
+def reap_uid(uid: int | None, pgid: int | None, timeout: float | None = None) -> None:
+    """Kill whatever the program left behind: its process group, then every process of its uid.
+    ``timeout``: wait at most that long for the (forked) uid reaper, SIGKILLing it at the end."""
     if pgid is not None:  # the group, and the process itself should it not have made its group yet
         for kill in (os.killpg, os.kill):
             try:
@@ -100,4 +102,28 @@ def reap_uid(uid: int | None, pgid: int | None) -> None:
         except BaseException:
             pass
         os._exit(0)
-    os.waitpid(pid, 0)
+    if timeout is None:
+        os.waitpid(pid, 0)
+        return
+    end = time.monotonic() + timeout
+    while True:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        if time.monotonic() >= end:
+            break
+        time.sleep(0.005)
+    try:  # wedged (it never should be): kill it, reap it if that is quick, else leave the zombie
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:
+            return
+        time.sleep(0.005)

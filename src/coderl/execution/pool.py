@@ -18,13 +18,14 @@ import json
 import math
 import os
 import queue
+import select
 import signal
 import subprocess
 import sys
 import threading
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait as wait_futures
 from typing import Any, Iterable
 
 from coderl.execution import outcome as oc, sandbox, wire
@@ -60,6 +61,11 @@ def count_tests(tests: dict[str, Any], kind: str) -> int:
 
 _ENGINE_IDS = itertools.count()
 
+# the abort path (Ctrl-C) is bounded: how long it waits for a killed worker to be reaped (SIGKILL
+# is re-sent meanwhile), and for the threads of ``parallel`` to come back
+KILL_WAIT = 3.0
+ABORT_JOIN = 5.0
+
 
 class _Worker:
     """One warm worker process and its pipes (engine side)."""
@@ -90,7 +96,8 @@ class _Worker:
             self.stop()
             raise EngineError(f"execution worker failed to start ({' '.join(argv[:3])} ...): {e}") from None
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 2.0) -> None:
+        """Close the worker's stdin (it exits on EOF), wait ``wait`` s for it, else kill it."""
         if self.proc is None:
             return
         try:
@@ -98,25 +105,34 @@ class _Worker:
         except OSError:
             pass
         try:
-            self.proc.wait(timeout=2)
+            self.proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
             self.kill()
         self.proc.stdout.close()
         self.proc = None
 
-    def kill(self) -> None:
+    def kill(self, timeout: float = KILL_WAIT) -> None:
         """SIGKILL the worker's process group (under bwrap that ends its pid namespace, children
-        included), then whatever is left in its pids cgroup or runs as its program uid."""
-        if self.proc is None:
+        included), then whatever is left in its pids cgroup or runs as its program uid. Bounded:
+        the worker is waited for at most ``timeout`` s (SIGKILL re-sent meanwhile), the sweeps too."""
+        proc = self.proc
+        if proc is None:
             return
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except OSError:
-            pass
-        self.proc.wait()
+        end = time.monotonic() + timeout
+        while proc.returncode is None:  # (a reaped pid is never signalled: it may be reused)
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(proc.pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            try:
+                proc.wait(timeout=max(0.01, min(0.25, end - time.monotonic())))
+            except subprocess.TimeoutExpired:
+                if time.monotonic() >= end:
+                    break  # left to the sweeps below; its pipes are closed by ``stop``
         if "pids" in self.cgroup.controllers:
             procs = self.cgroup.path("pids") / "cgroup.procs"
-            deadline = time.monotonic() + 2
+            deadline = min(time.monotonic() + 2, max(end, time.monotonic() + 0.5))
             while time.monotonic() < deadline:
                 try:
                     victims = [int(x) for x in procs.read_text().split()]
@@ -133,21 +149,43 @@ class _Worker:
         if self.hello.get("uid") is not None:
             from coderl.execution import confine
 
-            confine.reap_uid(self.uid, None)
+            confine.reap_uid(self.uid, None, timeout=max(0.5, end - time.monotonic()))
 
-    def run(self, job: dict[str, Any], tests: dict[str, Any]) -> dict[str, Any]:
+    def run(self, job: dict[str, Any], tests: dict[str, Any], wake: int | None = None) -> dict[str, Any]:
+        """Send the job, wait for its result. ``wake``: an fd that turns readable on abort — the
+        wait then ends at once (``Aborted``), even should something still hold the pipe's write end."""
         assert self.proc is not None
         wire.send(self.proc.stdin.fileno(), job)
         wire.send(self.proc.stdin.fileno(), tests)
-        reply = wire.recv(self.proc.stdout.fileno(), deadline=time.monotonic() + job["job_timeout"] + 30)
+        fd = self.proc.stdout.fileno()
+        deadline = time.monotonic() + job["job_timeout"] + 30
+        if wake is not None:  # the reply's first byte (a frame follows in one write) or the abort
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise wire.FrameTimeout()
+                ready = select.select([fd, wake], [], [], left)[0]
+                if wake in ready:
+                    raise Aborted("the execution engine was aborted")
+                if fd in ready:
+                    break
+        reply = wire.recv(fd, deadline=deadline)
         if not isinstance(reply, dict) or reply.get("op") != "result":
             raise wire.ProtocolError("worker sent no result")
         return reply
 
 
-def _stop_workers(workers: list[_Worker]) -> None:
+def _close_fds(*fds: int) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def _stop_workers(workers: list[_Worker], wait: float = 2.0) -> None:
     for w in workers:
-        w.stop()
+        w.stop(wait)
         w.cgroup.remove()
 
 
@@ -179,6 +217,9 @@ class Executor:
         self.runs = 0
         self.aborted = False
         self._limits_for: dict[float, dict[str, Any]] = {}
+        # written once on abort: every thread waiting for a worker's reply selects on it too
+        self._wake_r, self._wake_w = os.pipe()
+        weakref.finalize(self, _close_fds, self._wake_r, self._wake_w)
 
     @property
     def uids(self) -> list[int]:
@@ -190,7 +231,10 @@ class Executor:
         self.start()
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if (exc_type is not None and not issubclass(exc_type, Exception) and self.started
+                and not self.aborted):  # Ctrl-C outside ``parallel``: stop now all the same
+            self.abort()
         self.close()
 
     def start(self) -> None:
@@ -206,10 +250,16 @@ class Executor:
 
     def abort(self) -> None:
         """Stop now (Ctrl-C): kill every worker and what its programs left; programs in flight and
-        waiting raise ``Aborted`` (never a verdict). ``close`` still follows."""
+        waiting raise ``Aborted`` (never a verdict). ``close`` still follows. Bounded: no wait in
+        here (or in ``parallel``'s abort path) is without a timeout."""
         self.aborted = True
+        try:
+            os.write(self._wake_w, b"!")  # readers waiting for a reply return at once
+        except OSError:
+            pass
+        end = time.monotonic() + KILL_WAIT
         for w in self._workers:
-            w.kill()
+            w.kill(timeout=max(0.2, end - time.monotonic()))
 
     def parallel(self, fn: Any, items: Iterable[Any]) -> list[Any]:
         """``[fn(item) for item in items]`` on one thread per worker. The first error (or Ctrl-C in
@@ -217,8 +267,10 @@ class Executor:
         is not an Exception) the engine is aborted too, so the call returns within moments instead
         of after every queued program."""
         pool = ThreadPoolExecutor(max_workers=len(self._workers))
-        futures = [pool.submit(fn, item) for item in items]
-        try:
+        futures = []
+        try:  # (submitting too: Ctrl-C may come while the first items already run)
+            for item in items:
+                futures.append(pool.submit(fn, item))
             out = [f.result() for f in futures]
         except Exception:
             pool.shutdown(wait=True, cancel_futures=True)
@@ -226,13 +278,15 @@ class Executor:
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             self.abort()
-            pool.shutdown(wait=True)
+            # the threads come back at once (their waits end on abort); never wait unboundedly
+            # (cancelled ones never count as done for ``wait``: left out)
+            wait_futures([f for f in futures if not f.cancelled()], timeout=ABORT_JOIN)
             raise
         pool.shutdown(wait=True)
         return out
 
     def close(self) -> None:
-        _stop_workers(self._workers)
+        _stop_workers(self._workers, wait=0.2 if self.aborted else 2.0)  # (aborted: already killed)
         self.started = False
         if self.cache is not None:
             self.cache.close()
@@ -416,11 +470,17 @@ class Executor:
 
     def _dispatch(self, job: dict, frame: dict) -> dict[str, Any]:
         for attempt in range(2):
-            w = self._idle.get()
+            while True:
+                try:
+                    w = self._idle.get(timeout=0.5)
+                    break
+                except queue.Empty:
+                    if self.aborted:
+                        raise Aborted("the execution engine was aborted") from None
             try:
                 if self.aborted:
                     raise Aborted("the execution engine was aborted")
-                return w.run(job, frame)
+                return w.run(job, frame, self._wake_r)
             except (wire.FrameTimeout, wire.ProtocolError, OSError) as e:
                 if self.aborted:
                     raise Aborted("the execution engine was aborted") from None
