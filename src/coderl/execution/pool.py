@@ -25,7 +25,6 @@ import sys
 import threading
 import time
 import weakref
-from concurrent.futures import ThreadPoolExecutor, wait as wait_futures
 from typing import Any, Iterable
 
 from coderl.execution import outcome as oc, sandbox, wire
@@ -263,26 +262,55 @@ class Executor:
 
     def parallel(self, fn: Any, items: Iterable[Any]) -> list[Any]:
         """``[fn(item) for item in items]`` on one thread per worker. The first error (or Ctrl-C in
-        the calling thread) cancels the items not yet started; on Ctrl-C (any BaseException that
-        is not an Exception) the engine is aborted too, so the call returns within moments instead
-        of after every queued program."""
-        pool = ThreadPoolExecutor(max_workers=len(self._workers))
-        futures = []
-        try:  # (submitting too: Ctrl-C may come while the first items already run)
-            for item in items:
-                futures.append(pool.submit(fn, item))
-            out = [f.result() for f in futures]
-        except Exception:
-            pool.shutdown(wait=True, cancel_futures=True)
-            raise
+        the calling thread) stops the items not yet started and is raised; on Ctrl-C (any
+        BaseException that is not an Exception) the engine is aborted too, so the call returns
+        within moments instead of after every queued program. The threads are daemon threads: one
+        stuck in a system call can never keep the interpreter from exiting after Ctrl-C."""
+        import threading
+
+        items = list(items)
+        out: list[Any] = [None] * len(items)
+        todo: queue.SimpleQueue = queue.SimpleQueue()
+        for i in range(len(items)):
+            todo.put(i)
+        errors: list[BaseException] = []
+        stop = threading.Event()
+        finished = threading.Semaphore(0)
+
+        def run() -> None:
+            try:
+                while not stop.is_set():
+                    try:
+                        i = todo.get_nowait()
+                    except queue.Empty:
+                        return
+                    try:
+                        out[i] = fn(items[i])
+                    except BaseException as e:  # noqa: BLE001 - handed to the calling thread
+                        errors.append(e)
+                        stop.set()
+                        return
+            finally:
+                finished.release()
+
+        threads = [threading.Thread(target=run, daemon=True, name=f"coderl-exec-{k}")
+                   for k in range(max(1, min(len(self._workers), len(items))))]
+        try:
+            for t in threads:
+                t.start()
+            for _ in threads:
+                while not finished.acquire(timeout=0.2):
+                    pass
         except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
+            stop.set()
             self.abort()
             # the threads come back at once (their waits end on abort); never wait unboundedly
-            # (cancelled ones never count as done for ``wait``: left out)
-            wait_futures([f for f in futures if not f.cancelled()], timeout=ABORT_JOIN)
+            deadline = time.monotonic() + ABORT_JOIN
+            for t in threads:
+                t.join(max(0.0, deadline - time.monotonic()))
             raise
-        pool.shutdown(wait=True)
+        if errors:
+            raise errors[0]
         return out
 
     def close(self) -> None:
