@@ -27,10 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import ctypes
 import json
 import math
 import resource
 import shutil
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -95,6 +97,21 @@ def _schedule_fn(kind: str, total: int, warmup: int) -> Callable[[int], float]:
             return max(0.0, 0.5 * (1 + math.cos(math.pi * min(1.0, frac))))
         return max(0.0, 1.0 - frac)
     return f
+
+
+def _glibc_release_memory():
+    """Linux/glibc: serve allocations of 1 MB and more with mmap (returned to the system when
+    freed; glibc's default threshold grows to 32 MB and keeps freed activations in the heap) and
+    return ``malloc_trim`` to call after each step; None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        if libc.mallopt(-3, 1 << 20) != 1:  # M_MMAP_THRESHOLD
+            return None
+        return lambda: libc.malloc_trim(0)
+    except (OSError, AttributeError):
+        return None
 
 
 def adapter_base_spec(spec: str) -> str:
@@ -288,6 +305,7 @@ class Trainer:
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise ConfigError(f"{self.stage}.device: cuda requested but torch sees no GPU")
         t_start = time.time()
+        trim = _glibc_release_memory() if cfg.release_memory else None
         accelerator = Accelerator(cpu=cfg.device == "cpu", mixed_precision=cfg.mixed_precision)
         self.accelerator = accelerator
         set_seed(cfg.seed)
@@ -431,6 +449,8 @@ class Trainer:
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
+                if trim is not None:
+                    trim()
                 state.step = step + 1
                 state.steps_by_kind[kind] = state.steps_by_kind.get(kind, 0) + 1
                 state.tokens += tokens
@@ -447,7 +467,7 @@ class Trainer:
                     for k, v in means.items():
                         tb.add_scalar(f"train/{kind}_{k}" if k == "loss" else f"train/{k}", v, state.step)
                     tb.add_scalar("train/lr", lr_now, state.step)
-                acc, n_mb, tokens, t_step = {}, 0, 0, time.time()
+                acc, n_mb, tokens = {}, 0, 0
                 at_end = state.step == total
                 budget = cfg.max_steps is not None and state.step >= cfg.max_steps
                 evaluated = False
@@ -465,6 +485,7 @@ class Trainer:
                 if self.on_step is not None:
                     self.on_step(state.step)
                 stop = at_end or budget or state.stopped_early
+                t_step = time.time()  # a step's seconds: its micro-batches and optimizer step only
         finally:
             bar.close()
             if tb is not None:

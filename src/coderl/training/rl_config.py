@@ -40,6 +40,8 @@ class RLConfig(TrainerConfig):
     kl_coef: float = opt(0.0, "Weight of a KL penalty to the starting model on the sampled tokens "
                          "(0: off; LoRA computes the reference with the adapters disabled, full "
                          "fine-tuning keeps a frozen copy).", ge=0)
+    measure_kl: bool = opt(False, "Log the KL to the starting model on the sampled tokens even with "
+                           "kl_coef 0 (one more forward pass per RL micro-batch).")
     max_solutions: int = opt(0, "Gold programs per problem in the cross-entropy steps (0: all).", ge=0)
     gold_reorder: bool = opt(True, "As train-actor's --gold-reorder (gold programs with code "
                              "before the pre-filled function).")

@@ -101,9 +101,10 @@ def _rl_loss(cfg: RLConfig) -> Callable:
         loss = losses.rl_loss(lp, mask, batch["returns"], batch["weights"])
         stats = {"return": float(batch["returns"].mean()),
                  "q_hat": float((batch["weights"] * mask).sum() / mask.sum().clamp(min=1))}
-        if cfg.kl_coef > 0:
+        if cfg.kl_coef > 0 or cfg.measure_kl:
             kl = losses.kl_penalty(lp, trainer.reference_logprobs(batch), mask)
-            loss = loss + cfg.kl_coef * kl
+            if cfg.kl_coef > 0:
+                loss = loss + cfg.kl_coef * kl
             stats["kl"] = float(kl.detach())
         return loss, stats
     return loss_fn
@@ -175,7 +176,7 @@ def train_rl(problems: Sequence, run_dir: str | Path, cfg: RLConfig, *, samples_
                       streams=streams, primary="rl",
                       kinds=lambda group: schedule(-(-(cfg.epochs * n_micro) // group), cfg.ce_every),
                       loss_fn=_rl_loss(cfg), val_examples=val_examples, val_problems=val_problems,
-                      fingerprint=fp, data_info=data_info, needs_reference=cfg.kl_coef > 0,
+                      fingerprint=fp, data_info=data_info, needs_reference=cfg.kl_coef > 0 or cfg.measure_kl,
                       progress=progress and cfg.progress, on_step=on_step, echo=echo,
                       exec_config=exec_config, data_records=[e.summary() for e in rl.examples])
     return trainer.run()
