@@ -366,7 +366,11 @@ def test_execute_resume_reruns_stale_results(tmp_path):
 
 
 _INTERRUPTED_RUN = """
-import sys
+import signal, sys
+# a process started in the background by a non-interactive shell (nohup ... &, some CI runners)
+# inherits SIGINT ignored, and Python then installs no KeyboardInterrupt handler: restore what a
+# terminal's Ctrl-C meets
+signal.signal(signal.SIGINT, signal.default_int_handler)
 from coderl.execution import ExecConfig
 from coderl.execution.stage import execute
 from coderl.problems.schema import Problem
