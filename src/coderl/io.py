@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import io
 import json
@@ -67,14 +68,17 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
 atomic_write_jsonl = write_jsonl
 
 
-def atomic_write_text(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, *, binary: bool = False, suffix: str = ".tmp"):
+    """Open a temporary sibling of ``path`` for writing; on success it is flushed, fsynced and
+    renamed onto ``path`` (readers see the old file or the new one, never a part); on error it
+    is removed."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
+        with (os.fdopen(fd, "wb") if binary else os.fdopen(fd, "w", encoding="utf-8")) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
@@ -82,6 +86,12 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
+    with atomic_file(path) as f:
+        f.write(text)
 
 
 class JsonlAppender:

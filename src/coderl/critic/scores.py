@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,7 +26,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from ..execution.codes import OUTCOMES
-from ..io import RecordError
+from ..io import RecordError, atomic_file
 
 SCORES_FILE = "critic_scores.npz"
 PARTS_SUFFIX = ".parts"  # <scores file>.parts/: chunks written while scoring (resume)
@@ -96,18 +94,8 @@ def write_scores(path: str | Path, records: Iterable[SampleScores], meta: dict[s
         "offsets": cat([np.asarray(r.offsets).reshape(-1, 2) for r in recs], (0, 2), np.int32),
         "meta": np.array(json.dumps(meta, sort_keys=True)),
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp.npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_file(path, binary=True, suffix=".tmp.npz") as f:
+        np.savez(f, **arrays)
     return path
 
 
