@@ -243,3 +243,14 @@ def test_learning_verbs_reject_bad_values():
     r = CliRunner().invoke(app, ["train-actor", "--problems", "mbpp", "--split", "train", "--run-dir", "x",
                                  "--lr", "0"])
     assert r.exit_code == 2 and "lr" in r.output and "Traceback" not in r.output
+
+
+def test_train_rl_bad_samples_is_one_line_error(tmp_path):
+    samples, results = tmp_path / "s.jsonl", tmp_path / "r.jsonl"
+    samples.write_text('{"problem_id": "mbpp/601", "index": 0, "program": "def f(): pass", "raw": "x"}\n')
+    results.write_text("")
+    r = CliRunner().invoke(app, ["train-rl", "--problems", "mbpp", "--split", "train", "--samples", str(samples),
+                                 "--results", str(results), "--run-dir", str(tmp_path / "run"),
+                                 "--init", "default", "--no-critic-weights"])
+    assert r.exit_code == 2, r.output
+    assert "Traceback" not in r.output and "error:" in r.output

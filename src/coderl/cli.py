@@ -133,9 +133,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .io import RecordError
     from .models import ModelError
     from .problems import ProblemError
+    from .training.data import TrainingError  # bad training input, NaN loss, foreign checkpoints
 
-    return (ConfigError, ProblemError, RecordError, ModelError, FileNotFoundError, IsADirectoryError,
-            NotADirectoryError, ValueError)
+    return (ConfigError, ProblemError, RecordError, ModelError, TrainingError, FileNotFoundError,
+            IsADirectoryError, NotADirectoryError, ValueError)
 
 
 def _problems_cfg(given: dict, recorded_from: Optional[Path] = None):
@@ -259,6 +260,16 @@ from .critic.critic_config import CriticConfig  # noqa: E402
 from .critic.score_config import ScoreConfig  # noqa: E402
 
 
+def _guarded(action, interrupted: str = "rerun the same command to resume from the last checkpoint"):
+    """Run a stage verb's work: Ctrl-C and bad input become one line each (exit 130 / 2)."""
+    try:
+        return action()
+    except KeyboardInterrupt:
+        fail(f"interrupted: {interrupted}", code=130)
+    except _user_errors() as e:
+        fail(str(e))
+
+
 def _run_dir_for(run_dir: Optional[Path], samples: Path) -> Path:
     return run_dir if run_dir is not None else samples.parent
 
@@ -275,16 +286,13 @@ def train_critic_cmd(samples: Path = typer.Option(..., "--samples", help="Sample
     from .config import from_dict
     from .critic import train_critic
 
-    try:
+    def work():
         pc = _problems_cfg(given["problems"], samples)
         cfg = from_dict(CriticConfig, given["critic"], "critic options")
-        summary = train_critic(list(_load(pc)), _run_dir_for(run_dir, samples), cfg, samples_path=samples,
-                               results_path=results, fresh=fresh,
-                               echo=lambda m: console.print(m, highlight=False))
-    except KeyboardInterrupt:
-        fail("interrupted: rerun the same command to resume from the last checkpoint", code=130)
-    except _user_errors() as e:
-        fail(str(e))
+        return train_critic(list(_load(pc)), _run_dir_for(run_dir, samples), cfg, samples_path=samples,
+                            results_path=results, fresh=fresh, echo=lambda m: console.print(m, highlight=False))
+
+    summary = _guarded(work)
     console.print_json(json.dumps({k: summary.get(k) for k in ("validation", "baselines", "bootstrap_auroc_diff",
                                                              "train_seconds", "peak_rss_mb", "checkpoint")},
                                   default=str))
@@ -306,16 +314,13 @@ def critic_score_cmd(samples: Path = typer.Option(..., "--samples", help="Sample
     from .config import from_dict
     from .critic import score
 
-    try:
+    def work():
         pc = _problems_cfg(given["problems"], samples)
         cfg = from_dict(ScoreConfig, given["critic_score"], "critic-score options")
-        summary = score(list(_load(pc)), _run_dir_for(run_dir, samples), cfg, samples_path=samples,
-                        results_path=results, out_path=out, fresh=fresh,
-                        echo=lambda m: console.print(m, highlight=False))
-    except KeyboardInterrupt:
-        fail("interrupted: rerun the same command to resume", code=130)
-    except _user_errors() as e:
-        fail(str(e))
+        return score(list(_load(pc)), _run_dir_for(run_dir, samples), cfg, samples_path=samples,
+                     results_path=results, out_path=out, fresh=fresh, echo=lambda m: console.print(m, highlight=False))
+
+    summary = _guarded(work, "rerun the same command to resume")
     console.print_json(json.dumps(summary, default=str))
 
 
@@ -332,15 +337,12 @@ def train_actor_cmd(run_dir: Path = typer.Option(..., "--run-dir", help="The run
     from .config import from_dict
     from .training import train_sft
 
-    try:
+    def work():
         pc = _problems_cfg(given["problems"])
         cfg = from_dict(SFTConfig, given["sft"], "sft options")
-        summary = train_sft(list(_load(pc)), run_dir, cfg, fresh=fresh,
-                            echo=lambda m: console.print(m, highlight=False))
-    except KeyboardInterrupt:
-        fail("interrupted: rerun the same command to resume from the last checkpoint", code=130)
-    except _user_errors() as e:
-        fail(str(e))
+        return train_sft(list(_load(pc)), run_dir, cfg, fresh=fresh, echo=lambda m: console.print(m, highlight=False))
+
+    summary = _guarded(work)
     console.print_json(json.dumps(summary, default=str))
 
 
@@ -359,16 +361,14 @@ def train_rl_cmd(samples: Path = typer.Option(..., "--samples", help="Samples of
     from .config import from_dict
     from .training import train_rl
 
-    try:
+    def work():
         pc = _problems_cfg(given["problems"], samples)
         cfg = from_dict(RLConfig, given["rl"], "rl options")
-        summary = train_rl(list(_load(pc)), _run_dir_for(run_dir, samples), cfg, samples_path=samples,
-                           results_path=results, scores_path=scores, fresh=fresh,
-                           echo=lambda m: console.print(m, highlight=False))
-    except KeyboardInterrupt:
-        fail("interrupted: rerun the same command to resume from the last checkpoint", code=130)
-    except _user_errors() as e:
-        fail(str(e))
+        return train_rl(list(_load(pc)), _run_dir_for(run_dir, samples), cfg, samples_path=samples,
+                        results_path=results, scores_path=scores, fresh=fresh,
+                        echo=lambda m: console.print(m, highlight=False))
+
+    summary = _guarded(work)
     console.print_json(json.dumps(summary, default=str))
 
 
