@@ -14,7 +14,7 @@ import torch
 from coderl.config import ConfigError
 from coderl.critic import CriticConfig, ScoreConfig
 from coderl.critic.critic_trainer import BEST_DIR, CRITIC_DIR, METRICS_FILE, checkpoints, train_critic
-from coderl.critic.data import CriticError, build_training_data, split_problems
+from coderl.critic.data import CriticError, build_training_data, split_problems, split_problems3
 from coderl.critic.features import compiles, program_features
 from coderl.critic.metrics import bootstrap_auroc_diff, classification_metrics, ranking
 from coderl.critic.model import CriticModel
@@ -107,6 +107,35 @@ def test_data_join_gold_greedy_and_split_by_problem(toy_data):
     assert split_problems([p.id for p in problems], 0.25, 1) != val_p
     with_gold = build_training_data(problems, sp, rp, val_fraction=0.25, gold_in_validation=True)
     assert sum(e.origin == "gold" for e in with_gold.validation) == 3
+
+
+def test_a_test_split_is_disjoint_and_leaves_validation_unchanged(toy_data):
+    problems, sp, rp = toy_data
+    ids = [p.id for p in problems]
+    val, test = split_problems3(ids, 0.25, 0.25, 0)
+    assert val == split_problems(ids, 0.25, 0)          # adding a test split moves no validation problem
+    assert len(test) == 3 and not val & test
+    data = build_training_data(problems, sp, rp, val_fraction=0.25, test_fraction=0.25)
+    parts = [{e.problem_id for e in exs} for exs in (data.train, data.validation, data.test)]
+    assert parts[1] == val and parts[2] == test and not parts[0] & (val | test)
+    assert not any(e.origin == "gold" for e in data.validation + data.test)
+    assert data.summary()["test"]["problems"] == 3
+    with pytest.raises(ConfigError, match=r"critic\.test_fraction: val_fraction \+ test_fraction"):
+        CriticConfig(val_fraction=0.5, test_fraction=0.5)
+
+
+def test_with_a_test_split_the_best_epoch_is_reported_on_test(tmp_path, tiny_chat_dir, toy_data):
+    problems, sp, rp = toy_data
+    s = train_critic(problems, tmp_path / "run", cfg(tiny_chat_dir, epochs=3, test_fraction=0.25),
+                     samples_path=sp, results_path=rp, echo=lambda s: None)
+    assert s["data"]["test"]["programs"] == 24 and s["test"]["n"] == 24
+    assert s["bootstrap_auroc_diff"]["split"] == "test"
+    assert set(s["baselines_test"]) == {"majority", "features"}
+    m = json.loads((tmp_path / "run" / CRITIC_DIR / METRICS_FILE).read_text())
+    best = [h for h in m["history"] if h["epoch"] == s["best_epoch"]][0]
+    assert best["test"] == s["test"] and best["validation"] == s["validation"]
+    preds = [json.loads(x) for x in (tmp_path / "run" / CRITIC_DIR / "val_predictions.jsonl").read_text().splitlines()]
+    assert {p["split"] for p in preds} == {"validation", "test"}
 
 
 def test_bad_inputs_name_the_file_and_record(tmp_path, toy_data):

@@ -262,6 +262,9 @@ def _run_train_critic(ctx: Context) -> dict:
     v = summary.get("validation") or {}
     if v:
         ctx.echo(f"      held-out: accuracy {v.get('accuracy')}, AUROC {v.get('auroc')}")
+    t = summary.get("test") or {}
+    if t:
+        ctx.echo(f"      test (not used to pick the epoch): accuracy {t.get('accuracy')}, AUROC {t.get('auroc')}")
     return summary
 
 

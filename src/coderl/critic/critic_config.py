@@ -42,7 +42,10 @@ class CriticConfig:
                                    "programs only).")
     val_fraction: float = opt(0.15, "Share of problems held out for validation (split by problem, "
                               "seeded by --split-seed; 0: no held-out metrics).", ge=0, lt=1)
-    split_seed: int = opt(0, "Seed of the train/validation split of the problems.", ge=0)
+    test_fraction: float = opt(0.0, "Share of problems held out as a test split (after the "
+                               "validation share): the best epoch is picked on validation and "
+                               "reported on test, free of selection bias (0: none).", ge=0, lt=1)
+    split_seed: int = opt(0, "Seed of the train/validation/test split of the problems.", ge=0)
     require_pass: bool = opt(False, "Stop with an error when a training problem has no passed "
                              "program (default: a warning; gold programs normally give one).")
     prompt_style: str = opt("auto", "How the problem is shown to the critic: auto (the chat "
@@ -94,6 +97,9 @@ class CriticConfig:
         validate(self, "critic")
         if not self.lora_targets:
             raise ConfigError("critic.lora_targets: needs at least one module name (or all-linear)")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ConfigError(f"critic.test_fraction: val_fraction + test_fraction must be < 1 (got "
+                              f"{self.val_fraction} + {self.test_fraction}): no problem left to train on")
 
     @property
     def learning_rate(self) -> float:

@@ -132,6 +132,7 @@ class TrainerState:
     history: list[dict] = field(default_factory=list)
     best: dict | None = None       # {"epoch", "step", "score", "validation"}
     best_probs: list[list[float]] | None = None
+    best_test_probs: list[list[float]] | None = None
     seconds: float = 0.0           # training time before this process
 
 
@@ -237,7 +238,7 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
     data = build_training_data(problems, samples_path, results_path, include_gold=cfg.include_gold,
                                gold_in_validation=cfg.gold_in_validation, val_fraction=cfg.val_fraction,
                                split_seed=cfg.split_seed, require_pass=cfg.require_pass,
-                               num_classes=cfg.num_classes)
+                               num_classes=cfg.num_classes, test_fraction=cfg.test_fraction)
     for w in data.warnings[:5]:
         echo(f"coderl train-critic: warning: {w}")
     if len(data.warnings) > 5:
@@ -279,21 +280,28 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
         padding_side=cfg.padding_side).to(accelerator.device)
     by_id = {p.id: p for p in problems}
     contexts = {pid: critic.context(by_id[pid]) for pid in {e.problem_id for e in data.examples}}
-    train, val = data.train, data.validation
-    examples = train + val
+    train, val, test = data.train, data.validation, data.test
+    examples = train + val + test
+    n_tr, n_val = len(train), len(val)
     encs = [critic.encode(contexts[e.problem_id], e.program) for e in examples]
     y = [label(e.outcome, C) for e in examples]
-    y_train, y_val = y[:len(train)], y[len(train):]
+    y_train, y_val, y_test = y[:n_tr], y[n_tr:n_tr + n_val], y[n_tr + n_val:]
 
     # -- baselines (same held-out split) ----------------------------------------------------------
     X = feature_matrix([e.program for e in examples], [contexts[e.problem_id] for e in examples])
-    lr_model = FeatureBaseline(C, seed=cfg.seed).fit(X[:len(train)], y_train)
+    lr_model = FeatureBaseline(C, seed=cfg.seed).fit(X[:n_tr], y_train)
     baselines: dict[str, Any] = {}
-    lr_val = lr_model.predict_proba(X[len(train):]) if val else np.zeros((0, C))
+    baselines_test: dict[str, Any] = {}
+    lr_val = lr_model.predict_proba(X[n_tr:n_tr + n_val]) if val else np.zeros((0, C))
+    lr_test = lr_model.predict_proba(X[n_tr + n_val:]) if test else np.zeros((0, C))
     if val:
         baselines["majority"] = classification_metrics(y_val, majority_proba(y_train, len(val), C), C, PC)
         baselines["features"] = {**classification_metrics(y_val, lr_val, C, PC),
                                  "features": list(FEATURES), "coefficients": lr_model.coefficients()}
+    if test:
+        baselines_test["majority"] = classification_metrics(y_test, majority_proba(y_train, len(test), C),
+                                                            C, PC)
+        baselines_test["features"] = classification_metrics(y_test, lr_test, C, PC)
 
     # -- training set-up --------------------------------------------------------------------------
     cached = cfg.mode == "head"
@@ -312,10 +320,10 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
         b["labels"] = labels_t[idx]
         return b
 
-    sampler = EpochBatchSampler(len(train), cfg.batch_size, cfg.seed)
+    sampler = EpochBatchSampler(n_tr, cfg.batch_size, cfg.seed)
     # its own generator: creating an iterator draws a base seed from it, not from the global RNG
     # (which a resumed run restores mid-epoch, where an uninterrupted run creates no iterator)
-    loader = torch.utils.data.DataLoader(list(range(len(train))), batch_sampler=sampler,
+    loader = torch.utils.data.DataLoader(list(range(n_tr)), batch_sampler=sampler,
                                          collate_fn=collate,
                                          generator=torch.Generator().manual_seed(cfg.seed))
     module = critic.head if cached else critic
@@ -400,14 +408,17 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
         pooled = masked_max(logits.float(), batch["program_mask"])
         return torch.nn.functional.cross_entropy(pooled, batch["labels"], weight=weight)
 
-    def evaluate() -> tuple[np.ndarray, dict[str, Any]]:
+    def evaluate() -> tuple[np.ndarray, dict[str, Any], np.ndarray, dict[str, Any] | None]:
+        """Probabilities and metrics on validation, then on test (``None`` without a test split)."""
         if cached:
-            hs = [feats[i] for i in range(len(train), len(examples))]
+            hs = [feats[i] for i in range(n_tr, len(examples))]
         else:
-            hs = critic.program_hidden(encs[len(train):], batch_size=cfg.eval_batch_size,
+            hs = critic.program_hidden(encs[n_tr:], batch_size=cfg.eval_batch_size,
                                        share_prompt=cfg.share_prompt)
         probs = np.array([critic.score_hidden(h)[0].numpy() for h in hs]).reshape(-1, C)
-        return probs, classification_metrics(y_val, probs, C, PC)
+        pv, pt = probs[:n_val], probs[n_val:]
+        return (pv, classification_metrics(y_val, pv, C, PC), pt,
+                classification_metrics(y_test, pt, C, PC) if test else None)
 
     # -- the loop ---------------------------------------------------------------------------------
     t_train = time.time()
@@ -467,10 +478,12 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
             train_loss = state.loss_sum / max(1, state.loss_count)
             entry: dict[str, Any] = {"epoch": epoch + 1, "step": state.global_step,
                                      "train_loss": round(train_loss, 6)}
-            probs = None
+            probs = test_probs = None
             if val:
-                probs, m = evaluate()
+                probs, m, test_probs, mt = evaluate()
                 entry["validation"] = m
+                if mt is not None:
+                    entry["test"] = mt
                 # ties in AUROC (a perfect one, say) go to the lower held-out loss
                 score = ([m["auroc"], -m["loss"]] if cfg.best_metric == "auroc" and m.get("auroc") is not None
                          else [-m["loss"]])
@@ -481,8 +494,9 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
             state.history.append(entry)
             if is_best:
                 state.best = {"epoch": epoch + 1, "step": state.global_step, "score": score,
-                              "validation": entry.get("validation")}
+                              "validation": entry.get("validation"), "test": entry.get("test")}
                 state.best_probs = probs.tolist() if probs is not None else None
+                state.best_test_probs = test_probs.tolist() if test_probs is not None and test else None
                 if accelerator.is_main_process:
                     critic.save_pretrained(out / BEST_DIR)
             state.epoch, state.batch_in_epoch, state.loss_sum, state.loss_count = epoch + 1, 0, 0.0, 0
@@ -509,17 +523,28 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
     complete = state.epoch >= cfg.epochs
     seconds = round(state.seconds + time.time() - t_train, 1)
     summary = _summary(cfg, data, state, baselines, complete, seconds, out, time.time() - t_start)
+    if test:
+        summary["baselines_test"] = baselines_test
     if complete and val and state.best_probs is not None:
         best_probs = np.array(state.best_probs)
-        y_pass = [int(v == PC) for v in y_val]
-        summary["bootstrap_auroc_diff"] = bootstrap_auroc_diff(
-            [e.problem_id for e in val], y_pass, best_probs[:, PC], lr_val[:, PC],
-            resamples=cfg.bootstrap, seed=cfg.bootstrap_seed)
+        # the interval is taken where the reported numbers are: test when there is one
+        rep, rep_probs, rep_lr, rep_y = ((test, np.array(state.best_test_probs), lr_test, y_test)
+                                         if test and state.best_test_probs is not None
+                                         else (val, best_probs, lr_val, y_val))
+        summary["bootstrap_auroc_diff"] = {
+            "split": "test" if rep is test else "validation",
+            **bootstrap_auroc_diff([e.problem_id for e in rep], [int(v == PC) for v in rep_y],
+                                   rep_probs[:, PC], rep_lr[:, PC],
+                                   resamples=cfg.bootstrap, seed=cfg.bootstrap_seed)}
         if accelerator.is_main_process:
+            parts = [(val, best_probs, lr_val)]
+            if test and state.best_test_probs is not None:
+                parts.append((test, np.array(state.best_test_probs), lr_test))
             lines = [json.dumps({"problem_id": e.problem_id, "index": e.index, "origin": e.origin,
-                                 "outcome": e.outcome, "probs": [round(float(p), 6) for p in bp],
+                                 "split": e.split, "outcome": e.outcome,
+                                 "probs": [round(float(p), 6) for p in bp],
                                  "feature_baseline_p_pass": round(float(lp[PC]), 6)})
-                     for e, bp, lp in zip(val, best_probs, lr_val)]
+                     for exs, pr, lrp in parts for e, bp, lp in zip(exs, pr, lrp)]
             atomic_write_text(out / PREDICTIONS_FILE, "".join(line + "\n" for line in lines))
     if accelerator.is_main_process:
         metrics = {"complete": complete, "summary": summary, "history": state.history,
@@ -563,6 +588,7 @@ def _summary(cfg: CriticConfig, data: TrainingData, state: TrainerState, baselin
         "num_classes": cfg.num_classes, "classes": list(class_names(cfg.num_classes)), "mode": cfg.mode,
         "model": cfg.model, "data": data.summary(), "best_metric": cfg.best_metric,
         "best_epoch": best.get("epoch"), "validation": best.get("validation"),
+        "test": best.get("test"),
         "baselines": baselines, "train_seconds": seconds, "wall_seconds": round(wall, 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "checkpoint": str(out / BEST_DIR), "metrics_path": str(out / METRICS_FILE),

@@ -3,6 +3,8 @@
     data = build_training_data(problems, samples_path, results_path, include_gold=True,
                                val_fraction=0.15, split_seed=0)
     data.train, data.validation    # lists of Example (problem_id, index, origin, program, outcome)
+    data.test                      # with test_fraction > 0: problems neither trained on nor
+                                   # used to pick the best epoch (the honest held-out numbers)
 
 * **Join**: every result needs its sample and every sample its result, by ``(problem_id, index)``;
   a result without a sample (or the reverse) stops with a ``RecordError`` naming the file and the
@@ -14,7 +16,9 @@
   ``gold_in_validation`` (held-out metrics then measure generated programs only).
 * **Greedy programs** (``origin=greedy``, RL's baseline) are kept like any other sample.
 * **Split by problem**: a seeded shuffle of the sorted problem ids holds ``val_fraction`` of the
-  problems out; a problem's programs never straddle train and validation.
+  problems out; a problem's programs never straddle train and validation. With ``test_fraction``
+  the next share of the shuffled ids is a test split: the best epoch is chosen on validation and
+  reported on test, so the reported numbers carry no selection bias.
 
 Errors: an empty training set, or a split with no ``passed`` program at all (nothing to learn,
 AUROC undefined), is a ``CriticError`` naming the files. A single *problem* with no passed program
@@ -37,7 +41,7 @@ from ..execution.codes import CRITIC_CLASS, OUTCOMES, PASSED
 from ..io import RecordError
 from ..records import read_results, read_samples
 
-SPLITS = ("train", "validation")
+SPLITS = ("train", "validation", "test")
 
 
 class CriticError(ValueError):
@@ -132,39 +136,56 @@ def _numbered(path, records: list) -> list[tuple[int | None, Any]]:
 class TrainingData:
     train: list[Example]
     validation: list[Example]
+    test: list[Example] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     samples_path: str = ""
     results_path: str = ""
 
     @property
     def examples(self) -> list[Example]:
-        return self.train + self.validation
+        return self.train + self.validation + self.test
 
     def summary(self) -> dict[str, Any]:
         def part(exs: list[Example]) -> dict[str, Any]:
             return {"programs": len(exs), "problems": len({e.problem_id for e in exs}),
                     "outcomes": dict(sorted(Counter(e.outcome for e in exs).items())),
                     "origins": dict(sorted(Counter(e.origin for e in exs).items()))}
-        return {"train": part(self.train), "validation": part(self.validation),
-                "warnings": len(self.warnings)}
+        out = {"train": part(self.train), "validation": part(self.validation)}
+        if self.test:
+            out["test"] = part(self.test)
+        return {**out, "warnings": len(self.warnings)}
 
 
 def split_problems(problem_ids: Sequence[str], val_fraction: float, seed: int) -> set[str]:
     """The held-out problem ids: a seeded shuffle of the sorted ids, the first
     ``round(val_fraction * n)`` of them (at least one, and at least one left to train on)."""
+    return split_problems3(problem_ids, val_fraction, 0.0, seed)[0]
+
+
+def split_problems3(problem_ids: Sequence[str], val_fraction: float, test_fraction: float,
+                    seed: int) -> tuple[set[str], set[str]]:
+    """(validation ids, test ids): the seeded shuffle of :func:`split_problems`, validation its
+    first ``round(val_fraction * n)`` ids (unchanged by ``test_fraction``), test the next
+    ``round(test_fraction * n)``; at least one problem is left to train on."""
     ids = sorted(set(problem_ids))
-    if val_fraction <= 0 or len(ids) < 2:
-        return set()
+    if len(ids) < 2:
+        return set(), set()
     rng = random.Random(seed)
     rng.shuffle(ids)
-    n_val = min(len(ids) - 1, max(1, int(math.floor(val_fraction * len(ids) + 0.5))))
-    return set(ids[:n_val])
+
+    def count(frac: float, room: int) -> int:
+        return 0 if frac <= 0 or room <= 0 else min(room, max(1, int(math.floor(frac * len(ids) + 0.5))))
+
+    n_val = count(val_fraction, len(ids) - 1)
+    n_test = count(test_fraction, len(ids) - 1 - n_val)
+    return set(ids[:n_val]), set(ids[n_val:n_val + n_test])
 
 
 def build_training_data(problems, samples_path: str | Path, results_path: str | Path, *,
                         include_gold: bool = True, gold_in_validation: bool = False,
                         val_fraction: float = 0.15, split_seed: int = 0,
-                        require_pass: bool = False, num_classes: int = 4) -> TrainingData:
+                        require_pass: bool = False, num_classes: int = 4,
+                        test_fraction: float = 0.0) -> TrainingData:
     """The critic's labelled programs, split by problem (see the module docstring)."""
     by_id = {p.id: p for p in problems}
     pairs = join_samples_results(samples_path, results_path, by_id)
@@ -184,13 +205,14 @@ def build_training_data(problems, samples_path: str | Path, results_path: str | 
         raise CriticError(f"empty training set: no programs in {samples_path} (with results in "
                           f"{results_path}) for the {len(by_id)} selected problems"
                           + ("" if include_gold else ", and gold programs are off"))
-    held_out = split_problems([pid for pid, exs in per_problem.items() if exs], val_fraction, split_seed)
-    train, val, warnings = [], [], []
+    held_out, tested = split_problems3([pid for pid, exs in per_problem.items() if exs], val_fraction,
+                                       test_fraction, split_seed)
+    train, val, test, warnings = [], [], [], []
     order = [p.id for p in problems if per_problem.get(p.id)]
     for pid in order:
-        split = "validation" if pid in held_out else "train"
+        split = "validation" if pid in held_out else "test" if pid in tested else "train"
         exs = per_problem[pid]
-        if split == "validation" and not gold_in_validation:
+        if split != "train" and not gold_in_validation:
             exs = [e for e in exs if e.origin != "gold"]
         for e in exs:
             e.split = split
@@ -201,11 +223,11 @@ def build_training_data(problems, samples_path: str | Path, results_path: str | 
             if require_pass:
                 raise CriticError(f"{results_path}: {msg} (require_pass is on)")
             warnings.append(msg)
-        (val if split == "validation" else train).extend(exs)
+        {"train": train, "validation": val, "test": test}[split].extend(exs)
     if not train:
         raise CriticError(f"empty training set: every problem with programs in {samples_path} "
                           "was held out for validation; lower val_fraction or add problems")
-    for name, exs in (("train", train), ("validation", val)):
+    for name, exs in (("train", train), ("validation", val), ("test", test)):
         if exs and not any(e.outcome == PASSED for e in exs):
             raise CriticError(f"{results_path}: the {name} split ({len(exs)} programs of "
                               f"{len({e.problem_id for e in exs})} problems) has no passed program: "
@@ -214,5 +236,5 @@ def build_training_data(problems, samples_path: str | Path, results_path: str | 
         if exs and num_classes and len({label(e.outcome, num_classes) for e in exs}) < 2 and name == "train":
             raise CriticError(f"{results_path}: the train split has only one class "
                               f"({exs[0].outcome}); the critic needs programs of at least two classes")
-    return TrainingData(train=train, validation=val, warnings=warnings,
+    return TrainingData(train=train, validation=val, test=test, warnings=warnings,
                         samples_path=str(samples_path), results_path=str(results_path))
