@@ -96,10 +96,14 @@ def test_config_errors_name_the_file(tmp_path):
         load_config(bad)
 
 
-@pytest.mark.parametrize("name", ["mbpp_smollm2_eval_cpu", "mbpp_smollm2_baseline_cpu"])
+@pytest.mark.parametrize("name", ["mbpp_smollm2_eval_cpu", "mbpp_smollm2_baseline_cpu", "mbpp_smollm2_coderl_loop_cpu",
+                                  "mbpp_smollm2_coderl_cpu", "mbpp_smollm2_critic_cpu", "mbpp_smollm2_sft_cpu"])
 def test_shipped_configs_load(name):
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")
-    assert cfg.generation.model == "default" and cfg.problems.source == "mbpp"
+    assert cfg.problems.source == "mbpp"
+    # the bundled model, or (CodeRL: the SFT model samples) this run's own SFT checkpoint
+    assert cfg.generation.model in ("default", f"runs/{cfg.name}/sft")
+    assert cfg.generation.model == "default" or cfg.sft is not None
 
 
 def test_critic_stages_in_the_pipeline(tiny_chat_dir, tmp_path):
@@ -149,16 +153,68 @@ def test_the_whole_coderl_loop_from_one_config(tiny_chat_dir, tmp_path):
                       "progress": False, "threads": 1},
            "critic_score": {"checkpoint": "best", "progress": False, "threads": 1},
            "rl": {"init": "sft", "batch_size": 2, "grad_accum": 1, "ce_every": 1, "epochs": 1,
-                  "skip_zero_return": False, **quiet}}
+                  "skip_zero_return": False, **quiet},
+           "compare": {"end": 3, "max_new_tokens": 6, "resamples": 20, "progress": False, "threads": 1}}
     path = tmp_path / "loop.yaml"
     path.write_text(yaml.safe_dump(cfg))
     lines = []
-    summary = run_pipeline(load_config(path), echo=lines.append)
-    names = ["train-actor", "generate", "execute", "evaluate", "train-critic", "critic-score", "train-rl"]
-    assert [l for l in lines if l.startswith("[")] == [f"[{i}/7] {n}" for i, n in enumerate(names, 1)]
-    assert summary["complete"] and summary["data"]["rl"]["q_hat"] != "ones"
+    run_pipeline(load_config(path), echo=lines.append)
+    names = ["train-actor", "generate", "execute", "evaluate", "train-critic", "critic-score", "train-rl",
+             "compare-models"]
+    assert [l for l in lines if l.startswith("[")] == [f"[{i}/8] {n}" for i, n in enumerate(names, 1)]
+    rl = json.loads((run / "rl" / "metrics.json").read_text())
+    assert rl["complete"] and rl["summary"]["data"]["rl"]["q_hat"] != "ones"
     assert (run / "rl" / "adapter_config.json").exists() or (run / "rl" / "config.json").exists()
+    # base, SFT and RL side by side on held-out problems, each with its own programs
+    cmp = json.loads((run / "compare.json").read_text())
+    assert list(cmp["models"]) == ["base", "sft", "rl"] and cmp["problems"]["count"] == 3
+    assert cmp["models"]["base"] == str(tiny_chat_dir) and cmp["models"]["rl"] == str(run / "rl")
+    assert [r["metric"] for r in cmp["rows"]] == ["greedy_pass@1", "hack_rate"]
+    for label in ("base", "sft", "rl"):
+        n = len((run / "compare" / label / "results.jsonl").read_text().splitlines())
+        assert n == 3 and sum(cmp["outcomes"][label].values()) == 3
+    assert "| greedy_pass@1 |" in (run / "compare.md").read_text()
     lines.clear()
     run_pipeline(load_config(path), echo=lines.append)
     skipped = [l for l in lines if l.endswith("skipped")]
-    assert len(skipped) == 6, lines  # every stage but evaluate (always rewritten, cheap)
+    assert len(skipped) == 7, lines  # every stage but evaluate (always rewritten, cheap)
+    # a retrained RL model makes the comparison stale: it runs again, regenerating rl's programs only
+    (run / "rl" / "metrics.json").touch()
+    lines.clear()
+    run_pipeline(load_config(path), echo=lines.append, start="compare-models")
+    assert "[8/8] compare-models" in lines
+    changed = [l.split(":")[0].strip() for l in lines if "changed since" in l]
+    assert changed == ["rl"], lines
+
+
+def test_compare_models_bad_settings_name_the_key(tmp_path):
+    from coderl.evaluation.models_config import ModelsEvalConfig
+    from coderl.evaluation.models_stage import resolve_models
+
+    with pytest.raises(ConfigError, match=r"compare\.models: needs at least one model"):
+        ModelsEvalConfig(models=[])
+    with pytest.raises(ConfigError, match=r"compare\.models: .* names a model twice"):
+        ModelsEvalConfig(models=["base", "base"])
+    with pytest.raises(ConfigError, match=r"compare\.end"):
+        ModelsEvalConfig(end=0)
+    (tmp_path / "sft").mkdir()
+    got = resolve_models(tmp_path, ModelsEvalConfig(models=["base", "sft", "other/dir"]), "default")
+    assert got == [("base", "default"), ("sft", str(tmp_path / "sft")), ("dir", "other/dir")]
+    with pytest.raises(ConfigError, match=r"'rl' means .*rl, which does not exist"):
+        resolve_models(tmp_path, ModelsEvalConfig(), "default")
+
+
+def test_compare_models_verb(tiny_chat_dir, tmp_path):
+    """The verb by hand: two models side by side; a missing run model is a one-line error."""
+    run = tmp_path / "run"
+    common = ["--end", "2", "--max-new-tokens", "4", "--resamples", "20", "--threads", "1",
+              "--workers", "1", "--timeout", "2"]
+    res = CliRunner().invoke(app, ["compare-models", "--run-dir", str(run), "--base-model", str(tiny_chat_dir),
+                                   "--models", "base", "--models", str(tiny_chat_dir), *common])
+    assert res.exit_code == 0, res.output
+    out = json.loads((run / "compare.json").read_text())
+    assert list(out["models"]) == ["base", tiny_chat_dir.name]
+    # one model, twice: the same programs, so a difference of exactly 0
+    assert out["rows"][0]["differences"][tiny_chat_dir.name]["diff"] == 0
+    res = CliRunner().invoke(app, ["compare-models", "--run-dir", str(run), "--models", "rl", *common])
+    assert res.exit_code == 2 and "which does not exist" in res.output and "Traceback" not in res.output

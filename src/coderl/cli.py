@@ -372,6 +372,29 @@ def train_rl_cmd(samples: Path = typer.Option(..., "--samples", help="Samples of
     console.print_json(json.dumps(summary, default=str))
 
 
+from .evaluation.models_config import ModelsEvalConfig  # noqa: E402
+
+
+@verb(app, "compare-models", {"compare": ModelsEvalConfig, "execution": ExecConfig})
+def compare_models_cmd(run_dir: Path = typer.Option(..., "--run-dir", help="The run whose sft/ and rl/ "
+                                                    "are meant by the labels sft and rl; compare.md goes there."),
+                       base_model: str = typer.Option("default", "--base-model", help="The model the "
+                                                      "label base means (the one the run started from)."),
+                       *, given: dict) -> None:
+    """Base vs SFT vs RL (or any models) side by side on held-out problems: greedy pass@1 (and
+    pass@k), hack rate and outcome mix, with paired-bootstrap intervals (resumable)."""
+    from .config import from_dict
+    from .evaluation.models_stage import compare_models
+
+    def work():
+        cfg = from_dict(ModelsEvalConfig, given["compare"], "compare-models options")
+        ex = from_dict(ExecConfig, given["execution"], "compare-models options")
+        return compare_models(run_dir, cfg, ex, base_model=base_model,
+                              echo=lambda m: console.print(m, highlight=False))
+
+    _guarded(work, "rerun the same command to resume")
+
+
 @app.command("pipeline")
 def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/mbpp_smollm2_eval_cpu.yaml"),
                  set_: Optional[list[str]] = typer.Option(None, "--set", help="Override: section.key=value (YAML value)."),

@@ -53,7 +53,8 @@ class PipelineConfig:
     critic: Any = None         # CriticConfig: the train-critic stage runs when the YAML has the section
     critic_score: Any = None   # ScoreConfig: the critic-score stage (needs critic)
     sft: Any = None            # SFTConfig: the train-actor stage (SFT warm-up), first when present
-    rl: Any = None             # RLConfig: the train-rl stage (CodeRL's loss), last when present
+    rl: Any = None             # RLConfig: the train-rl stage (CodeRL's loss)
+    compare: Any = None        # ModelsEvalConfig: base / SFT / RL side by side on held-out problems, last
     runs_dir: str = "runs"
 
     def __post_init__(self) -> None:
@@ -74,9 +75,11 @@ SECTIONS = {"problems": ProblemsConfig, "generation": GenerationConfig, "evaluat
 def _optional_sections() -> dict[str, type]:
     """Sections whose stages run only when the YAML has them."""
     from .critic import CriticConfig, ScoreConfig
+    from .evaluation.models_config import ModelsEvalConfig
     from .training import RLConfig, SFTConfig
 
-    return {"critic": CriticConfig, "critic_score": ScoreConfig, "sft": SFTConfig, "rl": RLConfig}
+    return {"critic": CriticConfig, "critic_score": ScoreConfig, "sft": SFTConfig, "rl": RLConfig,
+            "compare": ModelsEvalConfig}
 
 
 def parse_overrides(items: list[str]) -> dict[str, Any]:
@@ -323,6 +326,29 @@ def _run_rl(ctx: Context) -> dict:
                     echo=ctx.echo, exec_config=ctx.cfg.execution)
 
 
+def _base_model(cfg: PipelineConfig) -> str:
+    """The model a run starts from: the SFT stage's, else the generating one."""
+    return cfg.sft.model if cfg.sft is not None else cfg.generation.model
+
+
+def _compare_fp(ctx: Context) -> dict:
+    from .evaluation.models_stage import fingerprint
+
+    return fingerprint(ctx.run.root, ctx.cfg.compare, exec_fingerprint(ctx.cfg.execution),
+                       _base_model(ctx.cfg))
+
+
+def _run_compare(ctx: Context) -> dict:
+    from .evaluation.models_stage import compare_models
+
+    fp = _compare_fp(ctx)
+    write_meta(ctx.run.compare_json, "compare-models", fp, complete=False)
+    out = compare_models(ctx.run.root, ctx.cfg.compare, ctx.cfg.execution,
+                         base_model=_base_model(ctx.cfg), echo=ctx.echo)
+    write_meta(ctx.run.compare_json, "compare-models", fp, complete=True)
+    return out
+
+
 STAGES: list[Stage] = [
     Stage("train-actor", _run_sft, reads=(), writes=("sft",), fingerprint=_sft_fp,
           enabled=lambda cfg: cfg.sft is not None, complete=lambda ctx: _metrics_complete(ctx.run.sft)),
@@ -337,6 +363,8 @@ STAGES: list[Stage] = [
     Stage("train-rl", _run_rl, reads=("samples", "results", "critic_scores", "sft"), writes=("rl",),
           fingerprint=_rl_fp,
           enabled=lambda cfg: cfg.rl is not None, complete=lambda ctx: _metrics_complete(ctx.run.rl)),
+    Stage("compare-models", _run_compare, reads=("sft", "rl"), writes=("compare_json",),
+          fingerprint=_compare_fp, enabled=lambda cfg: cfg.compare is not None),
 ]
 
 

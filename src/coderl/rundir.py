@@ -33,6 +33,9 @@ class RunDir:
     CRITIC_SCORES = "critic_scores.npz"
     SFT = "sft"                       # the actor after the SFT warm-up (HF checkpoint or adapter)
     RL = "rl"                         # the actor after CodeRL's RL
+    COMPARE_JSON = "compare.json"     # the run's models side by side on held-out problems
+    COMPARE_MD = "compare.md"
+    COMPARE_DIR = "compare"           # compare/<model>/: its samples, results, report
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
@@ -77,6 +80,18 @@ class RunDir:
     @property
     def rl(self) -> Path:
         return self.root / self.RL
+
+    @property
+    def compare_json(self) -> Path:
+        return self.root / self.COMPARE_JSON
+
+    @property
+    def compare_md(self) -> Path:
+        return self.root / self.COMPARE_MD
+
+    @property
+    def compare_dir(self) -> Path:
+        return self.root / self.COMPARE_DIR
 
     def box(self, name: str) -> Path:
         """A box by its attribute name (``"samples"``, ``"results"``, ...)."""

@@ -1,0 +1,179 @@
+"""The ``compare-models`` stage: the run's models (base, SFT, RL) side by side on held-out problems.
+
+    summary = compare_models(run_dir, cfg, exec_cfg, base_model="default")
+
+Each model generates (greedy, plus ``num_seqs`` samples) on the same problems, its programs are
+executed and evaluated in ``<run>/compare/<label>/`` (samples, results, report: resumable, and
+redone when the model's files change), and ``<run>/compare.md`` / ``compare.json`` hold the
+table: each metric per model with a bootstrap interval, the difference to the first model with a
+paired-bootstrap 95% interval over problems, and the outcome mix of the greedy programs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from ..config import ConfigError, fingerprint as config_fingerprint
+from ..execution.codes import OUTCOMES
+from ..io import atomic_write_text
+from ..rundir import RunDir
+from .compare import ProblemStats, bootstrap_interval, metric_pairs, paired_bootstrap, ratio
+from .models_config import NOT_FINGERPRINTED, RUN_MODELS, ModelsEvalConfig
+
+MODEL_META = "model.json"
+
+
+def resolve_models(run_dir: Path, cfg: ModelsEvalConfig, base_model: str) -> list[tuple[str, str]]:
+    """``[(label, model spec)]``; this run's sft/rl must exist."""
+    out = []
+    for m in cfg.models:
+        if m == "base":
+            out.append(("base", base_model))
+        elif m in RUN_MODELS:
+            d = run_dir / m
+            if not d.is_dir():
+                raise ConfigError(f"compare.models: {m!r} means {d}, which does not exist (run the "
+                                  f"stage that writes it first, or drop {m!r} from compare.models)")
+            out.append((m, str(d)))
+        else:
+            label = Path(m).name or m
+            out.append((label.replace("/", "_"), m))
+    labels = [l for l, _ in out]
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"compare.models: {cfg.models} give the same label twice ({labels})")
+    return out
+
+
+def model_digest(spec: str) -> str:
+    """What identifies a model's weights: a local directory by its files' names, sizes and
+    modification times (a retrained SFT/RL model gets a new digest); a named model by its name."""
+    p = Path(spec)
+    if not p.is_dir():
+        return spec
+    h = hashlib.sha256()
+    for f in sorted(p.rglob("*")):
+        if f.is_file():
+            st = f.stat()
+            h.update(f"{f.relative_to(p)}\0{st.st_size}\0{st.st_mtime_ns}\0".encode())
+    return h.hexdigest()[:16]
+
+
+def fingerprint(run_dir: str | Path, cfg: ModelsEvalConfig, exec_fp: dict, base_model: str) -> dict:
+    """The settings and the models' digests (a retrained model makes the comparison stale)."""
+    digests = {}
+    for m in cfg.models:
+        spec = base_model if m == "base" else str(Path(run_dir) / m) if m in RUN_MODELS else m
+        digests[m] = model_digest(spec) if Path(spec).exists() or m not in RUN_MODELS else None
+    return {"compare": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED), "execution": exec_fp,
+            "models": digests}
+
+
+def compare_models(run_dir: str | Path, cfg: ModelsEvalConfig, exec_cfg, *, base_model: str,
+                   echo: Callable[[str], None] = print) -> dict[str, Any]:
+    from ..execution.stage import execute
+    from ..generation.generation_config import GenerationConfig
+    from ..generation.stage import generate
+    from ..problems.problems_config import ProblemsConfig
+    from .eval_config import EvalConfig
+    from .stage import evaluate
+
+    run = RunDir(run_dir)
+    run_dir = run.root
+    sel = ProblemsConfig(source=cfg.source, split=cfg.split, start=cfg.start, end=cfg.end)
+    problems = list(sel.load())
+    if not problems:
+        raise ConfigError(f"compare: no problems in {cfg.source} split {cfg.split} [{cfg.start}:{cfg.end}]")
+    models = resolve_models(run_dir, cfg, base_model)
+    ks = [1] + [k for k in (cfg.num_seqs,) if k > 1]
+    per_model: dict[str, dict[str, Any]] = {}
+    for label, spec in models:
+        sub = run.compare_dir / label
+        digest = model_digest(spec)
+        meta_path = sub / MODEL_META
+        if meta_path.is_file() and json.loads(meta_path.read_text()).get("digest") != digest:
+            echo(f"      {label}: {spec} changed since its programs were generated: regenerating")
+            shutil.rmtree(sub)
+        sub.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(meta_path, json.dumps({"label": label, "model": spec, "digest": digest}) + "\n")
+        echo(f"      {label} ({spec}): {len(problems)} problems x "
+             f"({cfg.num_seqs} sampled + greedy) of {cfg.source}")
+        gcfg = GenerationConfig(model=spec, num_seqs=cfg.num_seqs, greedy=True, batch_size=cfg.batch_size,
+                                temperature=cfg.temperature, top_p=cfg.top_p,
+                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, threads=cfg.threads,
+                                progress=cfg.progress)
+        import dataclasses
+
+        generate(problems, sub / "samples.jsonl", gcfg, selection=dataclasses.asdict(sel),
+                 fresh_hint=f"delete {sub}")
+        execute(problems, sub / "samples.jsonl", sub / "results.jsonl", exec_cfg, progress=cfg.progress)
+        report = evaluate(problems, sub / "results.jsonl", sub,
+                          EvalConfig(ks=ks, n_at_k=[], plots=False, seed=cfg.seed),
+                          samples_path=sub / "samples.jsonl", meta={"model": spec, "label": label})
+        per_model[label] = {"model": spec, "outcomes": report["outcomes"].get("greedy", {}),
+                            "stats": {pid: ProblemStats.from_dict(d) for pid, d in report["per_problem"].items()}}
+    metrics = ["greedy_pass@1"] + [f"pass@{k}" for k in ks if cfg.num_seqs >= k and k > 1]
+    if cfg.num_seqs:
+        metrics.insert(1, "pass@1")
+    if cfg.source == "mbpp-heldout":
+        metrics.append("hack_rate")
+    labels = [l for l, _ in models]
+    rows = []
+    for m in metrics:
+        pairs = {l: metric_pairs(per_model[l]["stats"], m) for l in labels}
+        row = {"metric": m, "values": {}, "differences": {}}
+        for l in labels:
+            ci = bootstrap_interval(pairs[l], resamples=cfg.resamples, seed=cfg.seed)
+            row["values"][l] = {"value": ratio(pairs[l]), "ci": ci}
+        for l in labels[1:]:
+            d = paired_bootstrap(pairs[labels[0]], pairs[l], metric=m, resamples=cfg.resamples, seed=cfg.seed)
+            row["differences"][l] = d.to_dict()
+        rows.append(row)
+    out = {"complete": True, "problems": {"source": cfg.source, "split": cfg.split, "start": cfg.start,
+                                          "end": cfg.end, "count": len(problems)},
+           "models": {l: per_model[l]["model"] for l in labels}, "rows": rows,
+           "outcomes": {l: per_model[l]["outcomes"] for l in labels}, "resamples": cfg.resamples}
+    text = render(out)
+    atomic_write_text(run.compare_json, json.dumps(out, indent=1) + "\n")
+    atomic_write_text(run.compare_md, text)
+    for line in text.splitlines():
+        echo(line)
+    return out
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}"
+
+
+def _signed(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:+.1f}"
+
+
+def render(out: dict[str, Any]) -> str:
+    labels = list(out["models"])
+    p = out["problems"]
+    head = ["metric"] + labels + [f"{l} - {labels[0]} [95% CI]" for l in labels[1:]]
+    lines = [f"# {', '.join(labels)} on {p['count']} problems of {p['source']} ({p['split']})", "",
+             "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in out["rows"]:
+        cells = [row["metric"]] + [_pct(row["values"][l]["value"]) for l in labels]
+        for l in labels[1:]:
+            d = row["differences"][l]
+            lo, hi = d.get("low"), d.get("high")
+            star = " *" if lo is not None and hi is not None and (lo > 0 or hi < 0) else ""
+            cells.append(f"{_signed(d.get('diff'))} [{_signed(lo)}, {_signed(hi)}]{star}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", f"Percentages; intervals: paired bootstrap over problems ({out['resamples']} "
+              "resamples), * = excludes 0. hack_rate: of the programs passing the example test, the "
+              "share failing a hidden one (lower is better). At this size a difference of a few "
+              "points is within noise: the learning scoreboard (benchmarks/learning.py) measures "
+              "on every problem.", "",
+              "Greedy programs by outcome:", "", "| model | " + " | ".join(OUTCOMES) + " |",
+              "|---|" + "---|" * len(OUTCOMES)]
+    for l in labels:
+        oc = out["outcomes"][l]
+        lines.append(f"| {l} | " + " | ".join(str(oc.get(o, 0)) for o in OUTCOMES) + " |")
+    return "\n".join(lines) + "\n"
