@@ -1,0 +1,70 @@
+"""Curves of a training run from its ``log.jsonl`` (train-actor / train-rl): per step the loss of
+each step kind, the RL return and KL where logged, and the validation loss / greedy pass@1.
+
+    python benchmarks/plot_training.py runs/mbpp_smollm2_coderl_cpu/rl/log.jsonl \
+        --out benchmarks/learning/rl_curves.png [--label rl-q1=runs/x/rl/log.jsonl ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+
+def read(path: Path) -> list[dict]:
+    recs = []
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line:
+            try:
+                recs.append(json.loads(line))
+            except ValueError:
+                pass  # a torn last line of a killed run
+    return recs
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("logs", nargs="+", help="log.jsonl files, optionally NAME=PATH")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args(argv)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("loss (RL steps)", "rl", "loss"), ("loss (cross-entropy steps)", "ce", "loss"),
+              ("mean relative return of the batch", "rl", "return"), ("KL to the start model", "rl", "kl"),
+              ("validation loss (gold programs)", None, "loss"), ("validation greedy pass@1", None, "pass@1")]
+    fig, axes = plt.subplots(2, 3, figsize=(13, 6.5))
+    for spec in args.logs:
+        name, _, path = spec.rpartition("=")
+        path = Path(path)
+        name = name or path.parent.name
+        recs = read(path)
+        for ax, (title, kind, key) in zip(axes.flat, panels):
+            if kind is None:
+                pts = [(r["step"], r[key]) for r in recs if r.get("event") == "eval" and r.get(key) is not None]
+                style = "o-"
+            else:
+                pts = [(r["step"], r[key]) for r in recs
+                       if r.get("event") == "step" and r.get("kind") == kind and r.get(key) is not None]
+                style = "-"
+            if pts:
+                ax.plot(*zip(*pts), style, label=name, lw=1.2, ms=4)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("optimizer step", fontsize=8)
+    for ax in axes.flat:
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=110)
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
