@@ -4,6 +4,8 @@ same weights, saved models that load_model reads, and bad input."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import json
 import shutil
 from pathlib import Path
@@ -396,6 +398,25 @@ def test_killed_run_resumes_to_the_same_weights(stage, tmp_path, tiny_chat_dir, 
     assert steps == list(range(1, whole["steps"] + 1))  # the log cut back to the checkpoint
 
 
+def test_a_budget_finishes_a_run_and_a_larger_one_continues_it(tmp_path, tiny_chat_dir, train_problems):
+    """max_steps: the run is complete at the budget, with a model to use (validated and published);
+    a rerun with a larger budget continues to the same weights as one uninterrupted run."""
+    cfg = SFTConfig(model=str(tiny_chat_dir), epochs=2, batch_size=1, grad_accum=2, lora_r=4,
+                    progress=False, val_source=None, save_every=0)
+    run = lambda d, c: train_sft(train_problems, d, c, echo=lambda *_: None)  # noqa: E731  (4 steps)
+    whole = run(tmp_path / "whole", cfg)
+    short = run(tmp_path / "budget", dataclasses.replace(cfg, max_steps=2))
+    assert short["complete"] and short["steps"] == 2 and short["max_steps"] == 2
+    assert load_model(str(tmp_path / "budget" / SFT_DIR)) is not None
+    again = run(tmp_path / "budget", dataclasses.replace(cfg, max_steps=2))  # nothing left to do
+    assert again["steps"] == 2
+    longer = run(tmp_path / "budget", cfg)
+    assert longer["complete"] and longer["steps"] == whole["steps"] == 4
+    a = _weights(load_model(str(tmp_path / "whole" / SFT_DIR)).model)
+    b = _weights(load_model(str(tmp_path / "budget" / SFT_DIR)).model)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
 # -- bad input ------------------------------------------------------------------------------------
 
 def test_learning_rate_zero_is_a_config_error():
@@ -467,12 +488,15 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_chat_dir, 
     cfg = SFTConfig(model=str(model_dir), epochs=1, batch_size=1, grad_accum=1, max_steps=1, mode="full",
                     lr=1e-3, progress=False, val_source=None)
     first = train_sft(train_problems[:2], tmp_path / "run", cfg, echo=lambda *_: None)
-    assert not first["complete"] and first["steps"] == 1  # a budget: stopped at step 1 of 2
+    assert first["complete"] and first["steps"] == 1 and first["total_steps"] == 2  # a budget of 1 of 2
+    # a budgeted run is finished: it has a model to use
+    assert (tmp_path / "run" / "sft" / "config.json").is_file() and first["selected"] == "last"
     shutil.rmtree(model_dir)
     _wider_llama(model_dir)  # the same path (and settings), another architecture
+    more = dataclasses.replace(cfg, max_steps=2)  # a larger budget resumes from the checkpoint
     with pytest.raises(TrainingError, match=r"step-000001: this checkpoint belongs to another model "
                                             r"architecture \(hidden_size: 32 there, 48 now"):
-        train_sft(train_problems[:2], tmp_path / "run", cfg, echo=lambda *_: None)
+        train_sft(train_problems[:2], tmp_path / "run", more, echo=lambda *_: None)
     # resuming under another config (here: the learning rate) is refused, naming it
     cfg3 = SFTConfig(model=str(model_dir), epochs=1, batch_size=1, grad_accum=1, mode="full",
                      lr=1e-4, progress=False, val_source=None)

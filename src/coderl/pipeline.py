@@ -286,11 +286,10 @@ def _run_critic_score(ctx: Context) -> dict:
     return summary
 
 
-def _metrics_complete(stage_dir: Path) -> bool:
-    try:
-        return bool(json.loads((stage_dir / "metrics.json").read_text()).get("complete"))
-    except (OSError, ValueError):
-        return False
+def _trained(stage_dir: Path, cfg) -> bool:
+    from .training.engine import run_is_done
+
+    return run_is_done(stage_dir, cfg)
 
 
 def _sft_fp(ctx: Context) -> dict:
@@ -351,7 +350,7 @@ def _run_compare(ctx: Context) -> dict:
 
 STAGES: list[Stage] = [
     Stage("train-actor", _run_sft, reads=(), writes=("sft",), fingerprint=_sft_fp,
-          enabled=lambda cfg: cfg.sft is not None, complete=lambda ctx: _metrics_complete(ctx.run.sft)),
+          enabled=lambda cfg: cfg.sft is not None, complete=lambda ctx: _trained(ctx.run.sft, ctx.cfg.sft)),
     Stage("generate", _run_generate, reads=("sft",), writes=("samples",), fingerprint=_gen_fp),
     Stage("execute", _run_execute, reads=("samples",), writes=("results",), fingerprint=_exec_fp),
     Stage("evaluate", _run_evaluate, reads=("samples", "results"), writes=("report_json", "report_md"),
@@ -362,7 +361,7 @@ STAGES: list[Stage] = [
           fingerprint=_score_fp, enabled=lambda cfg: cfg.critic_score is not None),
     Stage("train-rl", _run_rl, reads=("samples", "results", "critic_scores", "sft"), writes=("rl",),
           fingerprint=_rl_fp,
-          enabled=lambda cfg: cfg.rl is not None, complete=lambda ctx: _metrics_complete(ctx.run.rl)),
+          enabled=lambda cfg: cfg.rl is not None, complete=lambda ctx: _trained(ctx.run.rl, ctx.cfg.rl)),
     Stage("compare-models", _run_compare, reads=("sft", "rl"), writes=("compare_json",),
           fingerprint=_compare_fp, enabled=lambda cfg: cfg.compare is not None),
 ]

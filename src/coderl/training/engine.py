@@ -157,7 +157,7 @@ class Trainer:
             m = self.out / METRICS_FILE
             if m.is_file():
                 metrics = json.loads(m.read_text())
-                if metrics.get("complete"):
+                if metrics.get("complete") and not wants_more_steps(metrics["summary"], self.cfg):
                     return metrics["summary"]
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(f, json.dumps(self.fp, indent=1, sort_keys=True) + "\n")
@@ -319,6 +319,9 @@ class Trainer:
         n_trainable = sum(p.numel() for p in params)
         optimizer = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
         total = len(self.kinds)
+        # max_steps shortens the run (the schedule keeps the full length, so that a rerun with a
+        # larger budget continues it unchanged); the run is complete at the budget
+        limit = min(total, cfg.max_steps) if cfg.max_steps else total
         warmup = int(cfg.warmup_ratio * total)
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule_fn(cfg.lr_schedule, total, warmup))
         model, optimizer, scheduler = accelerator.prepare(model, optimizer, scheduler)
@@ -372,7 +375,7 @@ class Trainer:
             entry: dict[str, Any] = {"step": step, "loss": None if vloss is None else round(vloss, 6)}
             if cfg.val_pass_every and self.val_problems:
                 n_val = len(state.history)
-                if n_val % cfg.val_pass_every == 0 or step == total:
+                if n_val % cfg.val_pass_every == 0 or step == limit:
                     entry.update(self.greedy_pass_at_1(step))
             score = None
             if cfg.best_metric == "pass@1" and entry.get("pass@1") is not None:
@@ -404,7 +407,7 @@ class Trainer:
 
         # -- the loop -----------------------------------------------------------------------------
         t_train = time.time()
-        bar = tqdm(total=total, initial=state.step, unit="step", desc=self.stage,
+        bar = tqdm(total=limit, initial=state.step, unit="step", desc=self.stage,
                    disable=not self.progress or not accelerator.is_local_main_process, dynamic_ncols=True)
         it = iter(loader)
         first = next(it, None)  # the loader is started (and draws what it draws) before the RNG
@@ -418,7 +421,7 @@ class Trainer:
             n_mb = 0
             t_step = time.time()
             tokens = 0
-            stop = state.step >= total or (cfg.max_steps is not None and state.step >= cfg.max_steps)
+            stop = state.step >= limit
             while not stop:
                 batch, first = (first, None) if first is not None else (next(it, None), None)
                 if batch is None:
@@ -458,7 +461,7 @@ class Trainer:
                 means = {k: v / n_mb for k, v in acc.items()}
                 bar.update(1)
                 bar.set_postfix(kind=kind, loss=f"{means['loss']:.4f}")
-                if main and (state.step % cfg.log_every == 0 or state.step == total):
+                if main and (state.step % cfg.log_every == 0 or state.step == limit):
                     lr_now = scheduler.get_last_lr()[0]
                     log.write({"event": "step", "step": state.step, "kind": kind,
                                **{k: round(v, 6) for k, v in means.items()}, "lr": lr_now,
@@ -468,8 +471,7 @@ class Trainer:
                         tb.add_scalar(f"train/{kind}_{k}" if k == "loss" else f"train/{k}", v, state.step)
                     tb.add_scalar("train/lr", lr_now, state.step)
                 acc, n_mb, tokens = {}, 0, 0
-                at_end = state.step == total
-                budget = cfg.max_steps is not None and state.step >= cfg.max_steps
+                at_end = state.step >= limit   # the data's end, or the budget (max_steps)
                 evaluated = False
                 if has_val and (at_end or (cfg.eval_every and state.step % cfg.eval_every == 0)
                                 or (not cfg.eval_every and state.step in epoch_ends)):
@@ -479,12 +481,12 @@ class Trainer:
                         state.stopped_early = True
                         self.echo(f"coderl {self.stage}: early stop at step {state.step} "
                                   f"({cfg.patience} validations without a better model)")
-                if (at_end or budget or evaluated or state.stopped_early
+                if (at_end or evaluated or state.stopped_early
                         or (cfg.save_every and state.step % cfg.save_every == 0)):
                     save(state.step)
                 if self.on_step is not None:
                     self.on_step(state.step)
-                stop = at_end or budget or state.stopped_early
+                stop = at_end or state.stopped_early
                 t_step = time.time()  # a step's seconds: its micro-batches and optimizer step only
         finally:
             bar.close()
@@ -494,13 +496,14 @@ class Trainer:
             if log is not None:
                 log.close()
 
-        complete = state.step >= total or state.stopped_early
+        complete = state.step >= limit or state.stopped_early
         train_seconds = state.seconds + time.time() - t_train
         if complete and main and state.best is None:
             publish_model(accelerator.unwrap_model(model), self.lm.tokenizer, self.out,
                           base_spec=self.base_spec, info={**info, "step": state.step, "selected": "last"})
         summary = {
             "stage": self.stage, "complete": complete, "steps": state.step, "total_steps": total,
+            "max_steps": cfg.max_steps,
             "steps_by_kind": state.steps_by_kind, "stopped_early": state.stopped_early,
             "mode": cfg.mode, "lr": cfg.learning_rate, "trainable_parameters": n_trainable,
             "data": self.data_info, "validation_examples": len(self.val_examples),
@@ -540,6 +543,23 @@ class Trainer:
                             f"applied. {where[0].upper() + where[1:]}{best}. Lower the learning "
                             f"rate ({self.stage}.lr, now {self.cfg.learning_rate}) and start again "
                             "with --fresh (or resume from the checkpoint under the same settings).")
+
+
+def wants_more_steps(summary: dict[str, Any], cfg) -> bool:
+    """A finished run whose budget (``max_steps``) is now larger: training continues."""
+    if summary.get("stopped_early"):
+        return False
+    limit = min(summary["total_steps"], cfg.max_steps) if cfg.max_steps else summary["total_steps"]
+    return summary["steps"] < limit
+
+
+def run_is_done(out_dir: Path, cfg) -> bool:
+    """The stage's ``metrics.json`` says complete, for ``cfg``'s budget."""
+    try:
+        m = json.loads((Path(out_dir) / METRICS_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    return bool(m.get("complete")) and not wants_more_steps(m.get("summary") or {"steps": 0, "total_steps": 1}, cfg)
 
 
 def _trim_log(path: Path, step: int) -> None:
