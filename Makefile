@@ -26,7 +26,7 @@ $(STAMP): pyproject.toml Makefile
 setup: $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/coderl pipeline configs/mbpp_smollm2_eval_cpu.yaml
+	$(VENV)/bin/coderl pipeline configs/mbpp_smollm2_coderl_loop_cpu.yaml
 
 test: $(STAMP)
 	$(VENV)/bin/python -m pytest -q tests
