@@ -319,6 +319,28 @@ def test_scoring_writes_token_values_and_resumes(tmp_path, trained, toy_data):
               results_path=rp, out_path=tmp_path / SCORES_FILE)
 
 
+def test_a_head_critic_scores_its_training_programs_from_its_feature_cache(tmp_path, trained, toy_data):
+    """The cached hidden states give the scores a fresh backbone pass gives (float16 apart), and
+    a program the critic never saw goes through the backbone."""
+    run, _ = trained
+    problems, sp, rp = toy_data
+    lines = sp.read_text().splitlines()
+    unseen = json.loads(lines[0])
+    unseen.update(index=500, program=unseen["program"] + "    y = 2\n")
+    part = tmp_path / "samples.jsonl"
+    part.write_text("\n".join(lines[:20] + [json.dumps(unseen)]) + "\n")
+    cached = score(problems, run, ScoreConfig(progress=False), samples_path=part, out_path=tmp_path / "a.npz")
+    fresh = score(problems, run, ScoreConfig(progress=False, reuse_features=False), samples_path=part,
+                  out_path=tmp_path / "b.npz")
+    assert cached["from_cache"] == 20 and fresh["from_cache"] == 0
+    a, b = read_scores(tmp_path / "a.npz"), read_scores(tmp_path / "b.npz")
+    assert list(a) == list(b)
+    for k in a:
+        assert np.allclose(a[k].q_pass.astype(np.float32), b[k].q_pass.astype(np.float32), atol=1e-2)
+        assert np.array_equal(a[k].offsets, b[k].offsets)
+    assert np.array_equal(a[("toy/0", 500)].q_pass, b[("toy/0", 500)].q_pass)  # both ran the backbone
+
+
 # -- resume -------------------------------------------------------------------------------------------
 class Killed(Exception):
     pass
@@ -329,7 +351,7 @@ def test_killed_scoring_resumes(tmp_path, trained, toy_data, monkeypatch):
 
     run, _ = trained
     problems, sp, rp = toy_data
-    ref = score(problems, run, ScoreConfig(progress=False), samples_path=sp, results_path=rp,
+    ref = score(problems, run, ScoreConfig(progress=False, reuse_features=False), samples_path=sp, results_path=rp,
                 out_path=tmp_path / "ref.npz")
     monkeypatch.setattr(scoring, "CHUNK", 16)
     calls, real = [], CriticModel.score
@@ -342,10 +364,10 @@ def test_killed_scoring_resumes(tmp_path, trained, toy_data, monkeypatch):
 
     monkeypatch.setattr(CriticModel, "score", killed_score)
     with pytest.raises(Killed):
-        score(problems, run, ScoreConfig(progress=False), samples_path=sp, results_path=rp,
+        score(problems, run, ScoreConfig(progress=False, reuse_features=False), samples_path=sp, results_path=rp,
               out_path=tmp_path / SCORES_FILE)
     assert len(list((tmp_path / (SCORES_FILE + ".parts")).glob("part-*.npz"))) == 2
-    got = score(problems, run, ScoreConfig(progress=False), samples_path=sp, results_path=rp,
+    got = score(problems, run, ScoreConfig(progress=False, reuse_features=False), samples_path=sp, results_path=rp,
                 out_path=tmp_path / SCORES_FILE)
     assert got["skipped_done"] == 32 and got["scored"] == 64 and ref["scored"] == 96
     assert not (tmp_path / (SCORES_FILE + ".parts")).exists()

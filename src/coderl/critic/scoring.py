@@ -13,6 +13,11 @@ Resumable: scores are written chunk by chunk into ``critic_scores.npz.parts/`` a
 the final file (atomically) at the end; a rerun skips what is already scored (a sample whose
 program changed is scored again). Scores from another critic are refused (the file records the
 critic's fingerprint); ``fresh=True`` starts over.
+
+A head-mode critic (frozen backbone) scores the programs it was trained on from the hidden states
+its training cached (``critic/features/``, float16: exactly what its head was trained and
+evaluated on), so scoring a run's own samples costs no second backbone pass
+(``reuse_features``); other programs run through the backbone.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from .critic_trainer import resolve_checkpoint
+from .critic_trainer import _program_key, resolve_checkpoint
 from .data import CriticError, join_samples_results, label
 from .model import CONFIG_FILE, CriticModel
 from .score_config import ScoreConfig
@@ -46,6 +51,23 @@ def critic_fingerprint(path: str | Path) -> str:
             for block in iter(lambda: fh.read(1 << 22), b""):
                 h.update(block)
     return h.hexdigest()[:16]
+
+
+def cached_features(ckpt: Path, settings) -> dict[str, torch.Tensor]:
+    """The feature cache of the critic directory holding ``ckpt`` (``<critic>/best``, or a
+    checkpoint under ``<critic>/checkpoints/``) for a head-mode critic; empty otherwise."""
+    from .critic_trainer import FEATURES_DIR, FINGERPRINT_FILE
+
+    if settings.mode != "head":
+        return {}
+    for d in (ckpt.parent, ckpt.parent.parent):
+        if (d / FEATURES_DIR).is_dir() and (d / FINGERPRINT_FILE).is_file():
+            have: dict[str, torch.Tensor] = {}
+            for f in sorted((d / FEATURES_DIR).glob("part-*.pt")):
+                part = torch.load(f, weights_only=True)
+                have.update(zip(part["keys"], part["feats"]))
+            return have
+    return {}
 
 
 def _device(name: str) -> str:
@@ -108,6 +130,8 @@ def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str 
     if todo:
         critic = critic or CriticModel.from_pretrained(ckpt, device=_device(cfg.device))
         C, PC = critic.num_classes, critic.pass_class
+        feats = cached_features(ckpt, settings) if cfg.reuse_features else {}
+        summary["from_cache"] = 0
         contexts: dict[str, str] = {}
         memo: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor, list]] = {}
         parts_dir.mkdir(parents=True, exist_ok=True)
@@ -123,8 +147,15 @@ def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str 
                     continue
                 if s.problem_id not in contexts:
                     contexts[s.problem_id] = critic.context(by_id[s.problem_id])
+                e = critic.encode(contexts[s.problem_id], s.program)
+                h = feats.get(_program_key(s.problem_id, s.program))
+                if h is not None and h.shape[0] == len(e.prog_ids):
+                    probs, tok = critic.score_hidden(h.float())
+                    memo[k] = (probs, tok, e.offsets)
+                    summary["from_cache"] += 1
+                    continue
                 new_keys.append(k)
-                new_encs.append(critic.encode(contexts[s.problem_id], s.program))
+                new_encs.append(e)
             results = critic.score(new_encs, batch_size=cfg.batch_size, share_prompt=cfg.share_prompt)
             for k, e, (probs, tok) in zip(new_keys, new_encs, results):
                 memo[k] = (probs, tok, e.offsets)
