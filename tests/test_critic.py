@@ -124,6 +124,27 @@ def test_a_test_split_is_disjoint_and_leaves_validation_unchanged(toy_data):
         CriticConfig(val_fraction=0.5, test_fraction=0.5)
 
 
+def test_validation_folds_are_disjoint_and_cover_every_problem(toy_data):
+    problems, sp, rp = toy_data
+    ids = [p.id for p in problems]
+    folds = [split_problems3(ids, 0.25, 0.0, 0, fold=k)[0] for k in range(4)]
+    assert folds[0] == split_problems(ids, 0.25, 0)
+    assert all(len(f) == 3 for f in folds) and set().union(*folds) == set(ids)
+    assert all(not folds[i] & folds[j] for i in range(4) for j in range(i + 1, 4))
+    with pytest.raises(ConfigError, match=r"critic\.val_fold: 4 is past the last fold \(3\)"):
+        CriticConfig(val_fraction=0.25, val_fold=4)
+
+
+def test_best_metric_last_keeps_the_last_epoch(tmp_path, tiny_chat_dir, toy_data):
+    problems, sp, rp = toy_data
+    s = train_critic(problems, tmp_path / "run", cfg(tiny_chat_dir, epochs=3, best_metric="last", val_fold=1),
+                     samples_path=sp, results_path=rp, echo=lambda s: None)
+    assert s["best_epoch"] == 3
+    val = {p["problem_id"] for p in map(json.loads, (tmp_path / "run" / CRITIC_DIR / "val_predictions.jsonl")
+                                        .read_text().splitlines())}
+    assert val == split_problems3([p.id for p in problems], 0.25, 0.0, 0, fold=1)[0]
+
+
 def test_with_a_test_split_the_best_epoch_is_reported_on_test(tmp_path, tiny_chat_dir, toy_data):
     problems, sp, rp = toy_data
     s = train_critic(problems, tmp_path / "run", cfg(tiny_chat_dir, epochs=3, test_fraction=0.25),

@@ -46,6 +46,9 @@ class CriticConfig:
                                "validation share): the best epoch is picked on validation and "
                                "reported on test, free of selection bias (0: none).", ge=0, lt=1)
     split_seed: int = opt(0, "Seed of the train/validation/test split of the problems.", ge=0)
+    val_fold: int = opt(0, "Which share of the shuffled problems is held out: fold k holds out "
+                        "positions k x n_val ... (k+1) x n_val - 1 (k = 0 .. 1/val_fraction - 1: "
+                        "disjoint folds for cross-validation).", ge=0)
     require_pass: bool = opt(False, "Stop with an error when a training problem has no passed "
                              "program (default: a warning; gold programs normally give one).")
     prompt_style: str = opt("auto", "How the problem is shown to the critic: auto (the chat "
@@ -72,7 +75,8 @@ class CriticConfig:
     mixed_precision: str = opt("no", "accelerate's mixed precision.", choices=("no", "bf16", "fp16"))
     # -- model selection and metrics --------------------------------------------------------------
     best_metric: str = opt("auroc", "Keep the checkpoint with the best held-out auroc (passed vs "
-                           "not) or loss.", choices=("auroc", "loss"))
+                           "not) or loss, or the last epoch's (no selection on held-out data: "
+                           "what cross-validation needs).", choices=("auroc", "loss", "last"))
     bootstrap: int = opt(1000, "Bootstrap resamples (of held-out problems) for the interval of the "
                          "AUROC difference critic - feature baseline.", ge=10)
     bootstrap_seed: int = opt(0, "Seed of the bootstrap.", ge=0)
@@ -97,6 +101,11 @@ class CriticConfig:
         validate(self, "critic")
         if not self.lora_targets:
             raise ConfigError("critic.lora_targets: needs at least one module name (or all-linear)")
+        if self.val_fold and self.val_fraction <= 0:
+            raise ConfigError("critic.val_fold: needs val_fraction > 0")
+        if self.val_fold and (self.val_fold + 1) * self.val_fraction > 1 + 1e-9:
+            raise ConfigError(f"critic.val_fold: {self.val_fold} is past the last fold "
+                              f"({int(round(1 / self.val_fraction)) - 1}) of val_fraction {self.val_fraction}")
         if self.val_fraction + self.test_fraction >= 1:
             raise ConfigError(f"critic.test_fraction: val_fraction + test_fraction must be < 1 (got "
                               f"{self.val_fraction} + {self.test_fraction}): no problem left to train on")

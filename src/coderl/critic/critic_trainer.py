@@ -238,7 +238,8 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
     data = build_training_data(problems, samples_path, results_path, include_gold=cfg.include_gold,
                                gold_in_validation=cfg.gold_in_validation, val_fraction=cfg.val_fraction,
                                split_seed=cfg.split_seed, require_pass=cfg.require_pass,
-                               num_classes=cfg.num_classes, test_fraction=cfg.test_fraction)
+                               num_classes=cfg.num_classes, test_fraction=cfg.test_fraction,
+                               val_fold=cfg.val_fold)
     for w in data.warnings[:5]:
         echo(f"coderl train-critic: warning: {w}")
     if len(data.warnings) > 5:
@@ -485,7 +486,8 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
                 if mt is not None:
                     entry["test"] = mt
                 # ties in AUROC (a perfect one, say) go to the lower held-out loss
-                score = ([m["auroc"], -m["loss"]] if cfg.best_metric == "auroc" and m.get("auroc") is not None
+                score = ([epoch] if cfg.best_metric == "last"
+                         else [m["auroc"], -m["loss"]] if cfg.best_metric == "auroc" and m.get("auroc") is not None
                          else [-m["loss"]])
             else:
                 score = [-train_loss]

@@ -163,15 +163,19 @@ def split_problems(problem_ids: Sequence[str], val_fraction: float, seed: int) -
 
 
 def split_problems3(problem_ids: Sequence[str], val_fraction: float, test_fraction: float,
-                    seed: int) -> tuple[set[str], set[str]]:
+                    seed: int, fold: int = 0) -> tuple[set[str], set[str]]:
     """(validation ids, test ids): the seeded shuffle of :func:`split_problems`, validation its
     first ``round(val_fraction * n)`` ids (unchanged by ``test_fraction``), test the next
-    ``round(test_fraction * n)``; at least one problem is left to train on."""
+    ``round(test_fraction * n)``; at least one problem is left to train on. ``fold`` k rotates
+    the shuffled ids by k validation shares first: folds 0, 1, ... hold out disjoint problems."""
     ids = sorted(set(problem_ids))
     if len(ids) < 2:
         return set(), set()
     rng = random.Random(seed)
     rng.shuffle(ids)
+    if fold:
+        shift = fold * int(math.floor(val_fraction * len(ids) + 0.5))
+        ids = ids[shift:] + ids[:shift]
 
     def count(frac: float, room: int) -> int:
         return 0 if frac <= 0 or room <= 0 else min(room, max(1, int(math.floor(frac * len(ids) + 0.5))))
@@ -185,7 +189,7 @@ def build_training_data(problems, samples_path: str | Path, results_path: str | 
                         include_gold: bool = True, gold_in_validation: bool = False,
                         val_fraction: float = 0.15, split_seed: int = 0,
                         require_pass: bool = False, num_classes: int = 4,
-                        test_fraction: float = 0.0) -> TrainingData:
+                        test_fraction: float = 0.0, val_fold: int = 0) -> TrainingData:
     """The critic's labelled programs, split by problem (see the module docstring)."""
     by_id = {p.id: p for p in problems}
     pairs = join_samples_results(samples_path, results_path, by_id)
@@ -206,7 +210,7 @@ def build_training_data(problems, samples_path: str | Path, results_path: str | 
                           f"{results_path}) for the {len(by_id)} selected problems"
                           + ("" if include_gold else ", and gold programs are off"))
     held_out, tested = split_problems3([pid for pid, exs in per_problem.items() if exs], val_fraction,
-                                       test_fraction, split_seed)
+                                       test_fraction, split_seed, fold=val_fold)
     train, val, test, warnings = [], [], [], []
     order = [p.id for p in problems if per_problem.get(p.id)]
     for pid in order:
