@@ -45,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--num-classes", type=int, default=2, choices=(2, 4))
     ap.add_argument("--epochs", type=int, default=10)
     ap.add_argument("--class-weights", default="none", choices=("none", "balanced"))
+    ap.add_argument("--no-gold", action="store_true", help="train without the gold programs (only "
+                    "the model's own executed programs)")
     ap.add_argument("--label", required=True, help="name of the stored result")
     ap.add_argument("--out-dir", default=str(ROOT / "runs" / "critic_cv"))
     ap.add_argument("--threads", type=int, default=None)
@@ -63,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
                 link.symlink_to(Path(args.features).resolve(), target_is_directory=True)
         cfg = CriticConfig(num_classes=args.num_classes, mode="head", epochs=args.epochs,
                            val_fraction=1 / args.folds, val_fold=k, best_metric="last",
-                           class_weights=args.class_weights, bootstrap=10, threads=args.threads,
+                           class_weights=args.class_weights, include_gold=not args.no_gold,
+                           bootstrap=10, threads=args.threads,
                            progress=False)
         s = train_critic(problems, run, cfg, samples_path=args.samples, results_path=args.results,
                          echo=lambda m: None)
@@ -86,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     diff = bootstrap_auroc_diff([p["problem_id"] for p in preds], y_pass, probs[:, pc], fb,
                                 resamples=1000, seed=0)
     rec = {"label": args.label, "num_classes": C, "folds": args.folds, "epochs": args.epochs,
-           "class_weights": args.class_weights, "samples": args.samples,
+           "class_weights": args.class_weights, "gold": not args.no_gold, "samples": args.samples,
            "programs": len(preds), "passed": sum(y_pass), "problems": len({p["problem_id"] for p in preds}),
            "critic": {k: critic.get(k) for k in ("accuracy", "macro_f1", "auroc", "average_precision",
                                                  "confusion")},

@@ -173,14 +173,20 @@ def split_problems3(problem_ids: Sequence[str], val_fraction: float, test_fracti
         return set(), set()
     rng = random.Random(seed)
     rng.shuffle(ids)
+    last = None
     if fold:
         shift = fold * int(math.floor(val_fraction * len(ids) + 0.5))
+        if shift >= len(ids):
+            return set(), set()
         ids = ids[shift:] + ids[:shift]
+        last = len(ids) - shift  # the last fold is the rest: folds never overlap
 
     def count(frac: float, room: int) -> int:
         return 0 if frac <= 0 or room <= 0 else min(room, max(1, int(math.floor(frac * len(ids) + 0.5))))
 
     n_val = count(val_fraction, len(ids) - 1)
+    if last is not None and (fold + 1) * val_fraction >= 1 - 1e-9:
+        n_val = min(len(ids) - 1, last)
     n_test = count(test_fraction, len(ids) - 1 - n_val)
     return set(ids[:n_val]), set(ids[n_val:n_val + n_test])
 
