@@ -21,8 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from coderl.critic.critic_trainer import DATA_FILE  # noqa: E402
 from coderl.critic.data import join_samples_results  # noqa: E402
-from coderl.critic.metrics import classification_metrics, ranking  # noqa: E402
+from coderl.critic.features import FeatureBaseline, feature_matrix  # noqa: E402
+from coderl.critic.metrics import bootstrap_auroc_diff, classification_metrics, ranking  # noqa: E402
 from coderl.critic.model import CriticModel  # noqa: E402
 from coderl.problems.problems_config import ProblemsConfig  # noqa: E402
 
@@ -72,16 +74,39 @@ def main(argv: list[str] | None = None) -> int:
     rec = {"samples": str(samples), "programs": len(pairs), "passed": sum(y), "backbone_seconds": backbone_s,
            "critics": {},
            "command": "python benchmarks/critic_ranking.py " + " ".join(sys.argv[1:] if argv is None else argv)}
+    train_problems = {p.id: p for p in ProblemsConfig(source="mbpp", split="train").load()}
+    X_eval = feature_matrix([s.program for s, _ in pairs], [critic.context(by_id[s.problem_id]) for s, _ in pairs])
+    pids = [s.problem_id for s, _ in pairs]
+
+    def measured(scores: list[float]) -> dict:
+        cand: dict[str, list[tuple[float, bool]]] = {}
+        for pid, sc, ok in zip(pids, scores, y):
+            cand.setdefault(pid, []).append((sc, bool(ok)))
+        m = classification_metrics(y, np.array([[1 - v, v] for v in scores]), 2, 1)
+        return {"ranking": ranking(cand), "auroc": m.get("auroc"), "average_precision": m.get("average_precision")}
+
+    per_program = {}
     for c in args.critic:
         critic.load_weights(Path(c))
         pc = critic.pass_class
         p_pass = [float(critic.score_hidden(h)[0][pc]) for h in hs]
-        cand: dict[str, list[tuple[float, bool]]] = {}
-        for (s, _), sc, ok in zip(pairs, p_pass, y):
-            cand.setdefault(s.problem_id, []).append((sc, bool(ok)))
-        m = classification_metrics(y, np.array([[1 - v, v] for v in p_pass]), 2, 1)
-        rec["critics"][c] = {"ranking": ranking(cand), "auroc": m.get("auroc"),
-                             "average_precision": m.get("average_precision")}
+        # the feature baseline fit on this critic's own training programs (its data.jsonl)
+        train = [json.loads(x) for x in (Path(c).parent / DATA_FILE).read_text().splitlines()]
+        train = [e for e in train if e["split"] == "train"]
+        X = feature_matrix([e["program"] for e in train],
+                           [critic.context(train_problems[e["problem_id"]]) for e in train])
+        fb = FeatureBaseline(2, seed=0).fit(X, [int(e["outcome"] == "passed") for e in train])
+        f_pass = [float(v) for v in fb.predict_proba(X_eval)[:, 1]]
+        rec["critics"][c] = {**measured(p_pass), "feature_baseline": measured(f_pass),
+                             "auroc_diff_vs_features": bootstrap_auroc_diff(pids, y, np.array(p_pass),
+                                                                            np.array(f_pass),
+                                                                            resamples=1000, seed=0),
+                             "trained_on": len(train)}
+        per_program[c] = p_pass
+    lines = [json.dumps({"problem_id": s.problem_id, "index": s.index, "outcome": r["outcome"],
+                         "p_pass": {c: round(per_program[c][i], 6) for c in per_program}})
+             for i, (s, r) in enumerate(pairs)]
+    (run / f"critic_ranking_{args.label}.jsonl").write_text("".join(x + "\n" for x in lines))
     dest = ROOT / "benchmarks" / f"critic_ranking_{args.label}.json"
     dest.write_text(json.dumps(rec, indent=1) + "\n")
     print(json.dumps(rec, indent=1))
