@@ -11,6 +11,7 @@ paired-bootstrap 95% interval over problems, and the outcome mix of the greedy p
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import shutil
@@ -105,8 +106,6 @@ def compare_models(run_dir: str | Path, cfg: ModelsEvalConfig, exec_cfg, *, base
                                 temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, threads=cfg.threads,
                                 progress=cfg.progress)
-        import dataclasses
-
         generate(problems, sub / "samples.jsonl", gcfg, selection=dataclasses.asdict(sel),
                  fresh_hint=f"delete {sub}")
         execute(problems, sub / "samples.jsonl", sub / "results.jsonl", exec_cfg, progress=cfg.progress)
