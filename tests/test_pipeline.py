@@ -106,17 +106,22 @@ def test_shipped_configs_load(name):
     assert cfg.generation.model == "default" or cfg.sft is not None
 
 
+def _critic_sections(model_dir) -> dict:
+    """execution, evaluation, critic and critic_score sections of a tiny pipeline config."""
+    return {"execution": {"timeout": 2, "workers": 1},
+            "evaluation": {"ks": [1], "n_at_k": [], "plots": False},
+            "critic": {"model": str(model_dir), "mode": "head", "epochs": 1, "batch_size": 4,
+                       "val_fraction": 0.5, "gold_in_validation": True, "bootstrap": 20,
+                       "progress": False, "threads": 1},
+            "critic_score": {"checkpoint": "best", "progress": False, "threads": 1}}
+
+
 def test_critic_stages_in_the_pipeline(tiny_chat_dir, tmp_path):
     cfg = {"name": "crit", "runs_dir": str(tmp_path / "runs"),
            "problems": {"source": "mbpp", "split": "train", "end": 4},
            "generation": {"model": str(tiny_chat_dir), "num_seqs": 2, "max_new_tokens": 6,
                           "batch_size": 8, "progress": False},
-           "execution": {"timeout": 2, "workers": 1},
-           "evaluation": {"ks": [1], "n_at_k": [], "plots": False},
-           "critic": {"model": str(tiny_chat_dir), "mode": "head", "epochs": 1, "batch_size": 4,
-                      "val_fraction": 0.5, "gold_in_validation": True, "bootstrap": 20,
-                      "progress": False, "threads": 1},
-           "critic_score": {"checkpoint": "best", "progress": False, "threads": 1}}
+           **_critic_sections(tiny_chat_dir)}
     path = tmp_path / "crit.yaml"
     path.write_text(yaml.safe_dump(cfg))
     lines = []
@@ -146,12 +151,7 @@ def test_the_whole_coderl_loop_from_one_config(tiny_chat_dir, tmp_path):
            "sft": {"model": str(tiny_chat_dir), "epochs": 1, "batch_size": 2, "grad_accum": 1, **quiet},
            "generation": {"model": str(run / "sft"), "num_seqs": 2, "max_new_tokens": 6,
                           "batch_size": 8, "progress": False},
-           "execution": {"timeout": 2, "workers": 1},
-           "evaluation": {"ks": [1], "n_at_k": [], "plots": False},
-           "critic": {"model": str(tiny_chat_dir), "mode": "head", "epochs": 1, "batch_size": 4,
-                      "val_fraction": 0.5, "gold_in_validation": True, "bootstrap": 20,
-                      "progress": False, "threads": 1},
-           "critic_score": {"checkpoint": "best", "progress": False, "threads": 1},
+           **_critic_sections(tiny_chat_dir),
            "rl": {"init": "sft", "batch_size": 2, "grad_accum": 1, "ce_every": 1, "epochs": 1,
                   "skip_zero_return": False, **quiet},
            "compare": {"end": 3, "max_new_tokens": 6, "resamples": 20, "progress": False, "threads": 1}}
@@ -185,6 +185,13 @@ def test_the_whole_coderl_loop_from_one_config(tiny_chat_dir, tmp_path):
     assert "[8/8] compare-models" in lines
     changed = [l.split(":")[0].strip() for l in lines if "changed since" in l]
     assert changed == ["rl"], lines
+    # other comparison settings: the programs already there are refused, not mixed; --fresh redoes them
+    cfg["compare"]["max_new_tokens"] = 5
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match="max_new_tokens"):
+        run_pipeline(load_config(path), echo=lines.append, start="compare-models")
+    run_pipeline(load_config(path), echo=lines.append, start="compare-models", fresh=True)
+    assert json.loads((run / "compare.json").read_text())["complete"]
 
 
 def test_compare_models_bad_settings_name_the_key(tmp_path):

@@ -362,8 +362,10 @@ STAGES: list[Stage] = [
     Stage("train-rl", _run_rl, reads=("samples", "results", "critic_scores", "sft"), writes=("rl",),
           fingerprint=_rl_fp,
           enabled=lambda cfg: cfg.rl is not None, complete=lambda ctx: _trained(ctx.run.rl, ctx.cfg.rl)),
-    Stage("compare-models", _run_compare, reads=("sft", "rl"), writes=("compare_json",),
-          fingerprint=_compare_fp, enabled=lambda cfg: cfg.compare is not None),
+    # compare/ holds each model's programs: --fresh deletes it with the table
+    Stage("compare-models", _run_compare, reads=("sft", "rl"), writes=("compare_json", "compare_dir"),
+          fingerprint=_compare_fp, enabled=lambda cfg: cfg.compare is not None,
+          complete=lambda ctx: is_complete(ctx.run.compare_json, _compare_fp(ctx))),
 ]
 
 

@@ -28,21 +28,23 @@ from .models_config import NOT_FINGERPRINTED, RUN_MODELS, ModelsEvalConfig
 MODEL_META = "model.json"
 
 
+def model_spec(run_dir: str | Path, name: str, base_model: str) -> str:
+    """What an entry of ``compare.models`` names: base, this run's sft/rl directory, or itself."""
+    if name == "base":
+        return base_model
+    return str(Path(run_dir) / name) if name in RUN_MODELS else name
+
+
 def resolve_models(run_dir: Path, cfg: ModelsEvalConfig, base_model: str) -> list[tuple[str, str]]:
     """``[(label, model spec)]``; this run's sft/rl must exist."""
     out = []
     for m in cfg.models:
-        if m == "base":
-            out.append(("base", base_model))
-        elif m in RUN_MODELS:
-            d = run_dir / m
-            if not d.is_dir():
-                raise ConfigError(f"compare.models: {m!r} means {d}, which does not exist (run the "
-                                  f"stage that writes it first, or drop {m!r} from compare.models)")
-            out.append((m, str(d)))
-        else:
-            label = Path(m).name or m
-            out.append((label.replace("/", "_"), m))
+        spec = model_spec(run_dir, m, base_model)
+        if m in RUN_MODELS and m != "base" and not Path(spec).is_dir():
+            raise ConfigError(f"compare.models: {m!r} means {spec}, which does not exist (run the "
+                              f"stage that writes it first, or drop {m!r} from compare.models)")
+        label = m if m in RUN_MODELS else (Path(m).name or m).replace("/", "_")
+        out.append((label, spec))
     labels = [l for l, _ in out]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"compare.models: {cfg.models} give the same label twice ({labels})")
@@ -67,7 +69,7 @@ def fingerprint(run_dir: str | Path, cfg: ModelsEvalConfig, exec_fp: dict, base_
     """The settings and the models' digests (a retrained model makes the comparison stale)."""
     digests = {}
     for m in cfg.models:
-        spec = base_model if m == "base" else str(Path(run_dir) / m) if m in RUN_MODELS else m
+        spec = model_spec(run_dir, m, base_model)
         digests[m] = model_digest(spec) if Path(spec).exists() or m not in RUN_MODELS else None
     return {"compare": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED), "execution": exec_fp,
             "models": digests}
