@@ -21,6 +21,7 @@ from coderl.critic.model import CriticModel
 from coderl.critic.scores import SCORES_FILE, read_scores
 from coderl.critic.scoring import rank_by_critic, score
 from coderl.io import RecordError
+from coderl.records import program_hash
 from coderl.problems.schema import Problem
 
 # each outcome has a marker line; two filler lines drawn from a shared pool make the programs vary
@@ -46,7 +47,7 @@ def toy(tmp: Path, n_problems: int = 12, per: int = 8, seed: int = 0, outcomes=t
             samples.append({"problem_id": pid, "index": i, "program": "def add(a, b):\n" + a + MARK[o] + b,
                             "origin": "greedy" if i == per - 1 else "sampled", "prompt": "..."})
             results.append({"problem_id": pid, "index": i, "outcome": o, "tests_passed": int(o == "passed"),
-                            "tests_total": 1})
+                            "tests_total": 1, "program_hash": program_hash(samples[-1]["program"])})
     tmp.mkdir(parents=True, exist_ok=True)
     write(tmp / "samples.jsonl", samples)
     write(tmp / "results.jsonl", results)

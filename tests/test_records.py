@@ -80,3 +80,27 @@ def test_negative_indices_are_rejected(tmp_path):
     _write(path, [{"problem_id": "a", "index": -1, "program": "x"}])
     with pytest.raises(RecordError, match="index must be >= 0"):
         read_samples(path)
+
+
+def test_join_refuses_results_of_other_programs(tmp_path):
+    """A result carries the hash of the program it ran: joined to a sample whose program is
+    another (samples regenerated, another run's results), it is an error naming the line, not a
+    verdict of the wrong program (a `return None` labelled passed, reward +1)."""
+    from coderl.records import join, program_hash
+
+    s, r = tmp_path / "s.jsonl", tmp_path / "r.jsonl"
+    _write(s, [{"problem_id": "a", "index": 0, "program": "def f():\n    return None\n"},
+               {"problem_id": "a", "index": 1, "program": "def f():\n    return 1\n"}])
+    good = {"problem_id": "a", "index": 1, "outcome": "passed",
+            "program_hash": program_hash("def f():\n    return 1\n")}
+    _write(r, [good, {"problem_id": "a", "index": 0, "outcome": "passed",
+                      "program_hash": program_hash("def f():\n    return 1\n")}])
+    with pytest.raises(RecordError, match=r"r.jsonl:2: .*another program"):
+        join(s, r)
+    _write(r, [good, {"problem_id": "a", "index": 0, "outcome": "passed"}])
+    with pytest.raises(RecordError, match=r"r.jsonl:2: .*does not name the program"):
+        join(s, r)
+    _write(r, [good])
+    assert [(x.index, y and y["outcome"]) for x, y in join(s, r, require_results=False)] == [(0, None), (1, "passed")]
+    with pytest.raises(RecordError, match=r"s.jsonl:1: .*has no result"):
+        join(s, r)

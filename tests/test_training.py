@@ -16,6 +16,7 @@ import torch
 
 from coderl.config import ConfigError
 from coderl.io import RecordError
+from coderl.records import program_hash
 from coderl.models import build_prompt, extract_program, load_model
 from coderl.problems import load_problems
 from coderl.training import RLConfig, SFTConfig, TrainingError, train_rl, train_sft
@@ -73,7 +74,8 @@ def _sample_files(tmp: Path, problems, tokenizer, outcomes: dict[int, str], *, p
                             "prompt": prompt.text, "raw": raw, "finish": "stop",
                             "program": extract_program(raw, prompt, p)})
             o = outcomes[i]
-            results.append({"problem_id": p.id, "index": i, "outcome": o,
+            results.append({"problem_id": p.id, "index": i, "outcome": o, "program_hash":
+                            program_hash(samples[-1]["program"]),
                             "tests_passed": 3 if o == "passed" else 1, "tests_total": 3})
     tmp.mkdir(parents=True, exist_ok=True)
     return _write(tmp / "samples.jsonl", samples), _write(tmp / "results.jsonl", results)
@@ -212,8 +214,9 @@ def test_relative_return_is_zero_when_the_sample_equals_its_baseline(tmp_path, c
     rets = sorted(e.ret for e in plain.examples)
     assert rets[0] == pytest.approx(-0.3 + 1.3 / 3) and rets[-1] == 1.0
     # a problem without a greedy program: r(W^b) = 0
-    lines = [l for l in s.read_text().splitlines() if json.loads(l)["index"] != 2]
-    s.write_text("\n".join(lines) + "\n")
+    for f in (s, r):
+        lines = [l for l in f.read_text().splitlines() if json.loads(l)["index"] != 2]
+        f.write_text("\n".join(lines) + "\n")
     nob = build_rl_examples(probs, s, r, chat.tokenizer, False, **kw)
     assert sorted(e.ret for e in nob.examples) == pytest.approx([-0.3, -0.3, 1.0, 1.0])
     assert nob.stats["without_baseline"] == 4
@@ -439,7 +442,7 @@ def test_bad_samples_and_results_are_named(tmp_path, chat, train_problems):
     # results missing for samples
     lines = r.read_text().splitlines()
     _write(tmp_path / "short.jsonl", [json.loads(l) for l in lines[:-2]])
-    with pytest.raises(RecordError, match=r"short.jsonl: no result for 2 of the 6 samples.*index=1"):
+    with pytest.raises(RecordError, match=r"samples.jsonl:5: sample \(problem_id='mbpp/602', index=1\) has no result in .*short.jsonl"):
         build_rl_examples(probs, s, tmp_path / "short.jsonl", chat.tokenizer, False, **kw)
     # samples generated from another prompt (another model or prompt style)
     with pytest.raises(TrainingError, match="another prompt"):

@@ -2,7 +2,9 @@
 
 * ``Sample`` (``samples.jsonl``): :func:`read_samples` / :func:`sample_writer`;
 * ``Result`` (``results.jsonl``): :func:`read_results` / :func:`result_writer`;
-* critic scores live beside the samples (``coderl.critic.scores``).
+* critic scores live beside the samples (``coderl.critic.scores``);
+* :func:`join`: results joined to their samples, each result checked to be the verdict of its
+  sample's program (``program_hash``).
 
 Readers validate every record (required fields and their types, allowed values) and raise
 ``RecordError`` naming the file, the line and what is wrong. A second record for the same
@@ -15,14 +17,15 @@ two processes can never interleave records in one file.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection
+from typing import Any, Collection, Iterable
 
 from .io import JsonlAppender, RecordError, read_jsonl
 
 ORIGINS = ("sampled", "greedy", "refined", "repaired", "gold")
-OUTCOMES = ("compile_error", "runtime_error", "failed", "passed")
+from .execution.codes import OUTCOMES  # noqa: E402  (one definition of the outcome names and order)
 
 
 @dataclass
@@ -98,19 +101,27 @@ def read_samples(path: str | Path, problems: Collection[str] | None = None, *,
                  resume: bool = False) -> list[Sample]:
     """All samples of a JSONL file, in file order. ``resume``: the writer reading its own file
     back, where a torn last line left by a kill is dropped (anywhere else it is an error)."""
+    return [s for _, s, _ in _read_samples(path, problems, resume)]
+
+
+def _read_samples(path, problems, resume) -> list[tuple[int, Sample, tuple[str, int]]]:
     recs = []
     for line, d in _lines(path, resume):
         s = Sample.from_dict(d, path=path, line=line)
         recs.append((line, s, s.key))
     _dedupe(path, recs)
     _outside(path, recs, problems, "sample")
-    return [s for _, s, _ in recs]
+    return recs
 
 
 def read_results(path: str | Path, problems: Collection[str] | None = None, *,
                  resume: bool = False) -> list[dict[str, Any]]:
     """All results of a JSONL file as dicts (the fields of ``coderl.execution.Result``);
     ``resume`` as for :func:`read_samples`."""
+    return [d for _, d, _ in _read_results(path, problems, resume)]
+
+
+def _read_results(path, problems, resume) -> list[tuple[int, dict[str, Any], tuple[str, int]]]:
     recs = []
     for line, d in _lines(path, resume):
         for k in ("problem_id", "index", "outcome"):
@@ -125,7 +136,7 @@ def read_results(path: str | Path, problems: Collection[str] | None = None, *,
         recs.append((line, d, (d["problem_id"], d["index"])))
     _dedupe(path, recs)
     _outside(path, recs, problems, "result")
-    return [d for _, d, _ in recs]
+    return recs
 
 
 def _lines(path: str | Path, resume: bool):
@@ -146,3 +157,49 @@ def sample_writer(path: str | Path) -> JsonlAppender:
 def result_writer(path: str | Path) -> JsonlAppender:
     """Append results (``Result.to_dict()``) to ``path`` under an exclusive lock."""
     return JsonlAppender(path, lock=True)
+
+
+def program_hash(program: str) -> str:
+    """The short hash that names a program in results (``program_hash``) and critic scores."""
+    return hashlib.sha1(program.encode()).hexdigest()[:16]
+
+
+def join(samples_path: str | Path, results_path: str | Path | None,
+         problem_ids: Collection[str] | None = None, *,
+         require_results: bool = True) -> list[tuple[Sample, dict[str, Any] | None]]:
+    """``(Sample, result dict)`` pairs in the samples' file order: the one way every stage joins
+    results to samples. A result must name the program it ran (``program_hash``) and it must be
+    the sample's: a result of another program (the samples were regenerated, or another run's
+    results were given) is a RecordError naming the file and line, never a silent verdict of the
+    wrong program. A result without a sample is an error too; so is a sample without a result
+    unless ``require_results`` is false (its result is then None)."""
+    ids = set(problem_ids) if problem_ids is not None else None
+    samples = _read_samples(samples_path, ids, False)
+    by_key = {key: s for _, s, key in samples}
+    res_by_key: dict[tuple[str, int], dict[str, Any]] = {}
+    for line, r, key in (_read_results(results_path, ids, False) if results_path is not None else []):
+        s = by_key.get(key)
+        if s is None:
+            raise RecordError(results_path, line, f"result for (problem_id={key[0]!r}, index={key[1]}) "
+                                                  f"has no sample in {samples_path}")
+        ph = r.get("program_hash")
+        if ph is None:
+            raise RecordError(results_path, line, "result does not name the program it ran (written "
+                              "before results carried program_hash): run coderl execute on "
+                              f"{samples_path} again (it re-checks every result; the verdict cache "
+                              "makes that quick)")
+        if ph != program_hash(s.program):
+            raise RecordError(results_path, line, f"result of (problem_id={key[0]!r}, index={key[1]}) is "
+                              f"the verdict of another program than that sample in {samples_path} (the "
+                              "samples were regenerated, or the results belong to another run): run "
+                              "coderl execute on these samples")
+        res_by_key[key] = r
+    pairs = []
+    for line, s, key in samples:
+        r = res_by_key.get(key)
+        if r is None and require_results:
+            raise RecordError(samples_path, line, f"sample (problem_id={s.problem_id!r}, index={s.index}) "
+                                                  f"has no result in {results_path}: execute it first "
+                                                  "(coderl execute)")
+        pairs.append((s, r))
+    return pairs

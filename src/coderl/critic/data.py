@@ -38,8 +38,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..execution.codes import CRITIC_CLASS, OUTCOMES, PASSED
-from ..io import RecordError
-from ..records import read_results, read_samples
+from ..records import join
 
 SPLITS = ("train", "validation", "test")
 
@@ -89,47 +88,6 @@ def label(outcome: str, num_classes: int) -> int:
     if num_classes == 4:
         return CRITIC_CLASS[outcome]
     return int(outcome == PASSED)
-
-
-def join_samples_results(samples_path: str | Path, results_path: str | Path | None,
-                         problem_ids: Iterable[str] | None = None, *,
-                         require_results: bool = True) -> list[tuple[Any, dict | None]]:
-    """``(Sample, result dict)`` pairs in the samples' file order. A result without a sample is a
-    RecordError naming the results file and line; a sample without a result too, unless
-    ``require_results`` is false (its result is then None)."""
-    ids = set(problem_ids) if problem_ids is not None else None
-    samples = read_samples(samples_path, ids)
-    results = read_results(results_path, ids) if results_path is not None else []
-    by_key = {s.key: s for s in samples}
-    res_by_key: dict[tuple[str, int], dict] = {}
-    for line, r in _numbered(results_path, results):
-        key = (r["problem_id"], r["index"])
-        if key not in by_key:
-            raise RecordError(results_path, line, f"result for (problem_id={key[0]!r}, index={key[1]}) "
-                                                  f"has no sample in {samples_path}")
-        res_by_key[key] = r
-    pairs = []
-    for line, s in _numbered(samples_path, samples):
-        r = res_by_key.get(s.key)
-        if r is None and require_results:
-            raise RecordError(samples_path, line, f"sample (problem_id={s.problem_id!r}, index={s.index}) "
-                                                  f"has no result in {results_path}: execute it first "
-                                                  "(coderl execute)")
-        pairs.append((s, r))
-    return pairs
-
-
-def _numbered(path, records: list) -> list[tuple[int | None, Any]]:
-    """Records with their line numbers in ``path`` (the readers keep file order and skip blank
-    lines; count the non-blank lines again to name them)."""
-    if path is None:
-        return [(None, r) for r in records]
-    from ..io import read_jsonl
-
-    lines = [n for n, _ in read_jsonl(path, numbered=True)]
-    if len(lines) != len(records):  # cannot happen with the project's readers; stay safe
-        return [(None, r) for r in records]
-    return list(zip(lines, records))
 
 
 @dataclass
@@ -198,7 +156,7 @@ def build_training_data(problems, samples_path: str | Path, results_path: str | 
                         test_fraction: float = 0.0, val_fold: int = 0) -> TrainingData:
     """The critic's labelled programs, split by problem (see the module docstring)."""
     by_id = {p.id: p for p in problems}
-    pairs = join_samples_results(samples_path, results_path, by_id)
+    pairs = join(samples_path, results_path, by_id)
     per_problem: dict[str, list[Example]] = defaultdict(list)
     for s, r in pairs:
         per_problem[s.problem_id].append(Example(s.problem_id, s.index, s.origin, s.program,

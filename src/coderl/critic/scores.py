@@ -17,7 +17,6 @@ One ``.npz`` (no pickles) holds every sample: flat token arrays indexed by ``tok
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ import numpy as np
 
 from ..execution.codes import OUTCOMES
 from ..io import RecordError, atomic_file
+from ..records import program_hash  # noqa: F401  (re-exported: scores name their program)
 
 SCORES_FILE = "critic_scores.npz"
 PARTS_SUFFIX = ".parts"  # <scores file>.parts/: chunks written while scoring (resume)
@@ -63,10 +63,6 @@ class CriticScores(dict):
     def __init__(self, items: Iterable[tuple[tuple[str, int], SampleScores]] = (), meta: dict | None = None):
         super().__init__(items)
         self.meta: dict[str, Any] = dict(meta or {})
-
-
-def program_hash(program: str) -> str:
-    return hashlib.sha1(program.encode()).hexdigest()[:16]
 
 
 def write_scores(path: str | Path, records: Iterable[SampleScores], meta: dict[str, Any]) -> Path:

@@ -33,7 +33,8 @@ import torch
 
 from ..config import ConfigError
 from .critic_trainer import _program_key, resolve_checkpoint
-from .data import CriticError, join_samples_results, label
+from ..records import join
+from .data import CriticError, label
 from .model import CONFIG_FILE, CriticModel
 from .score_config import ScoreConfig
 from .scores import PARTS_SUFFIX, SCORES_FILE, SampleScores, program_hash, read_scores, write_scores
@@ -107,7 +108,7 @@ def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str 
         shutil.rmtree(parts_dir, ignore_errors=True)
 
     by_id = {p.id: p for p in problems}
-    pairs = join_samples_results(samples_path, results_path, by_id, require_results=False)
+    pairs = join(samples_path, results_path, by_id, require_results=False)
     done: dict[tuple[str, int], SampleScores] = {}
     sources = ([out_path] if out_path.exists() else []) + sorted(parts_dir.glob("part-*.npz"))
     for f in sources:
@@ -194,7 +195,7 @@ def rank_by_critic(samples_path: str | Path, results_path: str | Path, scores_pa
     from .metrics import ranking
 
     scores = read_scores(scores_path)
-    pairs = join_samples_results(samples_path, results_path, problem_ids)
+    pairs = join(samples_path, results_path, problem_ids)
     cand: dict[str, list[tuple[float, bool]]] = {}
     for s, r in pairs:
         if s.origin not in origins:

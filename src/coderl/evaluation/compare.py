@@ -25,7 +25,7 @@ import numpy as np
 
 from .metrics import n_at_k, pass_at_k
 
-OUTCOMES = ("passed", "failed", "runtime_error", "compile_error")
+from ..execution.codes import OUTCOMES_BEST_FIRST as OUTCOMES
 
 
 @dataclass

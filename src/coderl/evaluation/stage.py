@@ -26,7 +26,7 @@ from .compare import (ProblemStats, available_metrics, compare_stats, metric_pai
                       ratio)
 from .metrics import n_at_k, pass_at_k
 
-OUTCOMES = ("passed", "failed", "runtime_error", "compile_error")
+from ..execution.codes import OUTCOMES_BEST_FIRST as OUTCOMES
 
 
 def load_results(path: str | Path, problems=None) -> list[dict]:

@@ -23,6 +23,8 @@ FAILED = "failed"
 PASSED = "passed"
 
 OUTCOMES = (COMPILE_ERROR, RUNTIME_ERROR, FAILED, PASSED)
+#: the same, best first (how reports list them)
+OUTCOMES_BEST_FIRST = tuple(reversed(OUTCOMES))
 #: CodeRL's harness codes.
 CODES: dict[str, int | bool] = {COMPILE_ERROR: -2, RUNTIME_ERROR: -1, FAILED: False, PASSED: True}
 #: critic classes (index into the critic's 4-way softmax).

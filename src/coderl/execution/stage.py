@@ -4,9 +4,10 @@ Each sample runs on its problem's hidden tests; when the problem has example tes
 those (``example_passed``). All runs share the engine's workers; each problem's records are
 appended in one flushed write as soon as the problem is complete (so the file follows completion
 order, not the samples' order). A killed run loses only the problems in flight, and a rerun skips
-every (problem_id, index) already written — unless its record is *stale*: its ``hash`` differs from
-the one the sample's current program, tests, limits and harness would get (the program was
-regenerated, the tests or the limits changed). Stale records are dropped from the file (rewritten
+every (problem_id, index) already written — unless its record is *stale*: its ``program_hash`` is
+not the sample's program's, or its ``hash`` differs from the one the sample's current program,
+tests, limits and harness would get (the program was regenerated, the tests or the limits changed).
+Every result names its program (``program_hash``): :func:`coderl.records.join` checks it. Stale records are dropped from the file (rewritten
 atomically) and their samples run again; the summary counts them (``stale_reexecuted``).
 A summary (outcome counts, cache hit rate, throughput) is printed and written atomically beside
 the results as ``<results>.summary.json``.
@@ -24,7 +25,7 @@ from typing import Any, Iterable
 from coderl.execution.outcome import OUTCOMES, Result
 from coderl.execution.pool import ExecConfig, Executor
 from coderl.io import RecordError, atomic_write_text, write_jsonl
-from coderl.records import read_results, read_samples, result_writer
+from coderl.records import program_hash, read_results, read_samples, result_writer
 
 
 def _group(samples: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
@@ -96,6 +97,7 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
                     counts[res.outcome] += 1
                     d = res.to_dict()
                     d["origin"] = sample.origin
+                    d["program_hash"] = program_hash(sample.program)
                     recs.append(d)
                 out.write_many(recs)
                 if bar is not None:
@@ -137,7 +139,8 @@ def _resume(ex: Executor, by_id: dict[str, Any], samples: list[Any],
     for r in read_results(results_path, resume=True):
         key = (r["problem_id"], r["index"])
         s = current.get(key)
-        if s is not None and r.get("hash") != ex.job_for(by_id[s.problem_id], s.program, "hidden")[2]:
+        if s is not None and (r.get("program_hash") != program_hash(s.program) or
+                              r.get("hash") != ex.job_for(by_id[s.problem_id], s.program, "hidden")[2]):
             stale += 1
             continue
         kept.append(r)

@@ -42,7 +42,7 @@ import numpy as np
 
 from ..io import RecordError
 from ..models.prompts import FENCE, Prompt, build_prompt
-from ..records import read_results, read_samples
+from ..records import join
 from .rewards import relative_return
 
 
@@ -223,14 +223,9 @@ def build_rl_examples(problems: Sequence, samples_path: str | Path, results_path
     ``(problem_id, index)``; None: q̂ = 1). Samples of problems outside ``problems`` and samples
     without a result are errors naming the file and the sample."""
     by_id = {str(p.id): p for p in problems}
-    samples = read_samples(samples_path, by_id)
-    results = {(r["problem_id"], r["index"]): r for r in read_results(results_path, by_id)}
-    missing = [s.key for s in samples if s.key not in results]
-    if missing:
-        raise RecordError(results_path, None,
-                          f"no result for {len(missing)} of the {len(samples)} samples of {samples_path} "
-                          f"(first: problem_id={missing[0][0]!r}, index={missing[0][1]}); run coderl "
-                          "execute on the samples first")
+    pairs = join(samples_path, results_path, by_id)  # every result checked to be its sample's program's
+    samples = [s for s, _ in pairs]
+    results = {s.key: r for s, r in pairs}
     if not samples:
         raise RecordError(samples_path, None, "no samples of the selected problems")
 
