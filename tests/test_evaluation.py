@@ -188,13 +188,13 @@ def test_evaluate_compare_two_runs(tmp_path):
     cfg = EvalConfig(ks=[1, 3], n_at_k=["1@3"], plots=False)
     evaluate(problems, tmp_path / "base.jsonl", tmp_path / "base", cfg)
     rep = evaluate(problems, tmp_path / "better.jsonl", tmp_path / "better", cfg)
-    cmp = compare_reports(tmp_path / "base", rep, tmp_path / "better", cfg)
+    cmp = compare_reports(tmp_path / "base", rep, tmp_path / "better" / "report.compare.json", cfg)
     by = {d["metric"]: d for d in cmp["differences"]}
     assert set(by) == {"greedy_pass@1", "pass@1", "pass@3", "1@3", "hack_rate"}
     assert by["greedy_pass@1"]["diff"] == pytest.approx(1 / 3)
     assert by["pass@1"]["diff"] == pytest.approx(1 / 3)
     assert by["hack_rate"]["b"] == 0.0 and by["hack_rate"]["a"] == pytest.approx(0.2)
-    assert (tmp_path / "better" / "compare.json").exists()
+    assert (tmp_path / "better" / "report.compare.json").exists()
     assert "| greedy_pass@1 | 33.33 | 66.67 | +33.33 |" in compare_table(cmp)
     with pytest.raises(FileNotFoundError, match="no report.json"):
-        compare_reports(tmp_path / "nowhere", rep, tmp_path / "better", cfg)
+        compare_reports(tmp_path / "nowhere", rep, tmp_path / "better" / "report.compare.json", cfg)

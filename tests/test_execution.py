@@ -232,7 +232,7 @@ def test_cli_execute(tmp_path):
     assert [r["outcome"] for r in read_jsonl(out)] == ["passed"]
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"problem_id": "zzz", "index": 0, "program": "x"}\n')
-    res = CliRunner().invoke(app, ["execute", "--problems", "mbpp", "--samples", str(bad), "--out", str(out)])
+    res = CliRunner().invoke(app, ["execute", "--problems", "mbpp", "--samples", str(bad), "--out", str(tmp_path / "r2.jsonl")])
     assert res.exit_code == 2 and "unknown problem_id" in res.output
 
 

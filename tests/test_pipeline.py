@@ -47,8 +47,8 @@ def test_tiny_models_through_the_whole_loop(which, tmp_path, request):
     # a rerun resumes: nothing generated or executed again
     lines = []
     again = run_pipeline(cfg, echo=lines.append)
-    assert "[1/3] generate: complete under the same settings, skipped" in lines
-    assert "[2/3] execute: complete under the same settings, skipped" in lines
+    assert "[1/3] generate: complete under the same settings and inputs, skipped" in lines
+    assert "[2/3] execute: complete under the same settings and inputs, skipped" in lines
     assert again["overall"] == report["overall"]
     assert len((run / "results.jsonl").read_text().splitlines()) == 9
 
@@ -102,7 +102,7 @@ def test_shipped_configs_load(name):
     cfg = load_config(ROOT / "configs" / f"{name}.yaml")
     assert cfg.problems.source == "mbpp"
     # the bundled model, or (CodeRL: the SFT model samples) this run's own SFT checkpoint
-    assert cfg.generation.model in ("default", f"runs/{cfg.name}/sft")
+    assert cfg.generation.model in ("default", "sft")  # sft: this run's own SFT model, whatever its name
     assert cfg.generation.model == "default" or cfg.sft is not None
 
 
@@ -136,8 +136,8 @@ def test_critic_stages_in_the_pipeline(tiny_chat_dir, tmp_path):
     assert len(scores) == 4 * 3  # every sample (2 sampled + 1 greedy per problem)
     lines.clear()
     run_pipeline(load_config(path), echo=lines.append)
-    assert "[4/5] train-critic: complete under the same settings, skipped" in lines
-    assert "[5/5] critic-score: complete under the same settings, skipped" in lines
+    assert "[4/5] train-critic: complete under the same settings and inputs, skipped" in lines
+    assert "[5/5] critic-score: complete under the same settings and inputs, skipped" in lines
 
 
 def test_the_whole_coderl_loop_from_one_config(tiny_chat_dir, tmp_path):
@@ -178,6 +178,13 @@ def test_the_whole_coderl_loop_from_one_config(tiny_chat_dir, tmp_path):
     run_pipeline(load_config(path), echo=lines.append)
     skipped = [l for l in lines if l.endswith("skipped")]
     assert len(skipped) == 7, lines  # every stage but evaluate (always rewritten, cheap)
+    # the critic retrained alone: its scores and the RL model trained on them are stale, redone
+    run_pipeline(load_config(path), echo=lines.append, start="train-critic", until="train-critic", fresh=True)
+    lines.clear()
+    run_pipeline(load_config(path), echo=lines.append)
+    redone = [l for l in lines if l.startswith("[") and not l.endswith("skipped")]
+    assert redone == ["[4/8] evaluate", "[6/8] critic-score", "[7/8] train-rl", "[8/8] compare-models"], lines
+    assert any("critic was rewritten" in l for l in lines)
     # a retrained RL model makes the comparison stale: it runs again, regenerating rl's programs only
     (run / "rl" / "metrics.json").touch()
     lines.clear()
@@ -223,5 +230,5 @@ def test_compare_models_verb(tiny_chat_dir, tmp_path):
     assert list(out["models"]) == ["base", tiny_chat_dir.name]
     # one model, twice: the same programs, so a difference of exactly 0
     assert out["rows"][0]["differences"][tiny_chat_dir.name]["diff"] == 0
-    res = CliRunner().invoke(app, ["compare-models", "--run-dir", str(run), "--models", "rl", *common])
+    res = CliRunner().invoke(app, ["compare-models", "--run-dir", str(tmp_path / "run2"), "--models", "rl", *common])
     assert res.exit_code == 2 and "which does not exist" in res.output and "Traceback" not in res.output

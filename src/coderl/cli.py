@@ -126,7 +126,7 @@ def problems_stats(specs: Optional[list[str]] = typer.Argument(None, help="Sets 
     console.print(table)
 
 
-# -- the stage verbs: options generated from the stages' config dataclasses ----------------------
+# -- the stage verbs: one per row of the stage table, options from the stages' config dataclasses --
 
 def _user_errors() -> tuple[type[BaseException], ...]:
     from .config import ConfigError
@@ -135,8 +135,28 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     from .problems import ProblemError
     from .training.data import TrainingError  # bad training input, NaN loss, foreign checkpoints
 
-    return (ConfigError, ProblemError, RecordError, ModelError, TrainingError, FileNotFoundError,
-            IsADirectoryError, NotADirectoryError, ValueError)
+    return (ConfigError, ProblemError, RecordError, ModelError, TrainingError, OSError, ValueError)
+
+
+def _message(e: BaseException) -> str:
+    """One line for a user error; an OSError names its file (a read-only or full disk, ...)."""
+    if isinstance(e, (FileExistsError, NotADirectoryError)) and e.filename:
+        return f"{e.filename}: is not a directory, so nothing can be written under it; choose another output"
+    if isinstance(e, OSError) and e.strerror and not isinstance(e, FileNotFoundError):
+        where = f"{e.filename}: " if e.filename else ""
+        return f"{where}{e.strerror} (errno {e.errno}): nothing already written was lost; free the " \
+               "location or choose another output"
+    return str(e)
+
+
+def _guarded(action, interrupted: str = "rerun the same command to resume"):
+    """Run a verb's work: Ctrl-C and bad input become one line each (exit 130 / 2)."""
+    try:
+        return action()
+    except KeyboardInterrupt:
+        fail(f"interrupted: {interrupted}", code=130)
+    except _user_errors() as e:
+        fail(_message(e))
 
 
 def _problems_cfg(given: dict, recorded_from: Optional[Path] = None):
@@ -148,7 +168,7 @@ def _problems_cfg(given: dict, recorded_from: Optional[Path] = None):
 
     if given:
         return from_dict(ProblemsConfig, given, "problem options")
-    if recorded_from is not None:
+    if recorded_from is not None and recorded_from.is_file():
         sel = recorded_selection(recorded_from)
         if sel is not None:
             err_console.print(f"problems: the selection recorded beside {recorded_from} "
@@ -169,230 +189,90 @@ def _load(pc):
     return problems
 
 
-from .cliopts import verb  # noqa: E402
-from .evaluation.eval_config import EvalConfig  # noqa: E402
-from .execution.pool import ExecConfig  # noqa: E402
-from .generation.generation_config import GenerationConfig  # noqa: E402
+def _run_dir(st, run_dir: Optional[Path], files: dict[str, Path]):
+    from .rundir import RunDir
+
+    flags = {b: f for b, f, _ in st.files}
+    for box, path in files.items():
+        if path.is_dir() and box not in RunDir.DIRS:
+            fail(f"{flags[box]} {path}: is a directory, not a file")
+        if box in st.reads and box not in st.writes and not path.exists():
+            fail(f"{flags[box]} {path}: no such file")
+    if run_dir is None:
+        if not files:
+            fail(f"{st.run_dir_flag} is required")
+        run_dir = next(iter(files.values())).parent
+    return RunDir(run_dir, files=files)
+
+
+def _stage_verb(st) -> None:
+    """Register the verb of one stage-table row (see :mod:`coderl.stage`)."""
+    import inspect
+
+    from .cliopts import verb
+    from .pipeline import run_facts
+
+    configs = {"problems": ProblemsConfig} if st.takes_problems else {}
+    configs[st.section] = st.config_class()
+    for sec in st.shared:
+        configs[sec] = _section_class(sec)
+    params = [inspect.Parameter("run_dir", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                                default=typer.Option(None, st.run_dir_flag, help="The run directory (default: "
+                                                     "the directory of the first file given).")),
+              inspect.Parameter("fresh", inspect.Parameter.KEYWORD_ONLY, annotation=bool,
+                                default=typer.Option(False, "--fresh", help="Delete this stage's outputs "
+                                                     "and start it again."))]
+    params += [inspect.Parameter(f"file_{box}", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
+                                 default=typer.Option(None, flag, help=text)) for box, flag, text in st.files]
+
+    def command(run_dir: Optional[Path] = None, fresh: bool = False, *, given: dict, **files) -> None:
+        from .config import from_dict
+        from .stage import StageContext, run_stage
+
+        def work():
+            run = _run_dir(st, run_dir, {k[5:]: v for k, v in files.items() if v is not None})
+            problems = []
+            if st.takes_problems:
+                pc = _problems_cfg(given["problems"], run.samples)
+                problems = list(_load(pc))
+            cfg = from_dict(st.config_class(), given[st.section], f"{st.name} options")
+            shared = {sec: from_dict(_section_class(sec), given[sec], f"{st.name} options") for sec in st.shared}
+            base_model, train_ids = run_facts(run)
+            ctx = StageContext(echo=lambda m: console.print(m, highlight=False), execution=shared.get("execution"),
+                               base_model=getattr(cfg, "base_model", None) or base_model, train_ids=train_ids,
+                               selection=dataclasses.asdict(pc) if st.takes_problems else None,
+                               fresh_hint=f"add --fresh to the same command, or choose another {st.run_dir_flag}",
+                               run_meta={"name": run.root.name})
+            return run_stage(st, problems, run, cfg, ctx, redo=fresh)
+
+        summary = _guarded(work)
+        show = getattr(st.impl(), "show", _show_json)
+        if summary is not None and show is not None:
+            show(summary, console)
+
+    command.__signature__ = inspect.Signature(params + [inspect.Parameter("given", inspect.Parameter.KEYWORD_ONLY)])
+    command.__doc__ = st.help
+    command.__name__ = st.name.replace("-", "_") + "_cmd"
+    verb(app, st.name, configs)(command)
+
+
+def _show_json(summary: dict, console) -> None:
+    console.print_json(json.dumps({k: v for k, v in summary.items() if k != "history"}, default=str))
+
+
+def _section_class(section: str) -> type:
+    from .pipeline import BY_SECTION
+
+    return BY_SECTION[section].config_class()
+
+
+import dataclasses  # noqa: E402
+
+from .pipeline import STAGES  # noqa: E402
 from .problems.problems_config import ProblemsConfig  # noqa: E402
 
-
-@verb(app, "generate", {"problems": ProblemsConfig, "generation": GenerationConfig})
-def generate_cmd(out: Path = typer.Option(..., "--out", help="Samples JSONL (appended; a rerun resumes)."),
-                 *, given: dict) -> None:
-    """Sample programs from a model: num_seqs per problem plus a greedy one (resumable)."""
-    import dataclasses
-
-    from .config import from_dict
-    from .generation import generate
-
-    try:
-        pc = _problems_cfg(given["problems"])
-        cfg = from_dict(GenerationConfig, given["generation"], "generation options")
-        summary = generate(list(_load(pc)), out, cfg, selection=dataclasses.asdict(pc),
-                           fresh_hint=f"delete {out} or choose another --out")
-    except _user_errors() as e:
-        fail(str(e))
-    console.print_json(json.dumps(summary))
-
-
-@verb(app, "execute", {"problems": ProblemsConfig, "execution": ExecConfig})
-def execute_cmd(samples: Path = typer.Option(..., "--samples", help="Samples JSONL (problem_id, index, program)."),
-                out: Path = typer.Option(..., "--out", help="Results JSONL (appended; a rerun resumes)."),
-                *, given: dict) -> None:
-    """Run sampled programs against their problems' tests: one Result per sample (resumable).
-    Without problem options, the selection recorded beside the samples is used."""
-    from .execution.stage import execute, print_summary
-    from .pipeline import _exec_from_dict, exec_fingerprint
-    from .rundir import check_resume, write_meta
-
-    try:
-        pc = _problems_cfg(given["problems"], samples)
-        cfg = _exec_from_dict(given["execution"], "execution options")
-        problems = list(_load(pc))
-        fp = exec_fingerprint(cfg)
-        check_resume(out, "execute", fp, fresh_hint=f"delete {out} or choose another --out")
-        write_meta(out, "execute", fp, complete=False)
-        summary = execute(problems, samples, out, cfg, progress=True)
-        write_meta(out, "execute", fp, complete=True)
-    except KeyboardInterrupt:
-        fail(f"interrupted: the results written so far are kept in {out}; rerun to resume", code=130)
-    except _user_errors() as e:
-        fail(str(e))
-    print_summary(summary, console)
-
-
-@verb(app, "evaluate", {"problems": ProblemsConfig, "evaluation": EvalConfig})
-def evaluate_cmd(results: Path = typer.Option(..., "--results", help="Results JSONL from `coderl execute`."),
-                 out_dir: Path = typer.Option(..., "--out-dir", help="Where report.md/json and plots go."),
-                 samples: Optional[Path] = typer.Option(None, "--samples", help="Samples JSONL (origins; "
-                                                        "its recorded problem selection)."),
-                 compare: Optional[Path] = typer.Option(None, "--compare", help="Another run (its directory "
-                                                        "or report.json): every metric's difference with a "
-                                                        "paired-bootstrap 95% interval."),
-                 *, given: dict) -> None:
-    """pass@k, n@k with example-test filtering, hack rate, breakdowns and plots: report.md / report.json."""
-    from .config import from_dict
-    from .evaluation import evaluate, pass_table
-    from .evaluation.stage import compare_reports, compare_table
-
-    try:
-        if out_dir.exists() and not out_dir.is_dir():
-            fail(f"--out-dir {out_dir}: is a file, not a directory")
-        if samples is not None and not samples.is_file():
-            fail(f"--samples {samples}: no such file")
-        pc = _problems_cfg(given["problems"], samples)
-        cfg = from_dict(EvalConfig, given["evaluation"], "evaluation options")
-        report = evaluate(list(_load(pc)), results, out_dir, cfg, samples_path=samples)
-        if compare is not None:
-            comparison = compare_reports(compare, report, out_dir, cfg)
-    except _user_errors() as e:
-        fail(str(e))
-    for w in report.get("warnings", []):
-        err_console.print(f"[yellow]warning:[/] {w}", highlight=False)
-    console.print(pass_table(report), highlight=False)
-    if compare is not None:
-        console.print("")
-        console.print(compare_table(comparison), highlight=False)
-    console.print(f"report: {report['report_path']}", highlight=False)
-
-
-from .critic.critic_config import CriticConfig  # noqa: E402
-from .critic.score_config import ScoreConfig  # noqa: E402
-
-
-def _guarded(action, interrupted: str = "rerun the same command to resume from the last checkpoint"):
-    """Run a stage verb's work: Ctrl-C and bad input become one line each (exit 130 / 2)."""
-    try:
-        return action()
-    except KeyboardInterrupt:
-        fail(f"interrupted: {interrupted}", code=130)
-    except _user_errors() as e:
-        fail(str(e))
-
-
-def _run_dir_for(run_dir: Optional[Path], samples: Path) -> Path:
-    return run_dir if run_dir is not None else samples.parent
-
-
-@verb(app, "train-critic", {"problems": ProblemsConfig, "critic": CriticConfig})
-def train_critic_cmd(samples: Path = typer.Option(..., "--samples", help="Samples JSONL of the training problems."),
-                     results: Path = typer.Option(..., "--results", help="Their results JSONL (coderl execute)."),
-                     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="Where critic/ goes "
-                                                            "(default: the samples' directory)."),
-                     fresh: bool = typer.Option(False, "--fresh", help="Delete critic/ and train again."),
-                     *, given: dict) -> None:
-    """Train the critic (problem + program -> test outcome, a value per program token); held-out
-    metrics and baselines in <run-dir>/critic/metrics.json (resumable)."""
-    from .config import from_dict
-    from .critic import train_critic
-
-    def work():
-        pc = _problems_cfg(given["problems"], samples)
-        cfg = from_dict(CriticConfig, given["critic"], "critic options")
-        return train_critic(list(_load(pc)), _run_dir_for(run_dir, samples), cfg, samples_path=samples,
-                            results_path=results, fresh=fresh, echo=lambda m: console.print(m, highlight=False))
-
-    summary = _guarded(work)
-    console.print_json(json.dumps({k: summary.get(k) for k in ("validation", "baselines", "bootstrap_auroc_diff",
-                                                             "train_seconds", "peak_rss_mb", "checkpoint")},
-                                  default=str))
-
-
-@verb(app, "critic-score", {"problems": ProblemsConfig, "critic_score": ScoreConfig})
-def critic_score_cmd(samples: Path = typer.Option(..., "--samples", help="Samples JSONL to score."),
-                     results: Optional[Path] = typer.Option(None, "--results", help="Their results (for "
-                                                            "q̂ of the actual outcome; optional)."),
-                     run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="The run whose critic/ "
-                                                            "is meant by --checkpoint best|last (default: "
-                                                            "the samples' directory)."),
-                     out: Optional[Path] = typer.Option(None, "--out", help="Scores file (default: "
-                                                        "<run-dir>/critic_scores.npz)."),
-                     fresh: bool = typer.Option(False, "--fresh", help="Score everything again."),
-                     *, given: dict) -> None:
-    """Per sample: class probabilities and per-token values q̂ (of the actual outcome, and of
-    passed), float16 in an .npz with the tokens' character offsets (resumable)."""
-    from .config import from_dict
-    from .critic import score
-
-    def work():
-        pc = _problems_cfg(given["problems"], samples)
-        cfg = from_dict(ScoreConfig, given["critic_score"], "critic-score options")
-        return score(list(_load(pc)), _run_dir_for(run_dir, samples), cfg, samples_path=samples,
-                     results_path=results, out_path=out, fresh=fresh, echo=lambda m: console.print(m, highlight=False))
-
-    summary = _guarded(work, "rerun the same command to resume")
-    console.print_json(json.dumps(summary, default=str))
-
-
-from .training.rl_config import RLConfig  # noqa: E402
-from .training.sft_config import SFTConfig  # noqa: E402
-
-
-@verb(app, "train-actor", {"problems": ProblemsConfig, "sft": SFTConfig})
-def train_actor_cmd(run_dir: Path = typer.Option(..., "--run-dir", help="The run: the model goes to <run-dir>/sft/."),
-                    fresh: bool = typer.Option(False, "--fresh", help="Delete <run-dir>/sft/ and train again."),
-                    *, given: dict) -> None:
-    """SFT warm-up: fine-tune the actor on the gold programs of the problems, in the prompt format
-    generation uses (resumable; `coderl generate --model <run-dir>/sft` samples from it)."""
-    from .config import from_dict
-    from .training import train_sft
-
-    def work():
-        pc = _problems_cfg(given["problems"])
-        cfg = from_dict(SFTConfig, given["sft"], "sft options")
-        return train_sft(list(_load(pc)), run_dir, cfg, fresh=fresh, echo=lambda m: console.print(m, highlight=False))
-
-    summary = _guarded(work)
-    console.print_json(json.dumps(summary, default=str))
-
-
-@verb(app, "train-rl", {"problems": ProblemsConfig, "rl": RLConfig})
-def train_rl_cmd(samples: Path = typer.Option(..., "--samples", help="Samples of the training problems "
-                                               "(by the model RL starts from)."),
-                 results: Path = typer.Option(..., "--results", help="Their results (coderl execute)."),
-                 scores: Optional[Path] = typer.Option(None, "--scores", help="Critic scores (coderl "
-                                                       "critic-score); without them q̂ = 1."),
-                 run_dir: Optional[Path] = typer.Option(None, "--run-dir", help="The run: the model goes "
-                                                        "to <run-dir>/rl/ (default: the samples' directory)."),
-                 fresh: bool = typer.Option(False, "--fresh", help="Delete <run-dir>/rl/ and train again."),
-                 *, given: dict) -> None:
-    """CodeRL's offline RL: -(r(W^s) - r(W^b)) q̂(w_t) log p(w_t), alternating with cross-entropy
-    steps on gold programs (resumable)."""
-    from .config import from_dict
-    from .training import train_rl
-
-    def work():
-        pc = _problems_cfg(given["problems"], samples)
-        cfg = from_dict(RLConfig, given["rl"], "rl options")
-        return train_rl(list(_load(pc)), _run_dir_for(run_dir, samples), cfg, samples_path=samples,
-                        results_path=results, scores_path=scores, fresh=fresh,
-                        echo=lambda m: console.print(m, highlight=False))
-
-    summary = _guarded(work)
-    console.print_json(json.dumps(summary, default=str))
-
-
-from .evaluation.models_config import ModelsEvalConfig  # noqa: E402
-
-
-@verb(app, "compare-models", {"compare": ModelsEvalConfig, "execution": ExecConfig})
-def compare_models_cmd(run_dir: Path = typer.Option(..., "--run-dir", help="The run whose sft/ and rl/ "
-                                                    "are meant by the labels sft and rl; compare.md goes there."),
-                       base_model: str = typer.Option("default", "--base-model", help="The model the "
-                                                      "label base means (the one the run started from)."),
-                       *, given: dict) -> None:
-    """Base vs SFT vs RL (or any models) side by side on held-out problems: greedy pass@1 (and
-    pass@k), hack rate and outcome mix, with paired-bootstrap intervals (resumable)."""
-    from .config import from_dict
-    from .evaluation.models_stage import compare_models
-
-    def work():
-        cfg = from_dict(ModelsEvalConfig, given["compare"], "compare-models options")
-        ex = from_dict(ExecConfig, given["execution"], "compare-models options")
-        return compare_models(run_dir, cfg, ex, base_model=base_model,
-                              echo=lambda m: console.print(m, highlight=False))
-
-    _guarded(work, "rerun the same command to resume")
+for _st in STAGES:
+    _stage_verb(_st)
 
 
 @app.command("pipeline")
@@ -403,7 +283,9 @@ def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. conf
                  until: Optional[str] = typer.Option(None, "--until", help="Last stage to run."),
                  fresh: bool = typer.Option(False, "--fresh", help="Start the selected stages again: delete "
                                             "their outputs first.")) -> None:
-    """Run the stages of a recipe (generate -> execute -> evaluate) in runs/<name>/ (resumable)."""
+    """Run the stages of a recipe in runs/<name>/, in the order of the stage table (train-actor ->
+    generate -> execute -> evaluate -> train-critic -> critic-score -> train-rl -> compare-models,
+    those the recipe has sections for); resumable, stale stages redone."""
     from .pipeline import load_config, parse_overrides, run_pipeline
 
     try:
@@ -413,7 +295,7 @@ def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. conf
     except KeyboardInterrupt:
         fail("interrupted: what the stages wrote is kept; rerun the same command to resume", code=130)
     except _user_errors() as e:
-        fail(str(e))
+        fail(_message(e))
 
 
 def main() -> None:  # pragma: no cover

@@ -2,7 +2,7 @@
 
     @verb(app, "generate", {"problems": ProblemsConfig, "generation": GenerationConfig})
     def generate_cmd(out: Path = typer.Option(..., "--out"), *, given):
-        cfg = build(GenerationConfig, given["generation"])
+        cfg = from_dict(GenerationConfig, given["generation"], "generation options")
 
 Every field of each config becomes an option ``--field-name`` (``opt(..., flag="--k")``
 renames it, ``cli=False`` leaves it out; a nested dataclass field such as ``ExecConfig.limits``
@@ -10,7 +10,8 @@ contributes its own fields). The option's default is ``None`` and its help shows
 default, so the verb receives only what the user typed, in ``given[section]`` (nested fields as
 nested dicts): what the user did not type comes from the config (or the YAML, or a run's
 recorded selection) and never from a second copy of the default. Bools are ``--x/--no-x``
-flags; ``list`` fields are repeatable options.
+flags; ``list`` fields are repeatable options; an optional field (``X | None``) typed as ``null``
+or ``none`` is None. ``opt(..., shown="...")`` replaces the default the help shows.
 """
 
 from __future__ import annotations
@@ -40,6 +41,8 @@ def _plain_type(tp: Any) -> Any:
 
 
 def _default_text(f: dataclasses.Field) -> str:
+    if (f.metadata or {}).get("shown"):
+        return f.metadata["shown"]
     if f.default is not dataclasses.MISSING:
         d = f.default
     elif f.default_factory is not dataclasses.MISSING:  # type: ignore[misc]
@@ -55,8 +58,8 @@ def _default_text(f: dataclasses.Field) -> str:
     return str(d)
 
 
-def config_params(cls: type, path: tuple[str, ...] = ()) -> list[tuple[inspect.Parameter, tuple[str, ...]]]:
-    """(typer parameter, field path) for every CLI field of the dataclass ``cls``."""
+def config_params(cls: type, path: tuple[str, ...] = ()) -> list[tuple[inspect.Parameter, tuple[str, ...], bool]]:
+    """(typer parameter, field path, accepts None) for every CLI field of the dataclass ``cls``."""
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
@@ -83,8 +86,12 @@ def config_params(cls: type, path: tuple[str, ...] = ()) -> list[tuple[inspect.P
         param = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ptype,
                                   default=typer.Option(None, *decls, help=help_text, show_default=False,
                                                        **extra))
-        out.append((param, path + (f.name,)))
+        out.append((param, path + (f.name,), _nullable(tp)))
     return out
+
+
+def _nullable(tp: Any) -> bool:
+    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
 
 
 def verb(app: typer.Typer, name: str, configs: dict[str, type], **command_kw) -> Callable:
@@ -96,12 +103,12 @@ def verb(app: typer.Typer, name: str, configs: dict[str, type], **command_kw) ->
         own_hints = typing.get_type_hints(fn)
         generated, owners = [], {}
         for section, cls in configs.items():
-            for param, fpath in config_params(cls):
+            for param, fpath, nullable in config_params(cls):
                 pname = f"{section}__{param.name}"
                 if any(p.name == pname for p in own) or pname in owners:
                     raise TypeError(f"{name}: option {pname} defined twice")
                 generated.append(param.replace(name=pname))
-                owners[pname] = (section, fpath)
+                owners[pname] = (section, fpath, nullable)
         flags = {}
         for p in generated:
             for decl in p.default.param_decls:
@@ -112,10 +119,12 @@ def verb(app: typer.Typer, name: str, configs: dict[str, type], **command_kw) ->
 
         def wrapper(**kwargs):
             given: dict[str, dict] = {s: {} for s in configs}
-            for pname, (section, fpath) in owners.items():
+            for pname, (section, fpath, nullable) in owners.items():
                 value = kwargs.pop(pname, None)
                 if value is None:
                     continue
+                if nullable and isinstance(value, str) and value.strip().lower() in ("null", "none"):
+                    value = None
                 d = given[section]
                 for part in fpath[:-1]:
                     d = d.setdefault(part, {})
@@ -132,11 +141,3 @@ def verb(app: typer.Typer, name: str, configs: dict[str, type], **command_kw) ->
         return fn
 
     return deco
-
-
-def merge(base: dict, over: dict) -> dict:
-    """``base`` with ``over``'s values on top, nested dicts merged."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out

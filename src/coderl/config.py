@@ -36,12 +36,13 @@ class ConfigError(ValueError):
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
         ge: float | None = None, gt: float | None = None, le: float | None = None,
-        lt: float | None = None, factory: Any = None, cli: bool = True, flag: str | None = None):
+        lt: float | None = None, factory: Any = None, cli: bool = True, flag: str | None = None,
+        shown: str | None = None):
     """A dataclass field with help text and validation rules (see the module docstring).
     ``cli=False`` keeps the field out of the generated CLI options; ``flag`` overrides the
-    option's name (default ``--field-name``)."""
+    option's name (default ``--field-name``); ``shown`` is the default the CLI help shows."""
     meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "cli": cli,
-            "flag": flag}
+            "flag": flag, "shown": shown}
     if factory is not None:
         return dataclasses.field(default_factory=factory, metadata=meta)
     if isinstance(default, (list, dict, set)):
@@ -82,6 +83,14 @@ def _check_type(value: Any, tp: Any) -> bool:
     return True
 
 
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
 def validate(cfg: Any, section: str = "") -> None:
     """Check every field of the dataclass ``cfg`` (see the module docstring); raise ConfigError."""
     hints = typing.get_type_hints(type(cfg))
@@ -91,7 +100,11 @@ def validate(cfg: Any, section: str = "") -> None:
         key = prefix + f.name
         tp = hints.get(f.name, Any)
         if not _check_type(value, tp):
-            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}")
+            hint = ""
+            if isinstance(value, str) and _check_type(1.5, tp) and _is_number(value):
+                hint = (f" (YAML reads {value} as text: write it with a dot and a signed exponent, "
+                        f"e.g. {float(value):.1e}".replace("e-0", "e-").replace("e+0", "e+") + ")")
+            raise ConfigError(f"{key}: expected {_type_name(tp)}, got {type(value).__name__} {value!r}{hint}")
         m = f.metadata
         if not m or value is None:
             continue

@@ -22,13 +22,17 @@ from .io import atomic_write_text
 
 
 class RunDir:
-    """The files of one run directory (only these names; stages never build paths by hand)."""
+    """The files of one run directory (only these names; stages never build paths by hand).
+
+    ``run.samples``, ``run.box("samples")``: a box's path. ``files`` puts some boxes elsewhere
+    (the CLI's ``--samples FILE``, ``--out FILE``); their sidecars go beside them."""
 
     CONFIG = "config.yaml"
     SAMPLES = "samples.jsonl"
     RESULTS = "results.jsonl"
     REPORT_MD = "report.md"
     REPORT_JSON = "report.json"
+    REPORT_COMPARE = "report.compare.json"  # evaluate --compare: this run's report against another
     CRITIC = "critic"                 # critic checkpoints, logs, held-out metrics
     CRITIC_SCORES = "critic_scores.npz"
     SFT = "sft"                       # the actor after the SFT warm-up (HF checkpoint or adapter)
@@ -36,69 +40,41 @@ class RunDir:
     COMPARE_JSON = "compare.json"     # the run's models side by side on held-out problems
     COMPARE_MD = "compare.md"
     COMPARE_DIR = "compare"           # compare/<model>/: its samples, results, report
+    #: the boxes that are directories (the others are files)
+    DIRS = ("critic", "sft", "rl", "compare_dir")
+    #: run models a model setting may name instead of a path (``generation.model: sft``)
+    MODELS = ("sft", "rl")
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, files: dict[str, str | Path] | None = None):
         self.root = Path(root)
         if self.root.exists() and not self.root.is_dir():
             raise ConfigError(f"{self.root}: the run directory is a file")
+        self.files = {k: Path(v) for k, v in (files or {}).items()}
+        for k in self.files:
+            self.box(k)  # a known name
 
     def __truediv__(self, name: str) -> Path:
         return self.root / name
 
-    @property
-    def config(self) -> Path:
-        return self.root / self.CONFIG
+    def __getattr__(self, name: str) -> Path:
+        return self.box(name)
 
-    @property
-    def samples(self) -> Path:
-        return self.root / self.SAMPLES
-
-    @property
-    def results(self) -> Path:
-        return self.root / self.RESULTS
-
-    @property
-    def report_md(self) -> Path:
-        return self.root / self.REPORT_MD
-
-    @property
-    def report_json(self) -> Path:
-        return self.root / self.REPORT_JSON
-
-    @property
-    def critic(self) -> Path:
-        return self.root / self.CRITIC
-
-    @property
-    def critic_scores(self) -> Path:
-        return self.root / self.CRITIC_SCORES
-
-    @property
-    def sft(self) -> Path:
-        return self.root / self.SFT
-
-    @property
-    def rl(self) -> Path:
-        return self.root / self.RL
-
-    @property
-    def compare_json(self) -> Path:
-        return self.root / self.COMPARE_JSON
-
-    @property
-    def compare_md(self) -> Path:
-        return self.root / self.COMPARE_MD
-
-    @property
-    def compare_dir(self) -> Path:
-        return self.root / self.COMPARE_DIR
+    @classmethod
+    def names(cls) -> list[str]:
+        return [k.lower() for k, v in vars(cls).items() if k.isupper() and isinstance(v, str)]
 
     def box(self, name: str) -> Path:
-        """A box by its attribute name (``"samples"``, ``"results"``, ...)."""
-        path = getattr(self, name, None)
-        if not isinstance(path, Path):
+        """A box by its name (``"samples"``, ``"results"``, ``"sft"``, ...)."""
+        if name.startswith("_") or name not in self.names():
             raise KeyError(f"no box named {name!r} in a run directory")
-        return path
+        if name in self.__dict__.get("files", {}):
+            return self.files[name]
+        return self.root / getattr(type(self), name.upper())
+
+    def model(self, spec: str) -> str:
+        """A model setting as a spec: ``sft`` / ``rl`` name this run's models, anything else is
+        itself (so a recipe run under another name, or a copied run, uses its own models)."""
+        return str(self.box(spec)) if spec in self.MODELS else spec
 
     def mkdir(self) -> "RunDir":
         self.root.mkdir(parents=True, exist_ok=True)
@@ -123,15 +99,17 @@ def read_meta(box: str | Path) -> dict[str, Any] | None:
                           "as it is") from None
 
 
-def _exists(box: Path) -> bool:
-    return box.is_dir() and any(box.iterdir()) if box.is_dir() else (box.is_file() and box.stat().st_size > 0)
+def box_exists(box: Path) -> bool:
+    """A box is there: a non-empty file, or a directory with something in it."""
+    box = Path(box)
+    return any(box.iterdir()) if box.is_dir() else (box.is_file() and box.stat().st_size > 0)
 
 
 def check_resume(box: str | Path, stage: str, fingerprint: dict[str, Any], *, fresh_hint: str = "") -> bool:
     """Before ``stage`` appends to ``box``: True when there is something to resume (same
     settings), False when the box is new. Different settings -> ConfigError naming them."""
     box = Path(box)
-    if not _exists(box):
+    if not box_exists(box):
         return False
     meta = read_meta(box)
     if meta is None:
@@ -150,6 +128,10 @@ def write_meta(box: str | Path, stage: str, fingerprint: dict[str, Any], *, comp
                selection: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
     data = {"stage": stage, "fingerprint": fingerprint, "complete": complete,
             "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
+    old = read_meta(box) if meta_path(box).is_file() else None
+    for key in ("inputs",):  # a stage writing its own sidecar keeps the inputs the contract recorded
+        if old and key in old and old.get("fingerprint") == fingerprint and not (extra and key in extra):
+            data[key] = old[key]
     if selection is not None:
         data["selection"] = selection
     if extra:
@@ -160,7 +142,7 @@ def write_meta(box: str | Path, stage: str, fingerprint: dict[str, Any], *, comp
 def is_complete(box: str | Path, fingerprint: dict[str, Any]) -> bool:
     meta = read_meta(box)
     return bool(meta and meta.get("complete") and meta.get("fingerprint") == fingerprint
-                and _exists(Path(box)))
+                and box_exists(Path(box)))
 
 
 def recorded_selection(box: str | Path) -> dict[str, Any] | None:

@@ -18,6 +18,7 @@ One ``.npz`` (no pickles) holds every sample: flat token arrays indexed by ``tok
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -98,13 +99,17 @@ def write_scores(path: str | Path, records: Iterable[SampleScores], meta: dict[s
 def read_scores(path: str | Path) -> CriticScores:
     """All scores of ``path``; a malformed file is a RecordError naming it."""
     path = Path(path)
+    if path.is_dir():
+        raise RecordError(path, None, "is a directory, not a critic scores file (.npz)")
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file (run coderl critic-score)")
     try:
         with np.load(path, allow_pickle=False) as z:
             a = {k: z[k] for k in z.files}
-    except (OSError, ValueError, EOFError) as e:
-        raise RecordError(path, None, f"not a critic scores file: {e}") from None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        what = str(e) if "pickle" not in str(e) else "not a NumPy .npz archive"
+        raise RecordError(path, None, f"not a critic scores file ({what}): give the .npz that "
+                          "coderl critic-score wrote") from None
     need = ("problem_id", "index", "probs", "token_start", "q_outcome", "q_pass", "offsets", "meta")
     missing = [k for k in need if k not in a]
     if missing:

@@ -187,6 +187,14 @@ def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str 
     return summary
 
 
+def run(problems, run, cfg: ScoreConfig, ctx) -> dict[str, Any]:
+    """The stage contract (:mod:`coderl.stage`): the run's samples (and results) -> its critic
+    scores, by the run's critic (``checkpoint: best|last``) or the one ``checkpoint`` names."""
+    results = run.results if run.results.is_file() else None
+    return score(problems, run.root, cfg, samples_path=run.samples, results_path=results,
+                 out_path=run.critic_scores, echo=ctx.echo)
+
+
 def rank_by_critic(samples_path: str | Path, results_path: str | Path, scores_path: str | Path,
                    problem_ids=None, origins: tuple[str, ...] = ("sampled",)) -> dict[str, Any]:
     """The ranking measure: per problem, the pass rate of the sample with the highest sequence

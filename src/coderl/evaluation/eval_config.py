@@ -16,6 +16,8 @@ class EvalConfig:
     plots: bool = opt(True, "Write pass_at_k.png and outcomes.png.")
     resamples: int = opt(1000, "Bootstrap resamples for --compare intervals.", ge=10)
     seed: int = opt(0, "Seed of the bootstrap.", ge=0)
+    compare: str | None = opt(None, "Another run (its directory or report.json): every metric's "
+                              "difference with a paired-bootstrap 95% interval (report.compare.json).")
 
     def __post_init__(self) -> None:
         validate(self, "evaluation")

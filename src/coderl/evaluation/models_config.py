@@ -8,7 +8,7 @@ from ..config import ConfigError, opt, validate
 
 #: the labels that name this run's models (anything else is a model spec: default, a directory)
 RUN_MODELS = ("base", "sft", "rl")
-NOT_FINGERPRINTED = ("batch_size", "threads", "progress")
+NOT_FINGERPRINTED = ("batch_size", "threads", "progress", "base_model")  # base: its digest counts
 
 
 @dataclass
@@ -18,6 +18,8 @@ class ModelsEvalConfig:
     models: list[str] = opt(list(RUN_MODELS), "Models compared, the first the reference of the "
                             "differences: base (the model the run started from: sft.model, else "
                             "generation.model), sft, rl (this run's), or a model spec (repeatable).")
+    base_model: str | None = opt(None, "The model the label base means.", shown="the model the run "
+                                 "started from (its config.yaml: sft.model, else generation.model)")
     source: str = opt("mbpp-heldout", "Problem set of the comparison (mbpp-heldout: only the first "
                       "assert shown, every assert judged; the hack rate is reported).")
     split: str | None = opt("test", "Its split (MBPP test: problems the train split never shows).")

@@ -16,7 +16,7 @@ import hashlib
 import json
 import shutil
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Collection
 
 from ..config import ConfigError, fingerprint as config_fingerprint
 from ..execution.codes import OUTCOMES
@@ -65,18 +65,32 @@ def model_digest(spec: str) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(run_dir: str | Path, cfg: ModelsEvalConfig, exec_fp: dict, base_model: str) -> dict:
-    """The settings and the models' digests (a retrained model makes the comparison stale)."""
-    digests = {}
+def fingerprint(problems, run: RunDir, cfg: ModelsEvalConfig, ctx) -> dict:
+    """The stage contract's fingerprint: the settings, the execution settings and the models'
+    digests (a retrained model makes the comparison stale)."""
+    return {"compare": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),
+            "execution": ctx.execution.fingerprint(), "base_model": ctx.base_model}
+
+
+def inputs(problems, run: RunDir, cfg: ModelsEvalConfig, ctx) -> dict[str, str]:
+    """The models compared, by digest: a retrained model makes the comparison stale (the stage
+    then regenerates that model's programs only)."""
+    out = {}
     for m in cfg.models:
-        spec = model_spec(run_dir, m, base_model)
-        digests[m] = model_digest(spec) if Path(spec).exists() or m not in RUN_MODELS else None
-    return {"compare": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED), "execution": exec_fp,
-            "models": digests}
+        spec = model_spec(run.root, m, ctx.base_model)
+        if Path(spec).exists() or m not in RUN_MODELS:
+            out[f"model:{m}"] = model_digest(spec)
+    return out
+
+
+def run(problems, run: RunDir, cfg: ModelsEvalConfig, ctx) -> dict[str, Any]:
+    """The stage contract (:mod:`coderl.stage`): the run's models on held-out problems."""
+    return compare_models(run.root, cfg, ctx.execution, base_model=ctx.base_model, train_ids=ctx.train_ids,
+                          echo=ctx.echo)
 
 
 def compare_models(run_dir: str | Path, cfg: ModelsEvalConfig, exec_cfg, *, base_model: str,
-                   echo: Callable[[str], None] = print) -> dict[str, Any]:
+                   train_ids: Collection[str] = (), echo: Callable[[str], None] = print) -> dict[str, Any]:
     from ..execution.stage import execute
     from ..generation.generation_config import GenerationConfig
     from ..generation.stage import generate
@@ -90,17 +104,22 @@ def compare_models(run_dir: str | Path, cfg: ModelsEvalConfig, exec_cfg, *, base
     problems = list(sel.load())
     if not problems:
         raise ConfigError(f"compare: no problems in {cfg.source} split {cfg.split} [{cfg.start}:{cfg.end}]")
+    seen = sorted({str(p.id) for p in problems} & set(train_ids))
+    if seen:
+        raise ConfigError(f"compare: {len(seen)} of its {len(problems)} problems ({', '.join(seen[:3])}"
+                          f"{', ...' if len(seen) > 3 else ''}) are problems this run trained on: a "
+                          "comparison must be on held-out problems (choose another compare.split or range)")
     models = resolve_models(run_dir, cfg, base_model)
     ks = [1] + [k for k in (cfg.num_seqs,) if k > 1]
     per_model: dict[str, dict[str, Any]] = {}
     for label, spec in models:
-        sub = run.compare_dir / label
+        sub = RunDir(run.compare_dir / label)
         digest = model_digest(spec)
         meta_path = sub / MODEL_META
         if meta_path.is_file() and json.loads(meta_path.read_text()).get("digest") != digest:
             echo(f"      {label}: {spec} changed since its programs were generated: regenerating")
-            shutil.rmtree(sub)
-        sub.mkdir(parents=True, exist_ok=True)
+            shutil.rmtree(sub.root)
+        sub.mkdir()
         atomic_write_text(meta_path, json.dumps({"label": label, "model": spec, "digest": digest}) + "\n")
         echo(f"      {label} ({spec}): {len(problems)} problems x "
              f"({cfg.num_seqs} sampled + greedy) of {cfg.source}")
@@ -108,12 +127,12 @@ def compare_models(run_dir: str | Path, cfg: ModelsEvalConfig, exec_cfg, *, base
                                 temperature=cfg.temperature, top_p=cfg.top_p,
                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, threads=cfg.threads,
                                 progress=cfg.progress)
-        generate(problems, sub / "samples.jsonl", gcfg, selection=dataclasses.asdict(sel),
-                 fresh_hint=f"delete {sub}")
-        execute(problems, sub / "samples.jsonl", sub / "results.jsonl", exec_cfg, progress=cfg.progress)
-        report = evaluate(problems, sub / "results.jsonl", sub,
+        generate(problems, sub.samples, gcfg, selection=dataclasses.asdict(sel),
+                 fresh_hint=f"delete {sub.root}")
+        execute(problems, sub.samples, sub.results, exec_cfg, progress=cfg.progress)
+        report = evaluate(problems, sub.results, sub.root,
                           EvalConfig(ks=ks, n_at_k=[], plots=False, seed=cfg.seed),
-                          samples_path=sub / "samples.jsonl", meta={"model": spec, "label": label})
+                          samples_path=sub.samples, meta={"model": spec, "label": label})
         per_model[label] = {"model": spec, "outcomes": report["outcomes"].get("greedy", {}),
                             "stats": {pid: ProblemStats.from_dict(d) for pid, d in report["per_problem"].items()}}
     metrics = ["greedy_pass@1"] + [f"pass@{k}" for k in ks if cfg.num_seqs >= k and k > 1]
@@ -178,3 +197,6 @@ def render(out: dict[str, Any]) -> str:
         oc = out["outcomes"][l]
         lines.append(f"| {l} | " + " | ".join(str(oc.get(o, 0)) for o in OUTCOMES) + " |")
     return "\n".join(lines) + "\n"
+
+
+show = None  # the stage echoes its table itself

@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import ConfigError
 from ..io import atomic_write_text
+from ..rundir import RunDir
 from ..records import read_results, read_samples
 from ..problems.schema import Problem
 from .eval_config import EvalConfig
@@ -214,12 +216,13 @@ def _consistency_warnings(problems, results, origins, samples_path, results_path
     return out
 
 
-def compare_reports(other: str | Path, report: dict[str, Any], out_dir: str | Path,
+def compare_reports(other: str | Path, report: dict[str, Any], out_path: str | Path,
                     config: EvalConfig) -> dict[str, Any]:
     """This run against ``other`` (a run directory or its report.json): every metric both can
-    report, ``this - other`` with a paired-bootstrap 95% interval; written to compare.json."""
+    report, ``this - other`` with a paired-bootstrap 95% interval; written to ``out_path``. No
+    problem in common is an error (there is nothing to compare)."""
     other = Path(other)
-    path = other / "report.json" if other.is_dir() else other
+    path = other / RunDir.REPORT_JSON if other.is_dir() else other
     if not path.is_file():
         raise FileNotFoundError(f"--compare {other}: no report.json there (run `coderl evaluate` on it first)")
     try:
@@ -234,10 +237,14 @@ def compare_reports(other: str | Path, report: dict[str, Any], out_dir: str | Pa
                if m in available_metrics(b_stats, ks, config.n_at_k)]
     diffs = compare_stats(b_stats, a_stats, metrics, resamples=config.resamples, seed=config.seed)
     common = len(set(a_stats) & set(b_stats))
-    out = {"this": str(out_dir), "other": str(path), "common_problems": common,
+    if not common:
+        raise ConfigError(f"--compare {other}: its report has no problem in common with this run's "
+                          f"({len(b_stats)} vs {len(a_stats)} problems, e.g. {next(iter(b_stats), None)!r} vs "
+                          f"{next(iter(a_stats), None)!r}): compare runs of the same problems")
+    out = {"this": str(Path(out_path).parent), "other": str(path), "common_problems": common,
            "resamples": config.resamples, "seed": config.seed,
            "differences": [d.to_dict() for d in diffs]}
-    atomic_write_text(Path(out_dir) / "compare.json", json.dumps(out, indent=1))
+    atomic_write_text(out_path, json.dumps(out, indent=1))
     return out
 
 
@@ -271,7 +278,35 @@ def evaluate(problems: list[Problem], results_path: str | Path, out_dir: str | P
     report["config"] = asdict(config)
     report["meta"] = meta or {}
     report["plots"] = write_plots(report, out_dir) if config.plots else []
-    atomic_write_text(out_dir / "report.json", json.dumps(report, indent=1))
-    atomic_write_text(out_dir / "report.md", render_markdown(report))
-    report["report_path"] = str(out_dir / "report.md")
+    atomic_write_text(out_dir / RunDir.REPORT_JSON, json.dumps(report, indent=1))
+    atomic_write_text(out_dir / RunDir.REPORT_MD, render_markdown(report))
+    report["report_path"] = str(out_dir / RunDir.REPORT_MD)
     return report
+
+
+def run(problems: list[Problem], run: RunDir, cfg: EvalConfig, ctx) -> dict[str, Any]:
+    """The stage contract (:mod:`coderl.stage`): the run's results (and samples) -> its report,
+    shown with ``ctx.echo``; with ``cfg.compare``, the differences to another run's report."""
+    gen = ctx.run_meta.get("generation")
+    meta = {"name": ctx.run_meta.get("name", run.root.name), "problems": len(problems),
+            **({"model": gen.model, "generation": {k: v for k, v in asdict(gen).items() if k != "progress"}}
+               if gen is not None else {}),
+            "generation_summary": ctx.summaries.get("generate", {}),
+            "isolation": ctx.summaries.get("execute", {}).get("isolation"),
+            **{f"{k}_s": v for k, v in ctx.run_meta.get("timings", {}).items()}}
+    samples = run.samples if run.samples.is_file() else None
+    report = evaluate(problems, run.results, run.root, cfg, samples_path=samples, meta=meta)
+    for w in report.get("warnings", []):
+        ctx.echo(f"warning: {w}")
+    ctx.echo("")
+    ctx.echo(pass_table(report))
+    if cfg.compare:
+        comparison = compare_reports(cfg.compare, report, run.report_compare, cfg)
+        ctx.echo("")
+        ctx.echo(compare_table(comparison))
+    ctx.echo("")
+    ctx.echo(f"report: {report['report_path']}  (json: {run.report_json})")
+    return report
+
+
+show = None  # the stage echoes its report itself

@@ -176,3 +176,11 @@ def print_summary(summary: dict[str, Any], console: Any = None) -> None:
                       f"{tl['from_cache']} from {tl['calibration_file']}, {tl['no_passing_gold']} without a "
                       f"passing gold program: {tl['cap']} s); median {tl['median_limit']} s per test",
                       highlight=False)
+
+
+def run(problems: list[Any], run, cfg: ExecConfig, ctx) -> dict[str, Any]:
+    """The stage contract (:mod:`coderl.stage`): the run's samples -> its results."""
+    return execute(problems, run.samples, run.results, cfg, progress=ctx.progress)
+
+
+show = print_summary  # how the CLI verb prints the summary

@@ -11,7 +11,9 @@ from .schema import DIFFICULTIES
 @dataclass
 class ProblemsConfig:
     source: str = opt("mbpp", "Problem set: mbpp, mbpp-heldout (only the first assert shown), humaneval, "
-                      "apps, an APPS folder or a JSONL file.", flag="--problems")
+                      "apps, an APPS folder or a JSONL file.", flag="--problems",
+                      shown="mbpp in a recipe; required by a verb unless a selection is recorded beside "
+                            "its samples")
     path: str | None = opt(None, "Data file or folder for the source (APPS folder/JSONL, MBPP/HumanEval "
                            "file).")
     split: str | None = opt(None, "Split: train, test, validation or prompt (MBPP); a split the data "
