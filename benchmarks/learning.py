@@ -1,4 +1,4 @@
-"""The learning scoreboard (``../shared/LEARNING.md``): one benchmark every learning stage is
+"""The learning scoreboard (``docs/LEARNING.md``): one benchmark every learning stage is
 measured with.
 
     # one model's budget (~2,200 sequences; ~25-35 min on 2 cores), stored as benchmarks/learning/<label>.json

@@ -1,4 +1,4 @@
-"""One reader and one writer per record type: the contract between stages (DESIGN.md, "Records").
+"""One reader and one writer per record type: the contract between stages (ARCHITECTURE.md, "Records").
 
 * ``Sample`` (``samples.jsonl``): :func:`read_samples` / :func:`sample_writer`;
 * ``Result`` (``results.jsonl``): :func:`read_results` / :func:`result_writer`;

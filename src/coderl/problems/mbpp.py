@@ -9,7 +9,7 @@ The **held-out variant** (``heldout=True``; problem source spec ``mbpp-heldout``
 first assert of ``test_list`` as the example test, in the prompt and in ``example_tests``, while
 the hidden tests stay all of ``test_list`` + ``challenge_test_list``. On the standard prompt the
 hidden tests are the tests the prompt shows, so a program that hard-codes them passes; on the
-held-out variant such a program fails the tests it never saw (see ``../shared/LEARNING.md``).
+held-out variant such a program fails the tests it never saw (see ``docs/LEARNING.md``).
 """
 
 from __future__ import annotations
