@@ -11,7 +11,8 @@ A spec is one of
   encoder-decoder (T5 / CodeT5, the paper's architecture);
 * a ``.gguf`` file, converted once into an HF checkpoint in the cache;
 * a LoRA adapter directory (``adapter_config.json``, as ``peft`` saves it): its base model
-  (``base_model_name_or_path``, itself a spec) is loaded and the adapter merged into it.
+  (``base_model_name_or_path``, itself a spec; a path starting with ``.`` is relative to the
+  adapter, so a run directory moved or copied still loads) is loaded and the adapter merged into it.
 
 Nothing is ever fetched from a hub: ``HF_HUB_OFFLINE=1`` is set before ``transformers`` loads
 anything and every load passes ``local_files_only=True``.
@@ -268,7 +269,15 @@ def _load_adapter(adapter_dir: Path, *, device: str, dtype: str) -> LoadedModel:
         from peft import PeftModel
     except ImportError as e:  # pragma: no cover - peft is a dependency
         raise ModelError(f"{adapter_dir}: loading a LoRA adapter needs peft (pip install peft)") from e
-    lm = load_model(base, device=device, dtype=dtype)
+    near = adapter_dir / base  # a base written relative to the adapter (a sibling in one run)
+    if not Path(base).is_absolute() and base.startswith(".") and near.exists():
+        base = str(near.resolve())
+    try:
+        lm = load_model(base, device=device, dtype=dtype)
+    except ModelError as e:
+        raise ModelError(f"{adapter_dir}: the LoRA adapter's base model {base!r} cannot be loaded (moved or "
+                         f"deleted? it is base_model_name_or_path in {adapter_dir / 'adapter_config.json'}): "
+                         f"{e}") from None
     try:
         model = PeftModel.from_pretrained(lm.model, str(adapter_dir), local_files_only=True)
     except (OSError, ValueError, RuntimeError) as e:
