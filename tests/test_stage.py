@@ -251,3 +251,15 @@ def test_evaluate_compare_without_common_problems_is_an_error(tmp_path):
     (tmp_path / "other" / "report.json").write_text(json.dumps({"per_problem": {"x/1": {"n": 1}}}))
     with pytest.raises((ConfigError, ValueError), match="no problem in common|not a coderl report"):
         compare_reports(tmp_path / "other", {"per_problem": {}}, tmp_path / "c.json", EvalConfig())
+
+
+def test_typing_the_default_is_the_same_setting():
+    """lr: null means the mode's default; typing that value (--lr 5e-5) is the same run, not
+    'other settings'."""
+    from coderl.pipeline import BY_NAME
+    from coderl.stage import stage_fingerprint
+    from coderl.training.rl_config import RLConfig
+
+    st = BY_NAME["train-rl"]
+    assert stage_fingerprint(st, [], RLConfig()) == stage_fingerprint(st, [], RLConfig(lr=5e-5))
+    assert stage_fingerprint(st, [], RLConfig()) != stage_fingerprint(st, [], RLConfig(lr=1e-4))
