@@ -298,6 +298,37 @@ def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. conf
         fail(_message(e))
 
 
+# -- `coderl serve-executor`: the sandboxed executor as an HTTP service (coderl.serve) -----------
+def _serve_executor_verb() -> None:
+    """Register ``serve-executor`` with the options of ServeConfig and ExecConfig (cliopts.verb:
+    ``app.command("serve-executor")`` with every default and help text from the configs)."""
+    from .cliopts import verb
+    from .execution.exec_config import ExecConfig
+    from .serve.serve_config import ServeConfig
+
+    @verb(app, "serve-executor", {"serve": ServeConfig, "execution": ExecConfig})
+    def serve_executor_cmd(*, given: dict) -> None:
+        """Serve the sandboxed executor over HTTP: POST /run_code (SandboxFusion's API, for veRL),
+        POST /v1/execute (programs + a problem's tests -> coderl results), GET /health, GET /metrics.
+        Binds 127.0.0.1; any other address needs --token (or $CODERL_SERVE_TOKEN). Ctrl-C stops it
+        after the requests in flight."""
+        from .config import from_dict
+        from .serve.server import serve
+
+        def work():
+            serve_cfg = from_dict(ServeConfig, given["serve"], "serve-executor options")
+            exec_cfg = from_dict(ExecConfig, given["execution"], "serve-executor options")
+            try:
+                serve(serve_cfg, exec_cfg, echo=lambda m: err_console.print(m, highlight=False))
+            except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a normal stop
+                err_console.print("coderl executor stopped", highlight=False)
+
+        _guarded(work)
+
+
+_serve_executor_verb()
+
+
 def main() -> None:  # pragma: no cover
     app()
 
