@@ -185,9 +185,9 @@ def test_run_models_are_named_by_alias(tmp_path):
     a, b = RunDir(tmp_path / "a"), RunDir(tmp_path / "moved" / "b")
     assert a.model("sft") == str(tmp_path / "a" / "sft") and b.model("sft") == str(tmp_path / "moved" / "b" / "sft")
     assert a.model("default") == "default"
-    from coderl._pending_stages import generate
+    from coderl.generation.stage import reads
 
-    assert generate.reads(dataclasses.replace(load_config_defaults("generation"), model="sft")) == ("sft",)
+    assert reads(dataclasses.replace(load_config_defaults("generation"), model="sft")) == ("sft",)
 
 
 def load_config_defaults(section):
@@ -257,9 +257,9 @@ def test_typing_the_default_is_the_same_setting():
     """lr: null means the mode's default; typing that value (--lr 5e-5) is the same run, not
     'other settings'."""
     from coderl.pipeline import BY_NAME
-    from coderl.stage import stage_fingerprint
+    from coderl.stage import default_fingerprint
     from coderl.training.rl_config import RLConfig
 
     st = BY_NAME["train-rl"]
-    assert stage_fingerprint(st, [], RLConfig()) == stage_fingerprint(st, [], RLConfig(lr=5e-5))
-    assert stage_fingerprint(st, [], RLConfig()) != stage_fingerprint(st, [], RLConfig(lr=1e-4))
+    assert default_fingerprint(st, [], RLConfig()) == default_fingerprint(st, [], RLConfig(lr=5e-5))
+    assert default_fingerprint(st, [], RLConfig()) != default_fingerprint(st, [], RLConfig(lr=1e-4))

@@ -309,8 +309,13 @@ def test_rl_from_sft_alternates_and_loads(tmp_path, sft_run, train_problems, val
     assert all("kl" in e and e["kl"] >= 0 for e in steps)
     assert summary["history"][-1]["pass@1"] == 0.0 and summary["history"][-1]["problems"] == 1
     adapter = json.loads((rundir / RL_DIR / "adapter_config.json").read_text())
-    assert adapter["base_model_name_or_path"] == str((rundir / SFT_DIR).resolve())
+    # the RL adapter names this run's SFT model relative to itself: a copied run loads its own
+    assert adapter["base_model_name_or_path"] == "../sft"
     assert type(load_model(str(rundir / RL_DIR)).model).__name__ == "LlamaForCausalLM"
+    copy = tmp_path / "copy"
+    shutil.copytree(rundir, copy, symlinks=False)
+    shutil.rmtree(rundir)
+    assert type(load_model(str(copy / RL_DIR)).model).__name__ == "LlamaForCausalLM"  # the original is gone
 
 
 def test_rl_with_critic_scores(tmp_path, tiny_chat_dir, chat, train_problems):

@@ -36,12 +36,12 @@ from .rundir import RunDir
 from .stage import Stage, StageContext, run_stage
 
 STAGES: list[Stage] = [
-    Stage("train-actor", "sft", "coderl.training.sft_config:SFTConfig", "coderl._pending_stages:train_actor",
+    Stage("train-actor", "sft", "coderl.training.sft_config:SFTConfig", "coderl.training.sft_trainer",
           reads=(), writes=("sft",), grows=("max_steps",), shared=("execution",),
           help="SFT warm-up: fine-tune the actor on the gold programs of the problems, in the prompt "
                "format generation uses (resumable)."),
     Stage("generate", "generation", "coderl.generation.generation_config:GenerationConfig",
-          "coderl._pending_stages:generate", reads=("sft", "rl"), writes=("samples",), optional=False,
+          "coderl.generation.stage", reads=("sft", "rl"), writes=("samples",), optional=False,
           files=(("samples", "--out", "Samples JSONL (appended; a rerun resumes)."),),
           help="Sample programs from a model: num_seqs per problem plus a greedy one (resumable)."),
     Stage("execute", "execution", "coderl.execution.exec_config:ExecConfig", "coderl.execution.stage",
@@ -54,7 +54,7 @@ STAGES: list[Stage] = [
           files=(("results", "--results", "Results JSONL (coderl execute)."), ("samples", "--samples", "Samples JSONL (problem_id, index, program).")), run_dir_flag="--out-dir",
           help="pass@k, n@k with example-test filtering, hack rate, breakdowns and plots: report.md / "
                "report.json (--compare RUN: differences with paired-bootstrap intervals)."),
-    Stage("train-critic", "critic", "coderl.critic.critic_config:CriticConfig", "coderl._pending_stages:train_critic",
+    Stage("train-critic", "critic", "coderl.critic.critic_config:CriticConfig", "coderl.critic.critic_trainer",
           reads=("samples", "results"), writes=("critic",), grows=("max_steps",),
           files=(("samples", "--samples", "Samples JSONL (problem_id, index, program)."), ("results", "--results", "Results JSONL (coderl execute).")),
           help="Train the critic (problem + program -> test outcome, a value per program token); "
@@ -65,7 +65,7 @@ STAGES: list[Stage] = [
                  ("critic_scores", "--out", "Scores file (.npz).")),
           help="Per sample: class probabilities and per-token values q̂ (of the actual outcome, and of "
                "passed), float16 in an .npz (resumable)."),
-    Stage("train-rl", "rl", "coderl.training.rl_config:RLConfig", "coderl._pending_stages:train_rl",
+    Stage("train-rl", "rl", "coderl.training.rl_config:RLConfig", "coderl.training.rl_trainer",
           reads=("samples", "results", "critic_scores", "sft"), writes=("rl",), grows=("max_steps",),
           shared=("execution",), files=(("samples", "--samples", "Samples JSONL (problem_id, index, program)."), ("results", "--results", "Results JSONL (coderl execute)."),
                                         ("critic_scores", "--scores", "Critic scores (coderl critic-score).")),

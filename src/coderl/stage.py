@@ -5,7 +5,7 @@ section and class, the module that runs it, the boxes it reads and writes) and o
 exports::
 
     run(problems, run: RunDir, cfg, ctx: StageContext) -> summary dict
-    fingerprint(problems, run, cfg, ctx) -> dict      # optional; default: stage_fingerprint
+    stage_fingerprint(problems, run, cfg, ctx) -> dict  # optional; default: default_fingerprint
     reads(cfg) -> tuple[str, ...]                     # optional; default: the row's reads
     inputs(problems, run, cfg, ctx) -> dict[str, str] # optional: inputs that are not boxes (models)
 
@@ -108,7 +108,7 @@ def problems_digest(problems: Sequence) -> str:
     return digest({"problems": keys})
 
 
-def stage_fingerprint(stage: Stage, problems: Sequence, cfg) -> dict[str, Any]:
+def default_fingerprint(stage: Stage, problems: Sequence, cfg) -> dict[str, Any]:
     """The default fingerprint: every setting of the stage's config but the ones its config module
     lists in ``NOT_FINGERPRINTED`` (those that grow are kept), and the problems."""
     skip = tuple(k for k in stage.not_fingerprinted() if k not in stage.grows)
@@ -122,8 +122,8 @@ def stage_fingerprint(stage: Stage, problems: Sequence, cfg) -> dict[str, Any]:
 
 
 def fingerprint_of(stage: Stage, problems: Sequence, run: RunDir, cfg, ctx: StageContext) -> dict[str, Any]:
-    fn = getattr(stage.impl(), "fingerprint", None)
-    return fn(problems, run, cfg, ctx) if fn is not None else stage_fingerprint(stage, problems, cfg)
+    fn = getattr(stage.impl(), "stage_fingerprint", None)
+    return fn(problems, run, cfg, ctx) if fn is not None else default_fingerprint(stage, problems, cfg)
 
 
 def input_stamps(stage: Stage, problems: Sequence, run: RunDir, cfg, ctx: StageContext) -> dict[str, str]:

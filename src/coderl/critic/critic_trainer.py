@@ -48,13 +48,14 @@ import torch
 
 from ..config import ConfigError, diff, digest, fingerprint
 from ..io import JsonlAppender, atomic_write_text, read_jsonl
+from ..rundir import RunDir
 from .critic_config import NOT_FINGERPRINTED, CriticConfig
 from .data import CriticError, Example, TrainingData, build_training_data, class_names, label, pass_class
 from .features import FEATURES, FeatureBaseline, feature_matrix, majority_proba
 from .metrics import bootstrap_auroc_diff, classification_metrics
 from .model import CriticModel, Encoded, masked_max
 
-CRITIC_DIR = "critic"                 # <run>/critic/
+CRITIC_DIR = RunDir.CRITIC            # <run>/critic/
 DATA_FILE = "data.jsonl"              # the labelled, split programs
 LOG_FILE = "log.jsonl"                # step / eval events
 METRICS_FILE = "metrics.json"         # held-out metrics, baselines, bootstrap, history
@@ -613,3 +614,14 @@ def _trim_log(path: Path, state: TrainerState) -> None:
             continue
         keep.append(rec)
     atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
+
+
+def run(problems, run: RunDir, cfg: CriticConfig, ctx) -> dict[str, Any]:
+    """The stage contract (:mod:`coderl.stage`): the run's samples and results -> ``run.critic``."""
+    summary = train_critic(list(problems), run.root, cfg, samples_path=run.samples,
+                           results_path=run.results, echo=ctx.echo)
+    for part in ("validation", "test"):
+        v = summary.get(part) or {}
+        if v:
+            ctx.echo(f"      {part}: accuracy {v.get('accuracy')}, AUROC {v.get('auroc')}")
+    return summary

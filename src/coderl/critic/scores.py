@@ -27,9 +27,10 @@ import numpy as np
 
 from ..execution.codes import OUTCOMES
 from ..io import RecordError, atomic_file
+from ..rundir import RunDir
 from ..records import program_hash  # noqa: F401  (re-exported: scores name their program)
 
-SCORES_FILE = "critic_scores.npz"
+SCORES_FILE = RunDir.CRITIC_SCORES
 PARTS_SUFFIX = ".parts"  # <scores file>.parts/: chunks written while scoring (resume)
 
 

@@ -65,7 +65,7 @@ def model_digest(spec: str) -> str:
     return h.hexdigest()[:16]
 
 
-def fingerprint(problems, run: RunDir, cfg: ModelsEvalConfig, ctx) -> dict:
+def stage_fingerprint(problems, run: RunDir, cfg: ModelsEvalConfig, ctx) -> dict:
     """The stage contract's fingerprint: the settings, the execution settings and the models'
     digests (a retrained model makes the comparison stale)."""
     return {"compare": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),

@@ -31,7 +31,7 @@ from ..models import LoadedModel, build_prompt, extract_program, load_model
 from ..models.prompts import Prompt
 from ..problems.schema import Problem
 from ..config import fingerprint as config_fingerprint
-from ..rundir import check_resume, write_meta
+from ..rundir import RunDir, check_resume, write_meta
 from .generation_config import NOT_FINGERPRINTED, GenerationConfig
 from .decode import Completion, Request, decode_batch, decode_stream, supports_streaming
 from .sample import Sample, read_samples
@@ -195,3 +195,28 @@ def _generator(lm: LoadedModel, seed: int) -> torch.Generator:
     """A seeded generator on the model's device (sampling runs there: a CPU generator cannot
     draw CUDA tensors)."""
     return torch.Generator(device=next(lm.model.parameters()).device).manual_seed(seed)
+
+
+def reads(cfg: GenerationConfig) -> tuple[str, ...]:
+    """The boxes the stage reads (the stage contract, :mod:`coderl.stage`): this run's model when
+    ``model`` names one (``sft`` / ``rl``)."""
+    return (cfg.model,) if cfg.model in RunDir.MODELS else ()
+
+
+def stage_fingerprint(problems, run: RunDir, cfg: GenerationConfig, ctx) -> dict:
+    return fingerprint(list(problems), cfg)
+
+
+def run(problems, run: RunDir, cfg: GenerationConfig, ctx) -> dict:
+    """The stage contract: the problems -> ``run.samples``, by ``cfg.model`` (``sft``: this run's)."""
+    model = None
+    if cfg.model in RunDir.MODELS:
+        model = load_model(run.model(cfg.model), device=cfg.device, dtype=cfg.dtype, threads=cfg.threads)
+    ctx.echo(f"      {len(problems)} problems x ({cfg.num_seqs} sampled{' + 1 greedy' if cfg.greedy else ''}) "
+             f"with model {cfg.model!r}")
+    summary = generate(list(problems), run.samples, cfg, model=model, selection=ctx.selection,
+                       fresh_hint=ctx.fresh_hint)
+    if summary.get("tokens"):
+        ctx.echo(f"      {summary['sequences']} sequences, {summary['tokens']} tokens, "
+                 f"{summary['tokens_per_s']} tok/s")
+    return summary

@@ -114,10 +114,14 @@ def _glibc_release_memory():
         return None
 
 
-def adapter_base_spec(spec: str) -> str:
-    """The ``base_model_name_or_path`` a saved adapter carries: a known name as it is, a path
-    made absolute (so ``load_model`` finds it from any working directory)."""
+def adapter_base_spec(spec: str, out: Path | None = None) -> str:
+    """The ``base_model_name_or_path`` a saved adapter carries: a known name as it is; a model of
+    the same run directory (``rl/`` trained on ``sft/``) relative to the adapter (``../sft``), so
+    a moved or copied run loads its own; any other path made absolute (``load_model`` finds it
+    from any working directory)."""
     p = Path(str(spec)).expanduser()
+    if out is not None and p.exists() and p.absolute().parent == Path(out).absolute().parent:
+        return f"../{p.name}"
     return str(p.resolve()) if p.exists() else str(spec)
 
 

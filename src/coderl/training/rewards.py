@@ -1,4 +1,4 @@
-"""Rewards as plain callables ``(problem, program, result) -> float`` (DESIGN.md).
+"""Rewards as plain callables ``(problem, program, result) -> float`` (ARCHITECTURE.md).
 
 :func:`coderl_reward` is CodeRL's table (compile error -1, runtime error -0.6, failed -0.3,
 passed +1; :class:`coderl.execution.outcome.Rewards`), optionally with RLTF's partial credit for

@@ -35,19 +35,18 @@ from typing import Any, Callable, Sequence
 
 from ..config import ConfigError, fingerprint as config_fingerprint
 from ..models import load_model
-from ..rundir import read_meta
+from ..rundir import RunDir, read_meta
 from . import losses
 from .data import TrainingError, build_gold_examples, build_rl_examples, examples_digest
 from .engine import Trainer, adapter_base_spec, load_validation_problems
 from .rewards import Reward, coderl_reward
 from .rl_config import NOT_FINGERPRINTED, RLConfig
-from .sft_trainer import SFT_DIR
 
-RL_DIR = "rl"  # <run>/rl/
+RL_DIR = RunDir.RL  # <run>/rl/
 
 
 def rl_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / RL_DIR
+    return RunDir(run_dir).rl
 
 
 def step_kind(step: int, ce_every: int) -> str:
@@ -67,12 +66,12 @@ def schedule(rl_steps: int, ce_every: int) -> list[str]:
 
 def resolve_init(init: str, run_dir: str | Path) -> str:
     """The model spec of ``init`` (``sft``: ``<run>/sft/``, which must hold a model)."""
-    if init == "sft":
-        d = Path(run_dir) / SFT_DIR
+    if init in RunDir.MODELS:
+        d = RunDir(run_dir).box(init)
         if not ((d / "adapter_config.json").is_file() or (d / "config.json").is_file()):
-            raise TrainingError(f"rl.init 'sft': no SFT model in {d} (run coderl train-actor first, "
+            raise TrainingError(f"rl.init {init!r}: no {init.upper()} model in {d} (run the stage that trains it first, "
                                 "or set rl.init to a model spec such as default)")
-        return str(d.resolve())
+        return str(d.absolute())
     return init
 
 
@@ -81,15 +80,6 @@ def _same_model(a: str, b: str) -> bool:
     if pa.exists() and pb.exists():
         return pa.resolve() == pb.resolve()
     return str(a).strip().lower() == str(b).strip().lower()
-
-
-def fingerprint(problems: Sequence, cfg: RLConfig) -> dict[str, Any]:
-    """As :func:`coderl.training.sft_trainer.fingerprint` (the stage itself also checks the
-    samples, results, scores and init model it trains on: ``rl/fingerprint.json``)."""
-    from ..config import digest
-
-    return {**config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),
-            "problems": digest({"ids": sorted(str(p.id) for p in problems)})}
 
 
 def _rl_loss(cfg: RLConfig) -> Callable:
@@ -165,14 +155,15 @@ def train_rl(problems: Sequence, run_dir: str | Path, cfg: RLConfig, *, samples_
     val_examples, val_counts = build_gold_examples(val_problems, tok, encdec, **kw)
     data_info = {"rl": rl.stats, "gold": gold_counts, "validation": val_counts, "init": init,
                  "warnings": warnings}
-    fp = {"config": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED), "init": init,
+    fp = {"config": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),
+          "init": cfg.init if cfg.init in RunDir.MODELS else init,  # the run's own sft/: relocatable
           "data": examples_digest(rl.examples), "gold": examples_digest(gold),
           "validation": examples_digest(val_examples)}
     n_micro = -(-len(rl.examples) // cfg.batch_size)
     streams = {"rl": rl.examples}
     if gold:
         streams["ce"] = gold
-    trainer = Trainer(stage="train-rl", out=out, cfg=cfg, lm=lm, base_spec=adapter_base_spec(init),
+    trainer = Trainer(stage="train-rl", out=out, cfg=cfg, lm=lm, base_spec=adapter_base_spec(init, out),
                       streams=streams, primary="rl",
                       kinds=lambda group: schedule(-(-(cfg.epochs * n_micro) // group), cfg.ce_every),
                       loss_fn=_rl_loss(cfg), val_examples=val_examples, val_problems=val_problems,
@@ -180,3 +171,19 @@ def train_rl(problems: Sequence, run_dir: str | Path, cfg: RLConfig, *, samples_
                       progress=progress and cfg.progress, on_step=on_step, echo=echo,
                       exec_config=exec_config, data_records=[e.summary() for e in rl.examples])
     return trainer.run()
+
+
+def reads(cfg: RLConfig) -> tuple[str, ...]:
+    """The boxes the stage reads under ``cfg`` (the stage contract, :mod:`coderl.stage`)."""
+    return ("samples", "results") + (("critic_scores",) if cfg.critic_weights else ()) + \
+        ((cfg.init,) if cfg.init in RunDir.MODELS else ())
+
+
+def run(problems: Sequence, run: RunDir, cfg: RLConfig, ctx) -> dict[str, Any]:
+    """The stage contract: the run's samples, results and critic scores -> ``run.rl``."""
+    if cfg.critic_weights and not run.critic_scores.exists():
+        raise ConfigError(f"rl.critic_weights: needs {run.critic_scores} (coderl critic-score), or set "
+                          "rl.critic_weights: false for q̂ = 1")
+    return train_rl(list(problems), run.root, cfg, samples_path=run.samples, results_path=run.results,
+                    scores_path=run.critic_scores if cfg.critic_weights else None,
+                    progress=cfg.progress and ctx.progress, echo=ctx.echo, exec_config=ctx.execution)

@@ -24,27 +24,18 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..config import fingerprint as config_fingerprint
+from ..rundir import RunDir
 from ..models import load_model
 from . import losses
 from .data import TrainingError, build_gold_examples, examples_digest
 from .engine import Trainer, adapter_base_spec, load_validation_problems
 from .sft_config import NOT_FINGERPRINTED, SFTConfig
 
-SFT_DIR = "sft"  # <run>/sft/
+SFT_DIR = RunDir.SFT  # <run>/sft/
 
 
 def sft_dir(run_dir: str | Path) -> Path:
-    return Path(run_dir) / SFT_DIR
-
-
-def fingerprint(problems: Sequence, cfg: SFTConfig) -> dict[str, Any]:
-    """The settings that decide what the stage writes (for the pipeline's skip-if-complete): the
-    config less its running settings, and the problems trained on. The stage itself also checks
-    the tokenized data (``sft/fingerprint.json``)."""
-    from ..config import digest
-
-    return {**config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),
-            "problems": digest({"ids": sorted(str(p.id) for p in problems)})}
+    return RunDir(run_dir).sft
 
 
 def _sft_loss(trainer: Trainer, kind: str, batch: dict) -> tuple[Any, dict[str, float]]:
@@ -84,10 +75,16 @@ def train_sft(problems: Sequence, run_dir: str | Path, cfg: SFTConfig, *, progre
     fp = {"config": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),
           "data": examples_digest(examples), "validation": examples_digest(val_examples)}
     n_micro = -(-len(examples) // cfg.batch_size)
-    trainer = Trainer(stage="train-actor", out=out, cfg=cfg, lm=lm, base_spec=adapter_base_spec(cfg.model),
+    trainer = Trainer(stage="train-actor", out=out, cfg=cfg, lm=lm, base_spec=adapter_base_spec(cfg.model, out),
                       streams={"ce": examples}, primary="ce",
                       kinds=lambda group: ["ce"] * -(-(cfg.epochs * n_micro) // group), loss_fn=_sft_loss,
                       val_examples=val_examples, val_problems=val_problems, fingerprint=fp,
                       data_info=data_info, progress=progress and cfg.progress, on_step=on_step,
                       echo=echo, exec_config=exec_config, data_records=[e.summary() for e in examples])
     return trainer.run()
+
+
+def run(problems: Sequence, run: RunDir, cfg: SFTConfig, ctx) -> dict[str, Any]:
+    """The stage contract (:mod:`coderl.stage`): the problems' gold programs -> ``run.sft``."""
+    return train_sft(list(problems), run.root, cfg, progress=cfg.progress and ctx.progress, echo=ctx.echo,
+                     exec_config=ctx.execution)
