@@ -17,7 +17,7 @@ class GenerationConfig:
                      "Face directory (causal LM or T5/CodeT5), a LoRA adapter directory or a .gguf file.")
     num_seqs: int = opt(10, "Sampled programs per problem (indices 0..num_seqs-1).", ge=0)
     greedy: bool = opt(True, "One extra greedy program per problem (index num_seqs; RL's baseline).")
-    batch_size: int = opt(64, "Sequences decoded together (on 2 CPU cores 64 beat 32 by ~1.2x; on a "
+    batch_size: int = opt(64, "Sequences decoded together (on a CPU 64 is a good size; on a "
                           "GPU use 128 or more).", ge=1)
     temperature: float = opt(0.8, "Sampling temperature (> 0 when num_seqs > 0).", ge=0)
     top_p: float = opt(0.95, "Nucleus sampling: keep the smallest token set with this much "
@@ -44,6 +44,3 @@ class GenerationConfig:
         if not re.fullmatch(r"cpu|cuda(:\d+)?|mps", self.device):
             raise ConfigError(f"generation.device: {self.device!r} is not a device; expected cpu, "
                               "cuda, cuda:N or mps")
-
-    def validate(self) -> None:  # kept for callers that re-check after changing fields
-        self.__post_init__()

@@ -20,29 +20,18 @@ for what was missing).
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from ..io import JsonlAppender
-from ..records import sample_writer
-from ..models import LoadedModel, build_prompt, extract_program, load_model
-from ..models.prompts import Prompt
+from ..records import Sample, sample_writer
+from ..models import LoadedModel, load_model
 from ..problems.schema import Problem
 from ..config import fingerprint as config_fingerprint
 from ..rundir import RunDir, check_resume, write_meta
 from .generation_config import NOT_FINGERPRINTED, GenerationConfig
-from .decode import Completion, Request, decode_batch, decode_stream, supports_streaming
-from .sample import Sample, read_samples
-
-
-@dataclass
-class _Job:
-    problem: Problem
-    prompt: Prompt
-    index: int
-    origin: str
+from .core import GenRequest, generate_samples
+from .sample import read_samples
 
 
 def _planned(problem: Problem, cfg: GenerationConfig) -> list[tuple[int, str]]:
@@ -93,7 +82,6 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
     """Generate the samples of ``problems`` into ``out_path`` (resumable under the same settings;
     other settings -> ConfigError). ``selection`` (a ProblemsConfig as a dict) is recorded beside
     the samples. Returns a summary."""
-    config.validate()
     out_path = Path(out_path)
     fp = fingerprint(problems, config)
     done: set[tuple[str, int]] = set()
@@ -116,85 +104,27 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
                              threads=config.threads)
     if config.threads:
         torch.set_num_threads(config.threads)
-    prompts = {p.id: build_prompt(p, lm.tokenizer, config.prompt_style, lm.is_encoder_decoder)
-               for p in problems if p.id in jobs_by_problem}
-    pending = [p for p in problems if p.id in jobs_by_problem]
-
     # problem by problem, its greedy baseline first (what RL's relative returns need), then its
     # samples: adjacent requests with one prompt share one prefill
-    jobs = [_Job(p, prompts[p.id], i, o) for p in pending
-            for i, o in sorted(jobs_by_problem[p.id], key=lambda io: io[1] != "greedy")]
+    requests = [GenRequest(p, i, o) for p in problems if p.id in jobs_by_problem
+                for i, o in sorted(jobs_by_problem[p.id], key=lambda io: io[1] != "greedy")]
     progress = _Progress(total, config.progress)
     t0 = time.time()
+    tokens = 0
     with sample_writer(out_path) as out:
-        writer = _Writer(out, progress)
-        if not supports_streaming(lm.model):  # encoder-decoders, sliding-window attention
-            _decode_static(lm, jobs, config, writer, progress)
-        else:
-            requests = [Request(j.prompt.text, j.prompt.stop + list(config.stop),
-                                temperature=0.0 if j.origin == "greedy" else config.temperature,
-                                top_p=1.0 if j.origin == "greedy" else config.top_p) for j in jobs]
-            decode_stream(lm.model, lm.tokenizer, requests, batch_size=config.batch_size,
-                          max_new_tokens=config.max_new_tokens,
-                          generator=_generator(lm, config.seed),
-                          max_prompt_tokens=config.max_prompt_tokens, on_step=progress.step,
-                          on_done=lambda i, c: writer.add(jobs[i], c))
+        def write(sample: Sample) -> None:
+            nonlocal tokens
+            tokens += sample.num_tokens
+            out.write(sample.to_dict())
+            progress.done(1)
+
+        generate_samples(lm, requests, config, on_sample=write, on_step=progress.step)
     progress.close()
     write_meta(out_path, "generate", fp, complete=True, selection=selection)
-    summary["tokens"] = writer.tokens
+    summary["tokens"] = tokens
     summary["seconds"] = round(time.time() - t0, 2)
     summary["tokens_per_s"] = round(summary["tokens"] / max(summary["seconds"], 1e-9), 2)
     return summary
-
-
-class _Writer:
-    """Turns finished sequences into Sample records: extracted program, one flushed line each
-    (so a killed run loses only the sequences in flight)."""
-
-    def __init__(self, out: JsonlAppender, progress: _Progress):
-        self.out, self.progress, self.tokens = out, progress, 0
-
-    def add(self, j: _Job, c: Completion) -> None:
-        self.tokens += c.num_tokens
-        self.out.write(Sample(
-            problem_id=j.problem.id, index=j.index, origin=j.origin,
-            program=extract_program(c.text, j.prompt, j.problem), prompt=j.prompt.text,
-            raw=c.text, logprob=round(c.logprob, 4), num_tokens=c.num_tokens,
-            finish=c.finish).to_dict())
-        self.progress.done(1)
-
-
-def _decode_static(lm: LoadedModel, jobs: list[_Job], cfg: GenerationConfig, writer: _Writer,
-                   progress: _Progress) -> None:
-    """Models decode_stream does not serve (encoder-decoders, sliding-window attention): static
-    batches of up to ``batch_size`` (finished rows still leave the batch), greedy and sampled
-    separately, in windows of a few batches of problems."""
-    batch_no = 0
-    step = 4 * cfg.batch_size
-    for w in range(0, len(jobs), step):
-        window = jobs[w:w + step]
-        for origin in ("greedy", "sampled"):
-            group = sorted((j for j in window if j.origin == origin), key=lambda j: len(j.prompt.text))
-            for b in range(0, len(group), cfg.batch_size):
-                batch = group[b:b + cfg.batch_size]
-                gen = _generator(lm, cfg.seed * 1_000_003 + batch_no)
-                batch_no += 1
-                completions = decode_batch(
-                    lm.model, lm.tokenizer, [j.prompt.text for j in batch],
-                    stop=[j.prompt.stop + list(cfg.stop) for j in batch],
-                    max_new_tokens=cfg.max_new_tokens,
-                    temperature=0.0 if origin == "greedy" else cfg.temperature,
-                    top_p=1.0 if origin == "greedy" else cfg.top_p, generator=gen,
-                    is_encoder_decoder=lm.is_encoder_decoder, max_prompt_tokens=cfg.max_prompt_tokens,
-                    on_step=progress.step)
-                for j, c in zip(batch, completions):
-                    writer.add(j, c)
-
-
-def _generator(lm: LoadedModel, seed: int) -> torch.Generator:
-    """A seeded generator on the model's device (sampling runs there: a CPU generator cannot
-    draw CUDA tensors)."""
-    return torch.Generator(device=next(lm.model.parameters()).device).manual_seed(seed)
 
 
 def reads(cfg: GenerationConfig) -> tuple[str, ...]:
