@@ -1,15 +1,20 @@
-"""Batched decoding (left padding, stop strings, row eviction) and the resumable generate stage."""
+"""Batched decoding (left padding, stop strings, row eviction), generation in memory (continuing
+prefixes) and the resumable generate stage."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 import json
 
 import pytest
 import torch
 
-from coderl.generation import GenerationConfig, Sample, decode_batch, generate, read_samples
+from coderl.generation import (GenerationConfig, GenRequest, RequestError, Sample, decode_batch,
+                               generate, generate_samples, read_samples)
 from coderl.io import RecordError
-from coderl.models import load_model
+from coderl.models import build_prompt, load_model
+from coderl.models.resolve import LoadedModel
 
 from conftest import DEVICE
 
@@ -25,6 +30,27 @@ def causal(tiny_causal_dir):
 @pytest.fixture(scope="module")
 def t5(tiny_t5_dir):
     return load_model(str(tiny_t5_dir), device=DEVICE)
+
+
+def _lively(lm, seed: int, **init) -> LoadedModel:
+    config = copy.deepcopy(lm.model.config)
+    for k, v in init.items():
+        setattr(config, k, v)
+    torch.manual_seed(seed)
+    model = type(lm.model)(config).eval().to(DEVICE)
+    return dataclasses.replace(lm, model=model, spec=f"{lm.spec}-lively")
+
+
+@pytest.fixture(scope="module")
+def lively(causal):
+    """The tiny Llama with larger random weights: its greedy text changes with its context (the
+    0.02-initialised one repeats one token whatever it reads), so a prefix continued wrong shows."""
+    return _lively(causal, 1, initializer_range=0.3)
+
+
+@pytest.fixture(scope="module")
+def lively_t5(t5):
+    return _lively(t5, 0, initializer_factor=20.0)
 
 
 def _hf_greedy(lm, prompts, n):
@@ -228,3 +254,149 @@ def test_growing_layer_keeps_its_buffers_in_step_with_its_views():
     layer.keep_rows([1])
     layer.trim_left(2)
     assert layer.keys[:, 0, :, 0].tolist() == [[2, 200]] and layer.get_seq_length() == 2
+
+
+# -- generation in memory: generate_samples, continuing prefixes ---------------------------------
+
+@pytest.mark.parametrize("which", ["causal", "t5"])
+def test_in_memory_samples_are_the_stage_samples(which, request, mbpp_problems, tmp_path):
+    """The generate stage writes what generate_samples returns for its requests (each problem's
+    greedy program first), in the order they finish."""
+    lm = request.getfixturevalue(which)
+    cfg = GenerationConfig(num_seqs=2, greedy=True, batch_size=3, max_new_tokens=10, progress=False)
+    generate(mbpp_problems, tmp_path / "s.jsonl", cfg, model=lm)
+    written = [json.loads(line) for line in (tmp_path / "s.jsonl").read_text().splitlines()]
+    plan = ((2, "greedy"), (0, "sampled"), (1, "sampled"))
+    reqs = [GenRequest(p, i, o) for p in mbpp_problems for i, o in plan]
+    finished: list[Sample] = []
+    samples = generate_samples(lm, reqs, cfg, on_sample=finished.append)
+    assert [s.to_dict() for s in finished] == written and len(written) == 9
+    assert [s.key for s in samples] == [r.key for r in reqs]  # returned in request order
+
+
+def _cuts(lm, prompt: str, ids: list[int]) -> list[int]:
+    """The k whose text ``decode(ids[:k])`` tokenizes back to ``ids[:k]`` where a prefix is read
+    (after the prompt for a causal model, alone in an encoder-decoder's decoder)."""
+    tok = lm.tokenizer
+    before = "" if lm.is_encoder_decoder else prompt
+    head = tok(before, add_special_tokens=False).input_ids
+    return [k for k in range(1, len(ids))
+            if tok(before + tok.decode(ids[:k]), add_special_tokens=False).input_ids == head + ids[:k]]
+
+
+def _token_logprobs(lm, prompt: str, ids: list[int]) -> list[float]:
+    """The model's log-probability of each of ``ids`` after ``prompt``: one forward pass over the
+    whole sequence (no cache, no padding)."""
+    enc = lm.tokenizer(prompt, return_tensors="pt",
+                       add_special_tokens=lm.is_encoder_decoder).input_ids.to(DEVICE)
+    seq = torch.tensor([ids], device=DEVICE)
+    with torch.no_grad():
+        if lm.is_encoder_decoder:
+            start = torch.full((1, 1), lm.model.config.decoder_start_token_id, device=DEVICE)
+            logits = lm.model(input_ids=enc, decoder_input_ids=torch.cat([start, seq], 1)).logits[0, :-1]
+        else:
+            logits = lm.model(input_ids=torch.cat([enc, seq], 1)).logits[0, enc.shape[1] - 1:-1]
+    return logits.float().log_softmax(-1).gather(-1, seq[0, :, None]).squeeze(-1).tolist()
+
+
+@pytest.mark.parametrize("which,path", [("lively", "stream"), ("lively", "static"), ("lively_t5", "static")])
+def test_greedy_continuation_of_a_greedy_prefix_is_the_rest_of_it(which, path, request, mbpp_problems,
+                                                                  monkeypatch):
+    """Greedy programs cut after k tokens (wherever the text of those tokens tokenizes back to
+    them), continued greedily for M tokens: each continuation is tokens k..k+M of its program, so
+    prompt + prefix was read as the program's own first k tokens were. Prefixes of several lengths
+    decode together (left-padded); num_tokens and logprob count the continuation only."""
+    import coderl.generation.core as core
+
+    if path == "static":  # as a sliding-window model would (decode_batch)
+        monkeypatch.setattr(core, "supports_streaming", lambda model: False)
+    lm, m = request.getfixturevalue(which), 6
+    tok = lm.tokenizer
+    prompts = [build_prompt(p, tok, "auto", lm.is_encoder_decoder).text for p in mbpp_problems]
+    ref = decode_batch(lm.model, tok, prompts, max_new_tokens=24, is_encoder_decoder=lm.is_encoder_decoder)
+    reqs, want = [], []
+    for p, prompt, c in zip(mbpp_problems, prompts, ref):
+        assert c.finish == "length"
+        for k in _cuts(lm, prompt, c.token_ids[:24 - m]):
+            ids = c.token_ids[:k + m]
+            reqs.append(GenRequest(p, k, "greedy", prefix=tok.decode(ids[:k]), meta={"parent": 0}))
+            raw = tok.decode(ids[:k]) + tok.decode(ids[k:], skip_special_tokens=True)
+            want.append((raw, sum(_token_logprobs(lm, prompt, ids)[k:])))
+    assert len(reqs) >= 4 and len({len(r.prefix) for r in reqs}) >= 3
+    cfg = GenerationConfig(num_seqs=0, max_new_tokens=m, batch_size=4, progress=False)
+    for s, r, (raw, logprob) in zip(generate_samples(lm, reqs, cfg), reqs, want):
+        assert s.raw == raw and s.raw.startswith(r.prefix) and s.num_tokens == m
+        assert s.logprob == pytest.approx(logprob, abs=1e-3)
+        assert s.meta == {"parent": 0, "prefix_chars": len(r.prefix)} and s.prompt == build_prompt(
+            r.problem, tok, "auto", lm.is_encoder_decoder).text
+
+
+def test_continuations_of_one_prefix_share_one_prefill(lively, mbpp_problems):
+    """Three samples continuing each of two prefixes: one forward pass reads the prompt with each
+    prefix (two rows), not six, and every other forward call feeds one token per sequence."""
+    tok, p = lively.tokenizer, mbpp_problems[0]
+    prompt = build_prompt(p, tok, "auto").text
+    prefixes = ["def remove_Occ(s, ch):\n", "def remove_Occ(s, ch):\n    return s"]
+    reqs = [GenRequest(p, 3 * j + i, prefix=x) for j, x in enumerate(prefixes) for i in range(3)]
+    calls: list[tuple[int, int]] = []
+    hook = lively.model.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append(tuple(kwargs["input_ids"].shape)), with_kwargs=True)
+    try:
+        samples = generate_samples(lively, reqs, GenerationConfig(num_seqs=3, max_new_tokens=5, batch_size=8,
+                                                                  progress=False))
+    finally:
+        hook.remove()
+    longest = max(len(tok(prompt + x, add_special_tokens=False).input_ids) for x in prefixes)
+    assert calls[0] == (2, longest) and all(width == 1 for _, width in calls[1:])
+    assert [s.meta["prefix_chars"] for s in samples] == [len(r.prefix) for r in reqs]
+    assert all(s.raw.startswith(r.prefix) and 0 < s.num_tokens <= 5 for s, r in zip(samples, reqs))
+
+
+def test_stop_strings_count_in_the_continuation_only(lively, mbpp_problems):
+    """A stop string inside the prefix does not end its continuation; one that starts in the
+    prefix and ends in the continuation does, as it would have without a prefix."""
+    p, prefix = mbpp_problems[0], "def f(x):\n    return x\n"
+    cfg = GenerationConfig(num_seqs=0, max_new_tokens=12, progress=False)
+    run = lambda stop: generate_samples(lively, [GenRequest(p, 0, "greedy", prefix=prefix)],
+                                        dataclasses.replace(cfg, stop=stop))[0]
+    free = run([])
+    cont = free.raw[len(prefix):]
+    assert free.finish == "length" and "return" not in cont
+    inside = run(["return"])
+    assert inside.finish == "length" and inside.raw == free.raw
+    across = prefix[-2:] + cont[:2]
+    assert across not in prefix
+    stopped = run([across])
+    assert stopped.finish == "stop" and stopped.num_tokens < free.num_tokens
+    assert free.raw.startswith(stopped.raw) and len(stopped.raw) >= len(prefix) + 2
+
+
+@pytest.mark.parametrize("which", ["causal", "t5"])
+def test_a_request_settings_override_its_origin(which, request, mbpp_problems):
+    """Requests decode with their origin's settings (greedy: temperature 0) unless they carry
+    their own: a sampled request at temperature 0 is the greedy program."""
+    lm, p = request.getfixturevalue(which), mbpp_problems[1]
+    cfg = GenerationConfig(num_seqs=1, max_new_tokens=8, progress=False)
+    reqs = [GenRequest(p, 1, "greedy"), GenRequest(p, 0, temperature=0.0)]
+    greedy, sampled = generate_samples(lm, reqs, cfg)
+    assert sampled.raw == greedy.raw and sampled.origin == "sampled"
+
+
+def test_bad_requests_are_refused_before_decoding(lively, mbpp_problems):
+    p = mbpp_problems[0]
+    for bad, match in (({"index": -1}, "index must be an int >= 0"),
+                       ({"origin": "gold"}, "not a generated origin"),
+                       ({"temperature": -1.0}, "temperature"), ({"top_p": 0.0}, "top_p")):
+        with pytest.raises(RequestError, match=match):
+            GenRequest(**{"problem": p, "index": 0, **bad})
+    assert issubclass(RequestError, ValueError)
+    cfg = GenerationConfig(num_seqs=1, max_new_tokens=4, max_prompt_tokens=16, progress=False)
+    got: list[Sample] = []
+    # without a prefix a long prompt keeps its end, as ever; a prefix after a cut prompt is refused
+    too_long = r"request 1 .*prompt has \d+ tokens, more than max_prompt_tokens \(16\)"
+    with pytest.raises(RequestError, match=too_long):
+        generate_samples(lively, [GenRequest(p, 0), GenRequest(p, 1, prefix="def f(")], cfg,
+                         on_sample=got.append)
+    with pytest.raises(RequestError, match="requests 0 and 1 are both for"):
+        generate_samples(lively, [GenRequest(p, 0), GenRequest(p, 0, "refined")], cfg, on_sample=got.append)
+    assert got == [] and generate_samples(lively, [GenRequest(p, 0)], cfg)[0].num_tokens > 0

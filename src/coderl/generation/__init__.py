@@ -5,10 +5,10 @@
     samples = generate_samples(lm, [GenRequest(p, 0, prefix="def f(")], GenerationConfig())   # in memory
 """
 
-from .core import GenRequest, generate_samples
+from .core import GenRequest, RequestError, generate_samples
 from .decode import Completion, decode_batch
 from .sample import ORIGINS, Sample, read_samples
 from .stage import GenerationConfig, generate
 
-__all__ = ["GenerationConfig", "generate", "generate_samples", "GenRequest", "Sample", "read_samples", "ORIGINS", "decode_batch",
-           "Completion"]
+__all__ = ["GenerationConfig", "generate", "generate_samples", "GenRequest", "RequestError", "Sample",
+           "read_samples", "ORIGINS", "decode_batch", "Completion"]

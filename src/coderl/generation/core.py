@@ -3,21 +3,26 @@ online RL call; the ``generate`` stage is a file writer around it).
 
     lm = load_model("default")
     reqs = [GenRequest(p, i) for p in problems for i in range(4)]          # fresh programs
-    reqs += [GenRequest(p, 10, prefix=sample.raw[:cut], meta={"parent": 3})]  # continue a prefix
+    reqs += [GenRequest(p, 10, "refined", prefix=sample.raw[:cut], meta={"parent": 3})]  # continue a prefix
     samples = generate_samples(lm, reqs, GenerationConfig(temperature=0.8))
 
 A request with a ``prefix`` (the start of a program, as the model wrote it) decodes from the
-problem's prompt followed by that prefix: the two are prefilled together once, and the
-continuations of one prefix share that prefill (adjacent requests with the same text share one
-prompt forward in :func:`~coderl.generation.decode.decode_stream`). The Sample's ``raw`` is
-prefix + continuation and its ``program`` is extracted from that, as for any sample; its
-``num_tokens`` and ``logprob`` count the continuation only; stop strings are looked for in the
-continuation only; ``meta["prefix_chars"]`` records the prefix's length.
+problem's prompt followed by that prefix, tokenized as one text (see
+:mod:`coderl.generation.decode`): prompt + prefix is prefilled once, and the continuations of one
+prefix share that prefill when they are adjacent (or recent) in ``requests``. The Sample's
+``raw`` is prefix + continuation and its ``program`` is extracted from that, as for any sample;
+its ``num_tokens`` and ``logprob`` count the continuation only; a stop string inside the prefix
+does not end it; ``meta`` is the request's, plus ``prefix_chars`` (the prefix's length). A causal
+model's prompt is never truncated before a prefix: a prompt longer than ``max_prompt_tokens``
+with a prefix is a :class:`RequestError`.
 
-Greedy requests (``origin="greedy"``) decode with temperature 0, the others with the config's
-temperature and top-p. Causal models decode with continuous batching, encoder-decoders (and
-sliding-window attention) in static batches. One sampling generator seeded with ``cfg.seed`` and
-a deterministic schedule: the same requests, config and model give the same samples.
+Greedy requests (``origin="greedy"``) decode with temperature 0 and top-p 1, the others with the
+config's temperature and top-p; a request's own ``temperature`` / ``top_p`` override those.
+Causal models decode with continuous batching, in request order; encoder-decoders (and
+sliding-window attention) in static batches: windows of ``4 * batch_size`` requests, one group
+per sampling setting (greedy first), each sorted by length. Seeds: a sampling generator seeded
+with ``cfg.seed`` (one per static batch) and a deterministic schedule: the same requests, config
+and model give the same samples (give each round of a loop its own seed).
 """
 
 from __future__ import annotations
@@ -35,31 +40,47 @@ from .decode import Completion, Request, decode_batch, decode_stream, supports_s
 from .generation_config import GenerationConfig
 
 
+class RequestError(ValueError):
+    """A generation request that cannot be served; the message names the request."""
+
+
 @dataclass
 class GenRequest:
     """One program to generate for ``problem``: its index in the problem's samples, its origin,
-    optionally the start of the program to continue, and what to record in ``Sample.meta``."""
+    optionally the start of the program to continue, what to record in ``Sample.meta``, and
+    sampling settings of its own (None: the origin's, see the module docstring)."""
 
     problem: Problem
     index: int
     origin: str = "sampled"
     prefix: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    temperature: float | None = None
+    top_p: float | None = None
 
     def __post_init__(self) -> None:
-        if self.index < 0:
-            raise ValueError(f"{self.problem.id}: a request's index must be >= 0, got {self.index}")
+        where = f"generation request for {self.problem.id!r}"
+        if not isinstance(self.index, int) or isinstance(self.index, bool) or self.index < 0:
+            raise RequestError(f"{where}: index must be an int >= 0, got {self.index!r}")
         if self.origin not in ORIGINS or self.origin == "gold":
-            raise ValueError(f"{self.problem.id}: origin {self.origin!r} is not a generated origin "
-                             f"({', '.join(o for o in ORIGINS if o != 'gold')})")
+            raise RequestError(f"{where} (index {self.index}): origin {self.origin!r} is not a "
+                               f"generated origin ({', '.join(o for o in ORIGINS if o != 'gold')})")
+        if self.temperature is not None and not self.temperature >= 0:
+            raise RequestError(f"{where} (index {self.index}): temperature must be >= 0, got "
+                               f"{self.temperature!r}")
+        if self.top_p is not None and not 0 < self.top_p <= 1:
+            raise RequestError(f"{where} (index {self.index}): top_p must be in (0, 1], got {self.top_p!r}")
 
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.problem.id, self.index)
 
-class _Job:
-    """A request with its prompt: the decoder's view of it."""
-
-    def __init__(self, req: GenRequest, prompt: Prompt):
-        self.req, self.prompt = req, prompt
-        self.text = prompt.text + req.prefix
+    def sampling(self, cfg: GenerationConfig) -> tuple[float, float]:
+        """(temperature, top_p) this request decodes with."""
+        greedy = self.origin == "greedy"
+        default = (0.0, 1.0) if greedy else (cfg.temperature, cfg.top_p)
+        return (default[0] if self.temperature is None else self.temperature,
+                default[1] if self.top_p is None else self.top_p)
 
 
 def generate_samples(lm: LoadedModel, requests: Sequence[GenRequest], cfg: GenerationConfig, *,
@@ -67,76 +88,96 @@ def generate_samples(lm: LoadedModel, requests: Sequence[GenRequest], cfg: Gener
                      on_step: Callable[[int], None] | None = None) -> list[Sample]:
     """Decode ``requests`` with ``lm`` (see the module docstring); ``on_sample(sample)`` is called
     as each finishes (in finishing order), ``on_step(n_active)`` after every decoding step.
-    Returns the samples in request order."""
+    Returns the samples in request order. Raises :class:`RequestError` before decoding anything
+    when two requests share a (problem, index) or a prefix follows a prompt too long to keep."""
     prompts: dict[str, Prompt] = {}
-    jobs = []
     for r in requests:
         if r.problem.id not in prompts:
-            prompts[r.problem.id] = build_prompt(r.problem, lm.tokenizer, cfg.prompt_style, lm.is_encoder_decoder)
-        jobs.append(_Job(r, prompts[r.problem.id]))
-    out: list[Sample | None] = [None] * len(jobs)
+            prompts[r.problem.id] = build_prompt(r.problem, lm.tokenizer, cfg.prompt_style,
+                                                 lm.is_encoder_decoder)
+    _check(lm, requests, prompts, cfg)
+    out: list[Sample | None] = [None] * len(requests)
 
     def done(i: int, c: Completion) -> None:
-        out[i] = _sample(jobs[i], c)
+        out[i] = _sample(requests[i], prompts[requests[i].problem.id], c)
         if on_sample is not None:
             on_sample(out[i])
 
-    if not jobs:
-        return []
-    if supports_streaming(lm.model):
-        _check_prefix_length(lm, jobs, cfg)
-        reqs = [Request(j.text, j.prompt.stop + list(cfg.stop),
-                        temperature=0.0 if j.req.origin == "greedy" else cfg.temperature,
-                        top_p=1.0 if j.req.origin == "greedy" else cfg.top_p) for j in jobs]
-        decode_stream(lm.model, lm.tokenizer, reqs, batch_size=cfg.batch_size,
-                      max_new_tokens=cfg.max_new_tokens, generator=generator(lm, cfg.seed),
-                      max_prompt_tokens=cfg.max_prompt_tokens, on_step=on_step, on_done=done)
-    else:
-        _decode_static(lm, jobs, cfg, done, on_step)
+    if requests:
+        decode = _decode_stream if supports_streaming(lm.model) else _decode_static
+        decode(lm, requests, prompts, cfg, done, on_step)
     return out  # type: ignore[return-value]
 
 
-def _sample(j: _Job, c: Completion) -> Sample:
-    r = j.req
+def _check(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[str, Prompt],
+           cfg: GenerationConfig) -> None:
+    """One request per (problem, index) (a sample's key); a prefix only after a prompt that fits
+    in ``max_prompt_tokens`` (causal models: cutting the start of prompt + prefix would make the
+    model read another prompt than its samples record)."""
+    seen: dict[tuple[str, int], int] = {}
+    sizes: dict[str, int] = {}
+    for n, r in enumerate(requests):
+        if r.key in seen:
+            raise RequestError(f"generation requests {seen[r.key]} and {n} are both for "
+                               f"{r.problem.id!r} index {r.index}: a sample's (problem, index) is its key")
+        seen[r.key] = n
+        if not r.prefix or lm.is_encoder_decoder:
+            continue
+        pid = r.problem.id
+        if pid not in sizes:
+            sizes[pid] = len(lm.tokenizer(prompts[pid].text, add_special_tokens=False).input_ids)
+        if sizes[pid] > cfg.max_prompt_tokens:
+            raise RequestError(f"generation request {n} ({pid!r} index {r.index}): its prompt has "
+                               f"{sizes[pid]} tokens, more than max_prompt_tokens "
+                               f"({cfg.max_prompt_tokens}); a prompt is cut only without a prefix "
+                               "(raise max_prompt_tokens, or continue no prefix of this problem)")
+
+
+def _sample(r: GenRequest, prompt: Prompt, c: Completion) -> Sample:
     raw = r.prefix + c.text
     meta = dict(r.meta)
     if r.prefix:
         meta["prefix_chars"] = len(r.prefix)
     return Sample(problem_id=r.problem.id, index=r.index, origin=r.origin,
-                  program=extract_program(raw, j.prompt, r.problem), prompt=j.prompt.text, raw=raw,
+                  program=extract_program(raw, prompt, r.problem), prompt=prompt.text, raw=raw,
                   logprob=round(c.logprob, 4), num_tokens=c.num_tokens, finish=c.finish, meta=meta)
 
 
-def _check_prefix_length(lm: LoadedModel, jobs: list[_Job], cfg: GenerationConfig) -> None:
-    """A prefix must fit in ``max_prompt_tokens`` with its prompt: decode_stream would cut the
-    text from the right and continue something else than the prefix."""
-    for j in jobs:
-        if j.req.prefix and len(lm.tokenizer.encode(j.text, add_special_tokens=False)) > cfg.max_prompt_tokens:
-            raise ValueError(f"{j.req.problem.id} (index {j.req.index}): prompt + prefix are longer than "
-                             f"max_prompt_tokens ({cfg.max_prompt_tokens}); raise it or cut the prefix")
+def _decode_stream(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[str, Prompt],
+                   cfg: GenerationConfig, done: Callable[[int, Completion], None], on_step) -> None:
+    """Causal models with full attention: continuous batching, in request order."""
+    reqs = []
+    for r in requests:
+        prompt = prompts[r.problem.id]
+        reqs.append(Request(prompt.text, prompt.stop + list(cfg.stop), *r.sampling(cfg), prefix=r.prefix))
+    decode_stream(lm.model, lm.tokenizer, reqs, batch_size=cfg.batch_size,
+                  max_new_tokens=cfg.max_new_tokens, generator=generator(lm, cfg.seed),
+                  max_prompt_tokens=cfg.max_prompt_tokens, on_step=on_step, on_done=done)
 
 
-def _decode_static(lm: LoadedModel, jobs: list[_Job], cfg: GenerationConfig,
-                   done: Callable[[int, Completion], None], on_step) -> None:
+def _decode_static(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[str, Prompt],
+                   cfg: GenerationConfig, done: Callable[[int, Completion], None], on_step) -> None:
     """Models decode_stream does not serve (encoder-decoders, sliding-window attention): static
-    batches of up to ``batch_size`` (finished rows still leave the batch), greedy and sampled
-    separately, in windows of a few batches of problems."""
+    batches of up to ``batch_size`` (finished rows still leave the batch), one sampling setting
+    each (greedy first), in windows of a few batches of requests."""
     batch_no = 0
     step = 4 * cfg.batch_size
-    for w in range(0, len(jobs), step):
-        window = list(range(w, min(w + step, len(jobs))))
-        for greedy in (True, False):
-            group = sorted((i for i in window if (jobs[i].req.origin == "greedy") == greedy),
-                           key=lambda i: len(jobs[i].text))
+    for w in range(0, len(requests), step):
+        groups: dict[tuple[float, float], list[int]] = {}
+        for i in range(w, min(w + step, len(requests))):
+            groups.setdefault(requests[i].sampling(cfg), []).append(i)
+        for (temperature, top_p), group in sorted(groups.items()):
+            group.sort(key=lambda i: len(prompts[requests[i].problem.id].text) + len(requests[i].prefix))
             for b in range(0, len(group), cfg.batch_size):
                 batch = group[b:b + cfg.batch_size]
                 gen = generator(lm, cfg.seed * 1_000_003 + batch_no)
                 batch_no += 1
+                batch_prompts = [prompts[requests[i].problem.id] for i in batch]
                 completions = decode_batch(
-                    lm.model, lm.tokenizer, [jobs[i].text for i in batch],
-                    stop=[jobs[i].prompt.stop + list(cfg.stop) for i in batch],
-                    max_new_tokens=cfg.max_new_tokens, temperature=0.0 if greedy else cfg.temperature,
-                    top_p=1.0 if greedy else cfg.top_p, generator=gen,
+                    lm.model, lm.tokenizer, [p.text for p in batch_prompts],
+                    stop=[p.stop + list(cfg.stop) for p in batch_prompts],
+                    prefixes=[requests[i].prefix for i in batch], max_new_tokens=cfg.max_new_tokens,
+                    temperature=temperature, top_p=top_p, generator=gen,
                     is_encoder_decoder=lm.is_encoder_decoder, max_prompt_tokens=cfg.max_prompt_tokens,
                     on_step=on_step)
                 for i, c in zip(batch, completions):

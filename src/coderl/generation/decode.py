@@ -1,4 +1,4 @@
-"""Batched decoding with per-sequence stop strings.
+"""Batched decoding with per-sequence stop strings, optionally continuing a prefix.
 
 Two loops share the same rules; each step samples (or picks greedily) the next token of every
 unfinished sequence, then
@@ -14,6 +14,15 @@ unfinished sequence, then
 into the freed slots (continuous batching): their prompts are prefilled together, left-padded to
 the running cache's length and joined to it. :func:`decode_batch` decodes one static batch and
 also serves encoder-decoder models (T5 / CodeT5).
+
+A sequence may continue a *prefix*: text the model already wrote after its prompt (the start of
+a program). A causal model reads prompt + prefix tokenized as one text, exactly as a prompt alone
+is tokenized, so the boundary tokenizes as it would anywhere in a text; such a text is never
+truncated (a prompt alone keeps its last ``max_prompt_tokens`` tokens; with a prefix, the caller
+checks that the prompt fits). An encoder-decoder reads the prompt and starts its decoder with the
+prefix's tokens. The completion is the continuation alone (its tokens, text and log-probability),
+and a stop string counts only where it ends in the continuation: one inside the prefix does not
+end it, one that starts in the prefix and ends in the continuation does.
 
 The log-probability recorded per token is the model's own (temperature 1, no top-p), i.e. the
 log-likelihood that RL and the critic work with; ``logprob`` is its sum over the sequence.
@@ -65,107 +74,182 @@ def _cache_of(out):
     return cache if cache is not None else out.past_key_values
 
 
+def _grow(mask: torch.Tensor) -> torch.Tensor:
+    """The attention mask with one more (attended) position: the token about to be fed."""
+    return torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+
+
+def _encode(tokenizer, prompts: list[str], prefixes: list[str], max_prompt_tokens: int | None,
+            special: bool, device):
+    """``prompts[i] + prefixes[i]``, each tokenized as one text, padded as the tokenizer pads
+    (on the left for causal models). A prompt alone keeps its last ``max_prompt_tokens`` tokens
+    (the tokenizers truncate on the left); a prompt with a prefix is not truncated."""
+    ids = []
+    for prompt, prefix in zip(prompts, prefixes):
+        cut = max_prompt_tokens is not None and not prefix
+        ids.append(tokenizer(prompt + prefix, add_special_tokens=special, truncation=cut,
+                             max_length=max_prompt_tokens if cut else None).input_ids)
+    return tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)
+
+
+def _tail_len(tokenizer, stops: list[list[str]]) -> int:
+    """How many of a sequence's last tokens are decoded to look for its stop strings."""
+    return max([len(tokenizer.encode(s, add_special_tokens=False)) for ss in stops for s in ss]
+               + [1]) + 2
+
+
+def _hits_stop(tokenizer, ids: list[int], stop: list[str], tail: int, prefix: str) -> bool:
+    """Whether the generated tokens ``ids`` show one of ``stop`` (their last ``tail`` tokens are
+    decoded). While those are all of them, the end of ``prefix`` is read in front: a stop string
+    may start there, but it must end in the generated text."""
+    text = tokenizer.decode(ids[-tail:], skip_special_tokens=True)
+    if not prefix or len(ids) > tail:
+        return any(s in text for s in stop)
+    head = prefix[max(0, len(prefix) - max(map(len, stop)) + 1):]
+    text = head + text
+    return any(text.find(s, max(0, len(head) - len(s) + 1)) != -1 for s in stop)
+
+
+def _finish(tokenizer, ids: list[int], is_eos: bool, stop: list[str], prefix: str, tail: int,
+            max_new_tokens: int) -> str | None:
+    """Why a sequence whose generated tokens are ``ids`` ends now ("eos", "stop", "length"), or
+    None while it goes on."""
+    if is_eos:
+        return "eos"
+    if stop and _hits_stop(tokenizer, ids, stop, tail, prefix):
+        return "stop"
+    return "length" if len(ids) >= max_new_tokens else None
+
+
+def _completion(tokenizer, ids: list[int], logps: list[float], finish: str) -> Completion:
+    text_ids = ids[:-1] if finish == "eos" else ids
+    return Completion(text=tokenizer.decode(text_ids, skip_special_tokens=True), token_ids=ids,
+                      logprob=float(sum(logps)), finish=finish)
+
+
 @torch.inference_mode()
 def decode_batch(model, tokenizer, prompts: list[str], *, stop: list[list[str]] | None = None,
-                 max_new_tokens: int = 256, temperature: float = 0.0, top_p: float = 1.0,
+                 prefixes: list[str] | None = None, max_new_tokens: int = 256,
+                 temperature: float = 0.0, top_p: float = 1.0,
                  generator: torch.Generator | None = None, is_encoder_decoder: bool = False,
                  max_prompt_tokens: int | None = None, on_step=None) -> list[Completion]:
-    """Decode one batch of prompts; ``stop[i]`` are the stop strings of prompt ``i``.
+    """Decode one batch of prompts; ``stop[i]`` are the stop strings of prompt ``i``,
+    ``prefixes[i]`` the text it continues (see the module docstring).
 
     ``on_step(n_active)`` is called after every step (progress bars).
     """
-    n = len(prompts)
     stop = stop or [[] for _ in prompts]
-    tail = max([len(tokenizer.encode(s, add_special_tokens=False)) for ss in stop for s in ss]
-               + [1]) + 2
-    device = next(model.parameters()).device
-    enc = tokenizer(prompts, return_tensors="pt", padding=True,
-                    add_special_tokens=is_encoder_decoder, truncation=max_prompt_tokens is not None,
-                    max_length=max_prompt_tokens).to(device)
-    eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
-
-    if is_encoder_decoder:
-        enc_mask = enc.attention_mask
-        encoder_out = model.get_encoder()(input_ids=enc.input_ids, attention_mask=enc_mask)
-        start = model.config.decoder_start_token_id
-        if start is None:
-            start = tokenizer.pad_token_id
-        dec = torch.full((n, 1), start, dtype=torch.long, device=device)
-        out = model(encoder_outputs=encoder_out, attention_mask=enc_mask, decoder_input_ids=dec,
-                    use_cache=True)
-    else:
-        mask = enc.attention_mask
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        out = model(input_ids=enc.input_ids, attention_mask=mask, position_ids=pos, use_cache=True,
-                    logits_to_keep=1)  # the last position's only (a vocabulary of 262k: GBs per batch)
-    cache = _cache_of(out)
-    logits = out.logits[:, -1, :].float()
-
-    rows = list(range(n))                 # original index of each active row
+    prefixes = prefixes or ["" for _ in prompts]
+    tail = _tail_len(tokenizer, stop)
+    batch = _StaticBatch(model, tokenizer, prompts, prefixes, is_encoder_decoder, max_prompt_tokens)
+    eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=batch.device)
+    rows = list(range(len(prompts)))      # original index of each active row
     tokens: list[list[int]] = [[] for _ in prompts]
     logps: list[list[float]] = [[] for _ in prompts]
-    finish = ["length"] * n
-    for step in range(max_new_tokens):
-        logp_all = logits.log_softmax(-1)
-        nxt = _sample_next(logits, temperature, top_p, generator)
-        chosen = logp_all.gather(-1, nxt[:, None]).squeeze(-1)
+    results: list[Completion | None] = [None] * len(prompts)
+    for _ in range(max_new_tokens):
+        logp_all = batch.logits.log_softmax(-1)
+        nxt = _sample_next(batch.logits, temperature, top_p, generator)
+        chosen = logp_all.gather(-1, nxt[:, None]).squeeze(-1).tolist()
         is_eos = torch.isin(nxt, eos).tolist()
-        nxt_l, chosen_l = nxt.tolist(), chosen.tolist()
         keep: list[int] = []
-        for j, r in enumerate(rows):
-            tokens[r].append(nxt_l[j])
-            logps[r].append(chosen_l[j])
-            if is_eos[j]:
-                finish[r] = "eos"
-                continue
-            if stop[r]:
-                recent = tokenizer.decode(tokens[r][-tail:], skip_special_tokens=True)
-                if any(s in recent for s in stop[r]):
-                    finish[r] = "stop"
-                    continue
-            keep.append(j)
+        for j, (r, t) in enumerate(zip(rows, nxt.tolist())):
+            tokens[r].append(t)
+            logps[r].append(chosen[j])
+            finish = _finish(tokenizer, tokens[r], is_eos[j], stop[r], prefixes[r], tail, max_new_tokens)
+            if finish is None:
+                keep.append(j)
+            else:
+                results[r] = _completion(tokenizer, tokens[r], logps[r], finish)
         if on_step is not None:
             on_step(len(rows))
-        if not keep or step == max_new_tokens - 1:
+        if not keep:
             break
         if len(keep) < len(rows):  # drop finished rows from the batch and the cache
-            idx = torch.tensor(keep, device=device)
-            cache.batch_select_indices(idx)
+            idx = torch.tensor(keep, device=batch.device)
+            batch.keep(idx)
             nxt = nxt[idx]
             rows = [rows[j] for j in keep]
-            if is_encoder_decoder:
-                encoder_out.last_hidden_state = encoder_out.last_hidden_state[idx]
-                enc_mask = enc_mask[idx]
-            else:
-                mask = mask[idx]
-        if is_encoder_decoder:
-            out = model(encoder_outputs=encoder_out, attention_mask=enc_mask,
-                        decoder_input_ids=nxt[:, None], cache=cache, use_cache=True)
-        else:
-            mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-            pos = mask.sum(-1, keepdim=True) - 1
-            out = model(input_ids=nxt[:, None], attention_mask=mask, position_ids=pos,
-                        cache=cache, use_cache=True)
-        cache = _cache_of(out)
-        logits = out.logits[:, -1, :].float()
+        batch.step(nxt)
+    return results  # type: ignore[return-value]
 
-    results = []
-    for r in range(n):
-        ids = tokens[r]
-        text_ids = ids[:-1] if finish[r] == "eos" else ids
-        results.append(Completion(text=tokenizer.decode(text_ids, skip_special_tokens=True),
-                                  token_ids=ids, logprob=float(sum(logps[r])), finish=finish[r]))
-    return results
+
+class _StaticBatch:
+    """The model side of :func:`decode_batch`, causal or encoder-decoder: the first forward pass,
+    dropping rows, one step; ``logits`` are each row's next-token logits."""
+
+    def __init__(self, model, tokenizer, prompts: list[str], prefixes: list[str],
+                 is_encoder_decoder: bool, max_prompt_tokens: int | None):
+        self.model, self.enc_dec = model, is_encoder_decoder
+        self.device = next(model.parameters()).device
+        if is_encoder_decoder:  # the prefixes go to the decoder
+            enc = _encode(tokenizer, prompts, ["" for _ in prompts], max_prompt_tokens, True, self.device)
+            self.mask = enc.attention_mask
+            self.encoder_out = model.get_encoder()(input_ids=enc.input_ids, attention_mask=self.mask)
+            dec, self.dec_mask = _decoder_start(model, tokenizer, prefixes, self.device)
+            out = model(encoder_outputs=self.encoder_out, attention_mask=self.mask,
+                        decoder_input_ids=dec, decoder_attention_mask=self.dec_mask, use_cache=True)
+        else:
+            enc = _encode(tokenizer, prompts, prefixes, max_prompt_tokens, False, self.device)
+            self.mask = enc.attention_mask
+            pos = (self.mask.cumsum(-1) - 1).clamp(min=0)
+            # logits of the last position only (a vocabulary of 262k: GBs per batch)
+            out = model(input_ids=enc.input_ids, attention_mask=self.mask, position_ids=pos,
+                        use_cache=True, logits_to_keep=1)
+        self._read(out)
+
+    def _read(self, out) -> None:
+        self.cache, self.logits = _cache_of(out), out.logits[:, -1, :].float()
+
+    def keep(self, idx: torch.Tensor) -> None:
+        """Keep rows ``idx`` only."""
+        self.cache.batch_select_indices(idx)
+        self.mask = self.mask[idx]
+        if self.enc_dec:
+            self.encoder_out.last_hidden_state = self.encoder_out.last_hidden_state[idx]
+            if self.dec_mask is not None:
+                self.dec_mask = self.dec_mask[idx]
+
+    def step(self, nxt: torch.Tensor) -> None:
+        """Feed each row its next token ``nxt``."""
+        if self.enc_dec:
+            if self.dec_mask is not None:
+                self.dec_mask = _grow(self.dec_mask)
+            out = self.model(encoder_outputs=self.encoder_out, attention_mask=self.mask,
+                             decoder_input_ids=nxt[:, None], decoder_attention_mask=self.dec_mask,
+                             cache=self.cache, use_cache=True)
+        else:
+            self.mask = _grow(self.mask)
+            out = self.model(input_ids=nxt[:, None], attention_mask=self.mask,
+                             position_ids=self.mask.sum(-1, keepdim=True) - 1, cache=self.cache,
+                             use_cache=True)
+        self._read(out)
+
+
+def _decoder_start(model, tokenizer, prefixes: list[str], device) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """An encoder-decoder's first decoder input: the start token and each prefix's tokens,
+    left-padded, and their attention mask (None when no row needs padding)."""
+    start = model.config.decoder_start_token_id
+    if start is None:
+        start = tokenizer.pad_token_id
+    rows = [[start] + tokenizer(p, add_special_tokens=False).input_ids for p in prefixes]
+    width = max(map(len, rows))
+    ids = torch.tensor([[start] * (width - len(r)) + r for r in rows], device=device)
+    if all(len(r) == width for r in rows):
+        return ids, None
+    return ids, torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
 
 
 @dataclass
 class Request:
-    """One sequence to decode: its prompt, stop strings and decoding settings."""
+    """One sequence to decode: its prompt, stop strings, decoding settings and the text after
+    the prompt it continues (``prefix``)."""
 
     prompt: str
     stop: list[str]
     temperature: float = 0.0   # 0: greedy
     top_p: float = 1.0
+    prefix: str = ""
 
 
 TOP_K_FAST = 256  # the nucleus is looked for among this many most likely tokens first
@@ -317,6 +401,110 @@ def supports_streaming(model) -> bool:
     return all(type(layer) is DynamicLayer for layer in layers)
 
 
+
+
+class _Stream:
+    """The batch of :func:`decode_stream`: the requests in flight (``rows``), their KV cache,
+    attention mask and next-token logits, and the prefills of the last few (prompt, prefix)."""
+
+    KEEP_PREFILLS = 4  # those of the last few problems (or prefixes)
+
+    def __init__(self, model, tokenizer, batch_size: int, max_prompt_tokens: int | None):
+        self.model, self.tokenizer = model, tokenizer
+        self.batch_size, self.max_prompt_tokens = batch_size, max_prompt_tokens
+        self.device = next(model.parameters()).device
+        self.rows: list[int] = []      # request index of each row in flight
+        self.cache = self.mask = self.logits = None
+        # (prompt, prefix) -> (keys per layer, values per layer, next-token logits) of its
+        # prefill, padding stripped: the n samples of a problem (the continuations of a prefix)
+        # share one prefill (the naive loop computes n)
+        self.prefilled: OrderedDict[tuple[str, str], tuple[list, list, torch.Tensor]] = OrderedDict()
+
+    def _prefill(self, texts: list[tuple[str, str]]) -> None:
+        enc = _encode(self.tokenizer, [p for p, _ in texts], [x for _, x in texts],
+                      self.max_prompt_tokens, False, self.device)
+        m = enc.attention_mask
+        out = self.model(input_ids=enc.input_ids, attention_mask=m, logits_to_keep=1,
+                         position_ids=(m.cumsum(-1) - 1).clamp(min=0), use_cache=True)
+        c, lg = _cache_of(out), out.logits[:, -1, :].float()
+        for b, text in enumerate(texts):
+            n = int(m[b].sum())
+            self.prefilled[text] = ([layer.keys[b:b + 1, :, -n:].clone() for layer in c.layers],
+                                    [layer.values[b:b + 1, :, -n:].clone() for layer in c.layers],
+                                    lg[b:b + 1].clone())
+
+    def admit(self, ids: list[int], texts: list[tuple[str, str]]) -> None:
+        """Join requests ``ids`` (their (prompt, prefix) ``texts``) to the batch: the texts not
+        prefilled recently are prefilled together, and each text's KV rows are written into
+        spare rows of the cache, broadcast to the adjacent requests that share it."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self.prefilled))
+        if missing:
+            self._prefill(missing)
+        entries = [self.prefilled[t] for t in texts]
+        for t in texts:
+            self.prefilled.move_to_end(t)
+        lengths = [e[0][0].shape[2] for e in entries]
+        self._make_room(entries[0], len(ids), max(lengths))
+        runs = []  # [first, end, prefill] of each run of new requests sharing a text
+        for j, e in enumerate(entries):
+            if runs and runs[-1][2] is e:
+                runs[-1][1] = j + 1
+            else:
+                runs.append([j, j + 1, e])
+        for a, b, (ks, vs, _) in runs:
+            for l, layer in enumerate(self.cache.layers):
+                layer.add_rows(ks[l], vs[l], b - a)
+        width = self.cache.layers[0].width
+        new_mask = torch.zeros((len(ids), width), dtype=torch.long, device=self.device)
+        for j, n in enumerate(lengths):
+            new_mask[j, width - n:] = 1
+        new_logits = torch.cat([e[2] for e in entries])
+        self.mask = new_mask if self.mask is None else torch.cat([self.mask, new_mask])
+        self.logits = new_logits if self.logits is None else torch.cat([self.logits, new_logits])
+        self.rows.extend(ids)
+        while len(self.prefilled) > self.KEEP_PREFILLS:
+            self.prefilled.popitem(last=False)
+
+    def _make_room(self, like: tuple[list, list, torch.Tensor], count: int, longest: int) -> None:
+        """A new cache when this one lacks ``count`` free rows or ``longest`` positions: room for
+        a full batch, as wide as the longest text, the rows in flight copied first."""
+        first = self.cache.layers[0] if self.cache is not None else None
+        if first is not None and first.free_rows >= count and first.width >= longest:
+            return
+        width = max([longest] + ([first.width] if first is not None else []))
+        rows_max = max(self.batch_size, len(self.rows) + count)
+        layers = [_GrowingLayer(like[0][l], like[1][l], rows_max, width) for l in range(len(like[0]))]
+        if first is not None:
+            for layer, old in zip(layers, self.cache.layers):
+                layer.add_rows(old.keys, old.values, len(self.rows))
+            self.mask = torch.nn.functional.pad(self.mask, (width - self.mask.shape[1], 0))
+        self.cache = _GrowingCache(layers)
+
+    def advance(self, nxt: torch.Tensor, keep: list[int]) -> None:
+        """Drop the finished rows (all but the positions ``keep``), then feed the others their
+        next token ``nxt``."""
+        if len(keep) < len(self.rows):
+            order = _compaction(keep)
+            self.rows[:] = [self.rows[j] for j in order]
+            if not self.rows:
+                self.cache = self.mask = self.logits = None
+                return
+            for layer in self.cache.layers:
+                layer.keep_rows(order)
+            idx = torch.tensor(order, dtype=torch.long, device=self.device)
+            nxt, self.mask = nxt[idx], self.mask[idx]
+            lead = int(self.mask.any(0).float().argmax())  # columns that are padding in every row
+            if lead:
+                self.mask = self.mask[:, lead:]
+                for layer in self.cache.layers:
+                    layer.trim_left(lead)
+        self.mask = _grow(self.mask)
+        out = self.model(input_ids=nxt[:, None], attention_mask=self.mask,
+                         position_ids=self.mask.sum(-1, keepdim=True) - 1, cache=self.cache,
+                         use_cache=True)
+        self.cache, self.logits = _cache_of(out), out.logits[:, -1, :].float()
+
+
 @torch.inference_mode()
 def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int = 16,
                   max_new_tokens: int = 256, generator: torch.Generator | None = None,
@@ -328,138 +516,47 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
     Finished sequences leave the batch at once (their KV-cache rows are dropped); admitted ones
     are prefilled together, left-padded to the running cache's length and joined to it, so the
     batch stays full instead of waiting for its longest sequence. Requests are admitted in order;
-    requests with the same prompt as a recent one reuse its prefill (a problem's n samples cost
-    one prompt forward, not n).
+    requests with the same prompt and prefix as a recent one reuse its prefill (a problem's n
+    samples, or n continuations of one prefix, cost one forward over the prompt, not n).
     ``on_done(i, completion)`` is called as request ``i`` finishes; ``on_step(n_active)`` after
     every decoding step. Returns the completions in request order.
     """
     if not supports_streaming(model):
         raise ValueError(f"decode_stream: {type(model).__name__} has attention layers other than full "
                          "attention (e.g. sliding windows) or is an encoder-decoder: use decode_batch")
-    device = next(model.parameters()).device
-    eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=device)
-    tail = max([len(tokenizer.encode(s, add_special_tokens=False))
-                for r in requests for s in r.stop] + [1]) + 2
+    batch = _Stream(model, tokenizer, batch_size, max_prompt_tokens)
+    eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=batch.device)
+    tail = _tail_len(tokenizer, [r.stop for r in requests])
     results: list[Completion | None] = [None] * len(requests)
     tokens: dict[int, list[int]] = {}
     logps: dict[int, list[float]] = {}
-    rows: list[int] = []            # request index of each row in flight
-    cache = mask = logits = None
-    next_req = 0
-    refill_at = batch_size - max(1, batch_size // 4)
-    # prompt -> (keys per layer, values per layer, next-token logits) of its prefill, padding
-    # stripped: the n samples of a problem share one prefill (the naive loop computes n)
-    prefilled: OrderedDict[str, tuple[list, list, torch.Tensor]] = OrderedDict()
-
-    def prefill(prompts: list[str]) -> None:
-        enc = tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False,
-                        truncation=max_prompt_tokens is not None,
-                        max_length=max_prompt_tokens).to(device)
-        m = enc.attention_mask
-        out = model(input_ids=enc.input_ids, attention_mask=m, logits_to_keep=1,
-                    position_ids=(m.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-        c, lg = _cache_of(out), out.logits[:, -1, :].float()
-        for b, p in enumerate(prompts):
-            n = int(m[b].sum())
-            prefilled[p] = ([layer.keys[b:b + 1, :, -n:].clone() for layer in c.layers],
-                            [layer.values[b:b + 1, :, -n:].clone() for layer in c.layers],
-                            lg[b:b + 1].clone())
-
-    def admit(k: int):
-        """Start up to ``k`` more requests: prefill their (new) prompts and join the batch."""
-        nonlocal cache, mask, logits, next_req
-        ids = list(range(next_req, min(next_req + k, len(requests))))
-        next_req = ids[-1] + 1
-        missing = list(dict.fromkeys(requests[i].prompt for i in ids
-                                     if requests[i].prompt not in prefilled))
-        if missing:
-            prefill(missing)
-        entries = [prefilled[requests[i].prompt] for i in ids]
-        for i in ids:
-            tokens[i], logps[i] = [], []
-            prefilled.move_to_end(requests[i].prompt)
-        lengths = [e[0][0].shape[2] for e in entries]
-        runs = []  # (first, end, prefill) of each run of new requests sharing a prompt
-        for j, e in enumerate(entries):
-            if runs and runs[-1][2] is e:
-                runs[-1][1] = j + 1
-            else:
-                runs.append([j, j + 1, e])
-        first = cache.layers[0] if cache is not None else None
-        if first is None or first.free_rows < len(ids) or first.width < max(lengths):
-            # a new cache: room for a full batch, as wide as the longest prompt; rows in flight first
-            width = max(lengths + ([first.width] if first is not None else []))
-            rows_max = max(batch_size, len(rows) + len(ids))
-            layers = [_GrowingLayer(entries[0][0][l], entries[0][1][l], rows_max, width)
-                      for l in range(len(entries[0][0]))]
-            if first is not None:
-                for layer, old in zip(layers, cache.layers):
-                    layer.add_rows(old.keys, old.values, len(rows))
-                mask = torch.nn.functional.pad(mask, (width - mask.shape[1], 0))
-            cache = _GrowingCache(layers)
-        for a, b, (ks, vs, _) in runs:  # written into spare rows; a prompt's samples broadcast
-            for l, layer in enumerate(cache.layers):
-                layer.add_rows(ks[l], vs[l], b - a)
-        width = cache.layers[0].width
-        new_mask = torch.zeros((len(ids), width), dtype=torch.long, device=device)
-        for j, n in enumerate(lengths):
-            new_mask[j, width - n:] = 1
-        new_logits = torch.cat([e[2] for e in entries])
-        mask = new_mask if mask is None else torch.cat([mask, new_mask])
-        logits = new_logits if logits is None else torch.cat([logits, new_logits])
-        rows.extend(ids)
-        while len(prefilled) > 4:  # the prompts of the last few problems
-            prefilled.popitem(last=False)
-
-    while rows or next_req < len(requests):
-        if next_req < len(requests) and len(rows) <= refill_at:
-            admit(batch_size - len(rows))
-        temp = torch.tensor([requests[r].temperature for r in rows], device=device)
-        top_p = torch.tensor([requests[r].top_p for r in rows], device=device)
-        nxt = _sample_rows(logits, temp, top_p, generator)
-        chosen = logits.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1).tolist()
+    next_req, refill_at = 0, batch_size - max(1, batch_size // 4)
+    while batch.rows or next_req < len(requests):
+        if next_req < len(requests) and len(batch.rows) <= refill_at:
+            ids = list(range(next_req, min(next_req + batch_size - len(batch.rows), len(requests))))
+            next_req = ids[-1] + 1
+            for i in ids:
+                tokens[i], logps[i] = [], []
+            batch.admit(ids, [(requests[i].prompt, requests[i].prefix) for i in ids])
+        rows = batch.rows
+        temp = torch.tensor([requests[r].temperature for r in rows], device=batch.device)
+        top_p = torch.tensor([requests[r].top_p for r in rows], device=batch.device)
+        nxt = _sample_rows(batch.logits, temp, top_p, generator)
+        chosen = batch.logits.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1).tolist()
         is_eos = torch.isin(nxt, eos).tolist()
-        nxt_l = nxt.tolist()
         keep: list[int] = []
-        for j, r in enumerate(rows):
-            tokens[r].append(nxt_l[j])
+        for j, (r, t) in enumerate(zip(rows, nxt.tolist())):
+            tokens[r].append(t)
             logps[r].append(chosen[j])
-            finish = None
-            if is_eos[j]:
-                finish = "eos"
-            elif requests[r].stop and any(s in tokenizer.decode(tokens[r][-tail:], skip_special_tokens=True)
-                                          for s in requests[r].stop):
-                finish = "stop"
-            elif len(tokens[r]) >= max_new_tokens:
-                finish = "length"
+            req = requests[r]
+            finish = _finish(tokenizer, tokens[r], is_eos[j], req.stop, req.prefix, tail, max_new_tokens)
             if finish is None:
                 keep.append(j)
                 continue
-            ids = tokens.pop(r)
-            text_ids = ids[:-1] if finish == "eos" else ids
-            results[r] = Completion(text=tokenizer.decode(text_ids, skip_special_tokens=True),
-                                    token_ids=ids, logprob=float(sum(logps.pop(r))), finish=finish)
+            results[r] = _completion(tokenizer, tokens.pop(r), logps.pop(r), finish)
             if on_done is not None:
                 on_done(r, results[r])
         if on_step is not None:
             on_step(len(rows))
-        if len(keep) < len(rows):
-            order = _compaction(keep)
-            rows[:] = [rows[j] for j in order]
-            if not rows:
-                cache = mask = logits = None
-                continue
-            for layer in cache.layers:
-                layer.keep_rows(order)
-            idx = torch.tensor(order, dtype=torch.long, device=device)
-            nxt, mask = nxt[idx], mask[idx]
-            lead = int(mask.any(0).float().argmax())  # columns that are padding in every row
-            if lead:
-                mask = mask[:, lead:]
-                for layer in cache.layers:
-                    layer.trim_left(lead)
-        mask = torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-        out = model(input_ids=nxt[:, None], attention_mask=mask,
-                    position_ids=mask.sum(-1, keepdim=True) - 1, cache=cache, use_cache=True)
-        cache, logits = _cache_of(out), out.logits[:, -1, :].float()
+        batch.advance(nxt, keep)
     return results  # type: ignore[return-value]
