@@ -162,7 +162,7 @@ def test_refusals_name_the_key_and_fresh_validates_first(tiny_chat_dir, tmp_path
     before = (run / "samples.jsonl").read_text()
     cfg["generation"]["temperature"] = 0.5
     path.write_text(yaml.safe_dump(cfg))
-    with pytest.raises(ConfigError, match=r"temperature: 0\.8 -> 0\.5.*--fresh"):
+    with pytest.raises(ConfigError, match=r"temperature: 0\.8 -> 0\.5.*--fresh --from generate"):
         run_pipeline(load_config(path), echo=lambda s: None)
     # a config that cannot run is refused before --fresh deletes anything
     cfg["rl"] = {"init": "sft", "critic_weights": True}

@@ -225,9 +225,8 @@ def select_stages(start: str | None, until: str | None, cfg: PipelineConfig | No
     return [BY_NAME[n] for n in names[i:j]]
 
 
-def _context(cfg: PipelineConfig, problems: list, echo, start: str | None) -> StageContext:
-    hint = (f"coderl pipeline <config> --fresh" + (f" --from {start}" if start else "")
-            + f" (or another name than {cfg.name!r})")
+def _context(cfg: PipelineConfig, problems: list, echo) -> StageContext:
+    hint = f"coderl pipeline <config> --fresh --from {{stage}} (or another name than {cfg.name!r})"
     train_ids = frozenset(str(p.id) for p in problems) if (cfg.section("sft") or cfg.section("rl")) else frozenset()
     base = (cfg.section("compare").base_model if cfg.section("compare") is not None else None) or cfg.base_model
     return StageContext(echo=echo, execution=cfg.section("execution"), base_model=base,
@@ -253,7 +252,7 @@ def run_pipeline(cfg: PipelineConfig, *, echo=print, start: str | None = None,
     from .io import atomic_write_text
 
     atomic_write_text(run.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
-    ctx = _context(cfg, problems, echo, start)
+    ctx = _context(cfg, problems, echo)
     names = stage_names(cfg)
     timings: dict[str, float] = {}
     ctx.run_meta["timings"] = timings

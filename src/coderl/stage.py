@@ -91,7 +91,7 @@ class StageContext:
     base_model: str = "default"        # the model the run starts from (compare-models' "base")
     train_ids: frozenset[str] = frozenset()  # problems the run trains on (never held out)
     selection: dict[str, Any] | None = None  # the problem selection, recorded beside every box
-    fresh_hint: str = ""               # how to start fresh, for refusals
+    fresh_hint: str = ""               # how to start fresh, for refusals ({stage}: the stage's name)
     summaries: dict[str, Any] = field(default_factory=dict)  # this invocation's stage summaries
     run_meta: dict[str, Any] = field(default_factory=dict)   # facts for reports (name, generation, timings)
 
@@ -202,8 +202,8 @@ def run_stage(stage: Stage, problems: Sequence, run: RunDir, cfg, ctx: StageCont
     if state == "changed" and not redo:
         where = ", ".join(str(run.box(b)) for b in stage.writes)
         raise ConfigError(f"{where}: written by {stage.name} under other settings: " + "; ".join(reasons)
-                          + f". Resume only with the same settings, or start fresh: "
-                          + (ctx.fresh_hint or "--fresh"))
+                          + ". Resume only with the same settings, or start fresh: "
+                          + (ctx.fresh_hint or "--fresh").replace("{stage}", stage.name))
     if state == "stale" and not redo:
         ctx.echo(f"      {stage.name}: " + "; ".join(reasons) + " since it ran: "
                  + ("redoing what changed" if stage.incremental else "redoing it"))

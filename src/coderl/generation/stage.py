@@ -147,7 +147,7 @@ def run(problems, run: RunDir, cfg: GenerationConfig, ctx) -> dict:
     ctx.echo(f"      {len(problems)} problems x ({cfg.num_seqs} sampled{' + 1 greedy' if cfg.greedy else ''}) "
              f"with model {cfg.model!r}")
     summary = generate(list(problems), run.samples, cfg, model=model, selection=ctx.selection,
-                       fresh_hint=ctx.fresh_hint)
+                       fresh_hint=ctx.fresh_hint.replace("{stage}", "generate"))
     if summary.get("tokens"):
         ctx.echo(f"      {summary['sequences']} sequences, {summary['tokens']} tokens, "
                  f"{summary['tokens_per_s']} tok/s")
