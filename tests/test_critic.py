@@ -452,12 +452,12 @@ def test_killed_training_resumes_to_the_same_result(mode, tmp_path, tiny_chat_di
 
 
 def test_killed_feature_caching_resumes(tmp_path, tiny_chat_dir, toy_data, monkeypatch):
-    from coderl.critic import critic_trainer
+    from coderl.critic import feature_cache
 
     problems, sp, rp = toy_data
     c = cfg(tiny_chat_dir, epochs=2, max_context_tokens=24)
     ref = train_critic(problems, tmp_path / "ref", c, samples_path=sp, results_path=rp, echo=lambda s: None)
-    monkeypatch.setattr(critic_trainer, "FEATURE_CHUNK", 16)
+    monkeypatch.setattr(feature_cache, "FEATURE_CHUNK", 16)
     calls, kill = [], [True]
     real = CriticModel.program_hidden
 
@@ -481,14 +481,96 @@ def test_killed_feature_caching_resumes(tmp_path, tiny_chat_dir, toy_data, monke
     assert got["validation"] == ref["validation"] and got["steps"] == ref["steps"]
 
 
-def test_max_steps_stops_and_a_rerun_continues(tmp_path, tiny_chat_dir, toy_data):
+def test_a_budget_finishes_a_critic_and_a_larger_one_continues_it(tmp_path, tiny_chat_dir, toy_data):
+    """max_steps is the Trainer's budget, as for the actor: the run is complete at the budget,
+    validated there with its best critic published; the same budget again has nothing to do; a
+    larger one continues it to the weights (and epoch metrics) of one uninterrupted run."""
+    from safetensors.torch import load_file
+
     problems, sp, rp = toy_data
     c = cfg(tiny_chat_dir, epochs=2, batch_size=16)   # 81 training programs: 6 steps per epoch
-    s = train_critic(problems, tmp_path, CriticConfig(**{**c.__dict__, "max_steps": 3}),
-                     samples_path=sp, results_path=rp, echo=lambda s: None)
-    assert not s["complete"] and s["steps"] == 3
-    s = train_critic(problems, tmp_path, c, samples_path=sp, results_path=rp, echo=lambda s: None)
-    assert s["complete"] and s["steps"] == 12
+    whole = train_critic(problems, tmp_path / "whole", c, samples_path=sp, results_path=rp, echo=lambda s: None)
+    budget = CriticConfig(**{**c.__dict__, "max_steps": 3})
+    s = train_critic(problems, tmp_path / "run", budget, samples_path=sp, results_path=rp, echo=lambda s: None)
+    assert s["complete"] and s["steps"] == 3 and s["epochs_done"] == 0 and s["validation"]["n"] == 24
+    crit = tmp_path / "run" / CRITIC_DIR
+    m = json.loads((crit / METRICS_FILE).read_text())
+    assert m["complete"] and [(h["epoch"], h["step"]) for h in m["history"]] == [(1, 3)]
+    assert (crit / BEST_DIR / "critic_head.safetensors").is_file() and (crit / "val_predictions.jsonl").is_file()
+    msgs = []
+    again = train_critic(problems, tmp_path / "run", budget, samples_path=sp, results_path=rp, echo=msgs.append)
+    assert again == s and any("already complete" in x for x in msgs)
+    s = train_critic(problems, tmp_path / "run", c, samples_path=sp, results_path=rp, echo=lambda s: None)
+    assert s["complete"] and s["steps"] == whole["steps"] == 12 and s["epochs_done"] == 2
+    hist = json.loads((crit / METRICS_FILE).read_text())["history"]
+    ref = json.loads((tmp_path / "whole" / CRITIC_DIR / METRICS_FILE).read_text())["history"]
+    assert [h["step"] for h in hist] == [3, 6, 12]
+    drop = lambda h: {k: v for k, v in h.items() if k != "best"}  # noqa: E731
+    assert [drop(h) for h in hist[1:]] == [drop(h) for h in ref]  # the budget's validation changed nothing
+    a = load_file(str(checkpoints(tmp_path / "whole")[-1] / "critic_head.safetensors"))
+    b = load_file(str(checkpoints(tmp_path / "run")[-1] / "critic_head.safetensors"))
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+# -- bad input that used to give silent wrong results --------------------------------------------------
+def test_a_non_finite_learning_rate_is_a_config_error():
+    with pytest.raises(ConfigError, match=r"critic\.lr: must be a finite number > 0, got inf"):
+        CriticConfig(lr=float("inf"))
+    for lr in (float("nan"), 0, -1e-3):
+        with pytest.raises(ConfigError, match=r"critic\.lr"):
+            CriticConfig(lr=lr)
+
+
+def test_nan_loss_stops_the_critic_and_names_the_last_good_checkpoint(tmp_path, tiny_chat_dir, toy_data,
+                                                                      monkeypatch):
+    from coderl.critic import critic_task
+    from coderl.training.data import TrainingError
+
+    problems, sp, rp = toy_data
+    real, calls = critic_task.masked_max, {"n": 0}
+
+    def flaky(logits, mask):
+        calls["n"] += 1
+        out = real(logits, mask)
+        return out * float("nan") if calls["n"] == 3 else out
+
+    monkeypatch.setattr(critic_task, "masked_max", flaky)
+    run = tmp_path / "run"
+    with pytest.raises(TrainingError, match=r"train-critic: non-finite loss \(nan\) at step 3 .*training "
+                                            r"stopped.*last good checkpoint is .*step-000002 \(step 2\).*"
+                                            r"critic\.lr, now 0\.003"):
+        train_critic(problems, run, cfg(tiny_chat_dir, epochs=1, save_every=1), samples_path=sp,
+                     results_path=rp, echo=lambda s: None)
+    assert [p.name for p in checkpoints(run)] == ["step-000002"]
+    assert not (run / CRITIC_DIR / METRICS_FILE).exists()  # never "complete" with a NaN critic
+    CriticModel.from_pretrained(checkpoints(run)[0])  # the checkpoint is a loadable critic
+
+
+def test_problems_without_samples_warn_and_an_empty_validation_split_is_an_error(tmp_path, tiny_chat_dir):
+    problems, sp, rp = toy(tmp_path / "d", n_problems=12)
+    # 12 problems selected, 3 sampled, none of them held out: the held-out ones have gold programs only
+    held = split_problems([p.id for p in problems], 0.25, 0)
+    keep = [p.id for p in problems if p.id not in held][:3]
+    for f in (sp, rp):
+        f.write_text("".join(l + "\n" for l in f.read_text().splitlines() if json.loads(l)["problem_id"] in keep))
+    with pytest.raises(CriticError, match=r"the validation split is empty \(validation fraction 0\.25\): its 3 "
+                                          r"problems \(of the 12 with programs\) have no sampled program.*"
+                                          r"3 of the 12 selected problems have sampled programs"):
+        build_training_data(problems, sp, rp, val_fraction=0.25, split_seed=0)
+    with pytest.raises(CriticError, match="validation split is empty"):
+        train_critic(problems, tmp_path / "run", cfg(tiny_chat_dir), samples_path=sp, results_path=rp,
+                     echo=lambda s: None)
+    # with the held-out gold kept there is a validation split, and the warning says what is wrong
+    msgs = []
+    s = train_critic(problems, tmp_path / "run", cfg(tiny_chat_dir, epochs=1, gold_in_validation=True),
+                     samples_path=sp, results_path=rp, echo=msgs.append)
+    warning = "only 3 of the 12 selected problems have sampled programs"
+    assert any(warning in m for m in msgs) and warning in s["warnings"][0]
+    assert warning in json.loads((tmp_path / "run" / CRITIC_DIR / METRICS_FILE).read_text())["warnings"][0]
+    assert "warnings" not in train_critic(*toy(tmp_path / "full", n_problems=4)[:1], tmp_path / "ok",
+                                          cfg(tiny_chat_dir, epochs=1, val_fraction=0.5),
+                                          samples_path=tmp_path / "full" / "samples.jsonl",
+                                          results_path=tmp_path / "full" / "results.jsonl", echo=lambda s: None)
 
 
 # -- metrics and features -----------------------------------------------------------------------------

@@ -20,13 +20,14 @@ from coderl.records import program_hash
 from coderl.models import build_prompt, extract_program, load_model
 from coderl.problems import load_problems
 from coderl.training import RLConfig, SFTConfig, TrainingError, train_rl, train_sft
-from coderl.training import losses
+from coderl.training import losses, objective
+from coderl.training.batches import FixedBatches
 from coderl.training.checkpoint import STATE_FILE, list_checkpoints
-from coderl.training.data import (Example, align_weights, build_gold_examples, build_rl_examples,
-                                  encode_prompt, gold_continuation)
+from coderl.training.data import Example, build_gold_examples, build_rl_examples, gold_continuation
 from coderl.training.engine import LOG_FILE, METRICS_FILE
+from coderl.training.objective import align_weights, schedule, step_kind
 from coderl.training.rewards import coderl_reward
-from coderl.training.rl_trainer import RL_DIR, schedule, step_kind
+from coderl.training.rl_trainer import RL_DIR
 from coderl.training.sft_trainer import SFT_DIR
 
 QUIET = dict(progress=False, val_source=None, save_every=0)
@@ -159,7 +160,7 @@ def test_rl_loss_q_zero_tokens_contribute_nothing(chat):
     e = _ex([5, 6, 7], [8, 9, 10, 11], ret=1.3, weights=[1.0, 0.0, 0.5, 0.0])
     batch = losses.collate([e], pad_id=0, is_encoder_decoder=False)
     lp = losses.token_logprobs(model, batch).detach().requires_grad_(True)
-    loss = losses.rl_loss(lp, batch["target_mask"], batch["returns"], batch["weights"])
+    loss = objective.rl_loss(lp, batch["target_mask"], batch["returns"], batch["weights"])
     loss.backward()
     g = lp.grad[0, -4:]
     assert g[1] == 0 and g[3] == 0 and g[0] != 0 and g[2] != 0
@@ -168,7 +169,7 @@ def test_rl_loss_q_zero_tokens_contribute_nothing(chat):
     model.zero_grad()
     z = _ex([5, 6, 7], [8, 9, 10, 11], ret=1.3, weights=[0.0] * 4)
     zb = losses.collate([z], pad_id=0, is_encoder_decoder=False)
-    losses.rl_loss(losses.token_logprobs(model, zb), zb["target_mask"], zb["returns"], zb["weights"]).backward()
+    objective.rl_loss(losses.token_logprobs(model, zb), zb["target_mask"], zb["returns"], zb["weights"]).backward()
     assert all(p.grad is None or float(p.grad.abs().max()) == 0 for p in model.parameters())
     model.zero_grad()
 
@@ -186,7 +187,7 @@ def test_rl_step_moves_the_programs_log_probability_with_the_return_sign(tiny_ch
 
     before = logp()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    losses.rl_loss(losses.token_logprobs(model, batch), batch["target_mask"], batch["returns"]).backward()
+    objective.rl_loss(losses.token_logprobs(model, batch), batch["target_mask"], batch["returns"]).backward()
     opt.step()
     after = logp()
     assert (after > before) if ret > 0 else (after < before)
@@ -255,6 +256,47 @@ def test_alternation_schedule():
     assert schedule(5, 2) == ["rl", "rl", "ce", "rl", "rl", "ce", "rl"]
     assert schedule(3, 0) == ["rl"] * 3
     assert [step_kind(s, 3) for s in range(8)] == ["rl", "rl", "rl", "ce"] * 2
+
+
+# -- where batches come from ----------------------------------------------------------------------
+
+def test_fixed_batches_plan_is_a_function_of_the_seed_and_the_step():
+    src = FixedBatches({"rl": list("abcde"), "ce": list("XYZ")}, epochs=2, batch_size=2, seed=3,
+                       kinds=lambda n: schedule(n, 1))
+    src.bind(2)  # 5 samples in micro-batches of 2: 3 per epoch, 2 per step -> 3 RL steps
+    assert len(src) == 6 and [src.step(s).kind for s in range(6)] == ["rl", "ce"] * 3
+
+    def micro(items, seed, k):  # micro-batch k: a slice of epoch k // per_epoch's seeded permutation
+        epoch, pos = divmod(k, -(-len(items) // 2))
+        perm = torch.randperm(len(items), generator=torch.Generator().manual_seed(seed * 1_000_003 + epoch))
+        return [items[i] for i in perm.tolist()[pos * 2:pos * 2 + 2]]
+
+    for s, j in ((0, 0), (2, 1), (4, 2)):  # the j-th RL step reads micro-batches 2j, 2j + 1
+        assert src.step(s).micro_batches == [micro(list("abcde"), 3, 2 * j), micro(list("abcde"), 3, 2 * j + 1)]
+    assert src.step(3).micro_batches == [micro(list("XYZ"), 3 + 7919, 2), micro(list("XYZ"), 3 + 7919, 3)]
+    assert [s for s in range(6) if src.ends_epoch(s)] == [2, 4]  # step 2 reads epoch 0's last batch
+    # the critic's grouping: steps within an epoch, its last step with what is left
+    within = FixedBatches({"c": list(range(5))}, epochs=2, batch_size=2, seed=3, cross_epochs=False)
+    within.bind(2)
+    assert len(within) == 4 and [len(within.step(s).micro_batches) for s in range(4)] == [2, 1, 2, 1]
+    assert [s for s in range(4) if within.ends_epoch(s)] == [1, 3]
+    assert within.step(2).micro_batches == [micro(list(range(5)), 3, 3), micro(list(range(5)), 3, 4)]
+
+
+def test_the_trainer_asks_for_a_step_only_after_the_previous_update(tmp_path, tiny_chat_dir, train_problems,
+                                                                   monkeypatch):
+    """What a round-by-round source relies on: step s is planned after step s - 1's update."""
+    events, real = [], FixedBatches.step
+
+    def step(self, s):
+        events.append(("plan", s))
+        return real(self, s)
+
+    monkeypatch.setattr(FixedBatches, "step", step)
+    cfg = SFTConfig(model=str(tiny_chat_dir), epochs=1, batch_size=1, grad_accum=1, **QUIET)
+    train_sft(train_problems[:3], tmp_path, cfg, on_step=lambda s: events.append(("done", s)),
+              echo=lambda *_: None)
+    assert events == [("plan", 0), ("done", 1), ("plan", 1), ("done", 2), ("plan", 2), ("done", 3)]
 
 
 # -- the stages end to end ------------------------------------------------------------------------
@@ -427,10 +469,12 @@ def test_a_budget_finishes_a_run_and_a_larger_one_continues_it(tmp_path, tiny_ch
 
 # -- bad input ------------------------------------------------------------------------------------
 
-def test_learning_rate_zero_is_a_config_error():
+def test_learning_rate_zero_or_infinite_is_a_config_error():
     for cls, key in ((SFTConfig, "sft.lr"), (RLConfig, "rl.lr")):
         with pytest.raises(ConfigError, match=key):
             cls(lr=0)
+        with pytest.raises(ConfigError, match=key + ": must be a finite number > 0, got inf"):
+            cls(lr=float("inf"))  # it would train a NaN model
     with pytest.raises(ConfigError, match="rl.origins"):
         RLConfig(origins=["gold"])
     with pytest.raises(ConfigError, match="best_metric"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import ConfigError, opt, validate
+from ..training.options import check_learning_rate, device_option, progress_option, threads_option
 
 #: settings that do not change what training computes (resuming under other values is fine)
 NOT_FINGERPRINTED = ("max_steps", "save_every", "keep_checkpoints", "eval_batch_size", "log_every",
@@ -63,8 +64,8 @@ class CriticConfig:
     epochs: int = opt(10, "Passes over the training set.", ge=1)
     batch_size: int = opt(16, "Programs per micro-batch.", ge=1)
     grad_accum: int = opt(1, "Micro-batches per optimizer step.", ge=1)
-    lr: float | None = opt(None, "Learning rate (default per mode: head 1e-3, top 1e-4, lora 2e-4, "
-                           "full 2e-5, the paper's).", gt=0)
+    lr: float | None = opt(None, "Learning rate (finite, > 0; default per mode: head 1e-3, top 1e-4, "
+                           "lora 2e-4, full 2e-5, the paper's).", gt=0)
     weight_decay: float = opt(0.0, "AdamW weight decay.", ge=0)
     warmup_ratio: float = opt(0.05, "Share of the optimizer steps with a linear warm-up.", ge=0, lt=1)
     max_grad_norm: float = opt(1.0, "Gradient clipping (0: none).", ge=0)
@@ -81,24 +82,25 @@ class CriticConfig:
                          "AUROC difference critic - feature baseline.", ge=10)
     bootstrap_seed: int = opt(0, "Seed of the bootstrap.", ge=0)
     # -- running (not part of the fingerprint) ----------------------------------------------------
-    max_steps: int | None = opt(None, "Stop after this many optimizer steps in all (a budget; a "
-                                "rerun continues).", ge=1)
+    max_steps: int | None = opt(None, "Stop after this many optimizer steps in all (a budget: the "
+                                "run ends there validated and complete; a rerun with a larger "
+                                "budget continues it).", ge=1)
     save_every: int = opt(200, "Write a resumable checkpoint every N optimizer steps (and at "
-                          "every epoch's end; 0: only there).", ge=0)
+                          "every validation: every epoch's end; 0: only there).", ge=0)
     keep_checkpoints: int = opt(1, "Resumable checkpoints kept (the newest); best/ is kept apart.",
                                 ge=1)
     log_every: int = opt(10, "Log the training loss every N optimizer steps.", ge=1)
     eval_batch_size: int = opt(32, "Programs per batch in evaluation and feature caching.", ge=1)
+    device: str = device_option()
+    threads: int | None = threads_option()
+    progress: bool = progress_option()
     share_prompt: bool = opt(True, "Causal backbones without gradients (caching, evaluation): "
                              "run a problem's prompt once and reuse its KV cache for all its "
                              "programs (same result, ~3x fewer tokens).")
-    device: str = opt("auto", "auto (accelerate's choice: a GPU when there is one), cpu, cuda.",
-                      choices=("auto", "cpu", "cuda"))
-    threads: int | None = opt(None, "Torch CPU threads (default: torch's choice).", ge=1)
-    progress: bool = opt(True, "Show a progress bar.", cli=False)
 
     def __post_init__(self) -> None:
         validate(self, "critic")
+        check_learning_rate(self.lr, "critic")
         if not self.lora_targets:
             raise ConfigError("critic.lora_targets: needs at least one module name (or all-linear)")
         if self.val_fold and self.val_fraction <= 0:

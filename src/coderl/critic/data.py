@@ -20,12 +20,14 @@
   the next share of the shuffled ids is a test split: the best epoch is chosen on validation and
   reported on test, so the reported numbers carry no selection bias.
 
-Errors: an empty training set, or a split with no ``passed`` program at all (nothing to learn,
-AUROC undefined), is a ``CriticError`` naming the files. A single *problem* with no passed program
-is normal (hard problems) and, for a training problem, gives a warning, listed in
-``TrainingData.warnings`` (gold programs normally give every training problem one; held-out
-problems carry no gold, so most of them have none: no warning); with ``require_pass`` a training
-problem without one is an error.
+Errors: an empty training set, an empty validation (or test) split when ``val_fraction`` (or
+``test_fraction``) asks for one (its problems had gold programs only, which held-out splits leave
+out), or a split with no ``passed`` program at all (nothing to learn, AUROC undefined), is a
+``CriticError`` naming the files and the counts. Warnings, listed in ``TrainingData.warnings``:
+most selected problems have no sampled program (the critic would learn mostly from gold
+programs: the samples are of other problems); a training problem with no passed program (normal
+for hard problems; gold programs normally give every training problem one; held-out problems
+carry no gold, so most of them have none: no warning; with ``require_pass`` it is an error).
 """
 
 from __future__ import annotations
@@ -35,7 +37,7 @@ import random
 from collections import Counter, defaultdict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 from ..execution.codes import CRITIC_CLASS, OUTCOMES, PASSED
 from ..records import join
@@ -161,6 +163,7 @@ def build_training_data(problems, samples_path: str | Path, results_path: str | 
     for s, r in pairs:
         per_problem[s.problem_id].append(Example(s.problem_id, s.index, s.origin, s.program,
                                                  r["outcome"]))
+    sampled = {pid for pid, exs in per_problem.items() if any(e.origin != "gold" for e in exs)}
     if include_gold:
         for pid, p in by_id.items():
             exs = per_problem.get(pid, [])
@@ -176,6 +179,10 @@ def build_training_data(problems, samples_path: str | Path, results_path: str | 
     held_out, tested = split_problems3([pid for pid, exs in per_problem.items() if exs], val_fraction,
                                        test_fraction, split_seed, fold=val_fold)
     train, val, test, warnings = [], [], [], []
+    if 2 * len(sampled) < len(by_id):
+        warnings.append(f"only {len(sampled)} of the {len(by_id)} selected problems have sampled "
+                        f"programs in {samples_path}: the critic learns mostly from gold programs "
+                        "(select the problems the samples are of)")
     order = [p.id for p in problems if per_problem.get(p.id)]
     for pid in order:
         split = "validation" if pid in held_out else "test" if pid in tested else "train"
@@ -195,6 +202,11 @@ def build_training_data(problems, samples_path: str | Path, results_path: str | 
     if not train:
         raise CriticError(f"empty training set: every problem with programs in {samples_path} "
                           "was held out for validation; lower val_fraction or add problems")
+    for name, frac, held, exs in (("validation", val_fraction, held_out, val),
+                                  ("test", test_fraction, tested, test)):
+        if frac > 0 and not exs:
+            raise CriticError(_empty_split(name, frac, len(held), len(order), len(sampled), len(by_id),
+                                           samples_path))
     for name, exs in (("train", train), ("validation", val), ("test", test)):
         if exs and not any(e.outcome == PASSED for e in exs):
             raise CriticError(f"{results_path}: the {name} split ({len(exs)} programs of "
@@ -206,3 +218,20 @@ def build_training_data(problems, samples_path: str | Path, results_path: str | 
                               f"({exs[0].outcome}); the critic needs programs of at least two classes")
     return TrainingData(train=train, validation=val, test=test, warnings=warnings,
                         samples_path=str(samples_path), results_path=str(results_path))
+
+
+def _empty_split(name: str, fraction: float, held: int, with_programs: int, sampled: int, selected: int,
+                 samples_path) -> str:
+    if not held:
+        why = f"no problem could be held out of the {with_programs} with programs (a split needs 2)"
+    else:
+        why = (f"its {held} problems (of the {with_programs} with programs) have no sampled program, "
+               "and a held-out problem's gold programs are left out (gold_in_validation keeps them)")
+    return (f"{samples_path}: the {name} split is empty ({name} fraction {fraction}): {why}; "
+            f"{sampled} of the {selected} selected problems have sampled programs. Select the problems "
+            f"that were sampled, or set {'val' if name == 'validation' else 'test'}_fraction: 0 (no "
+            f"{name} metrics)")
+
+
+# benchmarks/critic_ranking.py joins samples and results under this name
+join_samples_results = join

@@ -404,21 +404,11 @@ class CriticModel(nn.Module):
     def save_pretrained(self, path: str | Path) -> Path:
         """Write the critic into ``path`` (replaced atomically: a temporary sibling directory
         renamed into place)."""
-        from safetensors.torch import save_file
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
         try:
-            head = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
-            save_file(head, str(tmp / HEAD_FILE), metadata={"format": "pt"})
-            self.tokenizer.save_pretrained(tmp)
-            mode = self.settings.mode
-            if mode in ("top", "full"):
-                self.backbone.save_pretrained(tmp / BACKBONE_DIR, safe_serialization=True)
-            elif mode == "lora":
-                self._peft.save_pretrained(str(tmp / ADAPTER_DIR))
-            (tmp / CONFIG_FILE).write_text(json.dumps(asdict(self.settings), indent=1) + "\n")
+            self.save_files(tmp)
             if path.exists():
                 old = path.with_name(f".{path.name}.old-{os.getpid()}")
                 os.replace(path, old)
@@ -430,6 +420,22 @@ class CriticModel(nn.Module):
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return path
+
+    def save_files(self, directory: str | Path) -> None:
+        """Write the critic's files into the existing ``directory`` (not atomic: a checkpoint
+        writer makes the directory atomic; :meth:`save_pretrained` is)."""
+        from safetensors.torch import save_file
+
+        directory = Path(directory)
+        head = {k: v.detach().cpu().contiguous() for k, v in self.head.state_dict().items()}
+        save_file(head, str(directory / HEAD_FILE), metadata={"format": "pt"})
+        self.tokenizer.save_pretrained(directory)
+        mode = self.settings.mode
+        if mode in ("top", "full"):
+            self.backbone.save_pretrained(directory / BACKBONE_DIR, safe_serialization=True)
+        elif mode == "lora":
+            self._peft.save_pretrained(str(directory / ADAPTER_DIR))
+        (directory / CONFIG_FILE).write_text(json.dumps(asdict(self.settings), indent=1) + "\n")
 
     @classmethod
     def read_settings(cls, path: str | Path) -> CriticSettings:

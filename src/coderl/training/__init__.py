@@ -1,4 +1,5 @@
-"""coderl.training: the actor's SFT warm-up and CodeRL's critic-weighted policy gradient.
+"""coderl.training: the actor's SFT warm-up and CodeRL's critic-weighted policy gradient, and the
+one Trainer every training stage runs on (the critic's too).
 
     from coderl.training import SFTConfig, RLConfig, train_sft, train_rl
 
@@ -7,15 +8,17 @@
              scores_path=...)                                     # -> <run>/rl/
 
 Modules: ``sft_config`` / ``sft_trainer``, ``rl_config`` / ``rl_trainer`` (the stages),
-``data`` (training examples in generation's prompt format), ``losses`` (SFT and RL losses),
-``rewards`` (reward callables), ``engine`` (the accelerate loop), ``checkpoint`` (save/resume).
+``objective`` (CodeRL's objective: baseline, relative return, q̂ weights, L_rl, the CE
+alternation), ``data`` (training examples in generation's prompt format), ``losses`` (token
+log-probs, the cross-entropy loss, batching), ``rewards`` (reward callables), ``actor`` (the
+actor's model, validation and saved form as a Trainer task), ``engine`` (the Trainer: the
+accelerate loop), ``task`` (what a stage supplies to it), ``batches`` (where its batches come
+from), ``checkpoint`` (save/resume), ``options`` (options every trainer config shares).
 """
 
 from __future__ import annotations
 
 from .base_config import TrainerConfig
-from .data import Example, TrainingError, build_gold_examples, build_rl_examples
-from .rewards import coderl_reward, relative_return
 from .rl_config import RLConfig
 from .sft_config import SFTConfig
 
@@ -23,14 +26,19 @@ __all__ = ["SFTConfig", "RLConfig", "TrainerConfig", "train_sft", "train_rl", "T
            "Example", "build_gold_examples", "build_rl_examples", "coderl_reward", "relative_return",
            "step_kind", "schedule", "SFT_DIR", "RL_DIR"]
 
+# the rest imports numpy or torch: loaded on first use, so that reading a config stays quick
+_LAZY = {
+    "TrainingError": "data", "Example": "data", "build_gold_examples": "data", "build_rl_examples": "data",
+    "coderl_reward": "rewards",
+    "relative_return": "objective", "step_kind": "objective", "schedule": "objective",
+    "train_sft": "sft_trainer", "SFT_DIR": "sft_trainer", "sft_dir": "sft_trainer",
+    "train_rl": "rl_trainer", "RL_DIR": "rl_trainer", "rl_dir": "rl_trainer", "resolve_init": "rl_trainer",
+}
 
-def __getattr__(name: str):  # the trainers import torch-heavy modules: only when used
-    if name in ("train_sft", "SFT_DIR", "sft_dir"):
-        from . import sft_trainer
 
-        return getattr(sft_trainer, name)
-    if name in ("train_rl", "RL_DIR", "rl_dir", "step_kind", "schedule", "resolve_init"):
-        from . import rl_trainer
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
 
-        return getattr(rl_trainer, name)
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
     raise AttributeError(f"module 'coderl.training' has no attribute {name!r}")

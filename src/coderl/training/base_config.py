@@ -2,7 +2,8 @@
 and how it trains (LoRA or full), the optimisation, validation and model selection, and running.
 
 Subclasses set :attr:`SECTION` (the YAML section and the prefix of error messages) and their own
-default learning rates; ``__post_init__`` validates every field (:func:`coderl.config.validate`).
+default learning rates; ``__post_init__`` validates every field (:func:`coderl.config.validate`;
+a learning rate must also be finite).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import ConfigError, opt, validate
+from .options import check_learning_rate, device_option, progress_option, threads_option
 
 #: settings that do not change what training computes (resuming under other values is fine)
 NOT_FINGERPRINTED = ("max_steps", "save_every", "keep_checkpoints", "log_every", "eval_batch_size",
@@ -46,7 +48,7 @@ class TrainerConfig:
                           "raise it on a GPU.", ge=1)
     grad_accum: int = opt(8, "Micro-batches per optimizer step (programs per step = batch_size x "
                           "grad_accum x processes).", ge=1)
-    lr: float | None = opt(None, "Learning rate (> 0; default per mode, see DEFAULT_LR).", gt=0)
+    lr: float | None = opt(None, "Learning rate (finite, > 0; default per mode, see DEFAULT_LR).", gt=0)
     weight_decay: float = opt(0.0, "AdamW weight decay.", ge=0)
     warmup_ratio: float = opt(0.05, "Share of the optimizer steps with a linear warm-up.", ge=0, lt=1)
     lr_schedule: str = opt("linear", "Decay after the warm-up.", choices=("linear", "cosine", "constant"))
@@ -86,13 +88,13 @@ class TrainerConfig:
                                 "every step, so freed activations go back to the system instead of "
                                 "piling up as fragmentation (the peak RSS of LoRA RL on the default "
                                 "model: see benchmarks/training.py).")
-    device: str = opt("auto", "auto (accelerate's choice: a GPU when there is one), cpu, cuda.",
-                      choices=("auto", "cpu", "cuda"))
-    threads: int | None = opt(None, "Torch CPU threads (default: torch's choice).", ge=1)
-    progress: bool = opt(True, "Show a progress bar.", cli=False)
+    device: str = device_option()
+    threads: int | None = threads_option()
+    progress: bool = progress_option()
 
     def __post_init__(self) -> None:
         validate(self, self.SECTION)
+        check_learning_rate(self.lr, self.SECTION)
         if self.mode == "lora" and not self.lora_targets:
             raise ConfigError(f"{self.SECTION}.lora_targets: needs at least one module name (or all-linear)")
         if self.best_metric == "pass@1" and not self.val_pass_every:

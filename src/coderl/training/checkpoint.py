@@ -1,19 +1,21 @@
-"""Checkpoints shared by both actor trainers: the model in a format ``load_model`` reads, plus
-what a resumed run needs to continue as if it had never stopped.
+"""Checkpoints of every training run (SFT, RL, the critic): the model in a format its readers
+load, plus what a resumed run needs to continue as if it had never stopped.
 
 A checkpoint directory ``<stage>/checkpoints/step-NNNNNN/`` holds
 
-* the model: a Hugging Face checkpoint (``config.json`` + safetensors + tokenizer; mode full) or
-  a peft adapter (``adapter_config.json`` + ``adapter_model.safetensors``, whose
-  ``base_model_name_or_path`` is a model spec :func:`coderl.models.load_model` resolves:
-  ``default``, an absolute directory, ...; mode lora), so that ``coderl generate --model
-  <checkpoint>`` works on any of them;
+* the model, written by the stage's task: for the actor a Hugging Face checkpoint
+  (``config.json`` + safetensors + tokenizer; mode full) or a peft adapter
+  (``adapter_config.json`` + ``adapter_model.safetensors``, whose ``base_model_name_or_path`` is a
+  model spec :func:`coderl.models.load_model` resolves), so that ``coderl generate --model
+  <checkpoint>`` works on any of them; for the critic what ``CriticModel.from_pretrained`` reads;
 * ``trainer_state.pt``: optimizer, scheduler, RNG states (python, numpy, torch, CUDA), the
-  trainer's counters and history, and the model's *signature* (class, sizes) so that a
-  checkpoint of another architecture is refused with a clear error.
+  trainer's counters and history, the batch source's state, and the model's *signature* (class,
+  sizes) so that a checkpoint of another architecture is refused with a clear error;
+* ``progress.json``: the step, the run's total steps and whether it stopped early (what tells a
+  finished run from one a larger ``max_steps`` continues, without loading the state).
 
 Writes are atomic (a temporary sibling directory renamed into place), so a kill leaves either the
-old checkpoint or the new one. :func:`publish_model` puts a model at the top of the stage
+old checkpoint or the new one. :func:`publish_model` puts an actor model at the top of the stage
 directory (``<run>/sft/``, ``<run>/rl/``: the selected model) file by file.
 """
 
@@ -26,7 +28,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -35,6 +37,7 @@ from .data import TrainingError
 
 CHECKPOINTS_DIR = "checkpoints"
 STATE_FILE = "trainer_state.pt"
+PROGRESS_FILE = "progress.json"     # {"step", "total_steps", "stopped_early"}
 INFO_FILE = "coderl_training.json"   # what the model is: stage, step, base spec, mode
 #: files of a saved model (what publish_model replaces at the top of a stage directory)
 MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "model*.safetensors",
@@ -69,9 +72,8 @@ def model_signature(model) -> dict[str, Any]:
             "parameters": int(sum(p.numel() for p in base.parameters()))}
 
 
-def check_signature(saved: dict[str, Any] | None, model, where: Path) -> None:
-    now = model_signature(model)
-    if saved and saved != now:
+def check_signature(saved: dict[str, Any] | None, now: dict[str, Any] | None, where: Path) -> None:
+    if saved and now and saved != now:
         diffs = "; ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in now
                           if saved.get(k) != now.get(k))
         raise TrainingError(f"{where}: this checkpoint belongs to another model architecture "
@@ -166,19 +168,21 @@ def load_weights(model, ck: str | Path) -> None:
                             f"unexpected {list(res.unexpected_keys)[:3]})")
 
 
-def save_checkpoint(stage_dir: str | Path, step: int, model, tokenizer, *, optimizer, scheduler,
-                    trainer: dict[str, Any], base_spec: str | None, keep: int,
-                    info: dict[str, Any] | None = None) -> Path:
-    """Write ``checkpoints/step-NNNNNN/`` atomically and keep the newest ``keep``."""
+def save_checkpoint(stage_dir: str | Path, step: int, write_model: Callable[[Path], None], *, optimizer,
+                    scheduler, trainer: dict[str, Any], progress: dict[str, Any], keep: int,
+                    signature: dict[str, Any] | None = None, source: dict[str, Any] | None = None) -> Path:
+    """Write ``checkpoints/step-NNNNNN/`` atomically (the model by ``write_model(directory)``)
+    and keep the newest ``keep``."""
     d = Path(stage_dir) / CHECKPOINTS_DIR
     d.mkdir(parents=True, exist_ok=True)
     final = d / checkpoint_name(step)
     tmp = Path(tempfile.mkdtemp(dir=d, prefix=f".{final.name}.tmp-"))
     try:
-        save_model(model, tokenizer, tmp, base_spec=base_spec, info={**(info or {}), "step": step})
+        write_model(tmp)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                    "trainer": trainer, "rng": rng_state(), "signature": model_signature(model)},
-                   tmp / STATE_FILE)
+                    "trainer": trainer, "rng": rng_state(), "signature": signature,
+                    "source": source or {}}, tmp / STATE_FILE)
+        (tmp / PROGRESS_FILE).write_text(json.dumps(progress) + "\n")
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
@@ -190,17 +194,19 @@ def save_checkpoint(stage_dir: str | Path, step: int, model, tokenizer, *, optim
     return final
 
 
-def load_checkpoint(ck: str | Path, model, *, optimizer, scheduler) -> dict[str, Any]:
-    """Restore weights, optimizer and scheduler from ``ck``; return the saved state (its
-    ``trainer`` counters and ``rng``, which the caller restores when the loop starts)."""
+def load_checkpoint(ck: str | Path, load_model: Callable[[Path], None], *, optimizer, scheduler,
+                    signature: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Restore weights (by ``load_model(directory)``), optimizer and scheduler from ``ck``;
+    return the saved state (its ``trainer`` counters, ``source`` state and ``rng``, which the
+    caller restores when the loop starts)."""
     ck = Path(ck)
     try:
         saved = torch.load(ck / STATE_FILE, weights_only=True)
     except Exception as e:  # noqa: BLE001 - a torn or foreign file
         raise TrainingError(f"{ck / STATE_FILE}: unreadable trainer state ({type(e).__name__}: "
                             f"{str(e)[:200]}); delete the checkpoint to resume from an older one") from None
-    check_signature(saved.get("signature"), model, ck)
-    load_weights(model, ck)
+    check_signature(saved.get("signature"), signature, ck)
+    load_model(ck)
     try:
         optimizer.load_state_dict(saved["optimizer"])
     except (ValueError, KeyError, RuntimeError) as e:
@@ -208,6 +214,14 @@ def load_checkpoint(ck: str | Path, model, *, optimizer, scheduler) -> dict[str,
                             f"parameters ({e}); was it trained in another mode?") from None
     scheduler.load_state_dict(saved["scheduler"])
     return saved
+
+
+def read_progress(ck: str | Path) -> dict[str, Any] | None:
+    """A checkpoint's ``progress.json`` (None when it has none)."""
+    try:
+        return json.loads((Path(ck) / PROGRESS_FILE).read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def publish_model(model, tokenizer, stage_dir: str | Path, *, base_spec: str | None,

@@ -12,23 +12,18 @@ A training example reproduces exactly what generation sees and writes:
   token otherwise (and always for encoder-decoders) — so the model learns to stop;
 * the **target** of a sampled program (RL) is the model's own text ``Sample.raw`` (what was
   sampled after the prompt, stop string included) plus the end-of-sequence token when the sample
-  ended with one (``finish == "eos"``).
+  ended with one (``finish == "eos"``); its return and per-token weights are CodeRL's
+  (:mod:`coderl.training.objective`: the greedy baseline, the relative return, the critic's q̂
+  carried onto the sampled tokens).
 
 Gold programs that do not start with the pre-filled ``def <entry_point>(`` (MBPP: 103 of the 374
 train programs, which import or define helpers first) are trained with the code before the
 function moved after it (``gold_reorder``; Python resolves those names at call time), or skipped.
-
-Critic token values (:mod:`coderl.critic.scores`) are per token of ``Sample.program`` with
-character offsets into it; :func:`align_weights` maps them onto the tokens of ``Sample.raw``
-(the program is the raw text cut at the stop string, the prefix in front, scaffolding dropped):
-each raw token gets the mean q̂ of the program characters it covers; tokens that cover none (the
-closing fence, dropped ``assert`` lines, the end token) take the value of the token before them.
 """
 
 from __future__ import annotations
 
 import ast
-import difflib
 import hashlib
 import json
 import math
@@ -43,7 +38,7 @@ import numpy as np
 from ..io import RecordError
 from ..models.prompts import FENCE, Prompt, build_prompt
 from ..records import join
-from .rewards import relative_return
+from .objective import align_weights, greedy_baselines, relative_return
 
 
 class TrainingError(RuntimeError):
@@ -169,48 +164,12 @@ def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool,
     return out, dict(counts)
 
 
-# -- critic token values onto the raw tokens ----------------------------------------------------
-
-def align_weights(raw: str, raw_offsets: Sequence[tuple[int, int]], program: str,
-                  q: np.ndarray, offsets: np.ndarray, n_targets: int) -> list[float]:
-    """q̂ for each of ``n_targets`` target tokens (the raw text's tokens, with their character
-    ``raw_offsets``, then maybe an end token): the critic's per-program-token values ``q`` with
-    their character spans ``offsets`` in ``program``, mapped through a character alignment of raw
-    and program (see the module docstring)."""
-    qc = np.full(len(program), np.nan)
-    for v, (a, b) in zip(np.asarray(q, dtype=np.float64), np.asarray(offsets).reshape(-1, 2)):
-        if b > a:
-            qc[max(0, a):min(len(program), b)] = v
-    to_prog = np.full(len(raw), -1, dtype=np.int64)
-    for blk in difflib.SequenceMatcher(None, raw, program, autojunk=False).get_matching_blocks():
-        if blk.size:
-            to_prog[blk.a:blk.a + blk.size] = np.arange(blk.b, blk.b + blk.size)
-    w = np.full(n_targets, np.nan)
-    for t, (a, b) in enumerate(list(raw_offsets)[:n_targets]):
-        idx = to_prog[a:b]
-        vals = qc[idx[idx >= 0]] if len(idx) else np.array([])
-        vals = vals[np.isfinite(vals)] if len(vals) else vals
-        if len(vals):
-            w[t] = float(vals.mean())
-    finite = np.flatnonzero(np.isfinite(w))
-    if not len(finite):
-        return [1.0] * n_targets
-    last = w[finite[0]]
-    for t in range(n_targets):  # forward fill (leading gaps: the first value)
-        if np.isfinite(w[t]):
-            last = w[t]
-        else:
-            w[t] = last
-    return [float(x) for x in w]
-
-
 # -- RL examples ---------------------------------------------------------------------------------
 
 @dataclass
 class RLData:
     examples: list[Example]
     stats: dict[str, Any] = field(default_factory=dict)
-    warnings: list[str] = field(default_factory=list)
 
 
 def build_rl_examples(problems: Sequence, samples_path: str | Path, results_path: str | Path,
@@ -228,23 +187,13 @@ def build_rl_examples(problems: Sequence, samples_path: str | Path, results_path
     results = {s.key: r for s, r in pairs}
     if not samples:
         raise RecordError(samples_path, None, "no samples of the selected problems")
-
-    rewards: dict[tuple[str, int], float] = {}
-    baseline: dict[str, float] = {}
-    for s in samples:
-        r = float(reward(by_id[s.problem_id], s.program, results[s.key]))
-        if not math.isfinite(r):
-            raise TrainingError(f"{results_path}: the reward of (problem_id={s.problem_id!r}, "
-                                f"index={s.index}) is {r}")
-        rewards[s.key] = r
-        if s.origin == "greedy" and s.problem_id not in baseline:
-            baseline[s.problem_id] = r
+    rewards = _rewards(samples, results, by_id, reward, results_path)
+    baseline = greedy_baselines(samples, rewards)
 
     prompts: dict[str, Prompt] = {}
     prompt_ids: dict[str, list[int]] = {}
     out: list[Example] = []
     counts: Counter = Counter()
-    outcomes: Counter = Counter()
     for s in samples:
         counts[f"origin_{s.origin}"] += 1
         if s.origin not in origins:
@@ -269,58 +218,84 @@ def build_rl_examples(problems: Sequence, samples_path: str | Path, results_path
         text = s.prompt or prompt.text
         if text not in prompt_ids:
             prompt_ids[text] = encode_prompt(tokenizer, text, is_encoder_decoder, max_prompt_tokens)
-        add_eos = s.finish == "eos"
-        if s.raw or s.finish:
-            raw = s.raw
-        else:  # a program written without the model's text (hand-made, refined): rebuild it
-            counts["rebuilt_from_program"] += 1
-            raw = gold_continuation(p, prompt, s.program, True) or s.program
-            end, add_eos = end_of_program(prompt, is_encoder_decoder)
-            raw += end
-        enc = tokenizer(raw, add_special_tokens=False, return_offsets_mapping=True) if raw else None
-        tids = list(enc.input_ids) if enc is not None else []
-        if add_eos and tokenizer.eos_token_id is not None:
-            tids.append(int(tokenizer.eos_token_id))
+        raw, enc, tids = _trajectory(s, p, prompt, tokenizer, is_encoder_decoder, counts)
         if not tids:
             counts["skipped_empty"] += 1
             continue
         tids = tids[:max_target_tokens]
         weights = None
         if scores is not None:
-            sc = scores.get(s.key)
-            if sc is None:
-                raise RecordError(samples_path, None, f"sample (problem_id={s.problem_id!r}, "
-                                  f"index={s.index}) has no critic scores; score the samples "
-                                  "again (coderl critic-score) or train with critic_weights=false")
-            if program_hash is not None and getattr(sc, "program_hash", "") and \
-                    sc.program_hash != program_hash(s.program):
-                raise RecordError(samples_path, None, f"the critic scores of (problem_id="
-                                  f"{s.problem_id!r}, index={s.index}) are of another program "
-                                  "(stale scores): score the samples again")
-            res_outcome = results[s.key]["outcome"]
-            if getattr(sc, "outcome", None) not in (None, res_outcome):
-                raise RecordError(samples_path, None, f"the critic scores of (problem_id="
-                                  f"{s.problem_id!r}, index={s.index}) are for outcome "
-                                  f"{sc.outcome!r} but its result is {res_outcome!r} (stale "
-                                  "scores): score the samples again")
-            q = np.asarray(sc.q_outcome, dtype=np.float64)
-            if len(q) and not np.isfinite(q).all():
-                raise RecordError(samples_path, None, f"the critic scores of (problem_id="
-                                  f"{s.problem_id!r}, index={s.index}) have no q̂ of the actual "
-                                  "outcome (scored before execution?): score them again")
+            q, offsets = _critic_values(s, scores.get(s.key), results[s.key]["outcome"], program_hash,
+                                        samples_path)
             offs = list(enc.offset_mapping) if enc is not None else []
-            weights = align_weights(raw, offs, s.program, q, np.asarray(sc.offsets), len(tids))
-        outcomes[results[s.key]["outcome"]] += 1
+            weights = align_weights(raw, offs, s.program, q, offsets, len(tids))
         out.append(Example(s.problem_id, s.index, "sample", prompt_ids[text], tids, weights, ret,
                            rewards[s.key], b, results[s.key]["outcome"], s.origin))
+    return RLData(out, _rl_stats(out, counts, scores is not None))
+
+
+def _rewards(samples: Sequence, results: Mapping, by_id: Mapping, reward: Callable,
+             results_path) -> dict[tuple[str, int], float]:
+    """``r(W)`` of every sample (a non-finite reward is an error naming the sample)."""
+    rewards: dict[tuple[str, int], float] = {}
+    for s in samples:
+        r = float(reward(by_id[s.problem_id], s.program, results[s.key]))
+        if not math.isfinite(r):
+            raise TrainingError(f"{results_path}: the reward of (problem_id={s.problem_id!r}, "
+                                f"index={s.index}) is {r}")
+        rewards[s.key] = r
+    return rewards
+
+
+def _trajectory(s, problem, prompt: Prompt, tokenizer, is_encoder_decoder: bool, counts: Counter):
+    """(the sampled text, its tokenization with offsets or None, its target ids with the end
+    token when the sample ended with one); a program written without the model's text
+    (hand-made, refined) is rebuilt as generation would have written it."""
+    add_eos = s.finish == "eos"
+    if s.raw or s.finish:
+        raw = s.raw
+    else:
+        counts["rebuilt_from_program"] += 1
+        raw = gold_continuation(problem, prompt, s.program, True) or s.program
+        end, add_eos = end_of_program(prompt, is_encoder_decoder)
+        raw += end
+    enc = tokenizer(raw, add_special_tokens=False, return_offsets_mapping=True) if raw else None
+    tids = list(enc.input_ids) if enc is not None else []
+    if add_eos and tokenizer.eos_token_id is not None:
+        tids.append(int(tokenizer.eos_token_id))
+    return raw, enc, tids
+
+
+def _critic_values(s, sc, outcome: str, program_hash: Callable[[str], str] | None,
+                   samples_path) -> tuple[np.ndarray, np.ndarray]:
+    """The critic's q̂ of ``s``'s actual outcome per program token, and the tokens' character
+    spans; missing or stale scores are errors naming the sample."""
+    where = f"(problem_id={s.problem_id!r}, index={s.index})"
+    if sc is None:
+        raise RecordError(samples_path, None, f"sample {where} has no critic scores; score the samples "
+                          "again (coderl critic-score) or train with critic_weights=false")
+    if program_hash is not None and getattr(sc, "program_hash", "") and sc.program_hash != program_hash(s.program):
+        raise RecordError(samples_path, None, f"the critic scores of {where} are of another program "
+                          "(stale scores): score the samples again")
+    if getattr(sc, "outcome", None) not in (None, outcome):
+        raise RecordError(samples_path, None, f"the critic scores of {where} are for outcome "
+                          f"{sc.outcome!r} but its result is {outcome!r} (stale scores): score the "
+                          "samples again")
+    q = np.asarray(sc.q_outcome, dtype=np.float64)
+    if len(q) and not np.isfinite(q).all():
+        raise RecordError(samples_path, None, f"the critic scores of {where} have no q̂ of the actual "
+                          "outcome (scored before execution?): score them again")
+    return q, np.asarray(sc.offsets)
+
+
+def _rl_stats(out: list[Example], counts: Counter, critic: bool) -> dict[str, Any]:
     rets = [e.ret for e in out]
-    stats = {**dict(counts), "examples": len(out), "problems": len({e.problem_id for e in out}),
-             "outcomes": dict(outcomes),
-             "mean_reward": round(float(np.mean([e.reward for e in out])), 6) if out else None,
-             "mean_return": round(float(np.mean(rets)), 6) if out else None,
-             "positive_returns": sum(r > 0 for r in rets), "negative_returns": sum(r < 0 for r in rets),
-             "q_hat": "critic" if scores is not None else "ones"}
-    return RLData(out, stats)
+    return {**dict(counts), "examples": len(out), "problems": len({e.problem_id for e in out}),
+            "outcomes": dict(Counter(e.outcome for e in out)),
+            "mean_reward": round(float(np.mean([e.reward for e in out])), 6) if out else None,
+            "mean_return": round(float(np.mean(rets)), 6) if out else None,
+            "positive_returns": sum(r > 0 for r in rets), "negative_returns": sum(r < 0 for r in rets),
+            "q_hat": "critic" if critic else "ones"}
 
 
 def examples_digest(examples: Sequence[Example]) -> str:

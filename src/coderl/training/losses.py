@@ -9,20 +9,19 @@
 * :func:`token_logprobs`: ``log p(w_t | w_<t, D)`` of every target token, ``(B, T)``, computed as
   ``logit[w_t] - logsumexp(logits)`` (no vocabulary-sized log-softmax kept for the backward pass).
 * :func:`sft_loss`: the mean negative log-likelihood of the target tokens (prompt and padding
-  contribute nothing).
-* :func:`rl_loss`: CodeRL's ``L_rl = - mean_t (r(W^s) - r(W^b)) q̂(w_t) log p(w_t | w_<t, D)``, the
-  mean over each sample's tokens, then over the samples.
-* :func:`kl_penalty`: the KL divergence to a reference model on the sampled tokens, with the
-  non-negative estimator ``exp(ref - logp) - (ref - logp) - 1`` (per token, averaged as rl_loss).
+  contribute nothing); the cross-entropy steps of SFT and RL.
+
+CodeRL's RL loss and the KL penalty are :mod:`coderl.training.objective`'s.
 """
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import torch
 
-from .data import Example
+if TYPE_CHECKING:
+    from .data import Example
 
 
 def collate(examples: Sequence[Example], *, pad_id: int, is_encoder_decoder: bool,
@@ -99,26 +98,11 @@ def token_logprobs(model, batch: dict[str, Any]) -> torch.Tensor:
     return chosen - torch.logsumexp(logits, dim=-1)
 
 
-def _masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+def masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``x`` where ``mask``, 0 elsewhere (padding and prompt positions of a target layout)."""
     return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean negative log-likelihood over the target tokens of the micro-batch."""
-    return -_masked(logprobs, mask).sum() / mask.sum().clamp(min=1)
-
-
-def rl_loss(logprobs: torch.Tensor, mask: torch.Tensor, returns: torch.Tensor,
-            weights: torch.Tensor | None = None) -> torch.Tensor:
-    """CodeRL's policy-gradient loss: ``- mean_samples mean_t (r(W^s) - r(W^b)) q̂(w_t) log p(w_t)``
-    (``weights`` = q̂, None: 1; ``returns`` = the relative returns, ``(B,)``)."""
-    w = mask.to(logprobs.dtype) if weights is None else _masked(weights.to(logprobs.dtype), mask)
-    per_sample = (returns.to(logprobs.dtype)[:, None] * w * _masked(logprobs, mask)).sum(1)
-    return -(per_sample / mask.sum(1).clamp(min=1)).mean()
-
-
-def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Estimated KL(policy || reference) on the sampled tokens, averaged like :func:`rl_loss`."""
-    d = _masked(ref_logprobs.detach() - logprobs, mask)
-    k = torch.exp(d) - d - 1
-    return (_masked(k, mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    return -masked(logprobs, mask).sum() / mask.sum().clamp(min=1)

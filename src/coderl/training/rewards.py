@@ -3,7 +3,8 @@
 :func:`coderl_reward` is CodeRL's table (compile error -1, runtime error -0.6, failed -0.3,
 passed +1; :class:`coderl.execution.outcome.Rewards`), optionally with RLTF's partial credit for
 failed programs (-0.3 + 1.3 x the share of tests passed). Any other callable of the same shape
-can be passed to :func:`coderl.training.train_rl` (``reward=``).
+can be passed to :func:`coderl.training.train_rl` (``reward=``). The baseline and the relative
+return built on it are :mod:`coderl.training.objective`'s.
 """
 
 from __future__ import annotations
@@ -24,10 +25,3 @@ def coderl_reward(partial_credit: bool = False, rewards: Rewards | None = None) 
 
     reward.table = table  # type: ignore[attr-defined]
     return reward
-
-
-def relative_return(reward: float, baseline: float | None, relative: bool = True) -> float:
-    """r(W^s) - r(W^b), with r(W^b) = 0 when there is no baseline (or ``relative`` is off)."""
-    if not relative or baseline is None:
-        return float(reward)
-    return float(reward) - float(baseline)

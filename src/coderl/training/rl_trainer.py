@@ -6,23 +6,30 @@
                        scores_path=run_dir / "critic_scores.npz")  # None: q̂ = 1
     lm = load_model(str(run_dir / "rl"))
 
-Data (:func:`coderl.training.data.build_rl_examples`): every sample of the chosen origins
-(``sampled`` by default) with its result; its reward ``r(W^s)`` from the rewards table
-(:mod:`coderl.training.rewards`), the greedy program of the same problem as the baseline
-``W^b`` (relative returns; ``r(W^b) = 0`` when there is none), the critic's token values
-``q̂(w_t)`` of the actual outcome aligned onto the sampled tokens (1 without scores or with
-``critic_weights=false``). The trajectory is the sample's own prompt and text (``prompt`` +
-``raw``, tokenized as generation tokenizes them): exactly what was sampled.
+The method, piece by piece, is :mod:`coderl.training.objective`; this stage applies it:
 
-Steps (:func:`step_kind`): RL steps on the samples,
-``L_rl = - mean_t (r(W^s) - r(W^b)) q̂(w_t) log p(w_t | w_<t, D)`` (+ ``kl_coef`` x KL to the
-starting model on the sampled tokens), with one cross-entropy step on the gold programs of the
-train problems after every ``ce_every`` RL steps. ``epochs`` counts passes over the samples.
+1. every sample of the chosen origins (``sampled`` by default) with its result gets its reward
+   ``r(W^s)`` (CodeRL's table, :mod:`coderl.training.rewards`), its problem's greedy program as
+   the baseline ``W^b`` and the **relative return** ``r(W^s) - r(W^b)`` (``r(W^b) = 0`` when there
+   is none), and the critic's token values ``q̂(w_t)`` of the actual outcome carried onto the
+   sampled tokens (1 without scores or with ``critic_weights=false``)
+   (:func:`coderl.training.data.build_rl_examples`). The trajectory is the sample's own prompt
+   and text (``prompt`` + ``raw``, tokenized as generation tokenizes them): exactly what was
+   sampled;
+2. RL steps (:meth:`RLTask.loss`) minimise
+   ``L_rl = - mean_t (r(W^s) - r(W^b)) q̂(w_t) log p(w_t | w_<t, D)`` (+ ``kl_coef`` x KL to the
+   starting model on the sampled tokens);
+3. one cross-entropy step on the gold programs of the train problems follows every ``ce_every``
+   RL steps (:func:`coderl.training.objective.schedule`). ``epochs`` counts passes over the
+   samples.
 
 Start (``init``): ``sft`` is this run's SFT model (``<run>/sft/``), or any model spec. A LoRA
 adapter given as init is merged into its base first, and new adapters train on top: the saved RL
-adapter's ``base_model_name_or_path`` is the init (an absolute path), so ``load_model(<run>/rl)``
-rebuilds base + SFT + RL, and with LoRA the KL reference is the adapters switched off.
+adapter's ``base_model_name_or_path`` is the init (relative, ``../sft``, for this run's own SFT
+model), so ``load_model(<run>/rl)`` rebuilds base + SFT + RL, and with LoRA the KL reference is
+the adapters switched off. The loop, checkpoints and resume are
+:class:`coderl.training.engine.Trainer`'s, the model and validation
+:class:`coderl.training.actor.ActorTask`'s.
 
 ``<run>/rl/`` holds what ``<run>/sft/`` holds (:mod:`coderl.training.sft_trainer`).
 """
@@ -30,15 +37,18 @@ rebuilds base + SFT + RL, and with LoRA the KL reference is the adapters switche
 from __future__ import annotations
 
 import shutil
+from functools import partial
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..config import ConfigError, fingerprint as config_fingerprint
 from ..models import load_model
 from ..rundir import RunDir, read_meta
-from . import losses
+from . import losses, objective
+from .actor import ActorTask, adapter_base_spec, load_validation_problems
+from .batches import FixedBatches
 from .data import TrainingError, build_gold_examples, build_rl_examples, examples_digest
-from .engine import Trainer, adapter_base_spec, load_validation_problems
+from .engine import LoopSettings, Trainer
 from .rewards import Reward, coderl_reward
 from .rl_config import NOT_FINGERPRINTED, RLConfig
 
@@ -47,21 +57,6 @@ RL_DIR = RunDir.RL  # <run>/rl/
 
 def rl_dir(run_dir: str | Path) -> Path:
     return RunDir(run_dir).rl
-
-
-def step_kind(step: int, ce_every: int) -> str:
-    """``rl`` or ``ce`` for optimizer step ``step`` (0-based): a cross-entropy step after every
-    ``ce_every`` RL steps (0: RL only). ``ce_every=1``: rl, ce, rl, ce, ...; 2: rl, rl, ce, ..."""
-    if ce_every <= 0:
-        return "rl"
-    return "ce" if step % (ce_every + 1) == ce_every else "rl"
-
-
-def schedule(rl_steps: int, ce_every: int) -> list[str]:
-    """The kinds of all steps of a run with ``rl_steps`` RL steps (the last RL group is followed
-    by its CE step when complete)."""
-    total = rl_steps + (rl_steps // ce_every if ce_every > 0 else 0)
-    return [step_kind(s, ce_every) for s in range(total)]
 
 
 def resolve_init(init: str, run_dir: str | Path) -> str:
@@ -82,22 +77,26 @@ def _same_model(a: str, b: str) -> bool:
     return str(a).strip().lower() == str(b).strip().lower()
 
 
-def _rl_loss(cfg: RLConfig) -> Callable:
-    def loss_fn(trainer: Trainer, kind: str, batch: dict) -> tuple[Any, dict[str, float]]:
-        lp = losses.token_logprobs(trainer.model, batch)
+class RLTask(ActorTask):
+    """The actor trained with CodeRL's loss (see the module docstring)."""
+
+    def loss(self, model, kind: str, batch: dict) -> tuple[Any, dict[str, float]]:
+        """A ``ce`` step: the gold programs' negative log-likelihood. An ``rl`` step: ``L_rl``
+        with the batch's relative returns and q̂ weights (+ the KL penalty)."""
+        lp = losses.token_logprobs(model, batch)
         mask = batch["target_mask"]
         if kind == "ce":
             return losses.sft_loss(lp, mask), {}
-        loss = losses.rl_loss(lp, mask, batch["returns"], batch["weights"])
-        stats = {"return": float(batch["returns"].mean()),
-                 "q_hat": float((batch["weights"] * mask).sum() / mask.sum().clamp(min=1))}
-        if cfg.kl_coef > 0 or cfg.measure_kl:
-            kl = losses.kl_penalty(lp, trainer.reference_logprobs(batch), mask)
-            if cfg.kl_coef > 0:
-                loss = loss + cfg.kl_coef * kl
+        returns, q_hat = batch["returns"], batch["weights"]
+        loss = objective.rl_loss(lp, mask, returns, q_hat)
+        stats = {"return": float(returns.mean()),
+                 "q_hat": float((q_hat * mask).sum() / mask.sum().clamp(min=1))}
+        if self.cfg.kl_coef > 0 or self.cfg.measure_kl:
+            kl = objective.kl_penalty(lp, self.reference_logprobs(model, batch), mask)
+            if self.cfg.kl_coef > 0:
+                loss = loss + self.cfg.kl_coef * kl
             stats["kl"] = float(kl.detach())
         return loss, stats
-    return loss_fn
 
 
 def train_rl(problems: Sequence, run_dir: str | Path, cfg: RLConfig, *, samples_path: str | Path,
@@ -159,18 +158,15 @@ def train_rl(problems: Sequence, run_dir: str | Path, cfg: RLConfig, *, samples_
           "init": cfg.init if cfg.init in RunDir.MODELS else init,  # the run's own sft/: relocatable
           "data": examples_digest(rl.examples), "gold": examples_digest(gold),
           "validation": examples_digest(val_examples)}
-    n_micro = -(-len(rl.examples) // cfg.batch_size)
-    streams = {"rl": rl.examples}
-    if gold:
-        streams["ce"] = gold
-    trainer = Trainer(stage="train-rl", out=out, cfg=cfg, lm=lm, base_spec=adapter_base_spec(init, out),
-                      streams=streams, primary="rl",
-                      kinds=lambda group: schedule(-(-(cfg.epochs * n_micro) // group), cfg.ce_every),
-                      loss_fn=_rl_loss(cfg), val_examples=val_examples, val_problems=val_problems,
-                      fingerprint=fp, data_info=data_info, needs_reference=cfg.kl_coef > 0 or cfg.measure_kl,
-                      progress=progress and cfg.progress, on_step=on_step, echo=echo,
-                      exec_config=exec_config, data_records=[e.summary() for e in rl.examples])
-    return trainer.run()
+    task = RLTask(name="train-rl", out=out, cfg=cfg, lm=lm, base_spec=adapter_base_spec(init, out),
+                  val_examples=val_examples, val_problems=val_problems, data_info=data_info,
+                  needs_reference=cfg.kl_coef > 0 or cfg.measure_kl, exec_config=exec_config)
+    streams = {"rl": rl.examples, **({"ce": gold} if gold else {})}
+    source = FixedBatches(streams, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
+                          kinds=partial(objective.schedule, ce_every=cfg.ce_every))
+    return Trainer(task, source, LoopSettings.of(cfg, cfg.SECTION, progress=progress and cfg.progress),
+                   out=out, fingerprint=fp, data_records=[e.summary() for e in rl.examples], on_step=on_step,
+                   echo=echo).run()
 
 
 def reads(cfg: RLConfig) -> tuple[str, ...]:

@@ -8,8 +8,10 @@ Every gold program (``problem.solutions``) becomes one example: the prompt gener
 build for the problem (same style, same tokenization), and as target the program's continuation
 after the prompt's pre-filled prefix plus what ends it (the closing fence, ``[DONE]`` or the end
 token; :mod:`coderl.training.data`). The loss is the mean negative log-likelihood of the target
-tokens only (:func:`coderl.training.losses.sft_loss`). The loop, validation, checkpoints and
-resume are :mod:`coderl.training.engine`'s.
+tokens only (:func:`coderl.training.losses.sft_loss`): :class:`SFTTask`'s loss step. The model,
+validation and saved models are :class:`coderl.training.actor.ActorTask`'s; the loop,
+checkpoints, resume and the NaN guard :class:`coderl.training.engine.Trainer`'s, on the gold
+examples in a seeded order (:class:`coderl.training.batches.FixedBatches`).
 
 ``<run>/sft/`` holds: the selected model at its top (a peft adapter whose
 ``base_model_name_or_path`` is the model spec, or a Hugging Face checkpoint with mode full),
@@ -24,11 +26,13 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..config import fingerprint as config_fingerprint
-from ..rundir import RunDir
 from ..models import load_model
+from ..rundir import RunDir
 from . import losses
+from .actor import ActorTask, adapter_base_spec, load_validation_problems
+from .batches import FixedBatches
 from .data import TrainingError, build_gold_examples, examples_digest
-from .engine import Trainer, adapter_base_spec, load_validation_problems
+from .engine import LoopSettings, Trainer
 from .sft_config import NOT_FINGERPRINTED, SFTConfig
 
 SFT_DIR = RunDir.SFT  # <run>/sft/
@@ -38,9 +42,13 @@ def sft_dir(run_dir: str | Path) -> Path:
     return RunDir(run_dir).sft
 
 
-def _sft_loss(trainer: Trainer, kind: str, batch: dict) -> tuple[Any, dict[str, float]]:
-    lp = losses.token_logprobs(trainer.model, batch)
-    return losses.sft_loss(lp, batch["target_mask"]), {}
+class SFTTask(ActorTask):
+    """The actor trained on gold programs: the loss step is the targets' mean negative
+    log-likelihood."""
+
+    def loss(self, model, kind: str, batch: dict) -> tuple[Any, dict[str, float]]:
+        lp = losses.token_logprobs(model, batch)
+        return losses.sft_loss(lp, batch["target_mask"]), {}
 
 
 def train_sft(problems: Sequence, run_dir: str | Path, cfg: SFTConfig, *, progress: bool = True,
@@ -74,14 +82,13 @@ def train_sft(problems: Sequence, run_dir: str | Path, cfg: SFTConfig, *, progre
                  "target_tokens": sum(len(e.target_ids) for e in examples)}
     fp = {"config": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),
           "data": examples_digest(examples), "validation": examples_digest(val_examples)}
-    n_micro = -(-len(examples) // cfg.batch_size)
-    trainer = Trainer(stage="train-actor", out=out, cfg=cfg, lm=lm, base_spec=adapter_base_spec(cfg.model, out),
-                      streams={"ce": examples}, primary="ce",
-                      kinds=lambda group: ["ce"] * -(-(cfg.epochs * n_micro) // group), loss_fn=_sft_loss,
-                      val_examples=val_examples, val_problems=val_problems, fingerprint=fp,
-                      data_info=data_info, progress=progress and cfg.progress, on_step=on_step,
-                      echo=echo, exec_config=exec_config, data_records=[e.summary() for e in examples])
-    return trainer.run()
+    task = SFTTask(name="train-actor", out=out, cfg=cfg, lm=lm, base_spec=adapter_base_spec(cfg.model, out),
+                   val_examples=val_examples, val_problems=val_problems, data_info=data_info,
+                   exec_config=exec_config)
+    source = FixedBatches({"ce": examples}, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed)
+    return Trainer(task, source, LoopSettings.of(cfg, cfg.SECTION, progress=progress and cfg.progress),
+                   out=out, fingerprint=fp, data_records=[e.summary() for e in examples], on_step=on_step,
+                   echo=echo).run()
 
 
 def run(problems: Sequence, run: RunDir, cfg: SFTConfig, ctx) -> dict[str, Any]:

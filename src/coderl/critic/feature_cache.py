@@ -1,0 +1,73 @@
+"""The critic's feature cache (mode ``head``): the frozen backbone runs once over every distinct
+(problem, program) and each program token's last hidden state is kept in float16 under
+``<run>/critic/features/part-NNNNN.pt`` (``{"keys": [...], "feats": [tensor n_i x d, ...]}``, keyed
+by :func:`program_key`), written part by part so that a killed run resumes where it stopped.
+Every epoch of head training then costs only the head, and ``critic-score`` scores the programs
+the critic trained on from the same states (:func:`coderl.critic.scoring.cached_features`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Sequence
+
+import torch
+
+FEATURE_CHUNK = 256                   # programs per cached-features part file
+
+
+def program_key(problem_id: str, program: str) -> str:
+    return hashlib.sha1(f"{problem_id}\0{program}".encode()).hexdigest()
+
+
+def cache_features(critic, examples: Sequence, encs: Sequence, out: Path, *, batch_size: int,
+                    share_prompt: bool, progress: bool) -> list[torch.Tensor]:
+    """float16 hidden states ``[n_i, d]`` of each example's program tokens (``encs``: the
+    examples' :class:`~coderl.critic.model.Encoded`), computed once per distinct (problem,
+    program) and kept in ``out`` part by part."""
+    from tqdm.auto import tqdm
+
+    out.mkdir(parents=True, exist_ok=True)
+    have: dict[str, torch.Tensor] = {}
+    parts = sorted(out.glob("part-*.pt"))
+    for f in parts:
+        d = torch.load(f, weights_only=True)
+        have.update(zip(d["keys"], d["feats"]))
+    first: dict[str, int] = {}
+    for i, e in enumerate(examples):
+        first.setdefault(program_key(e.problem_id, e.program), i)
+    todo = [(k, i) for k, i in first.items() if k not in have]
+    if todo:
+        # problem by problem, so that a shared prompt runs once per chunk
+        todo.sort(key=lambda ki: (examples[ki[1]].problem_id, ki[1]))
+        bar = tqdm(total=len(first), initial=len(first) - len(todo), unit="prog", desc="critic features",
+                   disable=not progress, dynamic_ncols=True)
+        n_part = len(parts)
+        for c in range(0, len(todo), FEATURE_CHUNK):
+            chunk = todo[c:c + FEATURE_CHUNK]
+            hs = critic.program_hidden([encs[i] for _, i in chunk], batch_size=batch_size,
+                                       share_prompt=share_prompt, progress=bar.update)
+            feats = [h.to(torch.float16).contiguous() for h in hs]
+            keys = [k for k, _ in chunk]
+            tmp = out / f".part-{n_part:05d}.pt.tmp"
+            torch.save({"keys": keys, "feats": feats}, tmp)
+            os.replace(tmp, out / f"part-{n_part:05d}.pt")
+            n_part += 1
+            have.update(zip(keys, feats))
+        bar.close()
+    return [have[program_key(e.problem_id, e.program)] for e in examples]
+
+
+def pad_features(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A micro-batch of cached states: ``[B, L, d]`` float32 and the ``[B, L]`` mask of real
+    tokens."""
+    L = max(f.shape[0] for f in feats)
+    d = feats[0].shape[1]
+    x = torch.zeros((len(feats), L, d), dtype=torch.float32)
+    m = torch.zeros((len(feats), L), dtype=torch.bool)
+    for i, f in enumerate(feats):
+        x[i, :f.shape[0]] = f.float()
+        m[i, :f.shape[0]] = True
+    return x, m

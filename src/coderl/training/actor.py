@@ -1,0 +1,225 @@
+"""The actor as the Trainer trains it: :class:`ActorTask`, shared by SFT (``sft_trainer.py``) and
+CodeRL's RL (``rl_trainer.py``), which add their loss step.
+
+* **Model**: the loaded LM with LoRA adapters (peft; their ``base_model_name_or_path`` is the
+  model spec the stage started from) or every weight trainable; gradient checkpointing as an
+  option; a frozen copy as the KL reference with mode full (LoRA: the adapters switched off).
+* **Micro-batches**: :func:`coderl.training.losses.collate` of the examples.
+* **Validation**: the loss on the gold programs of the validation problems and, every
+  ``val_pass_every``-th validation (and at the end), a greedy pass@1 on the first
+  ``val_pass_problems`` of them (generate + execute, under ``validation/step-NNNNNN/``); the score
+  is the loss, or pass@1 then the loss (``best_metric``).
+* **Saved** as a model :func:`coderl.models.load_model` reads: checkpoints in Hugging Face format
+  or as a peft adapter, the selected model published at the top of the stage directory
+  (``<run>/sft/``, ``<run>/rl/``).
+"""
+
+from __future__ import annotations
+
+import copy
+import shutil
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..config import ConfigError
+from . import losses
+from .base_config import TrainerConfig
+from .checkpoint import checkpoint_name, load_weights, model_signature, publish_model, save_model
+from .data import Example
+from .engine import peak_rss_mb
+from .task import Point, RunResult, TrainingTask, Validation
+
+VALIDATION_DIR = "validation"     # greedy pass@1 samples and results, per validation step
+
+
+def adapter_base_spec(spec: str, out: Path | None = None) -> str:
+    """The ``base_model_name_or_path`` a saved adapter carries: a known name as it is; a model of
+    the same run directory (``rl/`` trained on ``sft/``) relative to the adapter (``../sft``), so
+    a moved or copied run loads its own; any other path made absolute (``load_model`` finds it
+    from any working directory)."""
+    p = Path(str(spec)).expanduser()
+    if out is not None and p.exists() and p.absolute().parent == Path(out).absolute().parent:
+        return f"../{p.name}"
+    return str(p.resolve()) if p.exists() else str(spec)
+
+
+def load_validation_problems(cfg: TrainerConfig, exclude: set[str]) -> list:
+    """The validation problems of ``cfg`` (none without val_source), minus training problems."""
+    if not cfg.val_source:
+        return []
+    from ..problems import load_problems
+
+    probs = load_problems(cfg.val_source, split=cfg.val_split or None, end=cfg.val_limit or None)
+    return [p for p in probs if p.id not in exclude]
+
+
+class ActorTask(TrainingTask):
+    """The actor's side of a training run (see the module docstring); subclasses define
+    :meth:`loss`."""
+
+    stale_outputs = (VALIDATION_DIR,)
+
+    def __init__(self, *, name: str, out: Path, cfg: TrainerConfig, lm, base_spec: str,
+                 val_examples: list[Example], val_problems: Sequence, data_info: dict[str, Any],
+                 needs_reference: bool = False, exec_config: Any = None):
+        self.name, self.out, self.cfg, self.lm, self.base_spec = name, Path(out), cfg, lm, base_spec
+        self.published = self.out
+        self.val_examples, self.val_problems = val_examples, list(val_problems)
+        self.data_info, self.info = data_info, {"data": data_info}
+        self.needs_reference, self.exec_config = needs_reference, exec_config
+        self.accelerator: Any = None      # build()
+        self.ref_model: Any = None        # build(), mode full with a KL term
+
+    # -- the model --------------------------------------------------------------------------------
+    def build(self, accelerator) -> torch.nn.Module:
+        cfg = self.cfg
+        self.accelerator = accelerator
+        model = self.lm.model
+        model.train()
+        if cfg.gradient_checkpointing:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            model.config.use_cache = False
+        if self.needs_reference and cfg.mode == "full":
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
+        if cfg.mode == "lora":
+            from peft import LoraConfig, TaskType, get_peft_model
+
+            targets = cfg.lora_targets
+            targets = targets[0] if targets == ["all-linear"] else list(targets)
+            task = TaskType.SEQ_2_SEQ_LM if self.lm.is_encoder_decoder else TaskType.CAUSAL_LM
+            try:
+                model = get_peft_model(model, LoraConfig(
+                    r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                    target_modules=targets, bias="none", task_type=task))
+            except ValueError as e:
+                raise ConfigError(f"{cfg.SECTION}.lora_targets: LoRA on {type(model).__name__}: {e}") from None
+            for c in model.peft_config.values():
+                c.base_model_name_or_path = self.base_spec
+        return model
+
+    def collate(self, kind: str, items: list[Example]) -> dict[str, Any]:
+        tok = self.lm.tokenizer
+        pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+        start = getattr(self.lm.model.config, "decoder_start_token_id", None)
+        return losses.collate(items, pad_id=pad, is_encoder_decoder=self.lm.is_encoder_decoder,
+                              decoder_start_id=start)
+
+    def num_tokens(self, batch: dict[str, Any]) -> int:
+        return losses.num_tokens(batch)
+
+    def reference_logprobs(self, model, batch: dict) -> torch.Tensor:
+        """log-probs of the targets under the starting model (no gradient)."""
+        with torch.no_grad():
+            if self.ref_model is not None:
+                return losses.token_logprobs(self.ref_model, batch)
+            with self.accelerator.unwrap_model(model).disable_adapter():
+                return losses.token_logprobs(model, batch)
+
+    # -- validation -------------------------------------------------------------------------------
+    def validate(self, model, point: Point) -> Validation | None:
+        cfg = self.cfg
+        if not self.val_examples and not (cfg.val_pass_every and self.val_problems):
+            return None
+        vloss = self.validation_loss(model)
+        entry: dict[str, Any] = {"step": point.step, "loss": None if vloss is None else round(vloss, 6)}
+        if cfg.val_pass_every and self.val_problems and (point.index % cfg.val_pass_every == 0 or point.at_end):
+            entry.update(self.greedy_pass_at_1(model, point.step))
+        score = None
+        if cfg.best_metric == "pass@1" and entry.get("pass@1") is not None:
+            score = [entry["pass@1"], -(vloss or 0.0)]
+        elif cfg.best_metric == "loss" and vloss is not None:
+            score = [-vloss]
+        shown = f"validation at step {point.step}: loss {entry['loss']}"
+        if entry.get("pass@1") is not None:
+            shown += f", greedy pass@1 {entry['pass@1']:.3f} ({entry['problems']} problems)"
+        return Validation(entry=entry, score=score, shown=shown,
+                          best={"step": point.step, "loss": entry["loss"], "pass@1": entry.get("pass@1")},
+                          scalars={f"validation/{k}": entry[k] for k in ("loss", "pass@1")
+                                   if entry.get(k) is not None})
+
+    def validation_loss(self, model) -> float | None:
+        if not self.val_examples:
+            return None
+        model.eval()
+        order = sorted(range(len(self.val_examples)), key=lambda i: self.val_examples[i].num_tokens)
+        nll, n, size = 0.0, 0, self.cfg.eval_batch_size
+        with torch.no_grad():
+            for b in range(0, len(order), size):
+                batch = self.collate("ce", [self.val_examples[i] for i in order[b:b + size]])
+                batch = {k: v.to(self.accelerator.device) for k, v in batch.items()}
+                with self.accelerator.autocast():
+                    lp = losses.token_logprobs(model, batch)
+                m = batch["target_mask"]
+                nll -= float(torch.where(m, lp, torch.zeros((), device=lp.device)).sum())
+                n += int(m.sum())
+        model.train()
+        return nll / max(1, n)
+
+    def greedy_pass_at_1(self, model, step: int) -> dict[str, Any]:
+        from ..execution import ExecConfig
+        from ..execution.stage import execute
+        from ..generation.generation_config import GenerationConfig
+        from ..generation.stage import generate
+        from ..models import LoadedModel
+
+        probs = self.val_problems[:self.cfg.val_pass_problems]
+        d = self.out / VALIDATION_DIR / checkpoint_name(step)
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        m = self.accelerator.unwrap_model(model)
+        m.eval()
+        try:
+            lm = LoadedModel(model=m, tokenizer=self.lm.tokenizer, spec=str(self.out), path=self.out,
+                             is_encoder_decoder=self.lm.is_encoder_decoder)
+            dev = self.accelerator.device
+            gcfg = GenerationConfig(model=str(self.out), num_seqs=0, greedy=True,
+                                    batch_size=self.cfg.val_pass_batch_size,
+                                    max_new_tokens=self.cfg.val_max_new_tokens,
+                                    max_prompt_tokens=self.cfg.max_prompt_tokens,
+                                    prompt_style=self.cfg.prompt_style, progress=False,
+                                    device="cuda" if dev.type == "cuda" else "cpu")
+            with torch.no_grad():
+                generate(probs, d / "samples.jsonl", gcfg, model=lm)
+        finally:
+            m.train()
+        summary = execute(probs, d / "samples.jsonl", d / "results.jsonl",
+                          self.exec_config or ExecConfig(), progress=False)
+        passed = summary["outcomes"].get("passed", 0)
+        return {"pass@1": passed / max(1, len(probs)), "problems": len(probs),
+                "outcomes": summary["outcomes"]}
+
+    # -- saved models -----------------------------------------------------------------------------
+    def save(self, model, path: Path, step: int) -> None:
+        save_model(model, self.lm.tokenizer, path, base_spec=self.base_spec,
+                   info={"stage": self.name, "mode": self.cfg.mode, "step": step})
+
+    def load(self, model, path: Path) -> None:
+        load_weights(model, path)
+
+    def publish(self, model, step: int, selected: str) -> None:
+        publish_model(model, self.lm.tokenizer, self.out, base_spec=self.base_spec,
+                      info={"stage": self.name, "mode": self.cfg.mode, "step": step, "selected": selected})
+
+    def signature(self, model) -> dict[str, Any]:
+        return model_signature(model)
+
+    def summary(self, result: RunResult) -> tuple[dict[str, Any], dict[str, Any]]:
+        st, cfg, secs = result.state, self.cfg, result.train_seconds
+        return {
+            "stage": self.name, "complete": result.complete, "steps": st.step,
+            "total_steps": result.total_steps, "max_steps": result.max_steps,
+            "steps_by_kind": st.steps_by_kind, "stopped_early": st.stopped_early,
+            "mode": cfg.mode, "lr": cfg.learning_rate, "trainable_parameters": result.trainable_parameters,
+            "data": self.data_info, "validation_examples": len(self.val_examples),
+            "best": st.best, "history": st.history,
+            "model": str(self.out), "selected": "best" if st.best else "last",
+            "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+            "train_seconds": round(secs, 1), "wall_seconds": round(result.wall_seconds, 1),
+            "tokens": st.tokens,
+            "tokens_per_s": round(st.tokens / secs, 1) if secs > 0 else None,
+            "seconds_per_step": round(secs / st.step, 3) if st.step else None,
+            "peak_rss_mb": peak_rss_mb(),
+        }, {}

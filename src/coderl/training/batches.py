@@ -1,0 +1,154 @@
+"""Where a training run's batches come from: a :class:`BatchSource` plans every optimizer step (its
+kind and its micro-batches), and :class:`FixedBatches` is the source of data that exists before
+training starts (SFT's gold programs, offline RL's samples, the critic's labelled programs).
+
+The :class:`~coderl.training.engine.Trainer` asks a source for one step at a time, just before it
+runs that step, and never for a step twice in one process; the task's ``collate`` turns each
+micro-batch (a list of items, each with a ``problem_id``) into tensors.
+
+Data order in :class:`FixedBatches` is a pure function of the seed and the step: stream ``X``'s
+micro-batch ``k`` is a slice of a permutation seeded by ``(seed + 7919 i, k // batches_per_epoch)``
+(``i``: the stream's position), and optimizer step ``s`` of kind ``X`` (its ``j``-th of that kind)
+reads micro-batches ``j*G .. j*G+G-1`` (``G`` = grad_accum x processes): a step may run across an
+epoch's end (the actor's grouping). With ``cross_epochs=False`` (the critic's) steps stay within
+an epoch instead, an epoch's last step taking the micro-batches left, fewer than ``G`` when the
+epoch's micro-batches are not a multiple of ``G`` (with several processes, choose a ``G`` that
+divides them: a process without a micro-batch in a step would leave the others waiting). A
+resumed run reads exactly the batches an uninterrupted one would.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Protocol, Sequence
+
+import torch
+
+
+@dataclass
+class Step:
+    """One optimizer step's plan: its kind (``ce``, ``rl``, ``critic`` ...) and its micro-batches,
+    in order; process ``p`` of ``n`` runs micro-batches ``p, p + n, ...``."""
+
+    kind: str
+    micro_batches: list[list[Any]]
+
+
+class BatchSource(Protocol):
+    """What the Trainer asks of its data.
+
+    * ``bind(group)``: called once, before anything else, with the number of micro-batches of one
+      optimizer step across all processes (grad_accum x processes);
+    * ``len(source)``: the run's optimizer steps (the learning-rate schedule spans them; a
+      ``max_steps`` budget stops earlier);
+    * ``step(s)``: the plan of optimizer step ``s`` (0-based), asked for just before the step runs,
+      after step ``s - 1``'s update;
+    * ``ends_epoch(s)``: whether step ``s`` completes a pass over the data (validation at every
+      epoch's end, the critic's per-epoch numbers);
+    * ``state_dict()`` / ``load_state_dict(d)``: what a resumed run needs besides the step index
+      (saved in every checkpoint; nothing for a fixed list, whose plan is a function of the step).
+
+    A round-by-round source (online RL) plugs in unchanged: its length is rounds x steps per
+    round, known up front; it holds the stage's task, whose ``build`` made the policy, and the
+    first time ``step(s)`` is asked for a step of round ``r`` it samples round ``r``'s rollouts
+    with the current weights (the Trainer asks only after the previous step's update), executes
+    them, writes them under the stage directory and plans the round's
+    steps over them; its ``state_dict`` names the rounds already on disk (and the sampler's RNG),
+    so that a resumed run reads round ``r`` back instead of sampling it again; ``ends_epoch`` is
+    true at a round's last step.
+    """
+
+    def bind(self, group: int) -> None: ...
+
+    def __len__(self) -> int: ...
+
+    def step(self, s: int) -> Step: ...
+
+    def ends_epoch(self, s: int) -> bool: ...
+
+    def state_dict(self) -> dict[str, Any]: ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+
+
+class MicroBatches:
+    """Micro-batch ``k`` of a stream of ``n`` examples: epochs of seeded permutations."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_epoch = max(1, math.ceil(n / batch_size))
+        self._epoch, self._perm = -1, []
+
+    def __call__(self, k: int) -> list[int]:
+        epoch, pos = divmod(k, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g).tolist()
+        return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+
+
+class FixedBatches:
+    """A :class:`BatchSource` over lists that exist up front (see the module docstring).
+
+    ``streams``: the items of each kind of step, the first the *primary* stream whose ``epochs``
+    passes decide the run's length (its steps: ``ceil(epochs x batches_per_epoch / G)``, or
+    ``epochs x ceil(batches_per_epoch / G)`` within epochs);
+    ``kinds(n)``: the kinds of all steps of a run with ``n`` primary steps (default: the primary
+    kind ``n`` times; RL interleaves its cross-entropy steps); ``cross_epochs``: see the module
+    docstring."""
+
+    def __init__(self, streams: dict[str, Sequence[Any]], *, epochs: int, batch_size: int, seed: int,
+                 kinds: Callable[[int], list[str]] | None = None, cross_epochs: bool = True):
+        self.streams = streams
+        self.primary = next(iter(streams))
+        self.epochs, self.batch_size, self.seed, self.cross_epochs = epochs, batch_size, seed, cross_epochs
+        self.kinds_of = kinds or (lambda n: [self.primary] * n)
+        self.micro = {k: MicroBatches(len(items), batch_size, seed + 7919 * i)
+                      for i, (k, items) in enumerate(streams.items())}
+        self.per_epoch = self.micro[self.primary].per_epoch
+        self.group = 0
+        self.steps_per_epoch = 0         # cross_epochs=False: the primary stream's steps per epoch
+        self.kinds: list[str] = []
+        self.nth: list[int] = []         # step s is the nth[s]-th step of its kind
+        self.epoch_ends: set[int] = set()
+
+    def bind(self, group: int) -> None:
+        self.group = group
+        self.steps_per_epoch = -(-self.per_epoch // group)
+        n = -(-(self.epochs * self.per_epoch) // group) if self.cross_epochs else self.epochs * self.steps_per_epoch
+        self.kinds, self.nth, self.epoch_ends = self.kinds_of(n), [], set()
+        seen: dict[str, int] = {}
+        for s, kind in enumerate(self.kinds):
+            j = seen.get(kind, 0)
+            self.nth.append(j)
+            seen[kind] = j + 1
+            span = self._span(kind, j)
+            if kind == self.primary and (span[-1] + 1) // self.per_epoch > span[0] // self.per_epoch:
+                self.epoch_ends.add(s)          # the step reads an epoch's last micro-batch
+
+    def _span(self, kind: str, j: int) -> range:
+        """The micro-batch numbers of the ``j``-th step of ``kind``."""
+        G = self.group
+        if self.cross_epochs or kind != self.primary:
+            return range(j * G, (j + 1) * G)
+        epoch, r = divmod(j, self.steps_per_epoch)
+        start = epoch * self.per_epoch + r * G
+        return range(start, min(start + G, (epoch + 1) * self.per_epoch))
+
+    def __len__(self) -> int:
+        return len(self.kinds)
+
+    def step(self, s: int) -> Step:
+        kind = self.kinds[s]
+        items = self.streams[kind]
+        return Step(kind, [[items[i] for i in self.micro[kind](k)] for k in self._span(kind, self.nth[s])])
+
+    def ends_epoch(self, s: int) -> bool:
+        return s in self.epoch_ends
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass

@@ -1,0 +1,119 @@
+"""CodeRL's objective, piece by piece (Le et al., 2022, section 3), as ``train-rl``
+(:mod:`coderl.training.rl_trainer`) optimises it for a sampled program ``W^s = (w_1 .. w_T)`` of
+a problem ``D``:
+
+1. **Reward** ``r(W)``: the program's unit-test outcome (compile error -1, runtime error -0.6,
+   failed -0.3, passed +1; :func:`coderl.training.rewards.coderl_reward`).
+2. **Baseline** ``W^b``: the problem's greedy program (:func:`greedy_baselines`); the return is
+   relative, ``r(W^s) - r(W^b)`` (:func:`relative_return`; ``r(W^b) = 0`` when the problem has
+   none): a sample is pushed up only when it beats what the model already writes greedily.
+3. **Token weights** ``q̂(w_t)``: the critic's probability of the sample's actual outcome at each
+   program token (:mod:`coderl.critic.scoring`), carried onto the sampled tokens
+   (:func:`align_weights`); 1 without a critic.
+4. **Loss** ``L_rl = - mean_t (r(W^s) - r(W^b)) q̂(w_t) log p(w_t | w_<t, D)`` (:func:`rl_loss`),
+   optionally plus a KL penalty to the starting model on the sampled tokens (:func:`kl_penalty`;
+   not in the paper).
+5. **Alternation**: one cross-entropy step on gold programs after every ``ce_every`` RL steps
+   (:func:`step_kind`, :func:`schedule`).
+
+Token weights: the critic's values are per token of ``Sample.program`` with character offsets
+into it, while the trajectory trained on is ``Sample.raw`` (the program is the raw text cut at the
+stop string, the prefix in front, scaffolding dropped): each raw token gets the mean q̂ of the
+program characters it covers; tokens that cover none (the closing fence, dropped ``assert``
+lines, the end token) take the value of the token before them.
+"""
+
+from __future__ import annotations
+
+import difflib
+from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+import numpy as np
+
+if TYPE_CHECKING:  # torch loads with the losses (the data side of this module needs none)
+    import torch
+
+
+def greedy_baselines(samples: Iterable[Any], rewards: Mapping[tuple[str, int], float]) -> dict[str, float]:
+    """``r(W^b)`` per problem: the reward of its (first) greedy program (``origin == "greedy"``)."""
+    out: dict[str, float] = {}
+    for s in samples:
+        if s.origin == "greedy" and s.problem_id not in out:
+            out[s.problem_id] = rewards[s.key]
+    return out
+
+
+def relative_return(reward: float, baseline: float | None, relative: bool = True) -> float:
+    """r(W^s) - r(W^b), with r(W^b) = 0 when there is no baseline (or ``relative`` is off)."""
+    if not relative or baseline is None:
+        return float(reward)
+    return float(reward) - float(baseline)
+
+
+def align_weights(raw: str, raw_offsets: Sequence[tuple[int, int]], program: str,
+                  q: np.ndarray, offsets: np.ndarray, n_targets: int) -> list[float]:
+    """q̂ for each of ``n_targets`` target tokens (the raw text's tokens, with their character
+    ``raw_offsets``, then maybe an end token): the critic's per-program-token values ``q`` with
+    their character spans ``offsets`` in ``program``, mapped through a character alignment of raw
+    and program (see the module docstring)."""
+    qc = np.full(len(program), np.nan)
+    for v, (a, b) in zip(np.asarray(q, dtype=np.float64), np.asarray(offsets).reshape(-1, 2)):
+        if b > a:
+            qc[max(0, a):min(len(program), b)] = v
+    to_prog = np.full(len(raw), -1, dtype=np.int64)
+    for blk in difflib.SequenceMatcher(None, raw, program, autojunk=False).get_matching_blocks():
+        if blk.size:
+            to_prog[blk.a:blk.a + blk.size] = np.arange(blk.b, blk.b + blk.size)
+    w = np.full(n_targets, np.nan)
+    for t, (a, b) in enumerate(list(raw_offsets)[:n_targets]):
+        idx = to_prog[a:b]
+        vals = qc[idx[idx >= 0]] if len(idx) else np.array([])
+        vals = vals[np.isfinite(vals)] if len(vals) else vals
+        if len(vals):
+            w[t] = float(vals.mean())
+    finite = np.flatnonzero(np.isfinite(w))
+    if not len(finite):
+        return [1.0] * n_targets
+    last = w[finite[0]]
+    for t in range(n_targets):  # forward fill (leading gaps: the first value)
+        if np.isfinite(w[t]):
+            last = w[t]
+        else:
+            w[t] = last
+    return [float(x) for x in w]
+
+
+def rl_loss(logprobs: torch.Tensor, mask: torch.Tensor, returns: torch.Tensor,
+            weights: torch.Tensor | None = None) -> torch.Tensor:
+    """CodeRL's policy-gradient loss: ``- mean_samples mean_t (r(W^s) - r(W^b)) q̂(w_t) log p(w_t)``
+    (``weights`` = q̂, None: 1; ``returns`` = the relative returns, ``(B,)``)."""
+    from .losses import masked
+
+    w = mask.to(logprobs.dtype) if weights is None else masked(weights.to(logprobs.dtype), mask)
+    per_sample = (returns.to(logprobs.dtype)[:, None] * w * masked(logprobs, mask)).sum(1)
+    return -(per_sample / mask.sum(1).clamp(min=1)).mean()
+
+
+def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Estimated KL(policy || reference) on the sampled tokens, with the non-negative estimator
+    ``exp(ref - logp) - (ref - logp) - 1`` per token, averaged like :func:`rl_loss`."""
+    from .losses import masked
+
+    d = masked(ref_logprobs.detach() - logprobs, mask)
+    k = d.exp() - d - 1
+    return (masked(k, mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
+def step_kind(step: int, ce_every: int) -> str:
+    """``rl`` or ``ce`` for optimizer step ``step`` (0-based): a cross-entropy step after every
+    ``ce_every`` RL steps (0: RL only). ``ce_every=1``: rl, ce, rl, ce, ...; 2: rl, rl, ce, ..."""
+    if ce_every <= 0:
+        return "rl"
+    return "ce" if step % (ce_every + 1) == ce_every else "rl"
+
+
+def schedule(rl_steps: int, ce_every: int) -> list[str]:
+    """The kinds of all steps of a run with ``rl_steps`` RL steps (the last RL group is followed
+    by its CE step when complete)."""
+    total = rl_steps + (rl_steps // ce_every if ce_every > 0 else 0)
+    return [step_kind(s, ce_every) for s in range(total)]
