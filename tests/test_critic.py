@@ -360,6 +360,13 @@ def test_a_head_critic_scores_its_training_programs_from_its_feature_cache(tmp_p
     for k in a:
         assert np.allclose(a[k].q_pass.astype(np.float32), b[k].q_pass.astype(np.float32), atol=1e-2)
         assert np.array_equal(a[k].offsets, b[k].offsets)
+    # the same problems shown otherwise (another prompt variant: mbpp vs mbpp-heldout) are another
+    # input: their programs go through the backbone, not the cache of the variant trained on
+    import dataclasses
+
+    shown = [dataclasses.replace(p, question=p.question + " Only the first test is shown.") for p in problems]
+    other = score(shown, run, ScoreConfig(progress=False), samples_path=part, out_path=tmp_path / "c.npz")
+    assert other["from_cache"] == 0
     assert np.array_equal(a[("toy/0", 500)].q_pass, b[("toy/0", 500)].q_pass)  # both ran the backbone
 
 
@@ -475,9 +482,11 @@ def test_killed_feature_caching_resumes(tmp_path, tiny_chat_dir, toy_data, monke
     calls.clear()
     kill[0] = False
     got = train_critic(problems, tmp_path / "run", c, samples_path=sp, results_path=rp, echo=lambda s: None)
-    distinct = len({(e["problem_id"], e["program"]) for e in map(json.loads, (
-        tmp_path / "run" / CRITIC_DIR / "data.jsonl").read_text().splitlines())})
-    assert sum(calls) == distinct - 32       # the two finished chunks were not computed again
+    # distinct inputs (context + program token ids: with max_context_tokens 24 the problems'
+    # contexts coincide), each computed once; the two finished chunks were not computed again
+    distinct = sum(len(torch.load(f, weights_only=True)["keys"])
+                   for f in (tmp_path / "run" / CRITIC_DIR / "features").glob("part-*.pt"))
+    assert distinct > 32 and sum(calls) == distinct - 32
     assert got["validation"] == ref["validation"] and got["steps"] == ref["steps"]
 
 

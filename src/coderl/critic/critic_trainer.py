@@ -44,7 +44,6 @@ from ..training.engine import DATA_FILE, FINGERPRINT_FILE, METRICS_FILE, LoopSet
 from .critic_config import NOT_FINGERPRINTED, CriticConfig
 from .critic_task import BEST_DIR, FEATURES_DIR, PREDICTIONS_FILE, CriticTask
 from .data import CriticError, TrainingData, build_training_data
-from .feature_cache import program_key as _program_key  # noqa: F401  (critic-score keys the cache so)
 
 # the names of <run>/critic/'s layout that critic-score, the benchmarks and the package read here
 __all__ = ["train_critic", "run", "critic_dir", "checkpoints", "resolve_checkpoint", "CRITIC_DIR",

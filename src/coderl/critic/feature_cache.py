@@ -1,7 +1,7 @@
 """The critic's feature cache (mode ``head``): the frozen backbone runs once over every distinct
-(problem, program) and each program token's last hidden state is kept in float16 under
+(context, program) and each program token's last hidden state is kept in float16 under
 ``<run>/critic/features/part-NNNNN.pt`` (``{"keys": [...], "feats": [tensor n_i x d, ...]}``, keyed
-by :func:`program_key`), written part by part so that a killed run resumes where it stopped.
+by :func:`program_key`: the token ids the backbone read), written part by part so that a killed run resumes where it stopped.
 Every epoch of head training then costs only the head, and ``critic-score`` scores the programs
 the critic trained on from the same states (:func:`coderl.critic.scoring.cached_features`).
 """
@@ -9,6 +9,7 @@ the critic trained on from the same states (:func:`coderl.critic.scoring.cached_
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 from typing import Sequence
@@ -18,8 +19,10 @@ import torch
 FEATURE_CHUNK = 256                   # programs per cached-features part file
 
 
-def program_key(problem_id: str, program: str) -> str:
-    return hashlib.sha1(f"{problem_id}\0{program}".encode()).hexdigest()
+def program_key(enc) -> str:
+    """What the backbone reads: the context's and the program's token ids (not the problem id: the
+    same problem under another prompt variant, mbpp vs mbpp-heldout, is another input)."""
+    return hashlib.sha1(json.dumps([enc.ctx_ids, enc.prog_ids]).encode()).hexdigest()
 
 
 def cache_features(critic, examples: Sequence, encs: Sequence, out: Path, *, batch_size: int,
@@ -37,7 +40,7 @@ def cache_features(critic, examples: Sequence, encs: Sequence, out: Path, *, bat
         have.update(zip(d["keys"], d["feats"]))
     first: dict[str, int] = {}
     for i, e in enumerate(examples):
-        first.setdefault(program_key(e.problem_id, e.program), i)
+        first.setdefault(program_key(encs[i]), i)
     todo = [(k, i) for k, i in first.items() if k not in have]
     if todo:
         # problem by problem, so that a shared prompt runs once per chunk
@@ -57,7 +60,7 @@ def cache_features(critic, examples: Sequence, encs: Sequence, out: Path, *, bat
             n_part += 1
             have.update(zip(keys, feats))
         bar.close()
-    return [have[program_key(e.problem_id, e.program)] for e in examples]
+    return [have[program_key(enc)] for enc in encs]
 
 
 def pad_features(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

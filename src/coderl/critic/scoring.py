@@ -32,7 +32,8 @@ import numpy as np
 import torch
 
 from ..config import ConfigError
-from .critic_trainer import _program_key, resolve_checkpoint
+from .critic_trainer import resolve_checkpoint
+from .feature_cache import program_key
 from ..records import join
 from .data import CriticError, label
 from .model import CONFIG_FILE, CriticModel
@@ -149,7 +150,7 @@ def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str 
                 if s.problem_id not in contexts:
                     contexts[s.problem_id] = critic.context(by_id[s.problem_id])
                 e = critic.encode(contexts[s.problem_id], s.program)
-                h = feats.get(_program_key(s.problem_id, s.program))
+                h = feats.get(program_key(e))  # the same token ids: the same prompt variant
                 if h is not None and h.shape[0] == len(e.prog_ids):
                     probs, tok = critic.score_hidden(h.float())
                     memo[k] = (probs, tok, e.offsets)
