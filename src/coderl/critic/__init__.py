@@ -7,9 +7,10 @@
     scores = read_scores(run_dir / SCORES_FILE)          # {(problem_id, index): SampleScores}
 
 Modules: ``data`` (training data: join, gold, split), ``model`` (CriticModel), ``critic_config`` +
-``critic_trainer`` (the ``train-critic`` stage), ``score_config`` + ``scoring`` (the
-``critic-score`` stage), ``scores`` (the CriticScores record), ``features`` (the feature
-baseline), ``metrics``.
+``critic_trainer`` (the ``train-critic`` stage) with ``critic_task`` (what the shared
+``coderl.training.engine.Trainer`` needs of a critic) and ``feature_cache`` (head mode's cached
+hidden states), ``score_config`` + ``scoring`` (the ``critic-score`` stage), ``scores`` (the
+CriticScores record), ``features`` (the feature baseline), ``metrics``.
 """
 
 from .critic_config import CriticConfig
