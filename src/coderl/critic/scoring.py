@@ -90,93 +90,40 @@ def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str 
     from tqdm.auto import tqdm
 
     t0 = time.time()
-    run_dir = Path(run_dir)
-    out_path = Path(out_path) if out_path is not None else run_dir / SCORES_FILE
+    out_path = Path(out_path) if out_path is not None else Path(run_dir) / SCORES_FILE
     parts_dir = out_path.with_name(out_path.name + PARTS_SUFFIX)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     ckpt = resolve_checkpoint(run_dir, cfg.checkpoint)
     settings = CriticModel.read_settings(ckpt)
-    fp = critic_fingerprint(ckpt)
-    meta = {"classes": settings.classes, "num_classes": settings.num_classes,
-            "checkpoint": str(ckpt), "critic_fingerprint": fp, "arch": settings.arch,
-            "format": 1, "offsets": "[start, end) character spans in Sample.program",
-            "q_outcome": "per token P(the sample's outcome); NaN without a result",
-            "q_pass": "per token P(passed)"}
+    meta = _scores_meta(ckpt, settings)
     if fresh:
         if out_path.exists():
             out_path.unlink()
         shutil.rmtree(parts_dir, ignore_errors=True)
-
     by_id = {p.id: p for p in problems}
     pairs = join(samples_path, results_path, by_id, require_results=False)
-    done: dict[tuple[str, int], SampleScores] = {}
     sources = ([out_path] if out_path.exists() else []) + sorted(parts_dir.glob("part-*.npz"))
-    for f in sources:
-        part = read_scores(f)
-        if part.meta.get("critic_fingerprint") != fp:
-            raise ConfigError(f"{f}: holds scores of another critic ({part.meta.get('checkpoint')}, "
-                              f"fingerprint {part.meta.get('critic_fingerprint')}; now {ckpt}, {fp}); "
-                              "refusing to mix them. Score fresh (--fresh) or write elsewhere.")
-        done.update(part)
+    done = _scores_so_far(sources, meta)
     current = {s.key: (s, r) for s, r in pairs}
-    todo = []
-    for s, r in pairs:
-        old = done.get(s.key)
-        outcome = r["outcome"] if r else None
-        if old is not None and old.program_hash == program_hash(s.program) and old.outcome == outcome:
-            continue
-        todo.append((s, r))
+    todo = [(s, r) for s, r in pairs if not _still_valid(done.get(s.key), s, r)]
     summary = {"samples": len(pairs), "skipped_done": len(pairs) - len(todo), "scored": 0,
                "tokens": 0, "checkpoint": str(ckpt), "path": str(out_path)}
     if todo:
         critic = critic or CriticModel.from_pretrained(ckpt, device=_device(cfg.device))
-        C, PC = critic.num_classes, critic.pass_class
-        feats = cached_features(ckpt, settings) if cfg.reuse_features else {}
-        summary["from_cache"] = 0
-        contexts: dict[str, str] = {}
-        memo: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor, list]] = {}
+        scorer = _ChunkScorer(critic, by_id, cached_features(ckpt, settings) if cfg.reuse_features else {}, cfg)
         parts_dir.mkdir(parents=True, exist_ok=True)
         n_part = len(list(parts_dir.glob("part-*.npz")))
         bar = tqdm(total=len(todo), unit="prog", desc="critic-score", disable=not cfg.progress,
                    dynamic_ncols=True)
         for c in range(0, len(todo), CHUNK):
-            chunk = todo[c:c + CHUNK]
-            new_keys, new_encs = [], []
-            for s, _ in chunk:
-                k = (s.problem_id, s.program)
-                if k in memo or k in new_keys:
-                    continue
-                if s.problem_id not in contexts:
-                    contexts[s.problem_id] = critic.context(by_id[s.problem_id])
-                e = critic.encode(contexts[s.problem_id], s.program)
-                h = feats.get(program_key(e))  # the same token ids: the same prompt variant
-                if h is not None and h.shape[0] == len(e.prog_ids):
-                    probs, tok = critic.score_hidden(h.float())
-                    memo[k] = (probs, tok, e.offsets)
-                    summary["from_cache"] += 1
-                    continue
-                new_keys.append(k)
-                new_encs.append(e)
-            results = critic.score(new_encs, batch_size=cfg.batch_size, share_prompt=cfg.share_prompt)
-            for k, e, (probs, tok) in zip(new_keys, new_encs, results):
-                memo[k] = (probs, tok, e.offsets)
-            recs = []
-            for s, r in chunk:
-                probs, tok, offsets = memo[(s.problem_id, s.program)]
-                outcome = r["outcome"] if r else None
-                q_out = (tok[:, label(outcome, C)].numpy() if outcome is not None
-                         else np.full(len(tok), np.nan, dtype=np.float32))
-                recs.append(SampleScores(s.problem_id, s.index, probs.numpy(), q_out, tok[:, PC].numpy(),
-                                         np.array(offsets, dtype=np.int32).reshape(-1, 2), outcome, PC,
-                                         program_hash(s.program)))
-                summary["tokens"] += len(tok)
+            recs = scorer(todo[c:c + CHUNK])
             write_scores(parts_dir / f"part-{n_part:05d}.npz", recs, meta)
             n_part += 1
             done.update((r.key, r) for r in recs)
-            summary["scored"] += len(recs)
-            bar.update(len(chunk))
+            bar.update(len(recs))
         bar.close()
+        summary.update(scored=len(todo), tokens=scorer.tokens, from_cache=scorer.from_cache)
     stale = len(done.keys() - current.keys())
     if todo or stale or sources != [out_path]:
         # the final file: the current samples' scores, in the samples' order
@@ -186,6 +133,83 @@ def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str 
         summary["dropped_stale"] = stale  # scores of samples no longer in the samples file
     summary["seconds"] = round(time.time() - t0, 1)
     return summary
+
+
+def _scores_meta(ckpt: Path, settings) -> dict[str, Any]:
+    return {"classes": settings.classes, "num_classes": settings.num_classes,
+            "checkpoint": str(ckpt), "critic_fingerprint": critic_fingerprint(ckpt), "arch": settings.arch,
+            "format": 1, "offsets": "[start, end) character spans in Sample.program",
+            "q_outcome": "per token P(the sample's outcome); NaN without a result",
+            "q_pass": "per token P(passed)"}
+
+
+def _scores_so_far(sources: list[Path], meta: dict[str, Any]) -> dict[tuple[str, int], SampleScores]:
+    """The scores already written (the final file and the parts of a killed run), all of this
+    critic's: scores of another critic are refused, not mixed."""
+    done: dict[tuple[str, int], SampleScores] = {}
+    fp = meta["critic_fingerprint"]
+    for f in sources:
+        part = read_scores(f)
+        if part.meta.get("critic_fingerprint") != fp:
+            raise ConfigError(f"{f}: holds scores of another critic ({part.meta.get('checkpoint')}, "
+                              f"fingerprint {part.meta.get('critic_fingerprint')}; now {meta['checkpoint']}, "
+                              f"{fp}); refusing to mix them. Score fresh (--fresh) or write elsewhere.")
+        done.update(part)
+    return done
+
+
+def _still_valid(old: SampleScores | None, s, r) -> bool:
+    """Stored scores of the sample's current program and outcome."""
+    outcome = r["outcome"] if r else None
+    return old is not None and old.program_hash == program_hash(s.program) and old.outcome == outcome
+
+
+class _ChunkScorer:
+    """Scores chunks of (sample, result): each distinct (problem, program) once, from the feature
+    cache when the critic read the same token ids, else through the backbone."""
+
+    def __init__(self, critic: CriticModel, by_id: dict, feats: dict, cfg: ScoreConfig):
+        self.critic, self.by_id, self.feats, self.cfg = critic, by_id, feats, cfg
+        self.contexts: dict[str, str] = {}
+        self.memo: dict[tuple[str, str], tuple[torch.Tensor, torch.Tensor, list]] = {}
+        self.tokens = self.from_cache = 0
+
+    def _encode_new(self, chunk) -> tuple[list, list]:
+        new_keys, new_encs = [], []
+        for s, _ in chunk:
+            k = (s.problem_id, s.program)
+            if k in self.memo or k in new_keys:
+                continue
+            if s.problem_id not in self.contexts:
+                self.contexts[s.problem_id] = self.critic.context(self.by_id[s.problem_id])
+            e = self.critic.encode(self.contexts[s.problem_id], s.program)
+            h = self.feats.get(program_key(e))  # the same token ids: the same prompt variant
+            if h is not None and h.shape[0] == len(e.prog_ids):
+                probs, tok = self.critic.score_hidden(h.float())
+                self.memo[k] = (probs, tok, e.offsets)
+                self.from_cache += 1
+                continue
+            new_keys.append(k)
+            new_encs.append(e)
+        return new_keys, new_encs
+
+    def __call__(self, chunk) -> list[SampleScores]:
+        new_keys, new_encs = self._encode_new(chunk)
+        results = self.critic.score(new_encs, batch_size=self.cfg.batch_size, share_prompt=self.cfg.share_prompt)
+        for k, e, (probs, tok) in zip(new_keys, new_encs, results):
+            self.memo[k] = (probs, tok, e.offsets)
+        C, PC = self.critic.num_classes, self.critic.pass_class
+        recs = []
+        for s, r in chunk:
+            probs, tok, offsets = self.memo[(s.problem_id, s.program)]
+            outcome = r["outcome"] if r else None
+            q_out = (tok[:, label(outcome, C)].numpy() if outcome is not None
+                     else np.full(len(tok), np.nan, dtype=np.float32))
+            recs.append(SampleScores(s.problem_id, s.index, probs.numpy(), q_out, tok[:, PC].numpy(),
+                                     np.array(offsets, dtype=np.int32).reshape(-1, 2), outcome, PC,
+                                     program_hash(s.program)))
+            self.tokens += len(tok)
+        return recs
 
 
 def run(problems, run, cfg: ScoreConfig, ctx) -> dict[str, Any]:
