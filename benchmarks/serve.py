@@ -14,9 +14,11 @@ trailing comment (so neither dedup nor a cache can answer for it), one program p
    computed here for that request's program (a lost, duplicated or crossed response shows), the
    verdict "passed", and the service's program count grown by exactly the requests sent.
 2. ``POST /run_code`` (SandboxFusion's shape) at concurrency 8: stdout checked per request.
-3. Queue full: a second service with --max-queue 4 and 32 clients that do not retry: each request
-   gets exactly one answer, 200 or 429 (with Retry-After), the service's 429 count equals the
-   clients', nothing is left admitted; then the same load with retries completes every request.
+3. Queue full: a second service with --max-queue 4, its workers first all held by endless programs
+   (to their time limit), and 2 x (workers + 4) clients that do not retry: each request gets
+   exactly one answer, 200 or 429 (with Retry-After; some must be 429 whatever the core count),
+   the service's 429 count equals the clients', nothing is left admitted; then the same load with
+   retries completes every request.
 
 Bounded: fixed request counts and a deadline (``--deadline``, default 170 s) after which no new
 request is sent (the JSON then says ``stopped_early``).
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -53,25 +56,41 @@ class Deadline:
         return self.hit
 
 
-def start_service(workers: int, max_queue: int) -> tuple[subprocess.Popen, str]:
-    """``coderl serve-executor`` as a child process on a free loopback port; (process, url)."""
+def start_service(workers: int, max_queue: int, timeout: float = 180.0) -> tuple[subprocess.Popen, str]:
+    """``coderl serve-executor`` as a child process on a free loopback port; (process, url). Raises
+    RuntimeError when its startup line does not appear within ``timeout`` s (or it exits)."""
     cmd = [sys.executable, "-m", "coderl.cli", "serve-executor", "--port", "0", "--workers", str(workers),
-           "--max-queue", str(max_queue)]
+           "--max-queue", str(max_queue), "--max-programs", str(min(512, workers + max_queue))]
     env = {k: v for k, v in os.environ.items() if k != "CODERL_SERVE_TOKEN"}
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True, env=env)
-    for line in proc.stderr:
+    lines: queue.Queue = queue.Queue()
+
+    def read() -> None:  # the log, line by line (drained until the service exits)
+        for line in proc.stderr:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=read, daemon=True).start()
+    deadline, log = time.monotonic() + timeout, []
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.01, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        if line is None:
+            break
+        log.append(line)
         if "coderl executor on " in line:
             url = line.split("coderl executor on ", 1)[1].split()[0]
-            threading.Thread(target=proc.stderr.read, daemon=True).start()  # drain the log
             client = ExecutorClient(url)
-            for _ in range(600):
+            while time.monotonic() < deadline:
                 try:
                     client.health()
                     return proc, url
                 except ServiceError:
                     time.sleep(0.1)
     proc.kill()
-    raise RuntimeError(f"the service did not start: {' '.join(cmd)}")
+    raise RuntimeError(f"the service did not start within {timeout:.0f} s: {' '.join(cmd)}\n{''.join(log[-20:])}")
 
 
 def stop_service(proc: subprocess.Popen) -> None:
@@ -165,13 +184,28 @@ def run_code_level(url: str, concurrency: int, n: int, deadline: Deadline) -> di
             "checks": {"sent": len(answers), "wrong_or_failed": len(wrong), "ok": not wrong}}
 
 
-def queue_full(workers: int, concurrency: int, n: int, deadline: Deadline) -> dict:
-    """A service with a 4-program queue under more clients than it admits."""
-    proc, url = start_service(workers, max_queue=4)
+def queue_full(workers: int, n: int, deadline: Deadline) -> dict:
+    """A service with a 4-program queue under more clients than it admits. First its workers are
+    all taken by endless programs (one request, held to the 4 s time limit), so the queue alone
+    is left: of the clients (2 x (workers + 4), sized from the worker count, so that some must be
+    refused however many cores there are) the first 4 are queued and the rest answered 429."""
+    max_queue = 4
+    proc, url = start_service(workers, max_queue=max_queue)
+    concurrency = 2 * (workers + max_queue)
     try:
         no_retry = ExecutorClient(url, busy_wait=0)
+        endless = [f"while True:\n    pass\n# {i}\n" for i in range(workers)]  # (its load never ends)
+        problem = load_problems("humaneval")[0]
+        blocker = threading.Thread(target=lambda: ExecutorClient(url, busy_wait=60).execute(problem, endless))
+        blocker.start()
+        held_by = time.monotonic() + 120
+        while no_retry.metrics()["in_flight"] < workers:  # every worker holds an endless program
+            if time.monotonic() > held_by or not blocker.is_alive():
+                raise RuntimeError("the endless programs never held every worker")
+            time.sleep(0.01)
         items = workload(n, 10_000_000)
         answers, _, secs = drive(lambda it: no_retry.execute(it[0], [it[1]])[0], items, concurrency, deadline)
+        blocker.join()
         ok = sum(1 for a in answers.values() if hasattr(a, "outcome") and a.outcome == "passed")
         busy = sum(1 for a in answers.values() if isinstance(a, ServiceError) and a.status == 429)
         other = len(answers) - ok - busy
@@ -180,7 +214,7 @@ def queue_full(workers: int, concurrency: int, n: int, deadline: Deadline) -> di
         again, _, secs2 = drive(lambda it: retry.execute(it[0], [it[1]])[0], items, concurrency, deadline)
         done = sum(1 for a in again.values() if hasattr(a, "outcome") and a.outcome == "passed")
         m2 = retry.metrics()
-        return {"max_queue": 4, "workers": workers, "clients": concurrency, "requests": len(answers),
+        return {"max_queue": max_queue, "workers": workers, "clients": concurrency, "requests": len(answers),
                 "without_retry": {"answered_200": ok, "answered_429": busy, "other": other,
                                   "service_429_count": m["rejected"].get("429", 0), "left_admitted": m["admitted"],
                                   "seconds": round(secs, 3)},
@@ -217,7 +251,7 @@ def main() -> None:
         print(json.dumps(levels[-1]), flush=True)
     finally:
         stop_service(proc)
-    full = queue_full(args.workers, 32, args.requests // 3, deadline)
+    full = queue_full(args.workers, args.requests // 3, deadline)
     print(json.dumps(full), flush=True)
     report = {"benchmark": "serve", "machine": machine(), "isolation": isolation, "workers": args.workers,
               "programs": "HumanEval canonical solutions, one per request, each distinct",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import pytest
 
@@ -243,6 +244,73 @@ def test_engine_replaces_a_dead_worker():
         w.kill()  # the worker dies between programs
         r = e.run(ADD, "def add(a, b):\n    return a + b\n")
         assert r.outcome == "passed" and w.proc is not None and w.proc.poll() is None
+
+
+GOOD_ADD = "def add(a, b):\n    return a + b\n"
+
+
+def test_a_failure_after_the_job_was_written_replaces_the_worker(monkeypatch):
+    """Whatever goes wrong once a job's bytes may have reached a worker, that worker is replaced: a
+    half-fed one would answer the next job with this one's leftovers."""
+    from coderl.execution import pool
+
+    real, calls = pool._Worker._exchange, []
+
+    def broken(self, data, job_timeout, wake, cancel):
+        calls.append(1)
+        if len(calls) == 1:  # half the job written, then a surprise
+            wire.send_bytes(self.proc.stdin.fileno(), data[:len(data) // 2])
+            raise RuntimeError("surprise")
+        return real(self, data, job_timeout, wake, cancel)
+
+    with Executor(ExecConfig(workers=1)) as e:
+        [first] = e.worker_pids()
+        monkeypatch.setattr(pool._Worker, "_exchange", broken)
+        assert e.run(ADD, GOOD_ADD).outcome == "passed"  # on the replacement
+        assert e.restarts == 1 and e.worker_pids() != [first] and e.live_workers() == 1
+        for _ in range(3):
+            assert e.run(ADD, GOOD_ADD).outcome == "passed"
+
+
+def test_a_cancelled_program_stops_and_its_worker_is_replaced():
+    import threading
+
+    from coderl.execution.pool import Cancelled
+
+    with Executor(ExecConfig(workers=1, timeout=30.0)) as e:
+        cancel = threading.Event()
+        cancel.set()  # before it ran: not started, the worker untouched
+        with pytest.raises(Cancelled, match="before it ran"):
+            e.run_prepared(ADD, e.job_for(ADD, GOOD_ADD), cancel=cancel)
+        assert e.restarts == 0
+        cancel, out = threading.Event(), []
+        endless = "def add(a, b):\n    while True:\n        pass\n"
+        t = threading.Thread(target=lambda: out.append(
+            pytest.raises(Cancelled, e.run_prepared, ADD, e.job_for(ADD, endless), cancel=cancel)))
+        t.start()
+        while e.busy_workers() < 1:  # on the worker (endless: it runs until cancelled, 30 s at most)
+            assert t.is_alive()
+            time.sleep(0.01)
+        cancel.set()
+        t.join()
+        assert "while it ran" in str(out[0].value) and e.restarts == 1
+        assert e.run(ADD, GOOD_ADD).outcome == "passed"
+
+
+def test_job_options_enter_the_job_only_when_given():
+    e = Executor(ExecConfig(workers=1, timeout=2.0))  # (nothing started: jobs are only prepared)
+    job, _, key, _ = e.job_for(ADD, GOOD_ADD)
+    assert not {"capture", "real_exit"} & set(job) and job["limits"]["memory_mb"] == 2048
+    assert job["job_timeout"] == 12.0 and job["limits"]["cpu_seconds"] == 13
+    capped, _, key2, _ = e.job_for(ADD, GOOD_ADD, memory_mb=300, max_job_seconds=5, capture=10**9, real_exit=True)
+    assert key2 != key and capped["limits"]["memory_mb"] == 300 and job["limits"]["memory_mb"] == 2048
+    assert (capped["job_timeout"], capped["limits"]["cpu_seconds"]) == (5, 6)
+    assert capped["capture"] == 1024 << 10 and capped["real_exit"] is True  # (at most max_output_kb)
+    # the rlimits are built once per RLIMIT_CPU value: as many client timeouts as you like, few entries
+    for i in range(2000):
+        e.job_for(ADD, GOOD_ADD, timeout=0.001 * (i + 1))
+    assert len(e._limits_for) <= ExecConfig().limits.cpu_seconds
+
 
 
 def test_fallback_without_namespaces_is_loud_and_labelled():

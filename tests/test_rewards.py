@@ -150,6 +150,21 @@ def test_trl_grpo_trainer_runs_with_coderl_reward(tiny_chat_dir, mbpp_problems, 
 
 
 # -- veRL -----------------------------------------------------------------------------------------
+def test_verl_unscored_responses_never_outscore_a_failing_program(mbpp_problems):
+    """An executor outage (here: nothing listens at the url) leaves responses unscored: they score
+    the reward's runtime-error value by default (never above a program that ran and failed), or
+    what ``unscored`` says."""
+    p = mbpp_problems[0]
+    gold, truth, down = fenced(p.solutions[0]), R.verl_ground_truth(p), "http://127.0.0.1:9"
+    r = R.compute_score("mbpp", gold, truth, url=down, token=TOKEN)
+    assert r == {"score": Rewards().runtime_error, "outcome": "unscored", "tests_passed": 0, "tests_total": 0}
+    assert r["score"] < Rewards().failed
+    assert R.compute_score("mbpp", gold, truth, url=down, token=TOKEN, reward="pass_fail")["score"] == 0.0
+    assert R.compute_score("mbpp", gold, truth, url=down, token=TOKEN, unscored=-5.0)["score"] == -5.0
+    batch = R.compute_score_batch(["mbpp"] * 2, [gold, gold], [truth, truth], url=down, token=TOKEN, reward="rltf")
+    assert [b["score"] for b in batch] == [Rewards(partial_credit=True).runtime_error] * 2
+
+
 def test_verl_ground_truth_formats(mbpp_problems):
     p = mbpp_problems[0]
     gold = fenced(p.solutions[0])

@@ -203,14 +203,23 @@ def test_hostile_corpus_same_verdicts_over_http(srv, client, local):
     # the service still serves, and its workers are the ones it started with
     assert client.execute(hostile.DOUBLE_ASSERT, [GOOD])[0].outcome == "passed"
     assert client.run_code("print(2 * int(input()))", "21\n")["run_result"]["stdout"] == "42\n"
-    assert all(w.proc is not None and w.proc.poll() is None for w in srv.engine.executor._workers)
+    assert srv.engine.executor.live_workers() == 2 and srv.engine.executor.restarts == 0
+
+
+def run_code_here(ex: Executor, code: str, stdin: str = "") -> dict:
+    """What POST /run_code answers for ``code``, computed in this process (the job it builds)."""
+    p, cfg = stdio_problem(stdin), ex.config
+    job = ex.job_for(p, code, "hidden", True, timeout=cfg.timeout, memory_mb=cfg.limits.memory_mb,
+                     max_job_seconds=ServeConfig().max_job_seconds, capture=cfg.max_output_kb << 10, real_exit=True)
+    return {**to_sandbox_fusion(ex.run_prepared(p, job)),
+            "limits": {"run_timeout": cfg.timeout, "memory_limit_MB": cfg.limits.memory_mb}}
 
 
 def test_hostile_stdio_programs_through_run_code(client, local):
     corpus = [(n, prog, strict) for n, p, prog, strict in hostile_corpus(local.guards) if p.kind == "stdio"]
     assert len(corpus) >= 5
     for name, prog, strict in corpus:
-        expected = run_code_view(to_sandbox_fusion(local.run(stdio_problem(""), prog)), strict)
+        expected = run_code_view(run_code_here(local, prog), strict)
         assert run_code_view(client.run_code(prog, ""), strict) == expected, name
 
 
@@ -290,24 +299,31 @@ def test_run_code_answers_like_sandbox_fusion(srv, code, stdin, status, run_stat
         assert run["stderr"].strip()  # the error's last line, as Python prints it
 
 
-def test_run_code_long_stdout(client):
-    # the executor keeps 2000 characters: by default a longer output is an error, never compared cut
-    reply = client.run_code("print('x' * 5000)")
-    assert reply["status"] == "SandboxError" and "2000" in reply["message"]
-    from coderl.execution import codes as oc
-    from coderl.execution.outcome import Result
+def test_run_code_returns_a_long_stdout_whole(client):
+    # the executor keeps 2000 characters of a verdict's stdout; /run_code's job captures all of it
+    # (up to max_output_kb), so a correct long answer compares equal under veRL
+    reply = client.run_code("print('x' * 5000)\nprint('y' * 3000)")
+    assert reply["status"] == "Success"
+    assert reply["run_result"]["stdout"] == "x" * 5000 + "\n" + "y" * 3000 + "\n"
+    p = Problem(id="long", source="jsonl", question="q", kind="stdio", tests={"inputs": [""], "outputs": ["x" * 5000]})
+    [r] = client.execute(p, ["print('x' * 5000)"])  # /v1/execute compares the whole output, keeps 2000
+    assert r.outcome == "passed" and len(r.stdout) < 2100
 
-    cut = Result(problem_id="run_code", index=0, outcome="failed", stdout=oc.truncate("x" * 5000 + "\n"))
-    assert to_sandbox_fusion(cut)["status"] == "SandboxError"
-    run = to_sandbox_fusion(cut, "truncate")["run_result"]
-    assert run["stdout"] == cut.stdout and run["status"] == "Finished"
+
+RLIMITS = ("import resource\n"
+           "print(resource.getrlimit(resource.RLIMIT_AS)[0] >> 20, resource.getrlimit(resource.RLIMIT_CPU)[0])")
 
 
 def test_run_code_limits_are_capped(client):
-    # asked for more than the server allows: the server's; asked for less: granted
+    # asked for more than the server allows: the server's (echoed, and what the program runs under:
+    # RLIMIT_AS = memory, RLIMIT_CPU = ceil((per-test limit + 1) x 2) + 1); asked for less: granted
+    reply = client.run_code(RLIMITS, run_timeout=8, memory_limit_MB=100_000)
+    assert reply["limits"] == {"run_timeout": 1.0, "memory_limit_MB": 512}
+    assert reply["run_result"]["stdout"] == "512 5\n"
     assert client.run_code("while True:\n    pass", run_timeout=100)["run_result"]["status"] == "TimeLimitExceeded"
+    low = client.run_code(RLIMITS, run_timeout=0.5, memory_limit_MB=300)
+    assert low["limits"] == {"run_timeout": 0.5, "memory_limit_MB": 300} and low["run_result"]["stdout"] == "300 4\n"
     big = "b = bytearray(350 * 2 ** 20)\nprint(len(b) > 0)"
-    assert client.run_code(big, memory_limit_MB=100_000)["run_result"]["stdout"] == "True\n"
     low = client.run_code(big, memory_limit_MB=300)
     assert low["status"] == "Failed" and "MemoryError" in low["run_result"]["stderr"]
     p = hostile.DOUBLE_ASSERT
@@ -405,7 +421,7 @@ def test_queue_full_with_real_programs():
     """One worker, one queue slot: two endless programs fill it; a third request is refused while they run."""
     import threading
 
-    with BackgroundServer(ServeConfig(port=0, max_queue=1), exec_config(workers=1, timeout=2.0)) as small:
+    with BackgroundServer(ServeConfig(port=0, max_queue=1, max_programs=2), exec_config(workers=1, timeout=2.0)) as small:
         c = ExecutorClient(small.url)
         results = {}
         t = threading.Thread(target=lambda: results.setdefault("a", c.execute(hostile.DOUBLE_ASSERT, [LOOP, LOOP + "#"])))
@@ -425,15 +441,15 @@ def test_queue_full_with_real_programs():
 def test_worker_killed_mid_request_is_replaced():
     import threading
 
-    with BackgroundServer(ServeConfig(port=0), exec_config(workers=1, timeout=3.0)) as one:
-        c = ExecutorClient(one.url)
-        worker = one.engine.executor._workers[0]
-        first = worker.proc.pid
-        slow = "import time\ndef f(x):\n    time.sleep(1.5)\n    return 2 * x\n"
+    with BackgroundServer(ServeConfig(port=0), exec_config(workers=1, timeout=2.0)) as one:
+        c, ex = ExecutorClient(one.url), one.engine.executor
+        [first] = ex.worker_pids()
         out = {}
-        t = threading.Thread(target=lambda: out.setdefault("r", c.execute(hostile.DOUBLE_ASSERT, [slow])))
+        t = threading.Thread(target=lambda: out.setdefault("r", c.execute(hostile.DOUBLE_ASSERT, [LOOP])))
         t.start()
-        while c.metrics()["in_flight"] < 1:
+        deadline = time.monotonic() + 120
+        while ex.busy_workers() < 1:  # the job is on the worker (an endless program: it still runs)
+            assert time.monotonic() < deadline and t.is_alive()
             time.sleep(0.01)
         for kill in (os.killpg, os.kill):
             try:
@@ -442,10 +458,10 @@ def test_worker_killed_mid_request_is_replaced():
                 pass
         t.join()
         [r] = out["r"]
-        # answered (the job ran again on the replacement) or failed cleanly (an engine error, no verdict)
-        assert r.outcome == "passed" or (r.outcome, r.detail) == ("runtime_error", "engine")
+        # ran again on the replacement (its own verdict: the time limit) or failed cleanly (no verdict)
+        assert (r.outcome, r.detail) in {("runtime_error", "timeout"), ("runtime_error", "engine")}
         assert c.execute(hostile.DOUBLE_ASSERT, [GOOD])[0].outcome == "passed"
-        assert worker.proc is not None and worker.proc.poll() is None and worker.proc.pid != first  # replaced
+        assert ex.restarts >= 1 and ex.live_workers() == 1 and ex.worker_pids()[0] != first  # replaced
         assert c.health()["status"] == "ok" and c.metrics()["admitted"] == 0
 
 
@@ -468,3 +484,277 @@ def test_non_loopback_bind_needs_a_token(monkeypatch):
     assert res.exit_code == 2 and "refusing to bind" in res.output
     res = CliRunner().invoke(app, ["serve-executor", "--max-queue", "-1"])
     assert res.exit_code == 2 and "serve.max_queue" in res.output
+
+
+# -- findings of the security review (each test failed before its fix) ----------------------------
+JSON = {"Content-Type": "application/json"}
+
+
+def wait_for(condition, what: str, timeout: float = 120.0):
+    """Poll ``condition()`` until it is truthy (no timing assumption: a generous bound, then fail)."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.02)
+    return value
+
+
+@pytest.fixture(scope="module")
+def small():
+    """One worker, room for 4 programs, a 1 MB file-size limit, 3 s per test, no token."""
+    cfg = exec_config(workers=1, timeout=3.0, limits=Limits(memory_mb=512, file_size_mb=1, max_procs=32))
+    with BackgroundServer(ServeConfig(port=0, max_queue=3, max_programs=4), cfg) as s:
+        yield s
+
+
+def test_lone_surrogates_are_refused_and_never_half_feed_a_worker(small):
+    c = ExecutorClient(small.url)
+    before = c.metrics()["programs"]
+    code, reply, _ = raw(small, "POST", "/run_code", b'{"code": "print(input())", "stdin": "\\ud800"}', JSON)
+    assert code == 422 and reply["field"] == "stdin" and "surrogate" in reply["message"]
+    bad = json.dumps({"programs": [GOOD], "problem": PROBLEM}).replace('"setup": ""', '"setup": "\\ud800"')
+    code, reply, _ = raw(small, "POST", "/v1/execute", bad.encode(), JSON)
+    assert code == 422 and reply["field"] == "problem.tests" and ".setup" in reply["message"]
+    code, reply, _ = raw(small, "POST", "/v1/execute", b'{"programs": ["x = \'\\udfff\'"], "problem": %s}'
+                         % json.dumps(PROBLEM).encode(), JSON)
+    assert code == 422 and reply["field"] == "programs" and "programs.0" not in reply["message"]
+    assert c.metrics()["programs"] == before
+    # the next requests on the (only) worker get their own verdicts
+    assert c.run_code("print(6 * 7)")["run_result"]["stdout"] == "42\n"
+    assert c.execute(hostile.DOUBLE_ASSERT, [GOOD])[0].outcome == "passed"
+
+
+def test_executor_never_half_feeds_a_worker():
+    """The engine itself: a job that cannot be encoded fails alone (an engine error, no verdict),
+    the worker untouched; the next program on the same worker gets its own verdict."""
+    bad = Problem(id="s", source="jsonl", question="q", kind="assert", entry_point="f",
+                  tests={"setup": "\ud800", "asserts": ["assert f(2) == 4"], "check": None})
+    with Executor(exec_config(workers=1)) as ex:
+        [pid] = ex.worker_pids()
+        r = ex.run(bad, GOOD)
+        assert (r.outcome, r.detail) == ("runtime_error", "engine") and "UnicodeEncodeError" in r.error_message
+        for _ in range(3):
+            assert ex.run(hostile.DOUBLE_ASSERT, GOOD).outcome == "passed"
+        assert ex.worker_pids() == [pid] and ex.restarts == 0
+
+
+@pytest.mark.parametrize("code, status, rc, stderr", [
+    ("print(42)\nimport sys\nsys.exit(1)", "Failed", 1, ""),
+    ("print(42)\nexit('fatal: bad input')", "Failed", 1, "fatal: bad input\n"),
+    ("print(42)\nraise SystemExit(3)", "Failed", 3, ""),
+    ("print(42, flush=True)\nimport os\nos._exit(3)", "Failed", 3, ""),
+    ("print(42)\nimport sys\nsys.exit(0)", "Success", 0, ""),
+    ("print(42)\nimport sys\nsys.exit()", "Success", 0, ""),
+])
+def test_run_code_reports_the_exit_status(small, code, status, rc, stderr):
+    reply = ExecutorClient(small.url).run_code(code)
+    run = reply["run_result"]
+    assert (reply["status"], run["status"], run["return_code"], run["stdout"], run["stderr"]) == (
+        status, "Finished", rc, "42\n", stderr)
+
+
+def test_execute_keeps_apps_exit_rule(small):
+    # /v1/execute: exit after printing the answer is a normal end (CodeRL's APPS harness)
+    p = Problem(id="x", source="apps", question="q", kind="stdio", tests={"inputs": ["2\n"], "outputs": ["4\n"]})
+    r = ExecutorClient(small.url).execute(p, ["print(2 * int(input()))\nimport sys\nsys.exit(1)",
+                                             "print(2 * int(input()))\nimport os\nos._exit(3)"])
+    assert r[0].outcome == "passed"
+    assert (r[1].outcome, r[1].detail, r[1].error_type) == ("runtime_error", "exited", "ExitStatus")
+
+
+def test_requests_past_capacity(small):
+    # a server that could never admit a request of max_programs does not start
+    with pytest.raises(ConfigError, match="serve.max_programs"):
+        BackgroundServer(ServeConfig(port=0, max_queue=2), exec_config(workers=1))
+    # the client reads the bound from /health and splits its batch (capacity 4 here)
+    c = ExecutorClient(small.url)
+    health = c.health()
+    assert (health["max_programs"], health["capacity"]) == (4, 4)
+    progs = [f"def f(x):\n    return {k} * x\n" for k in range(2, 8)] * 2  # 12 programs, 6 distinct
+    results = c.execute(hostile.DOUBLE_ASSERT, progs)
+    assert [r.index for r in results] == list(range(12))
+    assert [r.outcome for r in results] == (["passed"] + ["failed"] * 5) * 2
+    assert c.metrics()["rejected"].get("429", 0) == 0
+    from coderl.serve.scoring import RemoteScorer  # (its chunks run in parallel: 429s retried)
+
+    scored = RemoteScorer(small.url, busy_wait=120).run([(hostile.DOUBLE_ASSERT, p) for p in progs])
+    assert [r.outcome for r in scored] == [r.outcome for r in results]
+    # the engine refuses (422, never 429 forever) what could never be admitted
+    import asyncio
+
+    from coderl.serve.engine import Job, NeverFits
+
+    jobs = [Job(hostile.DOUBLE_ASSERT, f"# {i}\n" + GOOD) for i in range(5)]
+    with pytest.raises(NeverFits, match="more than this service ever admits"):
+        asyncio.run(small.engine.run(jobs))
+    assert c.metrics()["admitted"] == 0
+
+
+def test_a_failed_restart_is_retried_and_health_tells(monkeypatch):
+    from coderl.execution import pool
+
+    real = pool._Worker.start
+    with BackgroundServer(ServeConfig(port=0), exec_config(workers=1)) as one:
+        c, ex = ExecutorClient(one.url), one.engine.executor
+        failing = {"on": True}
+
+        def flaky(self):
+            if failing["on"]:
+                self.stop()
+                raise pool.EngineError("simulated start failure")
+            return real(self)
+
+        monkeypatch.setattr(pool._Worker, "start", flaky)
+        [pid] = ex.worker_pids()
+        os.killpg(pid, signal.SIGKILL)
+        code, body, _ = wait_for(lambda: (r := raw(one, "GET", "/health"))[0] == 503 and r, "health 503")
+        assert body["status"] == "unavailable" and body["live_workers"] == 0
+        reply = c.run_code("print(1)")
+        assert reply["status"] == "SandboxError" and "EngineError: simulated start failure" in reply["message"]
+        failing["on"] = False  # the restart works again: the next request starts the worker first
+        for _ in range(3):
+            assert c.run_code("print(1)")["run_result"]["stdout"] == "1\n"
+        assert c.health()["live_workers"] == 1 and ex.live_workers() == 1
+
+
+def test_serving_needs_the_sandbox_guards(monkeypatch):
+    from coderl.execution import sandbox
+    from coderl.serve.server import startup_lines
+
+    monkeypatch.setattr(sandbox, "bwrap_path", lambda: None)  # isolation auto falls back to none
+    with pytest.warns(RuntimeWarning), pytest.raises(ConfigError, match="net_namespace"):
+        BackgroundServer(ServeConfig(port=0), exec_config(workers=1, isolation="auto")).start()
+    from typer.testing import CliRunner
+
+    from coderl.cli import app
+
+    with pytest.warns(RuntimeWarning):
+        res = CliRunner().invoke(app, ["serve-executor", "--port", "0", "--workers", "1", "--isolation", "auto"])
+    assert res.exit_code == 2 and "refusing to serve" in res.output and "--isolation none" in res.output
+    # an explicit --isolation none serves, and says so loudly
+    with pytest.warns(RuntimeWarning):
+        srv = BackgroundServer(ServeConfig(port=0), exec_config(workers=1, isolation="none")).start()
+    try:
+        lines = startup_lines(srv.engine, srv.serve_cfg, srv.url, None)
+        assert "not active: bwrap, pid_namespace, net_namespace" in lines[1]
+        assert lines[2].startswith("WARNING: --isolation none") and "network" in lines[2]
+        assert ExecutorClient(srv.url).run_code("print(1)")["status"] == "Success"
+    finally:
+        srv.stop()
+
+
+def test_disconnected_client_cancels_its_programs(small):
+    import socket
+
+    c, ex = ExecutorClient(small.url), small.engine.executor
+    before = c.metrics()
+    endless = {"programs": [LOOP + f"# {i}\n" for i in range(4)], "problem": PROBLEM, "early_exit": False}
+    body = json.dumps(endless).encode()
+    u = urllib.parse.urlsplit(small.url)
+    sock = socket.create_connection((u.hostname, u.port))
+    sock.sendall(b"POST /v1/execute HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n" % len(body) + body)
+    wait_for(lambda: c.metrics()["admitted"] == 4 and ex.busy_workers() == 1, "the programs admitted, one running")
+    sock.close()  # the client goes away
+    after = wait_for(lambda: (m := c.metrics())["admitted"] == 0 and m, "every slot given back")
+    assert after["programs"] == before["programs"]  # none ran to a verdict, the running one included
+    assert after["programs_cancelled"] - before["programs_cancelled"] == 4
+    assert after["disconnects"] - before["disconnects"] == 1
+    assert c.run_code("print(1)")["run_result"]["stdout"] == "1\n"
+
+
+def test_client_never_sends_a_request_twice_after_a_timeout(small):
+    before = ExecutorClient(small.url).metrics()["requests"].get("run_code", 0)
+    c = ExecutorClient(small.url, timeout=2.0)
+    c.health()  # the connection is kept alive: a failure on it used to be retried
+    with pytest.raises(ServiceError, match="TimeoutError"):
+        c.run_code("while True:\n    pass")  # runs to the server's 3 s limit: past the client's 2 s
+    m = wait_for(lambda: (m := ExecutorClient(small.url).metrics())["admitted"] == 0 and m, "the run to end")
+    assert m["requests"]["run_code"] == before + 1
+
+
+def test_client_resends_once_on_a_stale_kept_alive_connection():
+    """A connection the server closed while idle fails before any byte of the answer: sent again."""
+    import socket
+    import threading
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    port, seen = listener.getsockname()[1], []
+    answer = b'HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}'
+
+    def serve() -> None:
+        for _ in range(2):  # each connection: one answer, then closed without a word (keep-alive was implied)
+            conn, _ = listener.accept()
+            data = b""
+            while b"\r\n\r\n" not in data:
+                data += conn.recv(65536)
+            seen.append(data.split(b"\r\n")[0])
+            conn.sendall(answer)
+            conn.recv(65536)  # the client's next request on this connection, never answered
+            conn.close()
+
+    t = threading.Thread(target=serve, daemon=True)
+    t.start()
+    c = ExecutorClient(f"http://127.0.0.1:{port}", timeout=60)
+    assert c.request("GET", "/a") == {} and c.request("GET", "/b") == {}
+    t.join(60)
+    listener.close()
+    assert seen == [b"GET /a HTTP/1.1", b"GET /b HTTP/1.1"]
+
+
+def test_stdin_past_the_file_size_limit_is_refused(small):
+    c = ExecutorClient(small.url)
+    ok = c.run_code("import sys\nprint(len(sys.stdin.read()))", "a" * 500_000)
+    assert ok["status"] == "Success" and ok["run_result"]["stdout"] == "500000\n"
+    big = json.dumps({"code": "print(1)", "stdin": "a" * 2_000_000}).encode()
+    code, reply, _ = raw(small, "POST", "/run_code", big, JSON)
+    assert code == 422 and reply["field"] == "stdin" and "file size limit" in reply["message"]
+    prob = {"kind": "stdio", "tests": {"inputs": ["1\n", "a" * 2_000_000], "outputs": ["1\n", "1\n"]}}
+    code, reply, _ = raw(small, "POST", "/v1/execute", json.dumps({"programs": ["print(1)"], "problem": prob}).encode(),
+                         JSON)
+    assert code == 422 and reply["field"] == "problem.tests.inputs.1"
+
+
+def test_job_budget_and_test_count_are_capped():
+    cpu = "import resource\nprint(resource.getrlimit(resource.RLIMIT_CPU)[0])\n" + GOOD
+    asserts = ["assert f(2) == 4"] * 5
+    with BackgroundServer(ServeConfig(port=0, max_job_seconds=2.0, max_tests=5), exec_config(workers=1)) as one:
+        c = ExecutorClient(one.url)
+        p = Problem(id="five", source="jsonl", question="q", kind="assert", entry_point="f",
+                    tests={"setup": "", "asserts": asserts, "check": None})
+        [r] = c.execute(p, [cpu])
+        assert r.outcome == "passed" and r.stdout == "3\n"  # budget min(2 s, (1 + 1) x 6 s): RLIMIT_CPU 3
+        six = {"kind": "assert", "entry_point": "f",
+               "tests": {"setup": "", "asserts": asserts + asserts[:1], "check": None}}
+        code, reply, _ = raw(one, "POST", "/v1/execute", json.dumps({"programs": [GOOD], "problem": six}).encode(),
+                             JSON)
+        assert code == 422 and reply["field"] == "problem.tests" and "at most 5" in reply["message"]
+
+
+def test_open_paths_take_no_body_and_connections_are_bounded():
+    import socket
+
+    with BackgroundServer(ServeConfig(port=0, max_connections=2), exec_config(workers=1)) as one:
+        code, reply, _ = raw(one, "GET", "/health", b"x" * 1000, {"Content-Type": "application/json"})
+        assert code == 413 and "no request body" in reply["message"]
+        u = urllib.parse.urlsplit(one.url)
+
+        def hold():  # a connection answered 200 and kept open (a closed one may linger a moment)
+            conn = http.client.HTTPConnection(u.hostname, u.port, timeout=60)
+            conn.request("GET", "/health")
+            resp = conn.getresponse()
+            resp.read()
+            if resp.status == 200 and conn.sock is not None:
+                return conn
+            conn.close()
+
+        held = wait_for(hold, "a kept-alive connection")
+        other = socket.create_connection((u.hostname, u.port), timeout=60)
+        other.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        head = b""
+        while b"\r\n" not in head and (chunk := other.recv(100)):
+            head += chunk
+        assert head.startswith(b"HTTP/1.1 503")  # past --max-connections
+        other.close()
+        held.close()
+        wait_for(lambda: raw(one, "GET", "/health")[0] == 200, "the held connection to be gone")

@@ -45,7 +45,7 @@ from collections.abc import Iterable
 from typing import Any, Callable
 
 from coderl.execution.exec_config import ExecConfig
-from coderl.execution.outcome import PASSED, Result, Rewards
+from coderl.execution.outcome import PASSED, RUNTIME_ERROR, Result, Rewards
 from coderl.models.extract import extract_program
 from coderl.models.prompts import FENCE, Prompt, chat_message, chat_prompt, plain_prompt
 from coderl.problems.schema import Problem, ProblemError
@@ -306,9 +306,15 @@ def close() -> None:
         _VERL_SCORERS.popitem()[1].close()
 
 
-def _verl_score(result: Result | None, table: Callable[[Result], float]) -> dict[str, Any]:
-    if result is None:  # no verdict (engine or service failure): neutral, and said so
-        return {"score": 0.0, "outcome": "unscored", "tests_passed": 0, "tests_total": 0}
+def unscored_reward(table: Callable[[Result], float]) -> float:
+    """The default score of a response without a verdict: the table's runtime-error reward (CodeRL's
+    -0.6), so an executor outage never rewards a program above one that ran and failed."""
+    return float(table(Result(problem_id="unscored", index=0, outcome=RUNTIME_ERROR)))
+
+
+def _verl_score(result: Result | None, table: Callable[[Result], float], unscored: float) -> dict[str, Any]:
+    if result is None:  # no verdict (engine or service failure): ``unscored``, and said so
+        return {"score": unscored, "outcome": "unscored", "tests_passed": 0, "tests_total": 0}
     return {"score": float(table(result)), "outcome": result.outcome, "tests_passed": result.tests_passed,
             "tests_total": result.tests_total}
 
@@ -316,7 +322,8 @@ def _verl_score(result: Result | None, table: Callable[[Result], float]) -> dict
 def compute_score_batch(data_sources: list, solution_strs: list[str], ground_truths: list,
                         extra_infos: list | None = None, *, url: str | None = None, token: str | None = None,
                         reward: Any = "coderl", problems: str | None = None, tests: str = "hidden",
-                        workers: int = 0, timeout: float | None = None, **unused: Any) -> list[dict[str, Any]]:
+                        workers: int = 0, timeout: float | None = None, unscored: float | None = None,
+                        **unused: Any) -> list[dict[str, Any]]:
     """veRL's batch reward (``reward_manager=batch``): :func:`compute_score` for many responses,
     run in parallel. Keyword settings come from ``custom_reward_function.reward_kwargs``."""
     if unused:
@@ -330,7 +337,8 @@ def compute_score_batch(data_sources: list, solution_strs: list[str], ground_tru
         items.append((problem, extract_program(solution, prompt, problem)))
     results = _verl_scorer(url, token, workers, timeout).run(items, tests)
     table = reward_table(reward)
-    return [_verl_score(r, table) for r in results]
+    fallback = 0.0 if None not in results else unscored_reward(table) if unscored is None else float(unscored)
+    return [_verl_score(r, table, fallback) for r in results]
 
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
@@ -341,5 +349,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
     prompt pre-filled an opened fence). ``kwargs`` (veRL's ``reward_kwargs``): ``url``/``token``
     of a serve-executor (default: run here), ``reward`` (coderl | rltf | pass_fail), ``problems``
     (the set a problem-id ground truth is in), ``tests`` (hidden | example), ``workers``,
-    ``timeout``. The veRL config that uses it is in the module docstring."""
+    ``timeout``, ``unscored`` (the score of a response the executor could not judge — an engine or
+    service failure; default: the reward's runtime-error value, so an outage never scores above a
+    program that ran and failed). The veRL config that uses it is in the module docstring."""
     return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info], **kwargs)[0]

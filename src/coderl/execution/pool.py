@@ -46,6 +46,12 @@ class Aborted(EngineError):
     """The engine was aborted (``Executor.abort``, e.g. on Ctrl-C) while this program waited or ran."""
 
 
+class Cancelled(EngineError):
+    """The caller cancelled this program (``run_prepared``'s ``cancel`` was set) before its verdict."""
+
+    poll = 0.2  # seconds between looks at the cancel flag while a program runs
+
+
 def select_tests(problem: Any, which: str) -> dict[str, Any]:
     if which not in ("hidden", "example"):
         raise ValueError(f"tests must be 'hidden' or 'example', got {which!r}")
@@ -79,6 +85,7 @@ class _Worker:
         self.cgroup = sandbox.Cgroup(f"{os.getpid()}-{engine}-{index}", pids_max=limits.max_procs + 16,
                                      memory_bytes=(limits.memory_mb * 2 + 512) << 20)
         self.isolation = ""
+        self.busy = False  # a job written to it, its reply not yet read
 
     def start(self) -> None:
         argv, self.isolation = sandbox.worker_command(sys.executable, self.config.isolation)
@@ -150,28 +157,65 @@ class _Worker:
 
             confine.reap_uid(self.uid, None, timeout=max(0.5, end - time.monotonic()))
 
+    def restart(self) -> None:
+        """Replace the process (dead, wedged or half-fed): kill it and what it left, close its
+        pipes, start a new one. Raises EngineError when the new one does not start (``proc`` is
+        then None: the next use tries again)."""
+        self.kill()
+        self.stop(wait=0.1)
+        self.start()
+
+    @property
+    def alive(self) -> bool:
+        proc = self.proc
+        return proc is not None and proc.poll() is None
+
     def run(self, job: dict[str, Any], tests: dict[str, Any], wake: int | None = None) -> dict[str, Any]:
-        """Send the job, wait for its result. ``wake``: an fd that turns readable on abort — the
-        wait then ends at once (``Aborted``), even should something still hold the pipe's write end."""
-        assert self.proc is not None
-        wire.send(self.proc.stdin.fileno(), job)
-        wire.send(self.proc.stdin.fileno(), tests)
+        """Send the job, wait for its result (see ``run_frames``)."""
+        return self.run_frames(wire.frame(job) + wire.frame(tests), job["job_timeout"], wake)
+
+    def run_frames(self, data: bytes, job_timeout: float, wake: int | None = None,
+                   cancel: threading.Event | None = None) -> dict[str, Any]:
+        """Send a job's two frames (serialised whole before this is called: a job that cannot be
+        encoded never half-feeds a worker), wait for its result. ``wake``: an fd that turns readable
+        on abort — the wait then ends at once (``Aborted``), even should something still hold the
+        pipe's write end; ``cancel``: set, the wait ends within ``Cancelled.poll`` s (``Cancelled``).
+        Any exception leaves the worker in an unknown state: restart it."""
+        if self.proc is None:
+            raise EngineError("the execution worker is not running")
+        self.busy = True
+        try:
+            return self._exchange(data, job_timeout, wake, cancel)
+        finally:
+            self.busy = False
+
+    def _exchange(self, data: bytes, job_timeout: float, wake: int | None,
+                  cancel: threading.Event | None) -> dict[str, Any]:
+        wire.send_bytes(self.proc.stdin.fileno(), data)
         fd = self.proc.stdout.fileno()
-        deadline = time.monotonic() + job["job_timeout"] + 30
+        deadline = time.monotonic() + job_timeout + 30
         if wake is not None:  # the reply's first byte (a frame follows in one write) or the abort
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise wire.FrameTimeout()
-                ready = select.select([fd, wake], [], [], left)[0]
+                ready = select.select([fd, wake], [], [], left if cancel is None else min(left, Cancelled.poll))[0]
                 if wake in ready:
                     raise Aborted("the execution engine was aborted")
                 if fd in ready:
                     break
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("cancelled by the caller while it ran")
         reply = wire.recv(fd, deadline=deadline)
         if not isinstance(reply, dict) or reply.get("op") != "result":
             raise wire.ProtocolError("worker sent no result")
         return reply
+
+
+def _engine_failure(message: str) -> dict[str, Any]:
+    """A worker's raw result for a program the engine could not run (never cached)."""
+    return {"outcome": oc.RUNTIME_ERROR, "detail": oc.ENGINE, "per_test": [],
+            "error": {"type": "EngineError", "message": message, "line": None}}
 
 
 def _close_fds(*fds: int) -> None:
@@ -214,11 +258,29 @@ class Executor:
         self.isolation = ""
         self.guards: dict[str, bool] = {}
         self.runs = 0
+        self.restarts = 0  # workers replaced (dead, wedged, or a job failed on them)
         self.aborted = False
-        self._limits_for: dict[float, dict[str, Any]] = {}
+        self._limits_for: dict[int, dict[str, Any]] = {}  # RLIMIT_CPU -> the child's rlimits
         # written once on abort: every thread waiting for a worker's reply selects on it too
         self._wake_r, self._wake_w = os.pipe()
         weakref.finalize(self, _close_fds, self._wake_r, self._wake_w)
+
+    @property
+    def worker_count(self) -> int:
+        """How many workers the engine runs (min(config.workers or 2 x cores, 64))."""
+        return len(self._workers)
+
+    def live_workers(self) -> int:
+        """Workers whose process is running now (a dead one is replaced when next used)."""
+        return sum(1 for w in self._workers if w.alive)
+
+    def busy_workers(self) -> int:
+        """Workers that hold a job now (written to them, its reply not yet read)."""
+        return sum(1 for w in self._workers if w.busy)
+
+    def worker_pids(self) -> list[int | None]:
+        """The workers' process ids (None: not running)."""
+        return [w.proc.pid if w.proc is not None else None for w in self._workers]
 
     @property
     def uids(self) -> list[int]:
@@ -351,19 +413,34 @@ class Executor:
 
     # -- running ------------------------------------------------------------------------------
     def job_for(self, problem: Any, program: str, which: str = "hidden", early_exit: bool | None = None,
-                *, timeout: float | None = None) -> tuple[dict, dict, str, int]:
+                *, timeout: float | None = None, memory_mb: int | None = None, max_job_seconds: float | None = None,
+                capture: int | None = None, real_exit: bool = False) -> tuple[dict, dict, str, int]:
         """The ``job`` and ``tests`` frames for the worker, the cache key and the number of tests.
-        ``timeout``: the per-test limit (default: ``time_limit(problem)``)."""
+        ``timeout``: the per-test limit (default: ``time_limit(problem)``); ``memory_mb``: an
+        address-space limit other than the config's (the caller caps it); ``max_job_seconds``: a cap on the program's whole
+        budget; ``capture``: characters of a stdio program's stdout to keep (default ``MAX_TEXT``;
+        at most ``max_output_kb``: more is an output-limit error anyway); ``real_exit``: a stdio
+        program's ``sys.exit(n)`` is its exit status (as a script's), not a normal end (APPS's rule).
+        The last four enter the job (and its hash) only when given."""
         tests = select_tests(problem, which)
         kind = problem.kind
         n = count_tests(tests, kind)
         cfg = self.config
         per_test = self.time_limit(problem) if timeout is None else timeout
         job_timeout = cfg.job_timeout or (per_test + 1) * (n + 1)
+        if max_job_seconds is not None:
+            job_timeout = min(job_timeout, max_job_seconds)
+        limits = self._limits(job_timeout)
+        if memory_mb is not None and memory_mb != limits["memory_mb"]:
+            limits = {**limits, "memory_mb": int(memory_mb)}
         job = {"op": "job", "program": program, "kind": kind,
                "apps_preamble": cfg.apps_preamble and problem.source == "apps",
-               "limits": self._limits(job_timeout), "timeout": per_test, "job_timeout": job_timeout,
+               "limits": limits, "timeout": per_test, "job_timeout": job_timeout,
                "max_output": cfg.max_output_kb << 10}
+        if capture is not None:
+            job["capture"] = max(oc.MAX_TEXT, min(int(capture), cfg.max_output_kb << 10))
+        if real_exit:
+            job["real_exit"] = True
         frame = {"early_exit": cfg.early_exit if early_exit is None else early_exit}
         if kind in ("stdio", "call"):
             frame.update(inputs=tests.get("inputs", []), outputs=tests.get("outputs", []))
@@ -458,12 +535,17 @@ class Executor:
 
     def _limits(self, job_timeout: float) -> dict[str, Any]:
         """The child's rlimits as a dict (RLIMIT_CPU capped just above the program's wall-clock budget),
-        built once per distinct budget: jobs only read it (it is serialised, never mutated)."""
-        limits = self._limits_for.get(job_timeout)
+        built once per distinct RLIMIT_CPU (the one value that depends on the budget: at most
+        ``cpu_seconds`` of them, and never more than 256 kept): jobs only read it (it is
+        serialised, never mutated)."""
+        cpu = min(self.config.limits.cpu_seconds, math.ceil(job_timeout) + 1)
+        limits = self._limits_for.get(cpu)
         if limits is None:
             limits = dataclasses.asdict(self.config.limits)
-            limits["cpu_seconds"] = min(limits["cpu_seconds"], math.ceil(job_timeout) + 1)
-            self._limits_for[job_timeout] = limits
+            limits["cpu_seconds"] = cpu
+            if len(self._limits_for) >= 256:
+                self._limits_for.clear()
+            self._limits_for[cpu] = limits
         return limits
 
     def run(self, problem: Any, program: str, tests: str = "hidden", early_exit: bool | None = None,
@@ -471,9 +553,15 @@ class Executor:
         """Run ``program`` on ``problem``'s hidden or example tests."""
         if not self.started:
             self.start()
-        return self._run(problem, tests, index, self.job_for(problem, program, tests, early_exit))
+        return self.run_prepared(problem, self.job_for(problem, program, tests, early_exit), tests, index)
 
-    def _run(self, problem: Any, tests: str, index: int, prepared: tuple[dict, dict, str, int]) -> Result:
+    def run_prepared(self, problem: Any, prepared: tuple[dict, dict, str, int], tests: str = "hidden",
+                     index: int = 0, cancel: threading.Event | None = None) -> Result:
+        """Run a job ``job_for(problem, ..., tests)`` prepared (cache first, then a worker).
+        ``cancel``: once set, the program is not started, or stopped (its worker replaced), and
+        ``Cancelled`` raised."""
+        if not self.started:
+            self.start()
         job, frame, key, n = prepared
         if n == 0:
             raise ValueError(f"problem {problem.id} has no {tests} tests")
@@ -482,13 +570,14 @@ class Executor:
             if hit is not None:
                 hit.update(problem_id=str(problem.id), index=index, cached=True)
                 return Result.from_dict(hit)
-        raw = self._dispatch(job, frame)
+        raw = self._dispatch(job, frame, cancel)
         per_test = raw.get("per_test", [])
         err = raw.get("error") or {}
         result = Result(problem_id=str(problem.id), index=index, outcome=raw.get("outcome", oc.RUNTIME_ERROR),
                         tests_passed=sum(1 for v in per_test if v is True), tests_total=n, per_test=per_test,
                         error_type=err.get("type"), error_message=oc.truncate(err.get("message")) or None,
-                        error_line=err.get("line"), stdout=oc.truncate(raw.get("stdout", "")),
+                        error_line=err.get("line"),
+                        stdout=oc.truncate(raw.get("stdout", ""), job.get("capture") or oc.MAX_TEXT),
                         stderr=oc.truncate(raw.get("stderr", "")), wall_time=round(raw.get("wall_time", 0.0), 4),
                         hash=key, isolation=self.isolation, detail=raw.get("detail"), tests=tests)
         self.runs += 1
@@ -496,32 +585,60 @@ class Executor:
             self.cache.put(key, result.to_dict())
         return result
 
-    def _dispatch(self, job: dict, frame: dict) -> dict[str, Any]:
-        for attempt in range(2):
-            while True:
-                try:
-                    w = self._idle.get(timeout=0.5)
-                    break
-                except queue.Empty:
-                    if self.aborted:
-                        raise Aborted("the execution engine was aborted") from None
+    def _dispatch(self, job: dict, frame: dict, cancel: threading.Event | None = None) -> dict[str, Any]:
+        """The worker's raw result for the job, on an idle worker. Both frames are serialised before
+        any is written (a job that cannot be encoded, e.g. a lone surrogate, fails here and the
+        worker is untouched); a worker found dead is started before use; any failure once the job
+        may have reached a worker replaces that worker (a half-fed one would answer the next job
+        with this one's leftovers). Two tries, then an engine error (never a verdict). ``cancel``:
+        see ``run_prepared``."""
+        try:
+            data = wire.frame(job) + wire.frame(frame)
+        except (ValueError, TypeError, RecursionError) as e:  # (UnicodeEncodeError is a ValueError)
+            return _engine_failure(f"the job cannot be sent to a worker: {type(e).__name__}: {e}")
+        errors: list[str] = []
+        for _ in range(2):
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("cancelled by the caller before it ran")
+            w = self._take()
             try:
                 if self.aborted:
                     raise Aborted("the execution engine was aborted")
-                return w.run(job, frame, self._wake_r)
-            except (wire.FrameTimeout, wire.ProtocolError, OSError) as e:
+                if not w.alive and not self._replace(w, errors):  # died between programs, or an
+                    continue                                       # earlier restart failed
+                return w.run_frames(data, job["job_timeout"], self._wake_r, cancel)
+            except Aborted:
+                raise
+            except Cancelled:  # stopped mid-job: the worker is half-way through it
+                self._replace(w, errors)
+                raise
+            except Exception as e:  # noqa: BLE001 - whatever it was, the worker is suspect
                 if self.aborted:
                     raise Aborted("the execution engine was aborted") from None
-                w.kill()  # a wedged or dead worker: replace it
-                try:
-                    w.start()
-                except EngineError:
-                    pass
-                last = e
+                errors.append(f"{type(e).__name__}: {e}")
+                self._replace(w, errors)
             finally:
                 self._idle.put(w)
-        return {"outcome": oc.RUNTIME_ERROR, "detail": oc.ENGINE, "per_test": [],
-                "error": {"type": "EngineError", "message": f"worker failed twice: {last}", "line": None}}
+        return _engine_failure("worker failed twice: " + "; ".join(errors))
+
+    def _take(self) -> _Worker:
+        while True:
+            try:
+                return self._idle.get(timeout=0.5)
+            except queue.Empty:
+                if self.aborted:
+                    raise Aborted("the execution engine was aborted") from None
+
+    def _replace(self, w: _Worker, errors: list[str]) -> bool:
+        """Restart ``w``; a restart that fails leaves it stopped (the next use tries again), is
+        noted in ``errors`` and returns False."""
+        try:
+            w.restart()
+        except Exception as e:  # noqa: BLE001 - EngineError, OSError (EMFILE), ...
+            errors.append(f"restart: {type(e).__name__}: {e}")
+            return False
+        self.restarts += 1
+        return True
 
     def run_many(self, items: Iterable[tuple[Any, str, str]], early_exit: bool | None = None,
                  progress: Any = None) -> list[Result]:
@@ -542,7 +659,7 @@ class Executor:
 
         def one(i: int) -> Result:
             problem, _, which = items[i]
-            r = self._run(problem, which, i, prepared[i])
+            r = self.run_prepared(problem, prepared[i], which, i)
             if progress is not None:
                 progress(r)
             return r

@@ -162,8 +162,9 @@ def judge(job: dict[str, Any], tests: dict[str, Any], ch: Channel) -> dict[str, 
         return kind != "stdio" and code is False
 
     if kind == "stdio":
+        capture = job.get("capture") or oc.MAX_TEXT
         for inp, expected in zip(tests["inputs"], tests["outputs"]):
-            if not record(*stdio_test(ch, inp, expected, timeout, res)):
+            if not record(*stdio_test(ch, inp, expected, timeout, res, capture)):
                 break
     elif kind == "call":
         fn = [None, tests["fn_name"]]
@@ -207,13 +208,14 @@ def load(ch: Channel) -> dict[str, Any]:
     return names if isinstance(names, dict) else {}
 
 
-def stdio_test(ch: Channel, inp: str, expected: Any, timeout: float, res: dict) -> tuple:
+def stdio_test(ch: Channel, inp: str, expected: Any, timeout: float, res: dict, capture: int = oc.MAX_TEXT) -> tuple:
+    """One stdin/stdout test; ``capture``: characters of its stdout kept in the result."""
     try:
         r = ch.ask({"op": "stdio", "input": inp, "timeout": timeout}, timeout + GRACE)
     except RemoteError as e:
         return -1, e
     stdout = r.get("stdout") if isinstance(r.get("stdout"), str) else ""
-    res["captured"] = oc.truncate(stdout)
+    res["captured"] = oc.truncate(stdout, capture)
     if r.get("timeout"):
         return -1, RemoteError({"type": "TimeoutError", "message": "time limit exceeded"}, oc.TIMEOUT)
     sig = r.get("signal")
@@ -224,7 +226,11 @@ def stdio_test(ch: Channel, inp: str, expected: Any, timeout: float, res: dict) 
         except ValueError:
             name = str(sig)
         return -1, RemoteError({"type": "Killed", "message": f"killed by {name}", "line": None}, detail)
-    if r.get("exit") not in (0, None) or r.get("error"):
+    status = r.get("exit")
+    if type(status) is int and status != 0 and not isinstance(r.get("error"), dict):  # exit status,
+        return -1, RemoteError({"type": "ExitStatus", "message": f"exit status {status}",  # no exception
+                                "line": None}, oc.EXITED)
+    if status not in (0, None) or r.get("error"):
         info = r.get("error") if isinstance(r.get("error"), dict) else {}
         info = {"type": str(info.get("type", "Exception"))[:100], "message": str(info.get("message", ""))[:2000],
                 "line": info.get("line") if isinstance(info.get("line"), int) else None}

@@ -201,11 +201,22 @@ def decode(obj: Any, handles: dict[int, Any] | None = None, _depth: int = 0, cha
 
 # -- frames -------------------------------------------------------------------------------------
 
+def frame(message: Any) -> bytes:
+    """One frame's bytes (length + UTF-8 JSON). Raises before anything is written when ``message``
+    cannot be sent (UnicodeEncodeError for a lone surrogate, TypeError, ValueError)."""
+    data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+    return struct.pack(">I", len(data)) + data
+
+
 def send(fd: int, message: Any, deadline: float | None = None) -> None:
     """Write one frame. With a ``deadline`` (and a non-blocking ``fd``) a peer that stops reading
     raises FrameTimeout instead of blocking us forever."""
-    data = json.dumps(message, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-    view = memoryview(struct.pack(">I", len(data)) + data)
+    send_bytes(fd, frame(message), deadline)
+
+
+def send_bytes(fd: int, data: bytes, deadline: float | None = None) -> None:
+    """Write ``data`` (whole frames, already serialised: see ``frame``) as ``send`` does."""
+    view = memoryview(data)
     while view:
         try:
             n = os.write(fd, view)

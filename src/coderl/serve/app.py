@@ -3,46 +3,46 @@
 * ``POST /run_code``   – SandboxFusion's request and response (``runcode.py``): veRL's
   ``sandbox_fusion`` reward can point at it unchanged.
 * ``POST /v1/execute`` – programs + one problem's test fields -> coderl ``Result`` dicts, in order.
-* ``GET /health``      – liveness (no token needed).
+* ``GET /health``      – liveness (no token needed; no body): 200 while a worker runs, else 503;
+  also the bounds a client sizes its batches by (``max_programs``, ``capacity``).
 * ``GET /metrics``     – queue depth, in flight, programs/s, verdict counts, rejections.
 
 Errors are JSON ``{"error", "message", "field"?}``: 400 for a body that is not JSON, 422 naming the
-field for a wrong type or value, 401 without the token, 413 past the body limit, 429 when the
-admission bound is reached (nothing of the request queued; ``Retry-After: 1``).
+field for a wrong type or value (or a request this server can never run: more programs or tests than
+it takes, a stdin larger than the sandbox may write), 401 without the token, 413 past the body limit,
+429 when the admission bound is reached (nothing of the request queued; ``Retry-After: 1``). A
+client that goes away before its answer cancels its programs that have not started.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+from typing import Any, Awaitable
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from coderl.execution.exec_config import ExecConfig
 from coderl.problems.schema import ProblemError
-from coderl.serve.engine import Busy, Engine, Job
+from coderl.serve.engine import Busy, Engine, Job, NeverFits
 from coderl.serve.gate import Gate, error_body
 from coderl.serve.runcode import stdio_problem, to_sandbox_fusion
 from coderl.serve.schemas import ExecuteRequest, RunCodeRequest, problem_error_message
 from coderl.serve.serve_config import ServeConfig
 
 
-class FieldError(Exception):
-    """A request that is well-formed but cannot be served as asked (422 naming ``field``)."""
-
-    def __init__(self, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.field = field
+class ClientGone(Exception):
+    """The client disconnected before its answer (its programs not yet started were cancelled)."""
 
 
 def create_app(serve: ServeConfig, execution: ExecConfig, token: str | None = None) -> FastAPI:
-    """The app; its lifespan starts the execution workers and stops them. ``token``: the bearer
-    token (already resolved from the environment by the caller; None: no authentication)."""
-    engine = Engine(execution, serve.max_queue)
+    """The app; its lifespan starts the execution workers (unless already started: ``Engine.start``)
+    and stops them. ``token``: the bearer token (already resolved from the environment by the
+    caller; None: no authentication)."""
+    engine = Engine(execution, serve)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -60,32 +60,64 @@ def create_app(serve: ServeConfig, execution: ExecConfig, token: str | None = No
     return app
 
 
+async def until_disconnect(request: Request, work: Awaitable[Any]) -> Any:
+    """``await work``, unless the client disconnects first: then ``work`` is cancelled (the
+    engine drops its programs not yet started) and ClientGone raised."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.cancelled() and task.done():
+        return task.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    raise ClientGone()
+
+
+async def _disconnected(request: Request) -> None:
+    """Return when the server reports the client gone (the body is already read: the next
+    message the server hands the app is the disconnect)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def _routes(app: FastAPI, engine: Engine, serve: ServeConfig) -> None:
+    capture = engine.config.max_output_kb << 10  # /run_code: the whole stdout comes back
+
     @app.post("/run_code")
-    async def run_code(req: RunCodeRequest) -> dict[str, Any]:
+    async def run_code(req: RunCodeRequest, request: Request) -> dict[str, Any]:
         engine.metrics.request("run_code")
         timeout, memory = engine.effective_limits(req.run_timeout, req.memory_limit_MB)
-        [result] = await engine.run([Job(stdio_problem(req.stdin), req.code, "hidden", timeout, memory, True)])
-        return to_sandbox_fusion(result, serve.long_stdout)
+        problem = stdio_problem(req.stdin)
+        engine.check_problem(problem, "hidden", stdin_field="stdin")
+        job = Job(problem, req.code, "hidden", timeout, memory, True, capture=capture, real_exit=True)
+        [result] = await until_disconnect(request, engine.run([job]))
+        return {**to_sandbox_fusion(result), "limits": {"run_timeout": timeout, "memory_limit_MB": memory}}
 
     @app.post("/v1/execute")
-    async def execute(req: ExecuteRequest) -> dict[str, Any]:
+    async def execute(req: ExecuteRequest, request: Request) -> dict[str, Any]:
         engine.metrics.request("execute")
         if len(req.programs) > serve.max_programs:
-            raise FieldError("programs", f"{len(req.programs)} programs, at most {serve.max_programs} per "
+            raise NeverFits("programs", f"{len(req.programs)} programs, at most {serve.max_programs} per "
                                          "request (--max-programs)")
         problem = req.problem.to_problem()
         if req.tests == "example" and not problem.num_example_tests:
-            raise FieldError("problem.example_tests", "empty, so tests='example' has nothing to run")
+            raise NeverFits("problem.example_tests", "empty, so tests='example' has nothing to run")
+        engine.check_problem(problem, req.tests)
         timeout, memory = engine.effective_limits(req.timeout, req.memory_mb)
         jobs = [Job(problem, p, req.tests, timeout, memory, req.early_exit) for p in req.programs]
-        results = await engine.run(jobs)
+        results = await until_disconnect(request, engine.run(jobs))
         return {"results": [r.to_dict() for r in results], "limits": {"timeout": timeout, "memory_mb": memory},
                 "isolation": engine.executor.isolation}
 
     @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "workers": engine.workers, "isolation": engine.executor.isolation}
+    async def health() -> JSONResponse:
+        body = engine.health()
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     @app.get("/metrics")
     async def metrics() -> dict[str, Any]:
@@ -118,13 +150,18 @@ def _errors(app: FastAPI, engine: Engine) -> None:
         msg = str(first.get("msg", "")).removeprefix("Value error, ")
         return reply(422, f"{field}: {msg}{more}", field)
 
-    @app.exception_handler(FieldError)
-    async def field_error(_request: Request, exc: FieldError) -> JSONResponse:
-        return reply(422, str(exc), exc.field)
-
     @app.exception_handler(ProblemError)
     async def problem_error(_request: Request, exc: ProblemError) -> JSONResponse:
         return reply(422, problem_error_message(exc), "problem")
+
+    @app.exception_handler(NeverFits)
+    async def never_fits(_request: Request, exc: NeverFits) -> JSONResponse:
+        return reply(422, str(exc), exc.field)
+
+    @app.exception_handler(ClientGone)
+    async def gone(_request: Request, _exc: ClientGone) -> Response:
+        engine.metrics.disconnect()
+        return Response(status_code=499)  # (nobody reads it: nginx's "client closed request")
 
     @app.exception_handler(Busy)
     async def busy(_request: Request, exc: Busy) -> JSONResponse:

@@ -1,7 +1,8 @@
 """The door every request passes before the app sees it (pure ASGI middleware): the bearer token,
 then the body size. A refused request is answered at once — 401 without a valid token, 413 for a
-body over the limit (by its Content-Length, or counted as it streams in) — and reaches nothing:
-no body is parsed, no program admitted.
+body over the limit (by its Content-Length, or counted as it streams in), or for any body at all
+on the open paths (``GET /health``: no token, so nothing of its body is ever read) — and reaches
+nothing: no body is parsed, no program admitted.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import hmac
 import json
 from typing import Any, Awaitable, Callable
 
-OPEN_PATHS = ("/health",)  # liveness probes need no token (they learn nothing but "ok")
+OPEN_PATHS = ("/health",)  # liveness probes need no token (they learn nothing but "ok"), and send no body
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -50,6 +51,8 @@ class Gate:
                                                           "(header Authorization: Bearer <token>)"),
                                    [(b"www-authenticate", b"Bearer")])
         declared = self._content_length(scope)
+        if scope["path"] in OPEN_PATHS and (declared or self._header(scope, b"transfer-encoding") is not None):
+            return await self._too_large(send, f"{scope['path']} takes no request body")  # (never read)
         if declared is not None and declared > self.max_body:
             return await self._too_large(send)
         body = await self._read(receive)
@@ -66,14 +69,15 @@ class Gate:
         return False
 
     @staticmethod
-    def _content_length(scope: Scope) -> int | None:
-        for name, value in scope["headers"]:
-            if name == b"content-length":
-                try:
-                    return int(value)
-                except ValueError:
-                    return None
-        return None
+    def _header(scope: Scope, wanted: bytes) -> bytes | None:
+        return next((value for name, value in scope["headers"] if name == wanted), None)
+
+    def _content_length(self, scope: Scope) -> int | None:
+        value = self._header(scope, b"content-length")
+        try:
+            return None if value is None else int(value)
+        except ValueError:
+            return None
 
     async def _read(self, receive: Receive) -> bytes | None:
         """The whole body, or None once it passes the limit (the rest is never read)."""
@@ -90,11 +94,10 @@ class Gate:
             if not message.get("more_body", False):
                 return b"".join(chunks)
 
-    async def _too_large(self, send: Send) -> None:
+    async def _too_large(self, send: Send, why: str | None = None) -> None:
         self.on_reject(413)
-        await send_json(send, 413, error_body(413, f"request body over the server's limit of "
-                                                   f"{self.max_body} bytes (--max-body-bytes)"),
-                        [(b"connection", b"close")])
+        why = why or f"request body over the server's limit of {self.max_body} bytes (--max-body-bytes)"
+        await send_json(send, 413, error_body(413, why), [(b"connection", b"close")])
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -24,6 +24,8 @@ class Metrics:
         self.requests: collections.Counter[str] = collections.Counter()
         self.rejected: collections.Counter[str] = collections.Counter()
         self._finished: collections.deque[float] = collections.deque()
+        self.programs_cancelled = 0  # dropped before they ran: their client went away
+        self.disconnects = 0  # requests whose client went away before the answer
 
     def result(self, outcome: str, detail: str | None) -> None:
         now = time.monotonic()
@@ -43,6 +45,14 @@ class Metrics:
         with self._lock:
             self.rejected[str(status)] += 1
 
+    def cancelled(self) -> None:
+        with self._lock:
+            self.programs_cancelled += 1
+
+    def disconnect(self) -> None:
+        with self._lock:
+            self.disconnects += 1
+
     def _trim(self, now: float) -> None:
         while self._finished and self._finished[0] < now - WINDOW:
             self._finished.popleft()
@@ -57,4 +67,5 @@ class Metrics:
                     "programs_per_s": round(len(self._finished) / window, 3),
                     "programs_per_s_window_s": round(window, 3),
                     "outcomes": dict(self.outcomes), "details": dict(self.details),
-                    "requests": dict(self.requests), "rejected": dict(self.rejected)}
+                    "requests": dict(self.requests), "rejected": dict(self.rejected),
+                    "programs_cancelled": self.programs_cancelled, "disconnects": self.disconnects}

@@ -19,7 +19,39 @@ from coderl.problems.schema import DIFFICULTIES, KINDS, SOURCES, Problem, Proble
 Positive = Field(default=None, gt=0)
 
 
-class RunCodeRequest(BaseModel):
+def unencodable(value: Any) -> str | None:
+    """Where in ``value`` (nested lists and dicts, keys too) a string is not valid Unicode text
+    (a lone surrogate, which JSON's ``"\\ud800"`` can carry), as ``[in .a.0 ]at character i``; or None."""
+    stack = [(value, "")]
+    while stack:
+        v, p = stack.pop()
+        if isinstance(v, str):
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return f"{'in ' + p + ' ' if p else ''}at character {e.start}"
+        elif isinstance(v, dict):
+            for k, x in v.items():
+                stack += [(k, f"{p} (a key)"), (x, f"{p}.{k}")]
+        elif isinstance(v, (list, tuple)):
+            stack += [(x, f"{p}.{i}") for i, x in enumerate(v)]
+    return None
+
+
+class Utf8Model(BaseModel):
+    """Every string in the request must be valid Unicode (422 otherwise): a lone surrogate can be
+    neither written to a program's stdin nor sent to a worker."""
+
+    @field_validator("*")
+    @classmethod
+    def _utf8(cls, v: Any) -> Any:
+        where = unencodable(v)
+        if where is not None:
+            raise ValueError(f"not valid Unicode text (a lone surrogate such as \\ud800) {where}")
+        return v
+
+
+class RunCodeRequest(Utf8Model):
     model_config = ConfigDict(strict=True, extra="ignore")
 
     code: str
@@ -46,7 +78,7 @@ class RunCodeRequest(BaseModel):
         return v
 
 
-class ProblemIn(BaseModel):
+class ProblemIn(Utf8Model):
     """A problem's fields as in ``Problem`` (``kind`` and ``tests`` required, the rest optional)."""
 
     model_config = ConfigDict(strict=True, extra="forbid")
@@ -76,7 +108,7 @@ class ProblemIn(BaseModel):
         return p
 
 
-class ExecuteRequest(BaseModel):
+class ExecuteRequest(Utf8Model):
     model_config = ConfigDict(strict=True, extra="forbid")
 
     programs: list[str] = Field(min_length=1)

@@ -69,9 +69,10 @@ class LocalScorer:
 
 class RemoteScorer:
     """A ``coderl serve-executor`` at ``url``: one ``POST /v1/execute`` per problem object (chunks
-    of ``chunk`` programs), ``threads`` problems at a time. A service that stays busy (429 past
-    ``busy_wait`` s), fails or cannot be reached leaves those programs unscored (None, logged);
-    a refusal in ``FATAL`` (401: the token) raises ServiceError."""
+    of at most ``chunk`` programs, and never more than the service takes at once: its /health
+    says), ``threads`` requests at a time. A service that stays busy (429 past ``busy_wait`` s),
+    fails or cannot be reached leaves those programs unscored (None, logged); a refusal in
+    ``FATAL`` (401: the token) raises ServiceError."""
 
     def __init__(self, url: str, token: str | None = None, threads: int = 8, chunk: int = 256,
                  busy_wait: float = 300.0):
@@ -82,8 +83,15 @@ class RemoteScorer:
         groups: dict[int, list[int]] = {}  # by object: two problems may share an id, not their tests
         for i, (problem, _) in enumerate(items):
             groups.setdefault(id(problem), []).append(i)
-        calls = [idx[k:k + self.chunk] for idx in groups.values() for k in range(0, len(idx), self.chunk)]
         out: list[Result | None] = [None] * len(items)
+        try:
+            chunk = min(self.chunk, self.client.batch_limit())
+        except ServiceError as e:
+            if e.status in FATAL:
+                raise
+            log.warning("coderl executor %s: %s programs left unscored: %s", self.client.url, len(items), e)
+            return out
+        calls = [idx[k:k + chunk] for idx in groups.values() for k in range(0, len(idx), chunk)]
 
         def one(idx: list[int]) -> None:
             problem = items[idx[0]][0]

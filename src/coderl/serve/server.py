@@ -19,7 +19,7 @@ import uvicorn
 
 from coderl.execution.exec_config import ExecConfig
 from coderl.serve.app import create_app
-from coderl.serve.serve_config import ServeConfig, check_bind, resolve_token
+from coderl.serve.serve_config import ServeConfig, check_bind, guard_lines, resolve_token
 
 START_TIMEOUT = 120.0  # seconds for the workers to start (bubblewrap, first imports)
 
@@ -37,23 +37,47 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def _uvicorn(app: Any, log_level: str) -> uvicorn.Server:
+def _uvicorn(app: Any, log_level: str, serve_cfg: ServeConfig) -> uvicorn.Server:
     config = uvicorn.Config(app, log_level=log_level, access_log=False, lifespan="on",
-                            timeout_graceful_shutdown=30, backlog=2048)
+                            timeout_graceful_shutdown=30, backlog=2048,
+                            limit_concurrency=serve_cfg.max_connections)
     return uvicorn.Server(config)
 
 
+def startup_lines(engine: Any, serve_cfg: ServeConfig, url: str, token: str | None) -> list[str]:
+    """What ``serve`` prints once the workers run: where, how bounded, and the sandbox's guards."""
+    ex, file_mb = engine.executor, engine.config.limits.file_size_mb
+    lines = [f"coderl executor on {url}  (POST /run_code, POST /v1/execute, GET /health, GET /metrics; "
+             f"{engine.workers} workers, max_queue {serve_cfg.max_queue}, max_programs {serve_cfg.max_programs}, "
+             f"{'bearer token required' if token else 'no token: loopback only'})",
+             *guard_lines(ex.guards, engine.config.isolation, ex.isolation)]
+    if serve_cfg.max_body_bytes > file_mb << 20:  # a body could carry a stdin the sandbox cannot write
+        lines.append(f"note: a stdin over {file_mb} MB (execution.limits.file_size_mb) is refused with 422, "
+                     f"though bodies up to {serve_cfg.max_body_bytes} bytes are read (--max-body-bytes)")
+    return lines
+
+
 def serve(serve_cfg: ServeConfig, execution: ExecConfig, echo: Callable[[str], None] = print) -> None:
-    """Serve in the foreground until SIGINT/SIGTERM (uvicorn's handlers: in-flight requests finish)."""
+    """Serve in the foreground until SIGINT/SIGTERM (uvicorn's handlers: in-flight requests finish).
+    The workers start first: a sandbox without the guards a service needs stops it here
+    (ConfigError, see ``serve_config.isolation_problem``) before any port is opened."""
     token = resolve_token(serve_cfg.token)
     check_bind(serve_cfg.host, token)
-    sock = bind(serve_cfg.host, serve_cfg.port)
-    host, port = sock.getsockname()[:2]
     app = create_app(serve_cfg, execution, token)
-    echo(f"coderl executor on http://{host}:{port}  (POST /run_code, POST /v1/execute, GET /health, "
-         f"GET /metrics; {app.state.engine.workers} workers, max_queue {serve_cfg.max_queue}, "
-         f"{'bearer token required' if token else 'no token: loopback only'})")
-    _uvicorn(app, "info").run(sockets=[sock])
+    engine = app.state.engine
+    engine.start()
+    try:
+        sock = bind(serve_cfg.host, serve_cfg.port)
+        host, port = sock.getsockname()[:2]
+        for line in startup_lines(engine, serve_cfg, f"http://{_host(host)}:{port}", token):
+            echo(line)
+        _uvicorn(app, "info", serve_cfg).run(sockets=[sock])
+    finally:
+        engine.close()
+
+
+def _host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 class BackgroundServer:
@@ -65,7 +89,7 @@ class BackgroundServer:
         self.token = resolve_token(self.serve_cfg.token)
         check_bind(self.serve_cfg.host, self.token)
         self.app = create_app(self.serve_cfg, execution or ExecConfig(), self.token)
-        self._server = _uvicorn(self.app, log_level)
+        self._server = _uvicorn(self.app, log_level, self.serve_cfg)
         self._sock: socket.socket | None = None
         self._thread: threading.Thread | None = None
         self.url = ""
@@ -75,9 +99,15 @@ class BackgroundServer:
         return self.app.state.engine
 
     def start(self) -> "BackgroundServer":
-        self._sock = bind(self.serve_cfg.host, self.serve_cfg.port)
+        """Start the workers (here: a sandbox too weak to serve raises ConfigError), then uvicorn."""
+        self.engine.start()
+        try:
+            self._sock = bind(self.serve_cfg.host, self.serve_cfg.port)
+        except OSError:
+            self.engine.close()
+            raise
         host, port = self._sock.getsockname()[:2]
-        self.url = f"http://{'[' + host + ']' if ':' in host else host}:{port}"
+        self.url = f"http://{_host(host)}:{port}"
         self._thread = threading.Thread(target=self._server.run, kwargs={"sockets": [self._sock]},
                                         daemon=True, name="coderl-serve-http")
         self._thread.start()
@@ -95,6 +125,7 @@ class BackgroundServer:
             self._thread.join(timeout=60)
         if self._sock is not None:
             self._sock.close()
+        self.engine.close()  # (the lifespan closed it already, unless uvicorn never started)
 
     def __enter__(self) -> "BackgroundServer":
         return self.start()
