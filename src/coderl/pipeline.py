@@ -198,7 +198,7 @@ def check_needs(cfg: PipelineConfig, where: Any = "config") -> None:
             raise ConfigError(f"{where}: rl.critic_weights needs the critic scores: add the critic and "
                               "critic_score sections, or set rl.critic_weights: false (q̂ = 1)")
     if s("compare") is not None:
-        uses += [(f"compare.models", m) for m in s("compare").models if m in run_models]
+        uses += [("compare.models", m) for m in s("compare").models if m in run_models]
     for key, value in uses:
         if value in run_models and s(run_models[value]) is None:
             raise ConfigError(f"{where}: {key}: {value!r} is this run's {value}/ model, but the config "

@@ -20,7 +20,7 @@ import dataclasses
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Collection, Iterable
+from typing import Any, Collection
 
 from .io import JsonlAppender, RecordError, read_jsonl
 

@@ -25,7 +25,6 @@ import numpy as np
 
 from .metrics import n_at_k, pass_at_k
 
-from ..execution.codes import OUTCOMES_BEST_FIRST as OUTCOMES
 
 
 @dataclass

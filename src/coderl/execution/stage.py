@@ -24,7 +24,7 @@ from typing import Any, Iterable
 
 from coderl.execution.outcome import OUTCOMES, Result
 from coderl.execution.pool import ExecConfig, Executor
-from coderl.io import RecordError, atomic_write_text, write_jsonl
+from coderl.io import atomic_write_text, write_jsonl
 from coderl.records import program_hash, read_results, read_samples, result_writer
 
 
