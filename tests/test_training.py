@@ -558,3 +558,13 @@ def test_checkpoint_of_another_architecture_is_refused(tmp_path, tiny_chat_dir, 
     with pytest.raises(TrainingError, match="no SFT model"):
         train_rl(train_problems, tmp_path / "empty", RLConfig(), samples_path=tmp_path / "x",
                  results_path=tmp_path / "y")
+
+
+def test_a_typed_default_lr_resumes_a_run_made_with_lr_null(tmp_path, tiny_chat_dir, train_problems):
+    """The trainer's own resume check treats lr: null as the mode's default: a budgeted run made
+    without lr continues under the typed default instead of being refused as other settings."""
+    cfg = SFTConfig(model=str(tiny_chat_dir), epochs=1, batch_size=1, grad_accum=1, max_steps=1,
+                    progress=False, val_source=None)
+    assert train_sft(train_problems[:2], tmp_path, cfg, echo=lambda *_: None)["steps"] == 1
+    more = dataclasses.replace(cfg, max_steps=2, lr=SFTConfig.DEFAULT_LR["lora"])
+    assert train_sft(train_problems[:2], tmp_path, more, echo=lambda *_: None)["steps"] == 2

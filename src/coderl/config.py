@@ -142,8 +142,12 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
 
 def fingerprint(obj: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """The settings of a dataclass that decide what a stage writes (``exclude``: those that do
-    not, such as progress bars or thread counts), as a plain dict."""
+    not, such as progress bars or thread counts), as a plain dict. A learning rate left null
+    counts as the value it means (``learning_rate``: the mode's default), so typing that default
+    is the same setting, for the stage contract and a trainer's own resume check alike."""
     d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
+    if d.get("lr", 0) is None and hasattr(obj, "learning_rate"):
+        d["lr"] = obj.learning_rate
     return {k: v for k, v in d.items() if k not in exclude}
 
 

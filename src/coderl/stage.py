@@ -113,8 +113,6 @@ def default_fingerprint(stage: Stage, problems: Sequence, cfg) -> dict[str, Any]
     lists in ``NOT_FINGERPRINTED`` (those that grow are kept), and the problems."""
     skip = tuple(k for k in stage.not_fingerprinted() if k not in stage.grows)
     fp = cfg.fingerprint() if hasattr(cfg, "fingerprint") else config_fingerprint(cfg, exclude=skip)
-    if fp.get("lr", 0) is None and hasattr(cfg, "learning_rate"):
-        fp["lr"] = cfg.learning_rate  # lr: null is the mode's default: the same run as typing that value
     out = {"config": fp}
     if stage.takes_problems:
         out["problems"] = problems_digest(problems)
