@@ -3,7 +3,7 @@
 * ``read_jsonl`` yields dicts and names the file and line of any malformed record.
 * ``JsonlAppender`` appends records and flushes each one, so a killed stage loses nothing already
   written; ``read_jsonl(..., tolerate_torn_tail=True)`` drops a half-written last line left by a kill.
-* ``atomic_write_text`` / ``atomic_write_jsonl`` write final files via a temp file + rename.
+* ``atomic_write_text`` / ``write_jsonl`` write final files via a temp file + rename.
 """
 
 from __future__ import annotations
@@ -61,11 +61,8 @@ def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False,
         yield (i + 1, rec) if numbered else rec
 
 
-def write_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))
-
-
-atomic_write_jsonl = write_jsonl
+def write_jsonl(path: str | os.PathLike, records: Iterable[dict], default: Any = None) -> None:
+    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False, default=default) + "\n" for r in records))
 
 
 @contextlib.contextmanager

@@ -31,8 +31,8 @@ _LAZY = {
     "TrainingError": "data", "Example": "data", "build_gold_examples": "data", "build_rl_examples": "data",
     "coderl_reward": "rewards",
     "relative_return": "objective", "step_kind": "objective", "schedule": "objective",
-    "train_sft": "sft_trainer", "SFT_DIR": "sft_trainer", "sft_dir": "sft_trainer",
-    "train_rl": "rl_trainer", "RL_DIR": "rl_trainer", "rl_dir": "rl_trainer", "resolve_init": "rl_trainer",
+    "train_sft": "sft_trainer", "SFT_DIR": "sft_trainer",
+    "train_rl": "rl_trainer", "RL_DIR": "rl_trainer", "resolve_init": "rl_trainer",
 }
 
 

@@ -1,17 +1,15 @@
 """The actor as the Trainer trains it: :class:`ActorTask`, shared by SFT (``sft_trainer.py``) and
 CodeRL's RL (``rl_trainer.py``), which add their loss step.
 
-* **Model**: the loaded LM with LoRA adapters (peft; their ``base_model_name_or_path`` is the
-  model spec the stage started from) or every weight trainable; gradient checkpointing as an
-  option; a frozen copy as the KL reference with mode full (LoRA: the adapters switched off).
-* **Micro-batches**: :func:`coderl.training.losses.collate` of the examples.
-* **Validation**: the loss on the gold programs of the validation problems and, every
+* **Model**: the LM with LoRA adapters (peft; their ``base_model_name_or_path`` is the model spec
+  the stage started from) or every weight trainable; a frozen copy as the KL reference with mode
+  full (LoRA: the adapters switched off).
+* **Validation**: the loss on the validation problems' gold programs and, every
   ``val_pass_every``-th validation (and at the end), a greedy pass@1 on the first
-  ``val_pass_problems`` of them (generate + execute, under ``validation/step-NNNNNN/``); the score
-  is the loss, or pass@1 then the loss (``best_metric``).
-* **Saved** as a model :func:`coderl.models.load_model` reads: checkpoints in Hugging Face format
-  or as a peft adapter, the selected model published at the top of the stage directory
-  (``<run>/sft/``, ``<run>/rl/``).
+  ``val_pass_problems`` of them (under ``validation/step-NNNNNN/``); the score is the loss, or
+  pass@1 then the loss (``best_metric``).
+* **Saved** as :func:`coderl.models.load_model` reads it; the selected model is published at the
+  top of the stage directory (``<run>/sft/``, ``<run>/rl/``).
 """
 
 from __future__ import annotations
@@ -27,8 +25,8 @@ from ..config import ConfigError
 from . import losses
 from .base_config import TrainerConfig
 from .checkpoint import checkpoint_name, load_weights, model_signature, publish_model, save_model
-from .data import Example
-from .engine import peak_rss_mb
+from .data import Example, build_gold_examples
+from .engine import LoopSettings, Trainer, peak_rss_mb
 from .task import Point, RunResult, TrainingTask, Validation
 
 VALIDATION_DIR = "validation"     # greedy pass@1 samples and results, per validation step
@@ -55,6 +53,23 @@ def load_validation_problems(cfg: TrainerConfig, exclude: set[str]) -> list:
     return [p for p in probs if p.id not in exclude]
 
 
+def gold_examples(problems: Sequence, cfg, lm) -> tuple[list[Example], dict[str, Any]]:
+    """The gold examples of ``problems`` under ``cfg`` (SFT's or RL's), and their counts."""
+    return build_gold_examples(problems, lm.tokenizer, lm.is_encoder_decoder, prompt_style=cfg.prompt_style,
+                               max_prompt_tokens=cfg.max_prompt_tokens, max_target_tokens=cfg.max_target_tokens,
+                               max_solutions=cfg.max_solutions, reorder=cfg.gold_reorder)
+
+
+def validation_set(problems: Sequence, cfg, lm, val_problems: Sequence | None):
+    """(validation problems, their gold examples, counts): ``val_problems`` (default: the
+    config's) without the training ``problems``."""
+    train_ids = {p.id for p in problems}
+    if val_problems is None:
+        val_problems = load_validation_problems(cfg, train_ids)
+    val_problems = [p for p in val_problems if p.id not in train_ids]
+    return (val_problems, *gold_examples(val_problems, cfg, lm))
+
+
 class ActorTask(TrainingTask):
     """The actor's side of a training run (see the module docstring); subclasses define
     :meth:`loss`."""
@@ -71,6 +86,13 @@ class ActorTask(TrainingTask):
         self.needs_reference, self.exec_config = needs_reference, exec_config
         self.accelerator: Any = None      # build()
         self.ref_model: Any = None        # build(), mode full with a KL term
+
+    def train(self, source, fingerprint: dict[str, Any], examples: Sequence[Example], *, progress: bool,
+              on_step, echo) -> dict[str, Any]:
+        """Run the Trainer on ``source``; ``examples`` are listed in ``data.jsonl``."""
+        settings = LoopSettings.of(self.cfg, self.cfg.SECTION, progress=progress and self.cfg.progress)
+        return Trainer(self, source, settings, out=self.out, fingerprint=fingerprint,
+                       data_records=[e.summary() for e in examples], on_step=on_step, echo=echo).run()
 
     # -- the model --------------------------------------------------------------------------------
     def build(self, accelerator) -> torch.nn.Module:

@@ -1,9 +1,6 @@
-"""The settings both actor trainers share (``SFTConfig`` and ``RLConfig`` extend it): the model
-and how it trains (LoRA or full), the optimisation, validation and model selection, and running.
-
-Subclasses set :attr:`SECTION` (the YAML section and the prefix of error messages) and their own
-default learning rates; ``__post_init__`` validates every field (:func:`coderl.config.validate`;
-a learning rate must also be finite).
+"""The settings both actor trainers share (``SFTConfig`` and ``RLConfig`` extend it). Subclasses
+set :attr:`SECTION` (the YAML section, the prefix of error messages) and their default learning
+rates; ``__post_init__`` validates every field.
 """
 
 from __future__ import annotations

@@ -1,20 +1,14 @@
 """Where a training run's batches come from: a :class:`BatchSource` plans every optimizer step (its
-kind and its micro-batches), and :class:`FixedBatches` is the source of data that exists before
+kind and its micro-batches); :class:`FixedBatches` is the source of data that exists before
 training starts (SFT's gold programs, offline RL's samples, the critic's labelled programs).
 
-The :class:`~coderl.training.engine.Trainer` asks a source for one step at a time, just before it
-runs that step, and never for a step twice in one process; the task's ``collate`` turns each
-micro-batch (a list of items, each with a ``problem_id``) into tensors.
-
-Data order in :class:`FixedBatches` is a pure function of the seed and the step: stream ``X``'s
-micro-batch ``k`` is a slice of a permutation seeded by ``(seed + 7919 i, k // batches_per_epoch)``
-(``i``: the stream's position), and optimizer step ``s`` of kind ``X`` (its ``j``-th of that kind)
-reads micro-batches ``j*G .. j*G+G-1`` (``G`` = grad_accum x processes): a step may run across an
-epoch's end (the actor's grouping). With ``cross_epochs=False`` (the critic's) steps stay within
-an epoch instead, an epoch's last step taking the micro-batches left, fewer than ``G`` when the
-epoch's micro-batches are not a multiple of ``G`` (with several processes, choose a ``G`` that
-divides them: a process without a micro-batch in a step would leave the others waiting). A
-resumed run reads exactly the batches an uninterrupted one would.
+Data order in :class:`FixedBatches` is a pure function of the seed and the step, so a resumed run
+reads exactly the batches an uninterrupted one would: stream ``i``'s micro-batch ``k`` is a slice
+of a permutation seeded by ``(seed + 7919 i, k // batches_per_epoch)``, and the ``j``-th step of a
+kind reads its micro-batches ``j*G .. j*G+G-1`` (``G`` = grad_accum x processes), so a step may
+run across an epoch's end (the actor's grouping). With ``cross_epochs=False`` (the critic's) steps
+stay within an epoch, an epoch's last step taking the micro-batches left (with several processes,
+choose a ``G`` that divides them: a process without a micro-batch would leave the others waiting).
 """
 
 from __future__ import annotations
@@ -36,27 +30,16 @@ class Step:
 
 
 class BatchSource(Protocol):
-    """What the Trainer asks of its data.
+    """What the Trainer asks of its data: ``bind(group)`` first, with the micro-batches of one
+    optimizer step across all processes; ``len(source)``, the run's optimizer steps (the
+    schedule spans them); ``step(s)``, the plan of step ``s``, asked for once, just before it runs
+    (after step ``s - 1``'s update); ``ends_epoch(s)``, whether step ``s`` completes a pass over
+    the data; ``state_dict()`` / ``load_state_dict(d)``, what a resumed run needs besides the step.
 
-    * ``bind(group)``: called once, before anything else, with the number of micro-batches of one
-      optimizer step across all processes (grad_accum x processes);
-    * ``len(source)``: the run's optimizer steps (the learning-rate schedule spans them; a
-      ``max_steps`` budget stops earlier);
-    * ``step(s)``: the plan of optimizer step ``s`` (0-based), asked for just before the step runs,
-      after step ``s - 1``'s update;
-    * ``ends_epoch(s)``: whether step ``s`` completes a pass over the data (validation at every
-      epoch's end, the critic's per-epoch numbers);
-    * ``state_dict()`` / ``load_state_dict(d)``: what a resumed run needs besides the step index
-      (saved in every checkpoint; nothing for a fixed list, whose plan is a function of the step).
-
-    A round-by-round source (online RL) plugs in unchanged: its length is rounds x steps per
-    round, known up front; it holds the stage's task, whose ``build`` made the policy, and the
-    first time ``step(s)`` is asked for a step of round ``r`` it samples round ``r``'s rollouts
-    with the current weights (the Trainer asks only after the previous step's update), executes
-    them, writes them under the stage directory and plans the round's
-    steps over them; its ``state_dict`` names the rounds already on disk (and the sampler's RNG),
-    so that a resumed run reads round ``r`` back instead of sampling it again; ``ends_epoch`` is
-    true at a round's last step.
+    A round-by-round source (online RL) fits unchanged: its length is rounds x steps per round;
+    the first ``step(s)`` of round ``r`` samples and executes round ``r``'s rollouts with the
+    current weights and writes them under the stage directory; its ``state_dict`` names the
+    rounds on disk (and the sampler's RNG), so that a resumed run reads them back.
     """
 
     def bind(self, group: int) -> None: ...
@@ -90,13 +73,9 @@ class MicroBatches:
 
 class FixedBatches:
     """A :class:`BatchSource` over lists that exist up front (see the module docstring).
-
     ``streams``: the items of each kind of step, the first the *primary* stream whose ``epochs``
-    passes decide the run's length (its steps: ``ceil(epochs x batches_per_epoch / G)``, or
-    ``epochs x ceil(batches_per_epoch / G)`` within epochs);
-    ``kinds(n)``: the kinds of all steps of a run with ``n`` primary steps (default: the primary
-    kind ``n`` times; RL interleaves its cross-entropy steps); ``cross_epochs``: see the module
-    docstring."""
+    passes decide the run's length; ``kinds(n)``: the kinds of all steps of a run with ``n``
+    primary steps (default: the primary kind ``n`` times; RL interleaves its CE steps)."""
 
     def __init__(self, streams: dict[str, Sequence[Any]], *, epochs: int, batch_size: int, seed: int,
                  kinds: Callable[[int], list[str]] | None = None, cross_epochs: bool = True):

@@ -1,22 +1,19 @@
 """Checkpoints of every training run (SFT, RL, the critic): the model in a format its readers
 load, plus what a resumed run needs to continue as if it had never stopped.
+``<stage>/checkpoints/step-NNNNNN/`` holds
 
-A checkpoint directory ``<stage>/checkpoints/step-NNNNNN/`` holds
-
-* the model, written by the stage's task: for the actor a Hugging Face checkpoint
-  (``config.json`` + safetensors + tokenizer; mode full) or a peft adapter
-  (``adapter_config.json`` + ``adapter_model.safetensors``, whose ``base_model_name_or_path`` is a
-  model spec :func:`coderl.models.load_model` resolves), so that ``coderl generate --model
-  <checkpoint>`` works on any of them; for the critic what ``CriticModel.from_pretrained`` reads;
-* ``trainer_state.pt``: optimizer, scheduler, RNG states (python, numpy, torch, CUDA), the
-  trainer's counters and history, the batch source's state, and the model's *signature* (class,
-  sizes) so that a checkpoint of another architecture is refused with a clear error;
-* ``progress.json``: the step, the run's total steps and whether it stopped early (what tells a
+* the model, written by the stage's task: for the actor a Hugging Face checkpoint (mode full) or
+  a peft adapter whose ``base_model_name_or_path`` :func:`coderl.models.load_model` resolves (so
+  ``coderl generate --model <checkpoint>`` works); for the critic what
+  ``CriticModel.from_pretrained`` reads;
+* ``trainer_state.pt``: optimizer, scheduler, RNG states, the trainer's counters and history, the
+  batch source's state, and the model's *signature* (a checkpoint of another architecture is
+  refused);
+* ``progress.json``: the step, the total steps and whether it stopped early (what tells a
   finished run from one a larger ``max_steps`` continues, without loading the state).
 
-Writes are atomic (a temporary sibling directory renamed into place), so a kill leaves either the
-old checkpoint or the new one. :func:`publish_model` puts an actor model at the top of the stage
-directory (``<run>/sft/``, ``<run>/rl/``: the selected model) file by file.
+Writes are atomic (a temporary sibling renamed into place). :func:`publish_model` puts an actor
+model at the top of the stage directory (``<run>/sft/``, ``<run>/rl/``) file by file.
 """
 
 from __future__ import annotations

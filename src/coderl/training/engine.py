@@ -1,30 +1,25 @@
 """The one training loop of coderl: SFT, CodeRL's RL and the critic all run on :class:`Trainer`,
-on ``accelerate``. The stage supplies a :class:`~coderl.training.task.TrainingTask` (the model, its
+on ``accelerate``. A stage supplies a :class:`~coderl.training.task.TrainingTask` (the model, its
 loss step, its validation, how it is saved) and a :class:`~coderl.training.batches.BatchSource`
 (the plan of every optimizer step); the Trainer does the rest, the same way for every stage:
 
-* **Setup**: an ``Accelerator`` (CPU, one GPU, or a launch config), the seed, the task's model,
-  AdamW on its trainable parameters, a warm-up + decay schedule (linear, cosine or constant)
-  over the source's steps, all prepared by the accelerator.
-* **The loop**: per optimizer step, the source's micro-batches (process ``p`` of ``n`` runs
-  micro-batches ``p, p + n, ...``; ``no_sync`` on all but its last), each through the task's
-  loss step under autocast, the loss divided by the micro-batches per process; clipping; the
-  optimizer and scheduler steps; one ``step`` record in the log.
-* **Validation**: at step 0, every ``eval_every`` steps (0: at every epoch's end) and at the end,
-  the task validates; the best validation (by its score) publishes the model
-  (:meth:`TrainingTask.publish`); early stopping after ``patience`` validations without a better
-  one. A run with no best publishes its last model at the end.
-* **Checkpoints** (:mod:`coderl.training.checkpoint`, one format) every ``save_every`` steps, at
-  every validation and at the end. A rerun resumes from the newest one (weights, optimizer,
-  scheduler, RNG states, the source's state; the log is cut back to it) and ends with the weights
-  of an uninterrupted run; a rerun under a different fingerprint (config + data) is refused,
-  naming the differing keys (the stage's ``fresh=True`` deletes the directory first).
-* **Budget**: ``max_steps`` ends the run early, validated, published and complete; the schedule
-  keeps the full length, so a rerun with a larger budget continues it to the weights of one
-  uninterrupted run.
-* **NaN guard**: a non-finite loss or gradient norm stops training before the optimizer step;
-  the error names the last good checkpoint (left as it was) and the best model so far.
-* **Log**: ``log.jsonl`` (``start`` / ``step`` / ``eval`` / ``done`` events), TensorBoard events in
+* **Setup**: an ``Accelerator``, the seed, the task's model, AdamW on its trainable parameters, a
+  warm-up + decay schedule (linear, cosine or constant) over the source's steps.
+* **The loop**: per optimizer step, this process's share of the micro-batches (``no_sync`` on all
+  but its last), each through the task's loss step under autocast; clipping; the optimizer and
+  scheduler steps; one ``step`` record in the log.
+* **Validation** at step 0, every ``eval_every`` steps (0: every epoch's end) and at the end; the
+  best one publishes the model (:meth:`TrainingTask.publish`; no best: the last model at the
+  end); early stopping after ``patience`` validations without a better one.
+* **Checkpoints** (:mod:`coderl.training.checkpoint`) every ``save_every`` steps, at every
+  validation and at the end. A rerun resumes from the newest one (weights, optimizer, scheduler,
+  RNG, the source's state; the log cut back to it) to the weights of an uninterrupted run; a
+  rerun under another fingerprint (config + data) is refused, naming the differing keys.
+* **Budget**: ``max_steps`` ends the run early but validated, published and complete; the
+  schedule keeps its full length, so a larger budget continues it.
+* **NaN guard**: a non-finite loss or gradient norm stops training before the optimizer step,
+  naming the last good checkpoint and the best model so far.
+* **Log**: ``log.jsonl`` (``start`` / ``step`` / ``eval`` / ``done``), TensorBoard events in
   ``tb/``, and ``metrics.json`` (the task's summary; ``complete: true`` when done).
 """
 
@@ -47,7 +42,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..config import ConfigError, diff
-from ..io import JsonlAppender, atomic_write_text, read_jsonl
+from ..io import JsonlAppender, atomic_write_text, read_jsonl, write_jsonl
 from .batches import BatchSource
 from .checkpoint import list_checkpoints, load_checkpoint, read_progress, save_checkpoint, set_rng_state
 from .data import TrainingError
@@ -152,25 +147,14 @@ class Trainer:
         self.task, self.source, self.settings = task, source, settings
         self.out, self.fp, self.data_records = Path(out), fingerprint, data_records
         self.on_step, self.echo = on_step, echo
-        # setup()
-        self.accelerator: Any = None
-        self.model: Any = None
-        self.optimizer: Any = None
-        self.scheduler: Any = None
+        # set by setup(); total: the source's optimizer steps, limit: where this run stops
+        self.accelerator = self.model = self.optimizer = self.scheduler = self.release_memory = None
         self.params: list[torch.nn.Parameter] = []
-        self.n_trainable = 0
-        self.total = 0                 # the source's optimizer steps
-        self.limit = 0                 # where this run stops (max_steps)
-        self.release_memory: Callable[[], Any] | None = None
-        self.t_start = 0.0
-        # resume()
-        self.state = TrainState()
-        self.resumed = False
-        self.rng: dict[str, Any] | None = None
-        # open_run()
+        self.n_trainable = self.total = self.limit = 0
+        self.t_start = self.t_train = 0.0  # t_train: when this process started training
+        self.state, self.resumed, self.rng = TrainState(), False, None  # resume()
         self.log: JsonlAppender | None = None
         self.tb: Any = None
-        self.t_train = 0.0             # when this process started training
 
     def run(self) -> dict[str, Any]:
         """Train (or resume) to the end or the budget; returns the task's summary."""
@@ -208,8 +192,7 @@ class Trainer:
         self.out.mkdir(parents=True, exist_ok=True)
         atomic_write_text(f, json.dumps(self.fp, indent=1, sort_keys=True) + "\n")
         if self.data_records:
-            atomic_write_text(self.out / DATA_FILE, "".join(json.dumps(r, ensure_ascii=False, default=str) + "\n"
-                                                            for r in self.data_records))
+            write_jsonl(self.out / DATA_FILE, self.data_records, default=str)
         return None
 
     def setup(self) -> None:
@@ -501,11 +484,6 @@ def finished_summary(out_dir: str | Path, max_steps: int | None) -> dict[str, An
     return summary if p["stopped_early"] or p["step"] >= limit else None
 
 
-def run_is_done(out_dir: Path, cfg) -> bool:
-    """The stage's ``metrics.json`` says complete, for ``cfg``'s budget (``max_steps``)."""
-    return finished_summary(out_dir, cfg.max_steps) is not None
-
-
 def peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
@@ -515,14 +493,9 @@ def _trim_log(path: Path, step: int) -> None:
     logged steps past it)."""
     if not path.is_file():
         return
-    keep = []
-    for rec in read_jsonl(path, tolerate_torn_tail=True):
-        if rec.get("event") in ("step", "eval") and rec.get("step", 0) > step:
-            continue
-        if rec.get("event") == "done":
-            continue
-        keep.append(rec)
-    atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in keep))
+    keep = [r for r in read_jsonl(path, tolerate_torn_tail=True) if r.get("event") != "done"
+            and not (r.get("event") in ("step", "eval") and r.get("step", 0) > step)]
+    write_jsonl(path, keep)
 
 
 def _glibc_release_memory():

@@ -1,13 +1,10 @@
 """What a training stage supplies to the :class:`~coderl.training.engine.Trainer`: a
-:class:`TrainingTask` (the model, its loss step, its validation, how its weights are saved and
-published, its summary), in the manner of a torchtune recipe or a TRL trainer's overridable
-methods. The actor's task is :class:`coderl.training.actor.ActorTask` (SFT and RL differ in their
-loss step), the critic's :class:`coderl.critic.critic_task.CriticTask`.
-
-The Trainer calls ``build`` (after the seed is set), ``load`` when it resumes from a checkpoint,
-then per micro-batch ``collate`` and ``loss``, ``validate`` at the validation points, ``save``
-for every checkpoint, ``publish`` for the model the stage's readers load (the best, or the last),
-and ``summary`` at the end.
+:class:`TrainingTask`, in the manner of a TRL trainer's overridable methods. The Trainer calls
+``build`` (after the seed is set), ``load`` when it resumes, per micro-batch ``collate`` and
+``loss``, ``validate`` at the validation points, ``save`` for every checkpoint, ``publish`` for
+the model the stage's readers load (the best, or the last), and ``summary`` at the end. The
+actor's task is :class:`coderl.training.actor.ActorTask`, the critic's
+:class:`coderl.critic.critic_task.CriticTask`.
 """
 
 from __future__ import annotations
@@ -69,11 +66,11 @@ class TrainingTask:
     stale_outputs: tuple[str, ...] = ()
 
     def build(self, accelerator) -> torch.nn.Module:
-        """The module that trains (the Trainer prepares it with its optimizer), in train mode."""
+        """The module that trains, in train mode."""
         raise NotImplementedError
 
     def collate(self, kind: str, items: list[Any]) -> dict[str, Any]:
-        """A micro-batch's tensors (moved to the device by the Trainer)."""
+        """A micro-batch's tensors (the Trainer moves them to the device)."""
         raise NotImplementedError
 
     def loss(self, model, kind: str, batch: dict[str, Any]) -> tuple[torch.Tensor, dict[str, float]]:
@@ -89,8 +86,7 @@ class TrainingTask:
         return None
 
     def save(self, model, path: Path, step: int) -> None:
-        """Write the trainable weights into the checkpoint directory ``path`` (``model``:
-        unwrapped)."""
+        """Write the trainable weights into the checkpoint directory ``path``."""
         raise NotImplementedError
 
     def load(self, model, path: Path) -> None:
