@@ -1,31 +1,20 @@
 """Batched decoding with per-sequence stop strings, optionally continuing a prefix.
 
-Two loops share the same rules; each step samples (or picks greedily) the next token of every
-unfinished sequence, then
+Each step samples (or picks greedily) the next token of every unfinished sequence; a sequence
+finishes on an end-of-sequence token, on one of its stop strings (looked for in the decoded tail,
+so a stop string split across tokens is still seen) or at ``max_new_tokens``, and leaves the
+batch at once: its KV-cache rows are dropped, so the others decode faster (``generate`` keeps
+computing finished rows until the longest one is done). :func:`decode_stream` (causal models,
+what ``coderl generate`` uses) also admits new requests into the freed slots (continuous
+batching); :func:`decode_batch` decodes one static batch and also serves encoder-decoders.
 
-* a sequence is finished when it emits an end-of-sequence token, when its generated text contains
-  one of its stop strings (checked on the decoded tail, so a stop string split across tokens is
-  still seen), or when it reaches ``max_new_tokens``;
-* finished sequences leave the batch at once: their rows are dropped from the KV cache, so the
-  remaining ones decode faster (``transformers.generate`` keeps computing finished rows until the
-  longest one is done).
+A *prefix* is text the model already wrote after its prompt. A causal model reads prompt + prefix
+tokenized as one text (so the boundary tokenizes as anywhere in a text), never truncated; an
+encoder-decoder starts its decoder with the prefix's tokens. The completion is the continuation
+alone, and a stop string counts only where it ends in the continuation.
 
-:func:`decode_stream` (causal models, what ``coderl generate`` uses) also admits new requests
-into the freed slots (continuous batching): their prompts are prefilled together, left-padded to
-the running cache's length and joined to it. :func:`decode_batch` decodes one static batch and
-also serves encoder-decoder models (T5 / CodeT5).
-
-A sequence may continue a *prefix*: text the model already wrote after its prompt (the start of
-a program). A causal model reads prompt + prefix tokenized as one text, exactly as a prompt alone
-is tokenized, so the boundary tokenizes as it would anywhere in a text; such a text is never
-truncated (a prompt alone keeps its last ``max_prompt_tokens`` tokens; with a prefix, the caller
-checks that the prompt fits). An encoder-decoder reads the prompt and starts its decoder with the
-prefix's tokens. The completion is the continuation alone (its tokens, text and log-probability),
-and a stop string counts only where it ends in the continuation: one inside the prefix does not
-end it, one that starts in the prefix and ends in the continuation does.
-
-The log-probability recorded per token is the model's own (temperature 1, no top-p), i.e. the
-log-likelihood that RL and the critic work with; ``logprob`` is its sum over the sequence.
+The log-probability recorded per token is the model's own (temperature 1, no top-p): the
+log-likelihood RL and the critic work with; ``logprob`` is its sum over the sequence.
 """
 
 from __future__ import annotations
@@ -127,6 +116,25 @@ def _completion(tokenizer, ids: list[int], logps: list[float], finish: str) -> C
                       logprob=float(sum(logps)), finish=finish)
 
 
+def _take_tokens(tokenizer, logits, nxt, eos, rows: list[int], tokens: dict, logps: dict, ends,
+                 tail: int, max_new_tokens: int, done) -> list[int]:
+    """Append each row's next token ``nxt`` (and its log-probability under ``logits``) to its
+    request's; ``done(r, completion)`` for each request ``r`` that finishes (``ends(r)``: its
+    stop strings and prefix). Returns the positions of the rows that go on."""
+    chosen = logits.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1).tolist()
+    is_eos = torch.isin(nxt, eos).tolist()
+    keep: list[int] = []
+    for j, (r, t) in enumerate(zip(rows, nxt.tolist())):
+        tokens[r].append(t)
+        logps[r].append(chosen[j])
+        finish = _finish(tokenizer, tokens[r], is_eos[j], *ends(r), tail, max_new_tokens)
+        if finish is None:
+            keep.append(j)
+        else:
+            done(r, _completion(tokenizer, tokens.pop(r), logps.pop(r), finish))
+    return keep
+
+
 @torch.inference_mode()
 def decode_batch(model, tokenizer, prompts: list[str], *, stop: list[list[str]] | None = None,
                  prefixes: list[str] | None = None, max_new_tokens: int = 256,
@@ -134,33 +142,20 @@ def decode_batch(model, tokenizer, prompts: list[str], *, stop: list[list[str]] 
                  generator: torch.Generator | None = None, is_encoder_decoder: bool = False,
                  max_prompt_tokens: int | None = None, on_step=None) -> list[Completion]:
     """Decode one batch of prompts; ``stop[i]`` are the stop strings of prompt ``i``,
-    ``prefixes[i]`` the text it continues (see the module docstring).
-
-    ``on_step(n_active)`` is called after every step (progress bars).
-    """
+    ``prefixes[i]`` the text it continues; ``on_step(n_active)`` is called after every step."""
     stop = stop or [[] for _ in prompts]
     prefixes = prefixes or ["" for _ in prompts]
     tail = _tail_len(tokenizer, stop)
     batch = _StaticBatch(model, tokenizer, prompts, prefixes, is_encoder_decoder, max_prompt_tokens)
     eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=batch.device)
     rows = list(range(len(prompts)))      # original index of each active row
-    tokens: list[list[int]] = [[] for _ in prompts]
-    logps: list[list[float]] = [[] for _ in prompts]
+    tokens: dict[int, list[int]] = {r: [] for r in rows}
+    logps: dict[int, list[float]] = {r: [] for r in rows}
     results: list[Completion | None] = [None] * len(prompts)
     for _ in range(max_new_tokens):
-        logp_all = batch.logits.log_softmax(-1)
         nxt = _sample_next(batch.logits, temperature, top_p, generator)
-        chosen = logp_all.gather(-1, nxt[:, None]).squeeze(-1).tolist()
-        is_eos = torch.isin(nxt, eos).tolist()
-        keep: list[int] = []
-        for j, (r, t) in enumerate(zip(rows, nxt.tolist())):
-            tokens[r].append(t)
-            logps[r].append(chosen[j])
-            finish = _finish(tokenizer, tokens[r], is_eos[j], stop[r], prefixes[r], tail, max_new_tokens)
-            if finish is None:
-                keep.append(j)
-            else:
-                results[r] = _completion(tokenizer, tokens[r], logps[r], finish)
+        keep = _take_tokens(tokenizer, batch.logits, nxt, eos, rows, tokens, logps, lambda r: (stop[r], prefixes[r]),
+                            tail, max_new_tokens, results.__setitem__)
         if on_step is not None:
             on_step(len(rows))
         if not keep:
@@ -268,14 +263,10 @@ def _nucleus_full(scaled: torch.Tensor, top_p: torch.Tensor, generator: torch.Ge
 
 def _sample_rows(logits: torch.Tensor, temp: torch.Tensor, top_p: torch.Tensor,
                  generator: torch.Generator | None) -> torch.Tensor:
-    """Per-row temperature / top-p; rows with temperature 0 are greedy.
-
-    The nucleus (the smallest set of most likely tokens whose mass reaches ``top_p``) almost
-    always lies within the ``TOP_K_FAST`` most likely tokens: it is found there with ``topk``
-    instead of sorting the whole vocabulary, which cost as much as the model's forward pass at
-    batch 32. Rows whose nucleus is wider (or ``top_p >= 1``) take the full sort; the
-    distribution sampled from is the same either way.
-    """
+    """Per-row temperature / top-p; rows with temperature 0 are greedy. The nucleus almost always
+    lies within the ``TOP_K_FAST`` most likely tokens: found there with ``topk`` instead of a
+    full sort (which cost as much as the forward pass at batch 32); rows whose nucleus is wider
+    take the full sort. The distribution sampled from is the same either way."""
     greedy = logits.argmax(-1)
     sampling = temp > 0
     if not bool(sampling.any()):
@@ -297,13 +288,10 @@ def _sample_rows(logits: torch.Tensor, temp: torch.Tensor, top_p: torch.Tensor,
 
 class _GrowingLayer(DynamicLayer):
     """A KV-cache layer whose keys/values are views into buffers with spare rows and positions.
-
     ``DynamicLayer`` appends with ``torch.cat``, copying the whole cache at every step (a third of
-    a decoding step at batch 32). Here a new token is written in place; admitted requests are
-    written into spare rows (``add_rows``) and finished ones replaced by the last rows
-    (``keep_rows``), so nothing in flight is copied; the buffers are reallocated only when their
-    positions run out (growing by half) or a new prompt is longer than the cache.
-    """
+    a step at batch 32); here a new token is written in place, admitted requests into spare rows
+    (``add_rows``), finished ones replaced by the last rows (``keep_rows``); the buffers are
+    reallocated only when their positions run out (growing by half) or a prompt is longer."""
 
     SPARE = 64  # least number of free positions after the last one
 
@@ -399,8 +387,6 @@ def supports_streaming(model) -> bool:
     except Exception:  # a config transformers cannot map to cache layers
         return False
     return all(type(layer) is DynamicLayer for layer in layers)
-
-
 
 
 class _Stream:
@@ -511,16 +497,12 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
                   max_prompt_tokens: int | None = None, on_step=None, on_done=None
                   ) -> list[Completion]:
     """Continuous batching for causal models: decode ``requests`` with at most ``batch_size``
-    sequences in flight, admitting new requests as soon as a quarter of the slots are free.
-
-    Finished sequences leave the batch at once (their KV-cache rows are dropped); admitted ones
-    are prefilled together, left-padded to the running cache's length and joined to it, so the
-    batch stays full instead of waiting for its longest sequence. Requests are admitted in order;
-    requests with the same prompt and prefix as a recent one reuse its prefill (a problem's n
-    samples, or n continuations of one prefix, cost one forward over the prompt, not n).
-    ``on_done(i, completion)`` is called as request ``i`` finishes; ``on_step(n_active)`` after
-    every decoding step. Returns the completions in request order.
-    """
+    sequences in flight, admitting new requests (in order) as soon as a quarter of the slots are
+    free: they are prefilled together, left-padded to the running cache's length and joined to
+    it. A request with the same prompt and prefix as a recent one reuses its prefill (a problem's
+    n samples cost one forward over the prompt, not n). ``on_done(i, completion)`` is called as
+    request ``i`` finishes, ``on_step(n_active)`` after every step; returns the completions in
+    request order."""
     if not supports_streaming(model):
         raise ValueError(f"decode_stream: {type(model).__name__} has attention layers other than full "
                          "attention (e.g. sliding windows) or is an encoder-decoder: use decode_batch")
@@ -531,6 +513,12 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
     tokens: dict[int, list[int]] = {}
     logps: dict[int, list[float]] = {}
     next_req, refill_at = 0, batch_size - max(1, batch_size // 4)
+
+    def done(r: int, c: Completion) -> None:
+        results[r] = c
+        if on_done is not None:
+            on_done(r, c)
+
     while batch.rows or next_req < len(requests):
         if next_req < len(requests) and len(batch.rows) <= refill_at:
             ids = list(range(next_req, min(next_req + batch_size - len(batch.rows), len(requests))))
@@ -542,20 +530,8 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
         temp = torch.tensor([requests[r].temperature for r in rows], device=batch.device)
         top_p = torch.tensor([requests[r].top_p for r in rows], device=batch.device)
         nxt = _sample_rows(batch.logits, temp, top_p, generator)
-        chosen = batch.logits.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1).tolist()
-        is_eos = torch.isin(nxt, eos).tolist()
-        keep: list[int] = []
-        for j, (r, t) in enumerate(zip(rows, nxt.tolist())):
-            tokens[r].append(t)
-            logps[r].append(chosen[j])
-            req = requests[r]
-            finish = _finish(tokenizer, tokens[r], is_eos[j], req.stop, req.prefix, tail, max_new_tokens)
-            if finish is None:
-                keep.append(j)
-                continue
-            results[r] = _completion(tokenizer, tokens.pop(r), logps.pop(r), finish)
-            if on_done is not None:
-                on_done(r, results[r])
+        keep = _take_tokens(tokenizer, batch.logits, nxt, eos, rows, tokens, logps,
+                            lambda r: (requests[r].stop, requests[r].prefix), tail, max_new_tokens, done)
         if on_step is not None:
             on_step(len(rows))
         batch.advance(nxt, keep)
