@@ -1,19 +1,15 @@
 """The critic as the Trainer trains it: :class:`CriticTask`, what the ``train-critic`` stage
-(:mod:`coderl.critic.critic_trainer`) supplies to :class:`coderl.training.engine.Trainer`.
+supplies to :class:`coderl.training.engine.Trainer`.
 
-* **Model**: a backbone + head (:class:`~coderl.critic.model.CriticModel`). Mode ``head`` trains
-  the head alone on hidden states computed once and cached (:mod:`coderl.critic.feature_cache`);
-  modes ``top`` / ``lora`` / ``full`` train through the backbone.
-* **Loss step**: the program tokens' logits max-pooled over the program, cross-entropy with the
-  outcome class (class weights ``balanced`` optional).
-* **Validation** at every epoch's end (and at the end of a budget): held-out metrics (accuracy,
-  macro-F1, confusion matrix, AUROC and average precision of passed vs not, loss) on the
-  validation split, and on the test split when there is one; the score picks the best by AUROC
-  (ties: lower loss), by loss, or the last. The best critic is written to ``critic/best/``.
-* **Summary**: the best epoch's metrics beside the baselines on the same split (majority class,
-  a logistic regression on program features, fitted on the training split); at the end the
-  bootstrap interval of AUROC(critic) - AUROC(feature baseline), resampling held-out problems
-  (on test when there is one), and the held-out probabilities in ``val_predictions.jsonl``.
+* **Model**: backbone + head (:class:`~coderl.critic.model.CriticModel`); mode ``head`` trains the
+  head alone on hidden states cached once (:mod:`coderl.critic.feature_cache`).
+* **Loss step**: the program tokens' logits max-pooled, cross-entropy with the outcome class.
+* **Validation** at every epoch's end: held-out metrics on validation (and test); the score picks
+  the best by AUROC (ties: lower loss), by loss, or the last; the best critic goes to
+  ``critic/best/``.
+* **Summary**: the best epoch's metrics beside the baselines (majority class, a logistic
+  regression on program features), the bootstrap interval of AUROC(critic) - AUROC(features) by
+  held-out problem, and the held-out probabilities in ``val_predictions.jsonl``.
 """
 
 from __future__ import annotations
@@ -96,24 +92,23 @@ class CriticTask(TrainingTask):
     def fit_baselines(self, contexts: dict[str, str]) -> None:
         """The majority class and the feature regression, fitted on the training split and
         measured on the held-out ones."""
-        C, PC, n_tr, n_val, y = self.C, self.PC, self.n_tr, self.n_val, self.y
+        C, PC, n_tr, n_val, y = self.C, self.PC, self.n_tr, self.n_val, self.y  # rows: train, validation, test
         X = feature_matrix([e.program for e in self.examples], [contexts[e.problem_id] for e in self.examples])
         lr_model = FeatureBaseline(C, seed=self.cfg.seed).fit(X[:n_tr], y[:n_tr])
-        val, test = self.data.validation, self.data.test
-        y_train, y_val, y_test = y[:n_tr], y[n_tr:n_tr + n_val], y[n_tr + n_val:]
-        if val:
-            self.lr_val = lr_model.predict_proba(X[n_tr:n_tr + n_val])
-            self.baselines["majority"] = classification_metrics(y_val, majority_proba(y_train, len(val), C), C, PC)
-            self.baselines["features"] = {**classification_metrics(y_val, self.lr_val, C, PC),
-                                          "features": list(FEATURES), "coefficients": lr_model.coefficients()}
-            self.info["baselines"] = {"majority": self.baselines["majority"],
-                                      "features": {k: v for k, v in self.baselines["features"].items()
-                                                   if k != "coefficients"}}
-        if test:
-            self.lr_test = lr_model.predict_proba(X[n_tr + n_val:])
-            self.baselines_test["majority"] = classification_metrics(
-                y_test, majority_proba(y_train, len(test), C), C, PC)
-            self.baselines_test["features"] = classification_metrics(y_test, self.lr_test, C, PC)
+        y_train = y[:n_tr]
+        for split, exs, lo, hi in (("validation", self.data.validation, n_tr, n_tr + n_val),
+                                   ("test", self.data.test, n_tr + n_val, len(y))):
+            if not exs:
+                continue
+            probs = lr_model.predict_proba(X[lo:hi])
+            majority = classification_metrics(y[lo:hi], majority_proba(y_train, len(exs), C), C, PC)
+            features = classification_metrics(y[lo:hi], probs, C, PC)
+            if split == "test":
+                self.lr_test, self.baselines_test = probs, {"majority": majority, "features": features}
+                continue
+            self.lr_val, features = probs, {**features, "features": list(FEATURES)}
+            self.baselines.update(majority=majority, features={**features, "coefficients": lr_model.coefficients()})
+            self.info["baselines"] = {"majority": majority, "features": features}
 
     def collate(self, kind: str, items: list) -> dict[str, torch.Tensor]:
         idx = [self.row[id(e)] for e in items]

@@ -4,29 +4,13 @@
                            samples_path=run_dir / "samples.jsonl",
                            results_path=run_dir / "results.jsonl")
 
-1. **Data** (:mod:`coderl.critic.data`): samples joined with results, gold programs labelled
-   passed, greedy programs kept, split by problem; written to ``critic/data.jsonl``. An empty
-   held-out split is an error; selected problems that mostly have no sampled program are a
-   warning (the critic would learn from gold programs alone).
-2. **The critic's task** (:class:`coderl.critic.critic_task.CriticTask`): the model (backbone +
-   head; mode ``head`` caches the frozen backbone's hidden states under ``critic/features/``),
-   the loss step (max-pooled token logits, cross-entropy, class weights), held-out metrics after
-   every epoch with the best critic in ``critic/best/``, the baselines on the same split, the
-   bootstrap at the end.
-3. **The loop** is :class:`coderl.training.engine.Trainer`'s, as for the actor: AdamW with a
-   linear warm-up and decay, gradient accumulation (within an epoch) and clipping, batches in a
-   seeded order per epoch (:class:`coderl.training.batches.FixedBatches`), the NaN guard,
-   ``log.jsonl`` and TensorBoard events in ``critic/tb/``, a ``max_steps`` budget (finished
-   validated and complete; a larger budget continues it), and resume: a checkpoint
-   (``critic/checkpoints/step-NNNNNN/``: the critic as ``CriticModel.from_pretrained`` reads it,
-   plus ``trainer_state.pt``) every ``save_every`` steps and at every validation, from which a
-   rerun continues to the weights and metrics of an uninterrupted run. A rerun under a
-   different config (or other training data) is refused, naming the differences; ``fresh=True``
-   starts over.
-
-Everything lands in ``critic/metrics.json`` (``complete``, the summary, the history of
-validations, the data's warnings); the best epoch's held-out probabilities in
-``critic/val_predictions.jsonl``.
+The data is :mod:`coderl.critic.data`'s (samples joined with results, gold programs, split by
+problem; written to ``critic/data.jsonl``), the model, loss step, validation and summary
+:class:`~coderl.critic.critic_task.CriticTask`'s, and the loop, checkpoints
+(``critic/checkpoints/step-NNNNNN/``), resume, budget and NaN guard those of
+:class:`coderl.training.engine.Trainer`, as for the actor (steps stay within an epoch). The best
+critic is ``critic/best/``; ``critic/metrics.json`` holds the summary, the history of validations
+and the data's warnings; ``critic/val_predictions.jsonl`` the best epoch's held-out probabilities.
 """
 
 from __future__ import annotations

@@ -6,28 +6,19 @@
     data.test                      # with test_fraction > 0: problems neither trained on nor
                                    # used to pick the best epoch (the honest held-out numbers)
 
-* **Join**: every result needs its sample and every sample its result, by ``(problem_id, index)``;
-  a result without a sample (or the reverse) stops with a ``RecordError`` naming the file and the
-  line of the record. Unknown outcome labels are rejected by ``coderl.records.read_results``.
-* **Gold programs**: each problem's ``solutions`` join as ``origin=gold``, labelled ``passed``
-  (unless the samples already hold executed gold programs of that problem: then those, with
-  their real outcomes). Their indices are negative (-1, -2, ...): they are not sample records.
-  Held-out problems' gold programs stay out of the validation set unless
-  ``gold_in_validation`` (held-out metrics then measure generated programs only).
-* **Greedy programs** (``origin=greedy``, RL's baseline) are kept like any other sample.
-* **Split by problem**: a seeded shuffle of the sorted problem ids holds ``val_fraction`` of the
-  problems out; a problem's programs never straddle train and validation. With ``test_fraction``
-  the next share of the shuffled ids is a test split: the best epoch is chosen on validation and
-  reported on test, so the reported numbers carry no selection bias.
+* **Join** (:func:`coderl.records.join`): every result needs its sample and every sample its
+  result; a mismatch is a ``RecordError`` naming the file and line.
+* **Gold programs**: each problem's ``solutions`` join as ``origin=gold``, labelled ``passed``,
+  with negative indices (-1, -2, ...), unless the samples already hold executed gold programs of
+  that problem. Held-out problems' gold programs stay out of held-out splits unless
+  ``gold_in_validation``. Greedy programs are kept like any other sample.
+* **Split by problem**: a seeded shuffle of the sorted problem ids holds ``val_fraction`` of them
+  out (then ``test_fraction`` for test: the best epoch is chosen on validation, reported on test).
 
-Errors: an empty training set, an empty validation (or test) split when ``val_fraction`` (or
-``test_fraction``) asks for one (its problems had gold programs only, which held-out splits leave
-out), or a split with no ``passed`` program at all (nothing to learn, AUROC undefined), is a
-``CriticError`` naming the files and the counts. Warnings, listed in ``TrainingData.warnings``:
-most selected problems have no sampled program (the critic would learn mostly from gold
-programs: the samples are of other problems); a training problem with no passed program (normal
-for hard problems; gold programs normally give every training problem one; held-out problems
-carry no gold, so most of them have none: no warning; with ``require_pass`` it is an error).
+Errors (``CriticError``, naming the files and counts): an empty training set, an empty held-out
+split that was asked for, a split with no ``passed`` program. Warnings
+(``TrainingData.warnings``): most selected problems have no sampled program; a training problem
+with no passed program (an error with ``require_pass``).
 """
 
 from __future__ import annotations

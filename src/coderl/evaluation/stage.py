@@ -31,10 +31,6 @@ from .metrics import n_at_k, pass_at_k
 from ..execution.codes import OUTCOMES_BEST_FIRST as OUTCOMES
 
 
-def load_results(path: str | Path, problems=None) -> list[dict]:
-    return read_results(path, problems)
-
-
 def _origins(samples_path: str | Path | None) -> dict[tuple[str, int], str]:
     if not samples_path:
         return {}
@@ -271,7 +267,7 @@ def evaluate(problems: list[Problem], results_path: str | Path, out_dir: str | P
     config = config or EvalConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    results = load_results(results_path)
+    results = read_results(results_path)
     origins = _origins(samples_path)
     report = compute_metrics(problems, results, origins, config)
     report["warnings"] = _consistency_warnings(problems, results, origins, samples_path, results_path)

@@ -30,7 +30,7 @@ from typing import Any, Iterable
 from coderl.execution import outcome as oc, sandbox, wire
 from coderl.execution import calibration
 from coderl.execution.cache import ResultCache
-from coderl.execution.exec_config import ExecConfig, Limits  # noqa: F401  (re-exported)
+from coderl.execution.exec_config import ExecConfig
 from coderl.execution.outcome import Result
 
 # bumped whenever a verdict can change for the same program and tests (2: a program that forks no

@@ -35,8 +35,6 @@ import time
 import warnings
 from pathlib import Path
 
-from coderl.execution.exec_config import Limits  # noqa: F401  (re-exported: sandbox.Limits)
-
 
 def bwrap_path() -> str | None:
     return shutil.which("bwrap")

@@ -1,19 +1,11 @@
 """coderl.training: the actor's SFT warm-up and CodeRL's critic-weighted policy gradient, and the
-one Trainer every training stage runs on (the critic's too).
+one Trainer every training stage runs on (the critic's too; see ARCHITECTURE.md).
 
     from coderl.training import SFTConfig, RLConfig, train_sft, train_rl
 
     train_sft(problems, run_dir, SFTConfig())                     # -> <run>/sft/
     train_rl(problems, run_dir, RLConfig(init="sft"), samples_path=..., results_path=...,
              scores_path=...)                                     # -> <run>/rl/
-
-Modules: ``sft_config`` / ``sft_trainer``, ``rl_config`` / ``rl_trainer`` (the stages),
-``objective`` (CodeRL's objective: baseline, relative return, q̂ weights, L_rl, the CE
-alternation), ``data`` (training examples in generation's prompt format), ``losses`` (token
-log-probs, the cross-entropy loss, batching), ``rewards`` (reward callables), ``actor`` (the
-actor's model, validation and saved form as a Trainer task), ``engine`` (the Trainer: the
-accelerate loop), ``task`` (what a stage supplies to it), ``batches`` (where its batches come
-from), ``checkpoint`` (save/resume), ``options`` (options every trainer config shares).
 """
 
 from __future__ import annotations

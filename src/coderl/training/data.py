@@ -1,24 +1,17 @@
-"""Training examples for the actor: (prompt tokens, target tokens, per-token weights, return).
+"""Training examples for the actor: (prompt tokens, target tokens, per-token weights, return),
+reproducing exactly what generation sees and writes:
 
-A training example reproduces exactly what generation sees and writes:
+* the **input** is :func:`coderl.models.build_prompt`'s text, tokenized as
+  :mod:`coderl.generation.decode` tokenizes it (too long: the end is kept);
+* the **target** of a gold program (SFT, RL's CE steps) is its continuation after the prompt's
+  ``prefix`` plus what ends it at generation (the closing fence for chat prompts, ``[DONE]`` for
+  MBPP's plain prompt, else the end-of-sequence token), so the model learns to stop;
+* the **target** of a sampled program (RL) is the model's own ``Sample.raw`` plus the end token
+  when it ended with one; its return and token weights are :mod:`coderl.training.objective`'s.
 
-* the **input** is the prompt text :func:`coderl.models.build_prompt` gives (chat template with
-  the assistant turn pre-filled with ```` ```python\\ndef <entry_point>( ```` for MBPP), tokenized
-  as :mod:`coderl.generation.decode` tokenizes it (no special tokens added for causal LMs, the
-  tokenizer's own for encoder-decoders; too long: the end is kept, as generation truncates);
-* the **target** of a gold program (SFT, and RL's cross-entropy steps) is the program's
-  continuation after the prompt's ``prefix`` plus what ends it at generation: the closing fence
-  ```` ``` ```` for fenced (chat) prompts, ``[DONE]`` for MBPP's plain prompt, the end-of-sequence
-  token otherwise (and always for encoder-decoders) — so the model learns to stop;
-* the **target** of a sampled program (RL) is the model's own text ``Sample.raw`` (what was
-  sampled after the prompt, stop string included) plus the end-of-sequence token when the sample
-  ended with one (``finish == "eos"``); its return and per-token weights are CodeRL's
-  (:mod:`coderl.training.objective`: the greedy baseline, the relative return, the critic's q̂
-  carried onto the sampled tokens).
-
-Gold programs that do not start with the pre-filled ``def <entry_point>(`` (MBPP: 103 of the 374
-train programs, which import or define helpers first) are trained with the code before the
-function moved after it (``gold_reorder``; Python resolves those names at call time), or skipped.
+Gold programs that do not start with the pre-filled ``def <entry_point>(`` (MBPP: 103 of 374,
+which import or define helpers first) are trained with the code before the function moved after
+it (``gold_reorder``; Python resolves those names at call time), or skipped.
 """
 
 from __future__ import annotations

@@ -1,17 +1,13 @@
 """The actor's losses as plain functions, and the batching they read.
 
-* :func:`collate` pads a list of :class:`~coderl.training.data.Example` into tensors. Causal LMs
-  are **left**-padded with position ids counted from each row's first real token (as generation
-  decodes), so every row's target tokens sit at the end and :func:`token_logprobs` asks the model
-  for the logits of the last ``T + 1`` positions only (``logits_to_keep``): the
-  vocabulary-wide logits of prompt tokens are never computed. Encoder-decoders: the prompt to the
-  encoder, the target (shifted right behind the decoder start token) to the decoder.
-* :func:`token_logprobs`: ``log p(w_t | w_<t, D)`` of every target token, ``(B, T)``, computed as
-  ``logit[w_t] - logsumexp(logits)`` (no vocabulary-sized log-softmax kept for the backward pass).
-* :func:`sft_loss`: the mean negative log-likelihood of the target tokens (prompt and padding
-  contribute nothing); the cross-entropy steps of SFT and RL.
-
-CodeRL's RL loss and the KL penalty are :mod:`coderl.training.objective`'s.
+* :func:`collate` pads examples into tensors. Causal LMs are **left**-padded (positions counted
+  from each row's first real token, as generation decodes), so every row's targets sit at the
+  end and :func:`token_logprobs` asks for the logits of the last ``T + 1`` positions only
+  (``logits_to_keep``); encoder-decoders get the prompt in the encoder, the shifted target in
+  the decoder.
+* :func:`token_logprobs`: ``log p(w_t | w_<t, D)`` per target token, ``(B, T)``, as
+  ``logit[w_t] - logsumexp(logits)`` (no vocabulary-sized log-softmax kept for backward).
+* :func:`sft_loss`: the targets' mean negative log-likelihood (SFT and RL's CE steps).
 """
 
 from __future__ import annotations

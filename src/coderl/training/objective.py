@@ -1,26 +1,22 @@
-"""CodeRL's objective, piece by piece (Le et al., 2022, section 3), as ``train-rl``
-(:mod:`coderl.training.rl_trainer`) optimises it for a sampled program ``W^s = (w_1 .. w_T)`` of
-a problem ``D``:
+"""CodeRL's objective, piece by piece (Le et al., 2022, section 3), for a sampled program
+``W^s = (w_1 .. w_T)`` of a problem ``D``:
 
-1. **Reward** ``r(W)``: the program's unit-test outcome (compile error -1, runtime error -0.6,
-   failed -0.3, passed +1; :func:`coderl.training.rewards.coderl_reward`).
+1. **Reward** ``r(W)``: the unit-test outcome (compile error -1, runtime error -0.6, failed -0.3,
+   passed +1; :func:`coderl.training.rewards.coderl_reward`).
 2. **Baseline** ``W^b``: the problem's greedy program (:func:`greedy_baselines`); the return is
-   relative, ``r(W^s) - r(W^b)`` (:func:`relative_return`; ``r(W^b) = 0`` when the problem has
-   none): a sample is pushed up only when it beats what the model already writes greedily.
-3. **Token weights** ``q̂(w_t)``: the critic's probability of the sample's actual outcome at each
-   program token (:mod:`coderl.critic.scoring`), carried onto the sampled tokens
-   (:func:`align_weights`); 1 without a critic.
+   ``r(W^s) - r(W^b)`` (:func:`relative_return`; 0 baseline without one): a sample is pushed up
+   only when it beats what the model already writes greedily.
+3. **Token weights** ``q̂(w_t)``: the critic's probability of the actual outcome at each program
+   token, carried onto the sampled tokens (:func:`align_weights`); 1 without a critic.
 4. **Loss** ``L_rl = - mean_t (r(W^s) - r(W^b)) q̂(w_t) log p(w_t | w_<t, D)`` (:func:`rl_loss`),
-   optionally plus a KL penalty to the starting model on the sampled tokens (:func:`kl_penalty`;
-   not in the paper).
-5. **Alternation**: one cross-entropy step on gold programs after every ``ce_every`` RL steps
-   (:func:`step_kind`, :func:`schedule`).
+   optionally plus a KL penalty to the starting model (:func:`kl_penalty`; not in the paper).
+5. **Alternation**: one CE step on gold programs after every ``ce_every`` RL steps
+   (:func:`schedule`).
 
-Token weights: the critic's values are per token of ``Sample.program`` with character offsets
-into it, while the trajectory trained on is ``Sample.raw`` (the program is the raw text cut at the
-stop string, the prefix in front, scaffolding dropped): each raw token gets the mean q̂ of the
-program characters it covers; tokens that cover none (the closing fence, dropped ``assert``
-lines, the end token) take the value of the token before them.
+Token weights: the critic scores ``Sample.program`` (character offsets into it), while training
+reads ``Sample.raw`` (the program is raw cut at the stop string, the prefix in front): each raw
+token gets the mean q̂ of the program characters it covers; tokens covering none (the closing
+fence, the end token) take the value of the token before them.
 """
 
 from __future__ import annotations
