@@ -71,6 +71,18 @@ STAGES: list[Stage] = [
                                         ("critic_scores", "--scores", "Critic scores (coderl critic-score).")),
           help="CodeRL's offline RL: -(r(W^s) - r(W^b)) q̂(w_t) log p(w_t), alternating with "
                "cross-entropy steps on gold programs (resumable)."),
+    Stage("train-repair", "repair", "coderl.critic_sampling.repair_config:RepairConfig",
+          "coderl.critic_sampling.repair_trainer", reads=("samples", "results"), writes=("repair",),
+          grows=("max_steps",),
+          files=(("samples", "--samples", "Samples JSONL (problem_id, index, program)."), ("results", "--results", "Results JSONL (coderl execute).")),
+          help="The repair model of critic sampling: the actor fine-tuned on (problem, failed program, "
+               "its verdict) -> a passing program, from the run's executed samples (resumable)."),
+    Stage("critic-sample", "critic_sample", "coderl.critic_sampling.cs_config:CriticSamplingConfig",
+          "coderl.critic_sampling.cs_stage", reads=(), writes=("critic_sampling",), takes_problems=False,
+          shared=("execution",),
+          help="CodeRL's critic sampling on held-out problems: sample, refine (critic-chosen prefixes) "
+               "and repair failed programs in rounds under a budget of programs per problem, running "
+               "only example tests; submit the critic's best; then judge them on the hidden tests."),
     Stage("compare-models", "compare", "coderl.evaluation.models_config:ModelsEvalConfig",
           "coderl.evaluation.models_stage", reads=(), writes=("compare_json", "compare_dir"),
           takes_problems=False, incremental=True, shared=("execution",),

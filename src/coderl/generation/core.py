@@ -33,7 +33,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..models import LoadedModel, build_prompt, extract_program
-from ..models.prompts import Prompt
+from ..models.prompts import FENCE, Prompt, chat_message
 from ..problems.schema import Problem
 from ..records import ORIGINS, Sample
 from .decode import Completion, Request, decode_batch, decode_stream, supports_streaming
@@ -57,6 +57,7 @@ class GenRequest:
     meta: dict[str, Any] = field(default_factory=dict)
     temperature: float | None = None
     top_p: float | None = None
+    feedback: str | None = None  # text the prompt adds after the task (repair: a program, its error)
 
     def __post_init__(self) -> None:
         where = f"generation request for {self.problem.id!r}"
@@ -75,6 +76,10 @@ class GenRequest:
     def key(self) -> tuple[str, int]:
         return (self.problem.id, self.index)
 
+    @property
+    def prompt_key(self) -> tuple[str, str | None]:
+        return (self.problem.id, self.feedback)
+
     def sampling(self, cfg: GenerationConfig) -> tuple[float, float]:
         """(temperature, top_p) this request decodes with."""
         greedy = self.origin == "greedy"
@@ -90,16 +95,16 @@ def generate_samples(lm: LoadedModel, requests: Sequence[GenRequest], cfg: Gener
     as each finishes (in finishing order), ``on_step(n_active)`` after every decoding step.
     Returns the samples in request order. Raises :class:`RequestError` before decoding anything
     when two requests share a (problem, index) or a prefix follows a prompt too long to keep."""
-    prompts: dict[str, Prompt] = {}
+    prompts: dict[tuple[str, str | None], Prompt] = {}
     for r in requests:
-        if r.problem.id not in prompts:
-            prompts[r.problem.id] = build_prompt(r.problem, lm.tokenizer, cfg.prompt_style,
-                                                 lm.is_encoder_decoder)
+        if r.prompt_key not in prompts:
+            prompts[r.prompt_key] = prompt_with_feedback(r.problem, lm.tokenizer, cfg.prompt_style,
+                                                         lm.is_encoder_decoder, r.feedback)
     _check(lm, requests, prompts, cfg)
     out: list[Sample | None] = [None] * len(requests)
 
     def done(i: int, c: Completion) -> None:
-        out[i] = _sample(requests[i], prompts[requests[i].problem.id], c)
+        out[i] = _sample(requests[i], prompts[requests[i].prompt_key], c)
         if on_sample is not None:
             on_sample(out[i])
 
@@ -109,13 +114,34 @@ def generate_samples(lm: LoadedModel, requests: Sequence[GenRequest], cfg: Gener
     return out  # type: ignore[return-value]
 
 
-def _check(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[str, Prompt],
+def prompt_with_feedback(problem: Problem, tokenizer, style: str, is_encoder_decoder: bool,
+                         feedback: str | None) -> Prompt:
+    """The problem's prompt, with ``feedback`` after the task: in a chat prompt at the end of the
+    user's message, in a plain one as comment lines before it. The program still starts with the
+    prompt's own code (``Prompt.prefix``), so extraction is unchanged."""
+    prompt = build_prompt(problem, tokenizer, style, is_encoder_decoder)
+    if not feedback:
+        return prompt
+    if prompt.style == "chat":
+        user, code = chat_message(problem)
+        head = tokenizer.apply_chat_template([{"role": "user", "content": f"{user}\n\n{feedback}"}],
+                                             tokenize=False, add_generation_prompt=True)
+        prompt.text = head + f"{FENCE}python\n" + code
+        return prompt
+    comment = "".join(f"# {line}\n" if line else "#\n" for line in feedback.splitlines())
+    bos = getattr(tokenizer, "bos_token", None) or ""
+    body = prompt.text[len(bos):] if bos and prompt.text.startswith(bos) else prompt.text
+    prompt.text = prompt.text[:len(prompt.text) - len(body)] + comment + body
+    return prompt
+
+
+def _check(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[tuple, Prompt],
            cfg: GenerationConfig) -> None:
     """One request per (problem, index) (a sample's key); a prefix only after a prompt that fits
     in ``max_prompt_tokens`` (causal models: cutting the start of prompt + prefix would make the
     model read another prompt than its samples record)."""
     seen: dict[tuple[str, int], int] = {}
-    sizes: dict[str, int] = {}
+    sizes: dict[tuple, int] = {}
     for n, r in enumerate(requests):
         if r.key in seen:
             raise RequestError(f"generation requests {seen[r.key]} and {n} are both for "
@@ -123,12 +149,12 @@ def _check(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[str, P
         seen[r.key] = n
         if not r.prefix or lm.is_encoder_decoder:
             continue
-        pid = r.problem.id
-        if pid not in sizes:
-            sizes[pid] = len(lm.tokenizer(prompts[pid].text, add_special_tokens=False).input_ids)
-        if sizes[pid] > cfg.max_prompt_tokens:
+        pid, pk = r.problem.id, r.prompt_key
+        if pk not in sizes:
+            sizes[pk] = len(lm.tokenizer(prompts[pk].text, add_special_tokens=False).input_ids)
+        if sizes[pk] > cfg.max_prompt_tokens:
             raise RequestError(f"generation request {n} ({pid!r} index {r.index}): its prompt has "
-                               f"{sizes[pid]} tokens, more than max_prompt_tokens "
+                               f"{sizes[pk]} tokens, more than max_prompt_tokens "
                                f"({cfg.max_prompt_tokens}); a prompt is cut only without a prefix "
                                "(raise max_prompt_tokens, or continue no prefix of this problem)")
 
@@ -143,19 +169,19 @@ def _sample(r: GenRequest, prompt: Prompt, c: Completion) -> Sample:
                   logprob=round(c.logprob, 4), num_tokens=c.num_tokens, finish=c.finish, meta=meta)
 
 
-def _decode_stream(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[str, Prompt],
+def _decode_stream(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[tuple, Prompt],
                    cfg: GenerationConfig, done: Callable[[int, Completion], None], on_step) -> None:
     """Causal models with full attention: continuous batching, in request order."""
     reqs = []
     for r in requests:
-        prompt = prompts[r.problem.id]
+        prompt = prompts[r.prompt_key]
         reqs.append(Request(prompt.text, prompt.stop + list(cfg.stop), *r.sampling(cfg), prefix=r.prefix))
     decode_stream(lm.model, lm.tokenizer, reqs, batch_size=cfg.batch_size,
                   max_new_tokens=cfg.max_new_tokens, generator=generator(lm, cfg.seed),
                   max_prompt_tokens=cfg.max_prompt_tokens, on_step=on_step, on_done=done)
 
 
-def _decode_static(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[str, Prompt],
+def _decode_static(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[tuple, Prompt],
                    cfg: GenerationConfig, done: Callable[[int, Completion], None], on_step) -> None:
     """Models decode_stream does not serve (encoder-decoders, sliding-window attention): static
     batches of up to ``batch_size`` (finished rows still leave the batch), one sampling setting
@@ -167,12 +193,12 @@ def _decode_static(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dic
         for i in range(w, min(w + step, len(requests))):
             groups.setdefault(requests[i].sampling(cfg), []).append(i)
         for (temperature, top_p), group in sorted(groups.items()):
-            group.sort(key=lambda i: len(prompts[requests[i].problem.id].text) + len(requests[i].prefix))
+            group.sort(key=lambda i: len(prompts[requests[i].prompt_key].text) + len(requests[i].prefix))
             for b in range(0, len(group), cfg.batch_size):
                 batch = group[b:b + cfg.batch_size]
                 gen = generator(lm, cfg.seed * 1_000_003 + batch_no)
                 batch_no += 1
-                batch_prompts = [prompts[requests[i].problem.id] for i in batch]
+                batch_prompts = [prompts[requests[i].prompt_key] for i in batch]
                 completions = decode_batch(
                     lm.model, lm.tokenizer, [p.text for p in batch_prompts],
                     stop=[p.stop + list(cfg.stop) for p in batch_prompts],
