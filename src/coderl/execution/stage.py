@@ -1,16 +1,12 @@
 """The ``coderl execute`` stage: samples.jsonl -> results.jsonl (one Result per sample).
 
-Each sample runs on its problem's hidden tests; when the problem has example tests, it also runs on
-those (``example_passed``). All runs share the engine's workers; each problem's records are
-appended in one flushed write as soon as the problem is complete (so the file follows completion
-order, not the samples' order). A killed run loses only the problems in flight, and a rerun skips
-every (problem_id, index) already written — unless its record is *stale*: its ``program_hash`` is
-not the sample's program's, or its ``hash`` differs from the one the sample's current program,
-tests, limits and harness would get (the program was regenerated, the tests or the limits changed).
-Every result names its program (``program_hash``): :func:`coderl.records.join` checks it. Stale records are dropped from the file (rewritten
-atomically) and their samples run again; the summary counts them (``stale_reexecuted``).
-A summary (outcome counts, cache hit rate, throughput) is printed and written atomically beside
-the results as ``<results>.summary.json``.
+Each sample runs on its problem's hidden tests and, when the problem has example tests, on those
+(``example_passed``). Each problem's records are appended in one flushed write once the problem
+is complete, so a killed run loses only the problems in flight; a rerun skips every (problem_id,
+index) already written unless its record is *stale* (its ``program_hash`` or job ``hash`` is not
+what the sample's current program, tests, limits and harness give): stale records are dropped
+(the file rewritten atomically) and run again (``stale_reexecuted``). A summary (outcomes, cache
+hit rate, throughput) is printed and written beside the results as ``<results>.summary.json``.
 """
 
 from __future__ import annotations

@@ -1,22 +1,15 @@
 """The ``generate`` stage: problems -> samples.jsonl.
 
 For every problem: ``num_seqs`` sampled programs (temperature / top-p) and, with ``greedy``, one
-greedy program (``origin=greedy``: CodeRL's baseline W^b for relative returns).
+greedy program (``origin=greedy``: CodeRL's baseline W^b). Indices: sampled programs are
+``0 .. num_seqs-1``, the greedy one ``num_seqs``.
 
-The programs are decoded by :func:`coderl.generation.core.generate_samples` (in memory); this
-module plans them, resumes and writes. Causal models decode with continuous batching
-(:func:`coderl.generation.decode.decode_stream`): up to ``batch_size`` sequences of several
-problems in flight, left-padded, each ending at its stop strings, finished ones replaced by new
-ones. Encoder-decoder models (and causal models with attention other than full attention, e.g.
-sliding windows) decode in static batches. Problem by problem: its greedy program, then its
-sampled ones (one prompt prefill for all). Each sample is appended and flushed as it finishes, so
-a killed run restarts where it stopped: only the missing (problem, index) pairs are generated
-again.
-
-Indices: sampled programs are ``0 .. num_seqs-1``, the greedy one is ``num_seqs``.
-Seeds: one sampling generator seeded with ``seed`` and a deterministic schedule, so a fresh run
-with the same config, model and problems reproduces its samples (a resumed run draws fresh noise
-for what was missing).
+The programs are decoded by :func:`coderl.generation.core.generate_samples` (in memory; causal
+models with continuous batching, :func:`coderl.generation.decode.decode_stream`, others in static
+batches); this module plans them, resumes and writes. Each sample is appended and flushed as it
+finishes, so a killed run regenerates only the missing (problem, index) pairs. One sampling
+generator seeded with ``seed`` and a deterministic schedule: a fresh run with the same config,
+model and problems reproduces its samples (a resumed run draws fresh noise for what was missing).
 """
 
 from __future__ import annotations
