@@ -291,7 +291,7 @@ def _parents(pid: str, state: State, models: Models, cfg: CriticSamplingConfig) 
             if prefix:
                 refine.append(("refine", s, {"prefix": prefix}))
         if models.repair is not None and examples and not passed:
-            repair.append(("repair", s, {"feedback": feedback(s.program, state.example.get(s.key))}))
+            repair.append(("repair", s, {"feedback": feedback(s.program, state.example.get(s.key), state.problems[pid])}))
     out = []
     for i in range(max(len(refine), len(repair))):
         out += refine[i:i + 1] + repair[i:i + 1]

@@ -17,10 +17,28 @@ from ..execution.codes import COMPILE_ERROR, FAILED, PASSED, RUNTIME_ERROR
 MAX_PROGRAM_CHARS = 2000
 
 
-def verdict_text(result: Mapping[str, Any] | None) -> str:
-    """One sentence on why a program failed, from its Result (outcome, error type, message, line)."""
+def failing_test(problem: Any, result: Mapping[str, Any] | None) -> str | None:
+    """The first assert the program failed, where the tests are asserts (MBPP, example tests)."""
+    if problem is None or not result:
+        return None
+    tests = problem.example_tests if result.get("tests") == "example" else problem.tests
+    asserts = (tests or {}).get("asserts") or []
+    for i, v in enumerate(result.get("per_test") or []):
+        if v is not True:
+            return asserts[i].strip() if i < len(asserts) else None
+    return None
+
+
+def verdict_text(result: Mapping[str, Any] | None, problem: Any = None) -> str:
+    """Why a program failed, from its Result (outcome, error type, message, line) and, where the
+    tests are asserts, the first one it failed."""
     if not result:
         return "It does not pass the tests."
+    test = failing_test(problem, result)
+    return (f"On `{test}`: " if test else "") + _verdict(result)
+
+
+def _verdict(result: Mapping[str, Any]) -> str:
     outcome = result.get("outcome")
     etype, msg, line = result.get("error_type"), (result.get("error_message") or "").strip(), result.get("error_line")
     where = f" (line {line})" if line else ""
@@ -37,10 +55,10 @@ def verdict_text(result: Mapping[str, Any] | None) -> str:
     return "It passes the tests."
 
 
-def feedback(program: str, result: Mapping[str, Any] | None) -> str:
+def feedback(program: str, result: Mapping[str, Any] | None, problem: Any = None) -> str:
     """The text a repair prompt adds after the task."""
     code = program if len(program) <= MAX_PROGRAM_CHARS else program[:MAX_PROGRAM_CHARS] + "\n# ..."
-    return (f"This attempt is wrong:\n```python\n{code.rstrip()}\n```\n{verdict_text(result)}\n"
+    return (f"This attempt is wrong:\n```python\n{code.rstrip()}\n```\n{verdict_text(result, problem)}\n"
             "Write a correct solution.")
 
 
@@ -72,7 +90,7 @@ def repair_pairs(problems: Sequence, pairs: Iterable[tuple[Any, Mapping[str, Any
             target = targets[i % len(targets)]
             kind = "sample" if i % len(targets) < len(passing[pid]) else "gold"
             counts[f"target_{kind}"] += 1
-            out.append((by_id[pid], feedback(s.program, r), target,
+            out.append((by_id[pid], feedback(s.program, r, by_id[pid]), target,
                         {"problem_id": pid, "index": s.index, "outcome": r["outcome"], "target": kind}))
     counts["pairs"] = len(out)
     counts["problems"] = len({info["problem_id"] for *_, info in out})
