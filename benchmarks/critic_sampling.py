@@ -6,6 +6,8 @@
     python benchmarks/critic_sampling.py prepare --train-run runs/mbpp_smollm2_critic_cpu --out runs/cs_bench
     # 2. every variant on the first 100 problems of mbpp-heldout and all of HumanEval
     python benchmarks/critic_sampling.py run --out runs/cs_bench --label cpu
+    # (or in parallel processes: run --variants plain / --variants refine,repair-self,repair,both
+    #  --no-report per set, then `report` builds the table; benchmarks/gpu_critic_sampling.sh)
 
 Variants (each a ``critic-sample`` box under ``<out>/<set>/<variant>/``; ``--budget`` B programs
 per problem, all counted; the first B/2 shared by the round-based variants, drawn once):
@@ -14,6 +16,7 @@ per problem, all counted; the first B/2 shared by the round-based variants, draw
 |---|---|
 | ``plain`` | B samples; submit: example-passing ones ranked by the critic (the strongest plain baseline) |
 | ``refine`` | B/2 samples, then B/2 continuations of critic-chosen prefixes of example-passing programs (fresh samples where a problem has none) |
+| ``refine-failed`` | the same, refining every program (failed ones too) |
 | ``repair-self`` | B/2 samples, then B/2 repairs of failed programs by the actor with a repair prompt |
 | ``repair`` | the same, by the trained repair model |
 | ``both`` | B/2 samples, then refinements and repairs (trained model) in turn |
@@ -45,6 +48,7 @@ from coderl.rundir import RunDir  # noqa: E402
 
 SETS = {"mbpp-heldout": ("mbpp-heldout", "test", 100), "humaneval": ("humaneval", "test", None)}
 VARIANTS = {"plain": dict(refine=False, repair="none"), "refine": dict(refine=True, repair="none"),
+            "refine-failed": dict(refine=True, refine_failed=True, repair="none"),
             "repair-self": dict(refine=False, repair="self"), "repair": dict(refine=False, repair="MODEL"),
             "both": dict(refine=True, repair="MODEL")}
 
@@ -92,40 +96,70 @@ def _cfg(args, variant: str, set_name: str) -> CriticSamplingConfig:
         device=args.device, dtype=args.dtype, progress=False, **v)
 
 
-def _share_first_round(src: Path, dst: Path) -> None:
-    """Start ``dst`` from ``src``'s first round (the same B/2 samples and example verdicts)."""
+def _share_first_round(src: Path, dst: Path, wait: float = 1800) -> None:
+    """Start ``dst`` from ``src``'s first round (the same B/2 samples and example verdicts),
+    waiting for another process to finish it."""
     if (dst / ROUNDS).is_file():
         return
+    t = time.time()
+    while not ((src / ROUNDS).is_file() and (src / ROUNDS).read_text().strip()):
+        if time.time() - t > wait:
+            raise SystemExit(f"{src}: its first round did not appear within {wait:.0f}s")
+        time.sleep(2)
     dst.mkdir(parents=True, exist_ok=True)
     first = (src / ROUNDS).read_text().splitlines()[0]
-    keep = [l for l in (src / SAMPLES).read_text().splitlines() if json.loads(l)["meta"]["round"] == 0]
+    keep = [l for l in _lines(src / SAMPLES) if json.loads(l)["meta"]["round"] == 0]
     keys = {(json.loads(l)["problem_id"], json.loads(l)["index"]) for l in keep}
-    ex = [l for l in (src / EXAMPLES).read_text().splitlines()
-          if (json.loads(l)["problem_id"], json.loads(l)["index"]) in keys]
+    ex = [l for l in _lines(src / EXAMPLES) if (json.loads(l)["problem_id"], json.loads(l)["index"]) in keys]
     (dst / SAMPLES).write_text("\n".join(keep) + "\n")
     (dst / EXAMPLES).write_text("\n".join(ex) + ("\n" if ex else ""))
     (dst / ROUNDS).write_text(first + "\n")
 
 
+def _lines(path: Path) -> list[str]:
+    """Whole JSON lines (the other process may be appending a later round's records)."""
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            json.loads(line)
+        except ValueError:
+            continue
+        out.append(line)
+    return out
+
+
 def run(args) -> None:
     out = Path(args.out)
     exec_cfg = ExecConfig(timeout=args.timeout)
-    table = {"label": args.label, "budget": args.budget, "seed": args.seed, "machine": platform.node(),
-             "device": args.device, "command": " ".join(sys.argv), "sets": {}}
     variants = args.variants.split(",")
+    firsts = [args.first_from] if args.first_from else [v for v in variants if v != "plain"]
     for set_name in args.sets.split(","):
-        reports = {}
         for variant in variants:
             t = time.time()
             box = out / set_name / variant
-            firsts = [v for v in variants if v != "plain"]
             if variant != "plain" and variant != firsts[0]:
                 _share_first_round(out / set_name / firsts[0] / "critic_sampling", box / "critic_sampling")
             critic_sample(RunDir(box), _cfg(args, variant, set_name), exec_cfg, progress=False,
                           echo=lambda s: print(f"  [{set_name}/{variant}] {s.strip()}", flush=True))
-            reports[variant] = json.loads((box / "critic_sampling" / "report.json").read_text())
-            print(f"{set_name}/{variant}: {reports[variant]['summary']} ({time.time() - t:.0f}s)", flush=True)
-        table["sets"][set_name] = _compare(reports, args.budget)
+            rep = json.loads((box / "critic_sampling" / "report.json").read_text())
+            print(f"{set_name}/{variant}: {rep['summary']} ({time.time() - t:.0f}s)", flush=True)
+    if not args.no_report:
+        report(args)
+
+
+def report(args) -> None:
+    """The table of every variant found under ``--out`` (runs of ``run``, here or elsewhere)."""
+    out = Path(args.out)
+    table = {"label": args.label, "budget": args.budget, "seed": args.seed, "machine": platform.node(),
+             "device": args.device, "command": " ".join(sys.argv), "sets": {}}
+    for set_name in args.sets.split(","):
+        reports = {}
+        for variant in VARIANTS:
+            path = out / set_name / variant / "critic_sampling" / "report.json"
+            if path.is_file():
+                reports[variant] = json.loads(path.read_text())
+        if reports:
+            table["sets"][set_name] = _compare(reports, args.budget)
     Path(args.store).mkdir(parents=True, exist_ok=True)
     path = Path(args.store) / f"critic_sampling_{args.label}.json"
     path.write_text(json.dumps(table, indent=1) + "\n")
@@ -178,7 +212,7 @@ def render(table: dict) -> str:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    for name in ("prepare", "run"):
+    for name in ("prepare", "run", "report"):
         p = sub.add_parser(name)
         p.add_argument("--out", default=str(ROOT / "runs" / "cs_bench"))
         p.add_argument("--model", default="default")
@@ -193,18 +227,23 @@ def main(argv=None) -> int:
     p.add_argument("--repair-epochs", type=int, default=2)
     p.add_argument("--repair-batch", type=int, default=8)
     p.add_argument("--mixed-precision", default="no")
+    for name in ("run", "report"):
+        p = sub.choices[name]
+        p.add_argument("--label", required=True)
+        p.add_argument("--budget", type=int, default=10)
+        p.add_argument("--sets", default="mbpp-heldout,humaneval")
+        p.add_argument("--store", default=str(ROOT / "benchmarks"))
     p = sub.choices["run"]
-    p.add_argument("--label", required=True)
-    p.add_argument("--budget", type=int, default=10)
-    p.add_argument("--sets", default="mbpp-heldout,humaneval")
     p.add_argument("--variants", default=",".join(VARIANTS))
+    p.add_argument("--first-from", help="the variant whose first round the others share (default: "
+                   "the first round-based one given; another process may be running it)")
+    p.add_argument("--no-report", action="store_true", help="run only (a later `report` builds the table)")
     p.add_argument("--dtype", default="float32")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--timeout", type=float, default=4.0)
-    p.add_argument("--store", default=str(ROOT / "benchmarks"))
     p.add_argument("--limit", type=int, default=None, help="only the first N problems of each set (smoke tests)")
     args = ap.parse_args(argv)
-    (prepare if args.cmd == "prepare" else run)(args)
+    {"prepare": prepare, "run": run, "report": report}[args.cmd](args)
     return 0
 
 

@@ -232,3 +232,42 @@ def test_compare_models_verb(tiny_chat_dir, tmp_path):
     assert out["rows"][0]["differences"][tiny_chat_dir.name]["diff"] == 0
     res = CliRunner().invoke(app, ["compare-models", "--run-dir", str(tmp_path / "run2"), "--models", "rl", *common])
     assert res.exit_code == 2 and "which does not exist" in res.output and "Traceback" not in res.output
+
+
+def test_critic_sampling_stages_in_the_pipeline(tiny_chat_dir, tmp_path):
+    """generate -> execute -> train-critic (binary) -> train-repair -> critic-sample from one YAML;
+    a rerun skips; a retrained repair model makes critic-sample stale."""
+    run = tmp_path / "runs" / "cs"
+    cfg = {"name": "cs", "runs_dir": str(tmp_path / "runs"),
+           "problems": {"source": "mbpp", "split": "train", "end": 4},
+           "generation": {"model": str(tiny_chat_dir), "num_seqs": 2, "max_new_tokens": 6,
+                          "batch_size": 8, "progress": False},
+           **_critic_sections(tiny_chat_dir),
+           "repair": {"model": str(tiny_chat_dir), "epochs": 1, "batch_size": 2, "grad_accum": 1,
+                      "progress": False, "save_every": 0, "threads": 1},
+           "critic_sample": {"model": str(tiny_chat_dir), "critic": "best", "repair": "run", "refine_failed": True,
+                             "budget": 3, "first": 2, "rounds": 1, "submit": 2, "end": 2,
+                             "max_new_tokens": 6, "batch_size": 8, "progress": False, "threads": 1}}
+    cfg["critic"]["num_classes"] = 2
+    del cfg["critic_score"]
+    path = tmp_path / "cs.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    lines = []
+    run_pipeline(load_config(path), echo=lines.append)
+    names = ["generate", "execute", "evaluate", "train-critic", "train-repair", "critic-sample"]
+    assert [l for l in lines if l.startswith("[")] == [f"[{i}/6] {n}" for i, n in enumerate(names, 1)]
+    rep = json.loads((run / "critic_sampling" / "report.json").read_text())
+    assert rep["summary"]["programs"] == 6 and rep["models"]["repair"] == str(run / "repair")
+    assert rep["models"]["critic_classes"] == 2
+    lines.clear()
+    run_pipeline(load_config(path), echo=lines.append)
+    assert "[6/6] critic-sample: complete under the same settings and inputs, skipped" in lines
+    run_pipeline(load_config(path), echo=lines.append, start="train-repair", until="train-repair", fresh=True)
+    lines.clear()
+    run_pipeline(load_config(path), echo=lines.append, start="critic-sample")
+    assert any("repair was rewritten" in l for l in lines), lines
+    # other settings are refused naming the key
+    cfg["critic_sample"]["budget"] = 4
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match="budget"):
+        run_pipeline(load_config(path), echo=lines.append, start="critic-sample")
