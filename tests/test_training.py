@@ -568,3 +568,37 @@ def test_a_typed_default_lr_resumes_a_run_made_with_lr_null(tmp_path, tiny_chat_
     assert train_sft(train_problems[:2], tmp_path, cfg, echo=lambda *_: None)["steps"] == 1
     more = dataclasses.replace(cfg, max_steps=2, lr=SFTConfig.DEFAULT_LR["lora"])
     assert train_sft(train_problems[:2], tmp_path, more, echo=lambda *_: None)["steps"] == 2
+
+
+def test_sft_trains_the_humaneval_prompt_shape_too(tiny_chat_dir, tiny_causal_dir):
+    """prompt_shapes [native, humaneval]: each function-writing MBPP gold program also as HumanEval
+    poses problems (signature + docstring given): chat prompts ask for the whole function, plain
+    prompts continue after the docstring with the body."""
+    from transformers import AutoTokenizer
+
+    from coderl.problems import load_problems
+    from coderl.training.data import SHAPE_INDEX, build_gold_examples, humaneval_shape
+
+    problems = load_problems("mbpp", split="train", end=6)
+    p = next(q for q in problems if humaneval_shape(q, q.solutions[0]) is not None)
+    hp = humaneval_shape(p, p.solutions[0])
+    assert hp.source == "humaneval" and f"def {p.entry_point}(" in hp.prompt and '"""' in hp.prompt
+    assert ">>> " in hp.prompt  # the first assert as an example
+    for d, whole in ((tiny_chat_dir, True), (tiny_causal_dir, False)):
+        tok = AutoTokenizer.from_pretrained(str(d))
+        native, _ = build_gold_examples(problems, tok, False)
+        both, counts = build_gold_examples(problems, tok, False, shapes=("native", "humaneval"))
+        extra = [e for e in both if e.origin == "gold-humaneval"]
+        assert len(both) == len(native) + len(extra) and counts["humaneval_examples"] == len(extra) > 0
+        e = next(x for x in extra if x.problem_id == p.id)
+        assert e.index == SHAPE_INDEX
+        prompt, target = tok.decode(e.prompt_ids), tok.decode(e.target_ids, skip_special_tokens=True)
+        assert hp.prompt.strip() in prompt.replace("<s>", "")
+        if whole:   # the chat prompt asks for the function: the target starts with its signature
+            assert "Complete the following Python function" in prompt and target.startswith(f"def {p.entry_point}(")
+        else:       # the plain prompt is the code itself: the target is the body
+            assert not target.startswith("def ") and target.strip() in p.solutions[0].replace("\r\n", "\n")
+    from coderl.training.sft_config import SFTConfig
+    from coderl.config import ConfigError
+    with pytest.raises(ConfigError, match="prompt_shapes"):
+        SFTConfig(prompt_shapes=["native", "codex"])

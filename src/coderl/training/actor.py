@@ -53,11 +53,12 @@ def load_validation_problems(cfg: TrainerConfig, exclude: set[str]) -> list:
     return [p for p in probs if p.id not in exclude]
 
 
-def gold_examples(problems: Sequence, cfg, lm) -> tuple[list[Example], dict[str, Any]]:
-    """The gold examples of ``problems`` under ``cfg`` (SFT's or RL's), and their counts."""
+def gold_examples(problems: Sequence, cfg, lm, shapes: Sequence[str] = ("native",)) -> tuple[list[Example], dict[str, Any]]:
+    """The gold examples of ``problems`` under ``cfg`` (SFT's or RL's) in the prompt ``shapes``
+    (:func:`coderl.training.data.build_gold_examples`), and their counts."""
     return build_gold_examples(problems, lm.tokenizer, lm.is_encoder_decoder, prompt_style=cfg.prompt_style,
                                max_prompt_tokens=cfg.max_prompt_tokens, max_target_tokens=cfg.max_target_tokens,
-                               max_solutions=cfg.max_solutions, reorder=cfg.gold_reorder)
+                               max_solutions=cfg.max_solutions, reorder=cfg.gold_reorder, shapes=tuple(shapes))
 
 
 def validation_set(problems: Sequence, cfg, lm, val_problems: Sequence | None):

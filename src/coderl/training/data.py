@@ -12,11 +12,16 @@ reproducing exactly what generation sees and writes:
 Gold programs that do not start with the pre-filled ``def <entry_point>(`` (MBPP: 103 of 374,
 which import or define helpers first) are trained with the code before the function moved after
 it (``gold_reorder``; Python resolves those names at call time), or skipped.
+
+``shapes=("native", "humaneval")`` adds, for each function-writing gold program, the prompt shape
+HumanEval evaluates with (:func:`humaneval_shape`: the signature and a docstring given, the function
+to write), so that SFT on MBPP does not teach the model one prompt format only.
 """
 
 from __future__ import annotations
 
 import ast
+import dataclasses
 import hashlib
 import json
 import math
@@ -124,13 +129,52 @@ def encode_target(tokenizer, text: str, add_eos: bool, max_target_tokens: int) -
     return ids[:max_target_tokens]
 
 
+SHAPES = ("native", "humaneval")
+SHAPE_INDEX = 100_000  # a HumanEval-shaped example's index: this plus the gold program's position
+
+
+def humaneval_shape(problem, solution: str):
+    """``problem`` as HumanEval poses problems, from one of its gold programs: the imports before
+    the function, its signature and a docstring (the task, and the first assert as a ``>>>``
+    example); the program to write is the gold one. None when the program has no top-level
+    ``def <entry_point>`` or has other code than imports before it."""
+    if problem.kind != "assert" or not problem.entry_point or problem.source == "humaneval":
+        return None
+    sol = _normalise(solution)
+    m = re.search(rf"^def {re.escape(problem.entry_point)}\(.*\):[ \t]*$", sol, re.M)
+    if m is None:
+        return None
+    head = [l for l in sol[:m.start()].splitlines() if l.strip()]
+    if any(not re.match(r"(import|from)\s", l) for l in head):
+        return None
+    doc = " ".join(problem.question.split())
+    asserts = (problem.example_tests or {}).get("asserts") or problem.tests.get("asserts") or []
+    try:
+        test = ast.parse(asserts[0].strip()).body[0] if asserts else None
+        if isinstance(test, ast.Assert) and isinstance(test.test, ast.Compare) and \
+                isinstance(test.test.ops[0], ast.Eq):
+            doc += f"\n    >>> {ast.unparse(test.test.left)}\n    {ast.unparse(test.test.comparators[0])}"
+    except (SyntaxError, ValueError, IndexError):
+        pass
+    code = "".join(l + "\n" for l in head) + ("\n" if head else "") + m.group(0) + f'\n    """ {doc}\n    """\n'
+    return dataclasses.replace(problem, source="humaneval", prompt=code, solutions=[solution],
+                               meta={**problem.meta, "shape": "humaneval", "body": sol[m.end() + 1:]})
+
+
 def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool, *,
                         prompt_style: str = "auto", max_prompt_tokens: int = 1024,
                         max_target_tokens: int = 512, max_solutions: int = 0,
-                        reorder: bool = True) -> tuple[list[Example], dict[str, Any]]:
-    """Examples from the gold programs (``problem.solutions``) of ``problems``; and counts."""
+                        reorder: bool = True, shapes: Sequence[str] = ("native",)
+                        ) -> tuple[list[Example], dict[str, Any]]:
+    """Examples from the gold programs (``problem.solutions``) of ``problems``, in each prompt
+    shape of ``shapes`` (see the module docstring); and counts."""
     out: list[Example] = []
     counts = Counter()
+    if "humaneval" in shapes:
+        extra, hcounts = _humaneval_examples(problems, tokenizer, is_encoder_decoder, prompt_style,
+                                             max_prompt_tokens, max_target_tokens, max_solutions)
+        if "native" not in shapes:
+            return extra, hcounts
     for p in problems:
         sols = [s for s in (p.solutions or []) if isinstance(s, str) and s.strip()]
         if max_solutions:
@@ -152,8 +196,37 @@ def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool,
             if len(tids) == max_target_tokens:
                 counts["truncated"] += 1
             out.append(Example(p.id, i, "gold", pids, tids))
+    if "humaneval" in shapes:
+        out += extra
+        counts.update({f"humaneval_{k}": v for k, v in hcounts.items()})
     counts["examples"] = len(out)
     counts["problems"] = len({e.problem_id for e in out})
+    return out, dict(counts)
+
+
+def _humaneval_examples(problems, tokenizer, is_encoder_decoder, prompt_style, max_prompt_tokens,
+                        max_target_tokens, max_solutions) -> tuple[list[Example], dict[str, Any]]:
+    out, counts = [], Counter()
+    for p in problems:
+        sols = [s for s in (p.solutions or []) if isinstance(s, str) and s.strip()]
+        for i, sol in enumerate(sols[:max_solutions] if max_solutions else sols):
+            hp = humaneval_shape(p, sol)
+            if hp is None:
+                counts["skipped_shape"] += 1
+                continue
+            prompt = build_prompt(hp, tokenizer, prompt_style, is_encoder_decoder)
+            # a chat prompt asks for the whole function; a plain one continues the signature and
+            # docstring, so the target is the function's body (and what follows it)
+            body = hp.meta["body"].rstrip()
+            cont = gold_continuation(hp, prompt, sol, False) if not prompt.prefix else (body + "\n" if body else None)
+            if cont is None:
+                counts["skipped_prefix_mismatch"] += 1
+                continue
+            end, eos = end_of_program(prompt, is_encoder_decoder)
+            out.append(Example(p.id, SHAPE_INDEX + i, "gold",
+                               encode_prompt(tokenizer, prompt.text, is_encoder_decoder, max_prompt_tokens),
+                               encode_target(tokenizer, cont + end, eos, max_target_tokens), origin="gold-humaneval"))
+    counts["examples"] = len(out)
     return out, dict(counts)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import opt
+from ..config import ConfigError, opt
 from .base_config import NOT_FINGERPRINTED, TrainerConfig
 
 __all__ = ["SFTConfig", "NOT_FINGERPRINTED"]
@@ -27,5 +27,15 @@ class SFTConfig(TrainerConfig):
                              "code moved after it (the same program at call time); off: such "
                              "programs are skipped.")
 
+    prompt_shapes: list[str] = opt(["native"], "Prompt shapes each gold program is trained in: "
+                                   "native (the problem's own prompt) and humaneval (its signature and "
+                                   "a docstring given, the function to write: HumanEval's shape).")
+
     def __post_init__(self) -> None:
         super().__post_init__()
+        from .data import SHAPES
+
+        if not self.prompt_shapes or any(s not in SHAPES for s in self.prompt_shapes) \
+                or len(set(self.prompt_shapes)) != len(self.prompt_shapes):
+            raise ConfigError(f"sft.prompt_shapes: {self.prompt_shapes!r}: one or more of {list(SHAPES)}, "
+                              "each once")

@@ -56,7 +56,7 @@ def train_sft(problems: Sequence, run_dir: str | Path, cfg: SFTConfig, *, progre
     if fresh and out.exists():
         shutil.rmtree(out)
     lm = load_model(cfg.model)
-    examples, counts = gold_examples(problems, cfg, lm)
+    examples, counts = gold_examples(problems, cfg, lm, cfg.prompt_shapes)
     if not examples:
         raise TrainingError(f"coderl train-actor: none of the {len(problems)} problems has a gold "
                             f"program to train on ({counts}); train problems need solutions")
