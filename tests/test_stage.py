@@ -51,7 +51,7 @@ def _candidates(f, value, tp):
         return [value + "x", "1@5", "mbpp", "none"]
     if base is list:
         inner = typing.get_args(tp)[0] if typing.get_args(tp) else str
-        return [list(value) + [v] for v in ([3] if inner is int else ["q_proj", "1@5", "base", "humaneval", "x"])] + [[]]
+        return [list(value) + [v] for v in ([3] if inner is int else ["q_proj", "1@5", "base", "humaneval", "greedy", "x"])] + [[]]
     return []
 
 

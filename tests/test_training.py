@@ -602,3 +602,45 @@ def test_sft_trains_the_humaneval_prompt_shape_too(tiny_chat_dir, tiny_causal_di
     from coderl.config import ConfigError
     with pytest.raises(ConfigError, match="prompt_shapes"):
         SFTConfig(prompt_shapes=["native", "codex"])
+
+
+def test_expert_iteration_trains_only_on_passing_programs(tmp_path, tiny_chat_dir):
+    """train-expert keeps the run's passing samples (distinct, capped per problem) as SFT targets
+    written as the model wrote them; a run without a passing sample is a clear error."""
+    import json as _json
+
+    from coderl.records import program_hash
+    from coderl.rundir import RunDir
+    from coderl.training.data import TrainingError
+    from coderl.training.expert_config import ExpertConfig
+    from coderl.training.expert_trainer import train_expert
+    from coderl.problems.schema import Problem
+
+    run = RunDir(tmp_path / "run").mkdir()
+    problems = [Problem(id=f"t/{i}", source="jsonl", kind="assert", entry_point="add", question=f"Add {i}.",
+                        tests={"asserts": ["assert add(1, 2) == 3"]}) for i in range(3)]
+    samples, results = [], []
+    for p in problems:
+        for j, (body, outcome) in enumerate([("return a + b", "passed"), ("return a + b", "passed"),
+                                             ("return b + a", "passed"), ("return a - b", "failed"),
+                                             ("return a + b + 0", "passed")]):
+            prog = f"def add(a, b):\n    {body}\n"
+            samples.append({"problem_id": p.id, "index": j, "program": prog, "raw": prog[len("def add("):] + "```",
+                            "origin": "sampled"})
+            results.append({"problem_id": p.id, "index": j, "outcome": outcome, "program_hash": program_hash(prog)})
+    run.samples.write_text("".join(_json.dumps(s) + "\n" for s in samples))
+    run.results.write_text("".join(_json.dumps(r) + "\n" for r in results))
+    cfg = ExpertConfig(model=str(tiny_chat_dir), max_per_problem=2, epochs=1, batch_size=2, grad_accum=1,
+                       val_source=None, save_every=0, progress=False)
+    s = train_expert(problems, run, cfg, progress=False, echo=lambda x: None)
+    assert s["complete"] and s["data"]["train"]["passed"] == 12
+    data = [_json.loads(l) for l in (run.expert / "data.jsonl").read_text().splitlines()]
+    # 2 per problem: the first two distinct passing programs (index 1 repeats index 0's program)
+    assert sorted((d["problem_id"], d["index"]) for d in data) == [(p.id, j) for p in problems for j in (0, 2)]
+    for r in results:
+        r["outcome"] = "failed"
+    run.results.write_text("".join(_json.dumps(r) + "\n" for r in results))
+    import shutil
+    shutil.rmtree(run.expert)
+    with pytest.raises(TrainingError, match="no sample .* passed"):
+        train_expert(problems, run, cfg, progress=False, echo=lambda x: None)

@@ -71,6 +71,11 @@ STAGES: list[Stage] = [
                                         ("critic_scores", "--scores", "Critic scores (coderl critic-score).")),
           help="CodeRL's offline RL: -(r(W^s) - r(W^b)) q̂(w_t) log p(w_t), alternating with "
                "cross-entropy steps on gold programs (resumable)."),
+    Stage("train-expert", "expert", "coderl.training.expert_config:ExpertConfig", "coderl.training.expert_trainer",
+          reads=("samples", "results"), writes=("expert",), grows=("max_steps",), shared=("execution",),
+          files=(("samples", "--samples", "Samples JSONL (problem_id, index, program)."), ("results", "--results", "Results JSONL (coderl execute).")),
+          help="Expert iteration (rejection-sampling fine-tuning): the model that sampled, fine-tuned on "
+               "its own programs that passed their tests (resumable)."),
     Stage("train-repair", "repair", "coderl.critic_sampling.repair_config:RepairConfig",
           "coderl.critic_sampling.repair_trainer", reads=("samples", "results"), writes=("repair",),
           grows=("max_steps",),

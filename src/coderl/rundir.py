@@ -40,12 +40,13 @@ class RunDir:
     COMPARE_JSON = "compare.json"     # the run's models side by side on held-out problems
     COMPARE_MD = "compare.md"
     COMPARE_DIR = "compare"           # compare/<model>/: its samples, results, report
+    EXPERT = "expert"                 # the actor after expert iteration (coderl train-expert)
     REPAIR = "repair"                 # the repair model (coderl train-repair)
     CRITIC_SAMPLING = "critic_sampling"  # critic-sample: its programs, verdicts, submission, report
     #: the boxes that are directories (the others are files)
-    DIRS = ("critic", "sft", "rl", "compare_dir", "repair", "critic_sampling")
+    DIRS = ("critic", "sft", "rl", "compare_dir", "expert", "repair", "critic_sampling")
     #: run models a model setting may name instead of a path (``generation.model: sft``)
-    MODELS = ("sft", "rl")
+    MODELS = ("sft", "rl", "expert")
 
     def __init__(self, root: str | Path, files: dict[str, str | Path] | None = None):
         self.root = Path(root)

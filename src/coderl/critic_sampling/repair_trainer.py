@@ -23,7 +23,6 @@ from ..training.actor import adapter_base_spec
 from ..training.batches import FixedBatches
 from ..training.data import (Example, TrainingError, encode_prompt, encode_target, end_of_program,
                              examples_digest, gold_continuation)
-from ..training.engine import LoopSettings, Trainer
 from ..training.sft_trainer import SFTTask
 from .repair import repair_pairs
 from .repair_config import NOT_FINGERPRINTED, RepairConfig
@@ -67,9 +66,7 @@ def train_repair(problems: Sequence, run: RunDir, cfg: RepairConfig, *, progress
                    base_spec=adapter_base_spec(run.model(cfg.model), out), val_examples=[],
                    val_problems=[], data_info=info)
     source = FixedBatches({"ce": examples}, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed)
-    return Trainer(task, source, LoopSettings.of(cfg, cfg.SECTION, progress=progress and cfg.progress),
-                   out=out, fingerprint=fp, data_records=[e.summary() for e in examples], on_step=on_step,
-                   echo=echo).run()
+    return task.train(source, fp, examples, progress=progress, on_step=on_step, echo=echo)
 
 
 def reads(cfg: RepairConfig) -> tuple[str, ...]:

@@ -58,7 +58,8 @@ def gold_examples(problems: Sequence, cfg, lm, shapes: Sequence[str] = ("native"
     (:func:`coderl.training.data.build_gold_examples`), and their counts."""
     return build_gold_examples(problems, lm.tokenizer, lm.is_encoder_decoder, prompt_style=cfg.prompt_style,
                                max_prompt_tokens=cfg.max_prompt_tokens, max_target_tokens=cfg.max_target_tokens,
-                               max_solutions=cfg.max_solutions, reorder=cfg.gold_reorder, shapes=tuple(shapes))
+                               max_solutions=getattr(cfg, "max_solutions", 0), reorder=getattr(cfg, "gold_reorder", True),
+                               shapes=tuple(shapes))
 
 
 def validation_set(problems: Sequence, cfg, lm, val_problems: Sequence | None):

@@ -1,0 +1,30 @@
+"""The ``train-expert`` stage's config (beside ``expert_trainer.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import ConfigError, opt
+from .base_config import NOT_FINGERPRINTED, TrainerConfig
+
+__all__ = ["ExpertConfig", "NOT_FINGERPRINTED"]
+
+
+@dataclass
+class ExpertConfig(TrainerConfig):
+    """Expert iteration (rejection-sampling fine-tuning): fine-tune the model that sampled on its
+    own programs that passed their tests."""
+
+    SECTION = "expert"
+    DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
+
+    model: str = opt("default", "The model that generated the run's samples (default, a model "
+                     "spec, or this run's sft): it is fine-tuned on its own passing programs.")
+    max_per_problem: int = opt(4, "Distinct passing programs kept per problem (0: all).", ge=0)
+    origins: list[str] = opt(["sampled"], "Sample origins trained on (sampled; greedy too).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        bad = [o for o in self.origins if o not in ("sampled", "greedy")]
+        if not self.origins or bad:
+            raise ConfigError(f"expert.origins: {self.origins!r}: sampled and/or greedy")

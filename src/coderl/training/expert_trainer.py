@@ -1,0 +1,87 @@
+"""The ``train-expert`` stage: expert iteration (rejection-sampling fine-tuning) — the run's
+executed samples -> the sampling model fine-tuned on its own programs that passed, in
+``<run>/expert/``.
+
+    summary = train_expert(problems, RunDir(run_dir), ExpertConfig(model="default"))
+
+Each kept program is trained exactly as the model wrote it (its ``raw`` text after the prompt it
+was generated from, plus the end marker: :func:`coderl.training.data.build_rl_examples`'s
+trajectories), so the model learns its own passing style; at most ``max_per_problem`` distinct
+programs per problem. The loss is SFT's (:class:`~coderl.training.sft_trainer.SFTTask`), model
+selection on the validation problems' gold programs as SFT's; ``<run>/expert/`` is laid out as
+``<run>/sft/``. One round; more rounds are a recipe that samples again from ``expert``. It is the
+cheap baseline every RL claim must beat (the same sampled programs, no critic, no returns).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Sequence
+
+from ..config import fingerprint as config_fingerprint
+from ..execution.codes import PASSED
+from ..models import load_model
+from ..rundir import RunDir
+from .actor import adapter_base_spec, validation_set
+from .batches import FixedBatches
+from .data import TrainingError, build_rl_examples, examples_digest
+from .expert_config import NOT_FINGERPRINTED, ExpertConfig
+from .rewards import coderl_reward
+from .sft_trainer import SFTTask
+
+
+def passing_examples(problems: Sequence, run: RunDir, cfg: ExpertConfig, lm) -> tuple[list, dict[str, Any]]:
+    """The run's passing programs of ``cfg.origins`` as training examples (distinct programs, at
+    most ``max_per_problem`` per problem, in sample order), and counts."""
+    data = build_rl_examples(problems, run.samples, run.results, lm.tokenizer, lm.is_encoder_decoder,
+                             reward=coderl_reward(), origins=tuple(cfg.origins), relative=False,
+                             skip_zero_return=False, prompt_style=cfg.prompt_style,
+                             max_prompt_tokens=cfg.max_prompt_tokens, max_target_tokens=cfg.max_target_tokens)
+    out, seen, per, counts = [], set(), Counter(), Counter()
+    for e in data.examples:
+        counts["programs"] += 1
+        if e.outcome != PASSED:
+            continue
+        counts["passed"] += 1
+        key = (e.problem_id, tuple(e.target_ids))
+        if key in seen or (cfg.max_per_problem and per[e.problem_id] >= cfg.max_per_problem):
+            counts["skipped_duplicate_or_over_cap"] += 1
+            continue
+        seen.add(key)
+        per[e.problem_id] += 1
+        e.kind, e.weights, e.ret = "gold", None, 0.0  # trained as a target, like a gold program
+        out.append(e)
+    counts.update(examples=len(out), problems=len(per))
+    return out, dict(counts)
+
+
+def train_expert(problems: Sequence, run: RunDir, cfg: ExpertConfig, *, progress: bool = True,
+                 echo=print, on_step=None, exec_config: Any = None) -> dict[str, Any]:
+    if not run.samples.is_file() or not run.results.is_file():
+        raise TrainingError(f"coderl train-expert: needs the run's executed samples ({run.samples}, "
+                            f"{run.results}); run generate and execute first")
+    spec = run.model(cfg.model)
+    lm = load_model(spec)
+    examples, counts = passing_examples(problems, run, cfg, lm)
+    if not examples:
+        raise TrainingError(f"coderl train-expert: no sample of {run.samples} passed its tests ({counts}): "
+                            "expert iteration trains only on passing programs (sample more per problem)")
+    val_problems, val_examples, val_counts = validation_set(problems, cfg, lm, None)
+    info = {"train": counts, "validation": val_counts, "target_tokens": sum(len(e.target_ids) for e in examples)}
+    fp = {"config": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED), "data": examples_digest(examples),
+          "validation": examples_digest(val_examples)}
+    out = run.expert
+    task = SFTTask(name="train-expert", out=out, cfg=cfg, lm=lm, base_spec=adapter_base_spec(spec, out),
+                   val_examples=val_examples, val_problems=val_problems, data_info=info, exec_config=exec_config)
+    source = FixedBatches({"ce": examples}, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed)
+    return task.train(source, fp, examples, progress=progress, on_step=on_step, echo=echo)
+
+
+def reads(cfg: ExpertConfig) -> tuple[str, ...]:
+    return ("samples", "results") + ((cfg.model,) if cfg.model in RunDir.MODELS else ())
+
+
+def run(problems: Sequence, run: RunDir, cfg: ExpertConfig, ctx) -> dict[str, Any]:
+    """The stage contract (:mod:`coderl.stage`): the run's passing samples -> ``run.expert``."""
+    return train_expert(list(problems), run, cfg, progress=cfg.progress and ctx.progress, echo=ctx.echo,
+                        exec_config=ctx.execution)
