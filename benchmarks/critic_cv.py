@@ -50,6 +50,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--label", required=True, help="name of the stored result")
     ap.add_argument("--out-dir", default=str(ROOT / "runs" / "critic_cv"))
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--mode", default="head", choices=("head", "top", "lora", "full"),
+                    help="what trains (head: frozen backbone; top: its top layers; lora)")
+    ap.add_argument("--model", default="default", help="the backbone (the actor)")
+    ap.add_argument("--lr", type=float, default=None, help="default: the mode's")
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--store", default=str(ROOT / "benchmarks"), help="where critic_cv_<label>.json goes")
     args = ap.parse_args(argv)
 
     problems = list(ProblemsConfig(source="mbpp", split="train").load())
@@ -63,7 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             link.parent.mkdir(parents=True, exist_ok=True)
             if not link.exists():
                 link.symlink_to(Path(args.features).resolve(), target_is_directory=True)
-        cfg = CriticConfig(num_classes=args.num_classes, mode="head", epochs=args.epochs,
+        cfg = CriticConfig(model=args.model, num_classes=args.num_classes, mode=args.mode, epochs=args.epochs,
+                           lr=args.lr, device=args.device, batch_size=args.batch_size,
                            val_fraction=1 / args.folds, val_fold=k, best_metric="last",
                            class_weights=args.class_weights, include_gold=not args.no_gold,
                            bootstrap=10, threads=args.threads,
@@ -88,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     feat = classification_metrics(y_pass, np.stack([1 - fb, fb], 1), 2, 1)
     diff = bootstrap_auroc_diff([p["problem_id"] for p in preds], y_pass, probs[:, pc], fb,
                                 resamples=1000, seed=0)
-    rec = {"label": args.label, "num_classes": C, "folds": args.folds, "epochs": args.epochs,
+    rec = {"label": args.label, "num_classes": C, "folds": args.folds, "epochs": args.epochs, "mode": args.mode,
            "class_weights": args.class_weights, "gold": not args.no_gold, "samples": args.samples,
            "programs": len(preds), "passed": sum(y_pass), "problems": len({p["problem_id"] for p in preds}),
            "critic": {k: critic.get(k) for k in ("accuracy", "macro_f1", "auroc", "average_precision",
@@ -97,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
            "majority_average_precision": round(sum(y_pass) / max(1, len(y_pass)), 4),
            "auroc_diff_vs_features": diff, "per_fold": folds, "seconds": round(time.time() - t0, 1),
            "command": "python benchmarks/critic_cv.py " + " ".join(sys.argv[1:] if argv is None else argv)}
-    dest = ROOT / "benchmarks" / f"critic_cv_{args.label}.json"
+    dest = Path(args.store) / f"critic_cv_{args.label}.json"
     dest.write_text(json.dumps(rec, indent=1) + "\n")
     print(json.dumps({k: v for k, v in rec.items() if k != "per_fold"}, indent=1))
     print(f"stored {dest}")

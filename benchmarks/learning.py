@@ -77,13 +77,14 @@ def run_model(args) -> Path:
         sys.exit(f"unknown set(s) {bad}; expected some of {list(SETS)}")
     run_root = Path(args.runs_dir) / args.label
     t_model = time.time()
-    lm = load_model(args.model, threads=args.threads)
+    lm = load_model(args.model, threads=args.threads, device=args.device, dtype=args.dtype)
     record = {"label": args.label, "model": args.model, "seed": args.seed,
               "command": "python benchmarks/learning.py " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
               "machine": {"platform": platform.platform(), "python": platform.python_version(),
                           "cpus": _cpus()},
-              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "sets": {}}
-    out_path = STORE / f"{args.label}.json"
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "device": args.device, "sets": {}}
+    store = Path(args.store) if args.store else STORE
+    out_path = store / f"{args.label}.json"
     if out_path.exists():  # add sets to an earlier record of the same label
         old = json.loads(out_path.read_text())
         if old.get("model") != args.model:
@@ -119,7 +120,7 @@ def run_model(args) -> Path:
             "per_problem": {pid: _compact(s) for pid, s in stats.items()},
         }
         record["wall_s"] = round(time.time() - t_model, 1)
-        STORE.mkdir(parents=True, exist_ok=True)
+        store.mkdir(parents=True, exist_ok=True)
         out_path.write_text(json.dumps(record, indent=0) + "\n")
         m = record["sets"][name]["metrics"]
         print(f"[{args.label}] {name}: " + ", ".join(f"{k} {_pct(v)}" for k, v in m.items())
@@ -244,6 +245,9 @@ def main(argv=None) -> None:
     r.add_argument("--threads", type=int, default=2)
     r.add_argument("--runs-dir", default=str(ROOT / "runs" / "learning"))
     r.add_argument("--limit", type=int, default=0, help="first N problems of each set only (smoke tests)")
+    r.add_argument("--device", default="cpu", help="torch device of the model (cpu, cuda)")
+    r.add_argument("--dtype", default="float32")
+    r.add_argument("--store", default="", help="where <label>.json goes (default: benchmarks/learning)")
     c = sub.add_parser("compare", help="stored models side by side with paired-bootstrap intervals")
     c.add_argument("labels", nargs="+", help="stored labels (or .json paths); the first is the reference")
     c.add_argument("--out", default="", help="write <out>.md, <out>.json and <out>.png")
