@@ -2,7 +2,8 @@
 # One GPU session's measurements (benchmarks/RESULTS.md, "GPU measurements, 2026-12-04"), run on the lent
 # H200 in one call. The bundled model's GGUF (98 MB) cannot travel in one call (64 MiB), so it
 # arrives in two parts in two calls made back to back (the machine stays warm between them):
-#   call 1: carry .whl .gpu/part_a   -> pip install .whl/* into .gpu/site, GPU tests
+#   call 1: carry .whl .gpu/part_a   -> pip install .whl/* into /tmp/site, cp .gpu/part_a /tmp/gpu/
+#           (the repository's ignored paths are not kept between calls; /tmp is, while warm)
 #   call 2: carry .gpu/part_b .gpu/train.tgz -> this script
 # .gpu/train.tgz: samples.jsonl + results.jsonl of an executed MBPP train run of the base model
 # (configs/mbpp_smollm2_critic_cpu.yaml up to execute: 8 samples + greedy per problem).
@@ -10,11 +11,11 @@
 # learning table's rows on the GPU: base, SFT on both prompt shapes, expert iteration on the base
 # model's passing train samples (benchmarks/learning.py, sets in order of importance).
 set -u
-test -f .gpu/part_a -a -f .gpu/part_b -a -d .gpu/site || { echo "parts or .gpu/site missing: the machine was not warm"; exit 3; }
+test -f /tmp/gpu/part_a -a -f .gpu/part_b -a -d /tmp/site || { echo "parts or /tmp/site missing: the machine was not warm"; exit 3; }
 OUT=${OUT:-/tmp/out}; mkdir -p "$OUT/learning"
-cat .gpu/part_a .gpu/part_b > .gpu/model.gguf
+cat /tmp/gpu/part_a .gpu/part_b > .gpu/model.gguf
 mkdir -p runs/train && tar xzf .gpu/train.tgz -C runs/train
-export PYTHONUNBUFFERED=1 PYTHONPATH=$PWD/.gpu/site:$PWD/src HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+export PYTHONUNBUFFERED=1 PYTHONPATH=/tmp/site:$PWD/src HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 M=$PWD/.gpu/model.gguf
 LIMIT_S=${LIMIT_S:-480}
 SETS=humaneval,mbpp-heldout,heldout-n10,mbpp

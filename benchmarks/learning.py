@@ -37,8 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+from coderl.execution.codes import OUTCOMES  # noqa: E402
 from coderl.evaluation.compare import (  # noqa: E402
-    OUTCOMES, ProblemStats, available_metrics, bootstrap_interval, metric_pairs, paired_bootstrap,
+    ProblemStats, available_metrics, bootstrap_interval, metric_pairs, paired_bootstrap,
     ratio)
 
 STORE = ROOT / "benchmarks" / "learning"
