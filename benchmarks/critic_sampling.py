@@ -116,6 +116,27 @@ def _share_first_round(src: Path, dst: Path, wait: float = 1800) -> None:
     (dst / ROUNDS).write_text(first + "\n")
 
 
+def _check_settings(box: Path, cfg: CriticSamplingConfig, exec_cfg: ExecConfig) -> None:
+    """``critic_sample`` is called directly here (not through the stage contract): a box keeps
+    the settings, critic and repair model it was made with, and another run under other ones is
+    refused instead of reporting the old programs under new labels."""
+    from coderl.config import diff, fingerprint
+    from coderl.critic_sampling.cs_config import NOT_FINGERPRINTED
+    from coderl.evaluation.models_stage import model_digest
+
+    now = {**fingerprint(cfg, exclude=NOT_FINGERPRINTED), "execution": exec_cfg.fingerprint(),
+           "critic_digest": model_digest(cfg.critic),
+           "repair_digest": model_digest(cfg.repair) if Path(cfg.repair).is_dir() else cfg.repair}
+    path = box / "bench_settings.json"
+    if path.is_file():
+        changed = diff(json.loads(path.read_text()), json.loads(json.dumps(now, default=str)))
+        if changed:
+            raise SystemExit(f"{box}: made under other settings ({'; '.join(changed)}); delete it or use "
+                             "another --out")
+    box.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(now, indent=1, default=str) + "\n")
+
+
 def _lines(path: Path) -> list[str]:
     """Whole JSON lines (the other process may be appending a later round's records)."""
     out = []
@@ -139,7 +160,9 @@ def run(args) -> None:
             box = out / set_name / variant
             if variant != "plain" and variant != firsts[0]:
                 _share_first_round(out / set_name / firsts[0] / "critic_sampling", box / "critic_sampling")
-            critic_sample(RunDir(box), _cfg(args, variant, set_name), exec_cfg, progress=False,
+            cfg = _cfg(args, variant, set_name)
+            _check_settings(box, cfg, exec_cfg)
+            critic_sample(RunDir(box), cfg, exec_cfg, progress=False,
                           echo=lambda s: print(f"  [{set_name}/{variant}] {s.strip()}", flush=True))
             rep = json.loads((box / "critic_sampling" / "report.json").read_text())
             print(f"{set_name}/{variant}: {rep['summary']} ({time.time() - t:.0f}s)", flush=True)

@@ -116,7 +116,7 @@ def test_budget_rounds_parents_prefixes_and_hidden_tests_only_after_the_submissi
         if m["op"] == "refine":
             assert r["origin"] == "refined"
             prefix = parent["raw"][:m["prefix_chars"]]
-            assert r["raw"].startswith(prefix) and 0 < m["prefix_chars"] < len(parent["raw"]) + 1
+            assert r["raw"].startswith(prefix) and 0 < m["prefix_chars"] < len(parent["raw"])
             ids = tok(parent["raw"], add_special_tokens=False).input_ids   # cut at a token boundary
             assert any(tok.decode(ids[:n]) == prefix for n in range(1, len(ids) + 1))
         else:
@@ -133,6 +133,21 @@ def test_budget_rounds_parents_prefixes_and_hidden_tests_only_after_the_submissi
     rep = json.loads((tmp_path / "critic_sampling" / "report.json").read_text())
     assert set(rep["summary"]) >= {"1@6", "2@6", "pass@6", "hack_rate", "tokens"}
     assert sum(c["programs"] for c in rep["budget_use"].values()) == 18
+    # the report's numbers, counted by hand from the records
+    hidden = {(r["problem_id"], r["index"]): r["outcome"] == "passed" for r in
+              map(json.loads, (tmp_path / "critic_sampling" / "results.jsonl").read_text().splitlines())}
+    example = {(r["problem_id"], r["index"]): r["outcome"] == "passed" for r in
+               map(json.loads, (tmp_path / "critic_sampling" / "examples.jsonl").read_text().splitlines())}
+    for sub in subs:
+        pid, p = sub["problem_id"], rep["per_problem"][sub["problem_id"]]
+        assert p["1@6"] == hidden[(pid, sub["submitted"][0])]
+        assert p["2@6"] == any(hidden[(pid, i)] for i in sub["submitted"][:2])
+        assert p["pass@6"] == any(v for (q, _), v in hidden.items() if q == pid)
+        if sub["basis"] == "examples":
+            assert all(example[(pid, i)] for i in sub["submitted"])
+    ex_pass = [k for k, v in example.items() if v]
+    hack = sum(not hidden[k] for k in ex_pass)
+    assert rep["summary"]["hack_rate"] == (round(100 * hack / len(ex_pass), 2) if ex_pass else None)
     assert (tmp_path / "critic_sampling" / "report.md").read_text().startswith("# critic sampling")
 
 
@@ -186,6 +201,12 @@ def test_problems_without_example_tests_fall_back_to_the_critic(tmp_path, tiny_c
     assert sub["basis"] == "critic" and sub["candidates"] == 6
 
 
+def test_a_prompt_longer_than_max_prompt_tokens_is_not_refined(tmp_path, tiny_chat_dir, critics):
+    cfg = cs_cfg(tiny_chat_dir, critics[2], repair="none", max_prompt_tokens=8, end=1, budget=4, first=2, rounds=1)
+    critic_sample(RunDir(tmp_path), cfg, ExecConfig(), progress=False, echo=lambda s: None)
+    assert {r["origin"] for r in records(tmp_path)} == {"sampled"} and len(records(tmp_path)) == 4
+
+
 def test_a_four_class_critic_is_used_through_p_passed_with_a_warning(tmp_path, tiny_chat_dir, critics):
     said = []
     cfg = cs_cfg(tiny_chat_dir, critics[4], budget=2, first=2, rounds=0, repair="none", end=1)
@@ -224,6 +245,15 @@ def test_best_cut_and_raw_prefix():
     assert raw_prefix(raw, program, 18, "def f(") == raw[:raw.index("a + 1")] and raw.startswith(raw_prefix(raw, program, 18, "def f("))
     assert raw_prefix(raw, program, 18, "def f(", token_ends=[2, 6, 10]) == raw[:10]
     assert raw_prefix("something else", program, 18) is None
+    # only what the model wrote can be cut: not the prompt's pre-filled start, nor code that
+    # extraction put before it (HumanEval: the prompt's signature and docstring)
+    from coderl.critic_sampling.prefixes import written_from
+    assert written_from(program, raw, "def f(") == len("def f(")
+    doc = 'def f(a):\n    """Add one."""\n'
+    prog2 = doc + "    x = a + 1\n    return x\n"
+    assert written_from(prog2, "    x = a + 1\n    return x\n```") == len(doc)
+    assert best_cut(program, offsets, q, "token", start=24) == 34   # the best token from char 24 on
+    assert best_cut(program, offsets, q, "token", start=37) is None
 
 
 def test_repair_pairs_and_feedback(tmp_path):

@@ -584,6 +584,11 @@ def test_sft_trains_the_humaneval_prompt_shape_too(tiny_chat_dir, tiny_causal_di
     hp = humaneval_shape(p, p.solutions[0])
     assert hp.source == "humaneval" and f"def {p.entry_point}(" in hp.prompt and '"""' in hp.prompt
     assert ">>> " in hp.prompt  # the first assert as an example
+    import ast as _ast
+    for q in load_problems("mbpp", split="train"):   # prompt + body is always valid Python
+        shaped = humaneval_shape(q, q.solutions[0])
+        if shaped is not None:
+            _ast.parse(shaped.prompt + shaped.meta["body"])
     for d, whole in ((tiny_chat_dir, True), (tiny_causal_dir, False)):
         tok = AutoTokenizer.from_pretrained(str(d))
         native, _ = build_gold_examples(problems, tok, False)
@@ -623,17 +628,18 @@ def test_expert_iteration_trains_only_on_passing_programs(tmp_path, tiny_chat_di
     for p in problems:
         for j, (body, outcome) in enumerate([("return a + b", "passed"), ("return a + b", "passed"),
                                              ("return b + a", "passed"), ("return a - b", "failed"),
-                                             ("return a + b + 0", "passed")]):
+                                             ("return a + b + 0", "passed"), ("return 3", "passed")]):
             prog = f"def add(a, b):\n    {body}\n"
             samples.append({"problem_id": p.id, "index": j, "program": prog, "raw": prog[len("def add("):] + "```",
-                            "origin": "sampled"})
+                            "origin": "sampled", "finish": "length" if j == 5 else "stop"})
             results.append({"problem_id": p.id, "index": j, "outcome": outcome, "program_hash": program_hash(prog)})
     run.samples.write_text("".join(_json.dumps(s) + "\n" for s in samples))
     run.results.write_text("".join(_json.dumps(r) + "\n" for r in results))
     cfg = ExpertConfig(model=str(tiny_chat_dir), max_per_problem=2, epochs=1, batch_size=2, grad_accum=1,
                        val_source=None, save_every=0, progress=False)
     s = train_expert(problems, run, cfg, progress=False, echo=lambda x: None)
-    assert s["complete"] and s["data"]["train"]["passed"] == 12
+    assert s["complete"] and s["data"]["train"]["passed"] == 15
+    assert s["data"]["train"]["skipped_unfinished"] == 3   # cut by the token budget: never trained on
     data = [_json.loads(l) for l in (run.expert / "data.jsonl").read_text().splitlines()]
     # 2 per problem: the first two distinct passing programs (index 1 repeats index 0's program)
     assert sorted((d["problem_id"], d["index"]) for d in data) == [(p.id, j) for p in problems for j in (0, 2)]
@@ -644,3 +650,13 @@ def test_expert_iteration_trains_only_on_passing_programs(tmp_path, tiny_chat_di
     shutil.rmtree(run.expert)
     with pytest.raises(TrainingError, match="no sample .* passed"):
         train_expert(problems, run, cfg, progress=False, echo=lambda x: None)
+
+
+def test_a_setting_added_later_leaves_the_fingerprint_at_its_default():
+    """sft.prompt_shapes came after SFT boxes were written: at its default it is not in the
+    fingerprint (those boxes still resume); another value is (and is refused or redone)."""
+    from coderl.config import fingerprint
+    from coderl.training.sft_config import SFTConfig
+
+    assert "prompt_shapes" not in fingerprint(SFTConfig())
+    assert fingerprint(SFTConfig(prompt_shapes=["native", "humaneval"]))["prompt_shapes"] == ["native", "humaneval"]

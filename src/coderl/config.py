@@ -148,6 +148,13 @@ def fingerprint(obj: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
     if d.get("lr", 0) is None and hasattr(obj, "learning_rate"):
         d["lr"] = obj.learning_rate
+    # settings added after boxes were written leave the fingerprint while at their default, so
+    # those boxes still resume (a config class lists them in ADDED_SETTINGS)
+    for name in getattr(type(obj), "ADDED_SETTINGS", ()):
+        f = next((f for f in dataclasses.fields(obj) if f.name == name), None)
+        if f is not None and d.get(name) == (f.default_factory() if f.default_factory is not dataclasses.MISSING
+                                             else f.default):
+            d.pop(name, None)
     return {k: v for k, v in d.items() if k not in exclude}
 
 

@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from ..config import ConfigError, opt, validate
 
-NOT_FINGERPRINTED = ("batch_size", "critic_batch_size", "threads", "progress", "device", "dtype")
+# (resuming a run under another batch size is allowed but draws other samples for the rounds still
+# to come: the records are identical only under the same batch sizes)
+NOT_FINGERPRINTED = ("batch_size", "critic_batch_size", "threads", "progress", "device")
 REPAIR = ("none", "self", "run")  # or a model spec: a repair model trained elsewhere
 
 
@@ -44,6 +46,11 @@ class CriticSamplingConfig:
     temperature: float = opt(0.8, "Sampling temperature.", gt=0)
     top_p: float = opt(0.95, "Nucleus sampling.", gt=0, le=1)
     max_new_tokens: int = opt(256, "Most tokens per program (or continuation).", ge=1)
+    max_prompt_tokens: int = opt(1024, "Longer prompts keep their end; a problem whose prompt is longer "
+                                 "is not refined (a prompt is never cut before a prefix): its slots "
+                                 "go to repairs or fresh samples.", ge=1)
+    prompt_style: str = opt("auto", "Prompt format of the actor and the repair model (as generation's): "
+                            "auto, chat or plain.", choices=("auto", "chat", "plain"))
     seed: int = opt(0, "Seed (each round draws with its own seed derived from it).", ge=0)
     batch_size: int = opt(64, "Sequences decoded together.", ge=1)
     critic_batch_size: int = opt(32, "Programs the critic scores together.", ge=1)

@@ -41,7 +41,7 @@ from ..records import Sample, read_results, read_samples, result_writer, sample_
 from ..rundir import RunDir
 from . import submit as submission
 from .cs_config import NOT_FINGERPRINTED, CriticSamplingConfig
-from .prefixes import best_cut, raw_prefix, token_ends
+from .prefixes import best_cut, raw_prefix, token_ends, written_from
 from .repair import feedback
 
 SAMPLES, EXAMPLES, ROUNDS = "samples.jsonl", "examples.jsonl", "rounds.jsonl"
@@ -75,7 +75,7 @@ def inputs(problems, run: RunDir, cfg: CriticSamplingConfig, ctx) -> dict[str, s
 
     out = {}
     if cfg.critic not in ("best", "last"):
-        out["critic_path"] = model_digest(cfg.critic)
+        out["critic_path"] = model_digest(str(Path(cfg.critic).expanduser()))
     for key, spec in (("model", cfg.model), ("repair", cfg.repair)):
         if spec not in RunDir.MODELS + ("none", "self", "run") and Path(spec).is_dir():
             out[key] = model_digest(spec)
@@ -196,11 +196,13 @@ def critic_sample(run: RunDir, cfg: CriticSamplingConfig, exec_cfg, *, train_ids
                  f"{info['example_passed']} pass the example tests, {info['seconds']:.0f}s")
         subs = submission.choose(state, cfg.submit)
         submission.write(box.root / submission.FILE, subs)
-        # the hidden tests: only now, after the submission is written
-        from ..execution.stage import execute
+    # the hidden tests: only now, after the submission is written
+    from ..execution.stage import execute
 
-        execute(problems, box.root / SAMPLES, box.results, exec_cfg, progress=progress)
-    report = submission.report(problems, state, subs, read_results(box.results), cfg,
+    execute(problems, box.root / SAMPLES, box.results, exec_cfg, progress=progress)
+    from ..records import join
+
+    report = submission.report(problems, state, subs, [r for _, r in join(box.root / SAMPLES, box.results)], cfg,
                                seconds=time.monotonic() - t0, models=models)
     atomic_write_text(box.report_json, json.dumps(report, indent=1) + "\n")
     atomic_write_text(box.report_md, submission.render(report))
@@ -234,13 +236,19 @@ def _round(rnd: int, box: RunDir, state: State, models: Models, cfg: CriticSampl
 def _replay(box: RunDir, state: State, models: Models, cfg: CriticSamplingConfig) -> None:
     """Load the finished rounds; drop records of an unfinished one (it is drawn again)."""
     path = box.root / ROUNDS
-    done = [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.is_file() else []
+    done = []
+    for line in (path.read_text().splitlines() if path.is_file() else []):
+        try:
+            done.append(json.loads(line))
+        except ValueError:  # a line torn by a kill: that round is drawn again
+            break
     samples = read_samples(box.root / SAMPLES, state.problems, resume=True) if (box.root / SAMPLES).is_file() else []
     examples = {(r["problem_id"], r["index"]): r for r in (read_results(box.root / EXAMPLES, state.problems, resume=True)
                                                            if (box.root / EXAMPLES).is_file() else [])}
     keep = [s for s in samples if s.meta.get("round", 0) < len(done)]
-    if len(keep) < len(samples) or len(examples) > len([k for k in examples if any(k == s.key for s in keep)]):
-        keys = {s.key for s in keep}
+    keys = {s.key for s in keep}
+    if len(keep) < len(samples) or set(examples) - keys or len(done) < len(path.read_text().splitlines() if path.is_file() else []):
+        atomic_write_text(path, "".join(json.dumps(d) + "\n" for d in done))
         atomic_write_text(box.root / SAMPLES, "".join(json.dumps(s.to_dict(), ensure_ascii=False) + "\n" for s in keep))
         atomic_write_text(box.root / EXAMPLES, "".join(json.dumps(r, ensure_ascii=False) + "\n"
                                                       for k, r in examples.items() if k in keys))
@@ -267,7 +275,7 @@ def plan_round(rnd: int, state: State, models: Models, cfg: CriticSamplingConfig
             slots = math.ceil(left / (cfg.rounds - rnd + 1)) if left > 0 else 0
             if cfg.enough and sum(state.passes_examples(s.key) for s in have) >= cfg.enough:
                 slots = 0
-        parents = _parents(pid, state, models, cfg) if rnd > 0 else []
+        parents = _parents(pid, state, models, cfg) if rnd > 0 and slots > 0 else []
         for i in range(slots):
             index = len(have) + i
             if not parents:
@@ -282,11 +290,12 @@ def _parents(pid: str, state: State, models: Models, cfg: CriticSamplingConfig) 
     """Refine and repair parents of a problem, interleaved, each list by (times used as a parent,
     -P(passed) by the critic)."""
     examples = state.has_examples(pid)
+    refinable = cfg.refine and prompt_fits(state.problems[pid], models, cfg)
     order = sorted(state.samples[pid], key=lambda s: (state.parent_uses[s.key], -state.scores[s.key][0], s.index))
     refine, repair = [], []
     for s in order:
         passed = state.passes_examples(s.key)
-        if cfg.refine and (passed or cfg.refine_failed or not examples):
+        if refinable and (passed or cfg.refine_failed or not examples):
             prefix = refine_prefix(s, state, models, cfg)
             if prefix:
                 refine.append(("refine", s, {"prefix": prefix}))
@@ -298,16 +307,30 @@ def _parents(pid: str, state: State, models: Models, cfg: CriticSamplingConfig) 
     return out
 
 
-def refine_prefix(s: Sample, state: State, models: Models, cfg: CriticSamplingConfig) -> str | None:
-    """The start of ``s.raw`` the actor continues (:mod:`.prefixes`); None when there is none."""
+def prompt_fits(problem, models: Models, cfg: CriticSamplingConfig) -> bool:
+    """Whether the actor's prompt for ``problem`` fits ``max_prompt_tokens`` (a prompt is never
+    cut before a prefix: a problem whose prompt does not fit is not refined)."""
+    if models.actor.is_encoder_decoder:
+        return True
+    prompt = _prompt(problem, models, cfg)
+    return len(models.actor.tokenizer(prompt.text, add_special_tokens=False).input_ids) <= cfg.max_prompt_tokens
+
+
+def _prompt(problem, models: Models, cfg: CriticSamplingConfig):
     from ..models import build_prompt
 
+    return build_prompt(problem, models.actor.tokenizer, cfg.prompt_style, models.actor.is_encoder_decoder)
+
+
+def refine_prefix(s: Sample, state: State, models: Models, cfg: CriticSamplingConfig) -> str | None:
+    """The start of ``s.raw`` the actor continues (:mod:`.prefixes`); None when there is none.
+    Only tokens of the part of the program the actor wrote can end it (extraction may put the
+    prompt's own code, e.g. HumanEval's signature and docstring, in front of it)."""
     _, q_pass, offsets = state.scores[s.key]
-    end = best_cut(s.program, offsets, q_pass, cfg.cut)
+    prompt = _prompt(state.problems[s.problem_id], models, cfg)
+    end = best_cut(s.program, offsets, q_pass, cfg.cut, start=written_from(s.program, s.raw, prompt.prefix))
     if end is None:
         return None
-    prompt = build_prompt(state.problems[s.problem_id], models.actor.tokenizer, "auto",
-                          models.actor.is_encoder_decoder)
     return raw_prefix(s.raw, s.program, end, prompt.prefix, token_ends(models.actor.tokenizer, s.raw))
 
 
@@ -318,6 +341,7 @@ def _generate(plan: list[dict], models: Models, cfg: CriticSamplingConfig, rnd: 
     origin = {"sample": "sampled", "refine": "refined", "repair": "repaired"}
     gcfg = GenerationConfig(model=models.actor_spec, temperature=cfg.temperature, top_p=cfg.top_p,
                             max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + 1_000 * rnd,
+                            max_prompt_tokens=cfg.max_prompt_tokens, prompt_style=cfg.prompt_style,
                             batch_size=cfg.batch_size, progress=False)
     reqs: dict[str, list[tuple[int, Any]]] = {"actor": [], "repair": []}
     for n, p in enumerate(plan):

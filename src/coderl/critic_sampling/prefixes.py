@@ -15,14 +15,18 @@ from typing import Sequence
 import numpy as np
 
 
-def best_cut(program: str, offsets: np.ndarray, q_pass: np.ndarray, cut: str = "line") -> int | None:
+def best_cut(program: str, offsets: np.ndarray, q_pass: np.ndarray, cut: str = "line",
+             start: int = 0) -> int | None:
     """Characters of ``program`` to keep: up to the token with the highest ``q_pass`` (the last
-    token excluded), or to the end of its line with ``cut="line"`` (when the line is not the
-    program's last). None when the program has fewer than two tokens."""
+    token excluded, and tokens before character ``start``), or to the end of its line with
+    ``cut="line"`` (when the line is not the program's last). None when no token is left."""
     n = min(len(offsets), len(q_pass))
     if n < 2:
         return None
     q = np.nan_to_num(np.asarray(q_pass[: n - 1], dtype=np.float64), nan=-1.0)
+    q[np.asarray(offsets[: n - 1])[:, 0] < start] = -np.inf
+    if not np.isfinite(q).any():
+        return None
     t = int(np.argmax(q))  # the first of equal values
     end = int(offsets[t][1])
     if cut == "line":
@@ -57,6 +61,19 @@ def raw_prefix(raw: str, program: str, end: int, prompt_prefix: str = "",
             return None
         n = max(ok)
     return raw[:n] or None
+
+
+def written_from(program: str, raw: str, prompt_prefix: str = "", probe: int = 40) -> int:
+    """Where the part of ``program`` the model wrote begins: after the prompt's pre-filled code, or
+    at the first line from which the program's text is found in ``raw`` (extraction can put the
+    prompt's imports, or its whole signature and docstring, before what the model wrote)."""
+    if prompt_prefix and program.startswith(prompt_prefix):
+        return len(prompt_prefix)  # the pre-filled start is in the prompt, not in what was written
+    for m in [0] + [i + 1 for i, c in enumerate(program) if c == "\n"]:
+        chunk = program[m:m + probe]
+        if chunk.strip() and chunk in raw:
+            return m
+    return len(program)
 
 
 def token_ends(tokenizer, text: str) -> list[int]:

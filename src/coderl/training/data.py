@@ -156,9 +156,17 @@ def humaneval_shape(problem, solution: str):
             doc += f"\n    >>> {ast.unparse(test.test.left)}\n    {ast.unparse(test.test.comparators[0])}"
     except (SyntaxError, ValueError, IndexError):
         pass
-    code = "".join(l + "\n" for l in head) + ("\n" if head else "") + m.group(0) + f'\n    """ {doc}\n    """\n'
+    body = sol[m.end() + 1:]
+    first = next((l for l in body.splitlines() if l.strip()), "")
+    ind = first[:len(first) - len(first.lstrip())] or "    "  # the docstring is indented as the body
+    doc = doc.replace("\n    ", "\n" + ind)
+    code = "".join(l + "\n" for l in head) + ("\n" if head else "") + m.group(0) + f'\n{ind}""" {doc}\n{ind}"""\n'
+    try:
+        ast.parse(code + body)
+    except (SyntaxError, ValueError):
+        return None
     return dataclasses.replace(problem, source="humaneval", prompt=code, solutions=[solution],
-                               meta={**problem.meta, "shape": "humaneval", "body": sol[m.end() + 1:]})
+                               meta={**problem.meta, "shape": "humaneval", "body": body})
 
 
 def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool, *,

@@ -21,6 +21,7 @@ from typing import Any, Sequence
 from ..config import fingerprint as config_fingerprint
 from ..execution.codes import PASSED
 from ..models import load_model
+from ..records import read_samples
 from ..rundir import RunDir
 from .actor import adapter_base_spec, validation_set
 from .batches import FixedBatches
@@ -32,17 +33,22 @@ from .sft_trainer import SFTTask
 
 def passing_examples(problems: Sequence, run: RunDir, cfg: ExpertConfig, lm) -> tuple[list, dict[str, Any]]:
     """The run's passing programs of ``cfg.origins`` as training examples (distinct programs, at
-    most ``max_per_problem`` per problem, in sample order), and counts."""
+    most ``max_per_problem`` per problem, in sample order; not those cut by the token budget,
+    which would teach the model not to stop), and counts."""
     data = build_rl_examples(problems, run.samples, run.results, lm.tokenizer, lm.is_encoder_decoder,
                              reward=coderl_reward(), origins=tuple(cfg.origins), relative=False,
                              skip_zero_return=False, prompt_style=cfg.prompt_style,
                              max_prompt_tokens=cfg.max_prompt_tokens, max_target_tokens=cfg.max_target_tokens)
+    finish = {s.key: s.finish for s in read_samples(run.samples)}
     out, seen, per, counts = [], set(), Counter(), Counter()
     for e in data.examples:
         counts["programs"] += 1
         if e.outcome != PASSED:
             continue
         counts["passed"] += 1
+        if finish.get((e.problem_id, e.index)) == "length":  # cut by max_new_tokens: it did not stop
+            counts["skipped_unfinished"] += 1
+            continue
         key = (e.problem_id, tuple(e.target_ids))
         if key in seen or (cfg.max_per_problem and per[e.problem_id] >= cfg.max_per_problem):
             counts["skipped_duplicate_or_over_cap"] += 1

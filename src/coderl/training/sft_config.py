@@ -16,6 +16,7 @@ class SFTConfig(TrainerConfig):
     """Supervised warm-up on the gold programs of the train problems (loss on program tokens)."""
 
     SECTION = "sft"
+    ADDED_SETTINGS = ("prompt_shapes",)  # at its default, absent from fingerprints (older boxes resume)
     DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
 
     model: str = opt("default", "Model to fine-tune: default (SmolLM2-135M-Instruct), a local "
