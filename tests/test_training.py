@@ -660,3 +660,60 @@ def test_a_setting_added_later_leaves_the_fingerprint_at_its_default():
 
     assert "prompt_shapes" not in fingerprint(SFTConfig())
     assert fingerprint(SFTConfig(prompt_shapes=["native", "humaneval"]))["prompt_shapes"] == ["native", "humaneval"]
+
+
+def test_group_advantages_sum_to_zero_and_equal_rewards_change_nothing():
+    from coderl.training.advantages import advantages
+
+    for kind in ("group", "group_std"):
+        adv, equal = advantages([1.0, -0.3, -1.0, 1.0], kind)
+        assert abs(sum(adv)) < 1e-9 and not equal
+        adv, equal = advantages([-0.3, -0.3, -0.3], kind)
+        assert adv == [0.0, 0.0, 0.0] and equal
+    adv, _ = advantages([1.0, -1.0], "group_std")
+    assert adv[0] == pytest.approx(1.0, abs=1e-5) and adv[1] == pytest.approx(-1.0, abs=1e-5)
+    assert advantages([1.0, -0.3], "coderl", greedy_reward=-0.3)[0] == pytest.approx([1.3, 0.0])
+    with pytest.raises(ValueError, match="at least 2"):
+        advantages([1.0], "group")
+    with pytest.raises(ValueError, match="finite"):
+        advantages([1.0, float("nan")], "group")
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_shared_prefix_logprobs_and_gradients_equal_the_unshared_ones(tiny_causal_dir, lora):
+    """The prompt run once for a group of continuations: the same per-token log-probabilities,
+    loss and gradients (every weight, LoRA adapters included) as each sequence run on its own."""
+    from transformers import AutoModelForCausalLM
+
+    from coderl.training.shared_prefix import group_token_logprobs
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_causal_dir), dtype=torch.float32)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear", lora_dropout=0.0,
+                                                 init_lora_weights=False))
+    prompt = [5, 17, 33, 41, 8, 9, 100]
+    conts = [[12, 13, 14, 15, 16], [60, 61], [70, 71, 72]]
+    adv = torch.tensor([1.0, -0.5, 0.25])
+    params = [p for p in model.parameters() if p.requires_grad]
+
+    lp, mask = group_token_logprobs(model, prompt, conts)
+    loss = -(adv[:, None] * lp * mask).sum() / mask.sum()
+    shared = torch.autograd.grad(loss, params)
+
+    ref, n = [], mask.sum()
+    total = 0.0
+    for a, c in zip(adv, conts):
+        ids = torch.tensor([prompt + c])
+        logits = model(input_ids=ids).logits[0, len(prompt) - 1:-1].float()
+        tok = logits.gather(-1, torch.tensor(c)[:, None]).squeeze(-1) - torch.logsumexp(logits, -1)
+        ref.append(tok)
+        total = total - (a * tok).sum() / n
+    unshared = torch.autograd.grad(total, params)
+    for i, c in enumerate(conts):
+        torch.testing.assert_close(lp[i, :len(c)], ref[i], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(loss, total, atol=1e-6, rtol=1e-5)
+    for g1, g2 in zip(shared, unshared):
+        torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-4)

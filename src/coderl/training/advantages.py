@@ -1,0 +1,42 @@
+"""Advantages of online RL, per group of programs sampled for one problem (rewards are plain
+callables, :mod:`coderl.training.rewards`; a group is one problem's G programs of a round):
+
+* ``coderl``: CodeRL's relative return, reward minus the greedy program's reward (0 without one);
+* ``group``: reward minus the group's mean (Dr. GRPO: no scaling);
+* ``group_std``: the same divided by the group's standard deviation (GRPO).
+
+A group whose rewards are all equal teaches nothing under a group baseline (every advantage is 0):
+:func:`advantages` reports it so a trainer can skip or count it.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+KINDS = ("coderl", "group", "group_std")
+
+
+def advantages(rewards: Sequence[float], kind: str = "group", *, greedy_reward: float | None = None,
+               eps: float = 1e-6) -> tuple[list[float], bool]:
+    """(advantage per program, whether the group's rewards were all equal)."""
+    if kind not in KINDS:
+        raise ValueError(f"advantage kind {kind!r}: one of {KINDS}")
+    r = [float(x) for x in rewards]
+    if not r:
+        return [], True
+    bad = [x for x in r if not math.isfinite(x)]
+    if bad:
+        raise ValueError(f"rewards must be finite, got {bad[:3]}")
+    equal = max(r) - min(r) <= eps
+    if kind == "coderl":
+        base = 0.0 if greedy_reward is None else float(greedy_reward)
+        return [x - base for x in r], equal
+    if len(r) < 2:
+        raise ValueError("a group baseline needs at least 2 programs per group (group_size >= 2)")
+    mean = sum(r) / len(r)
+    adv = [x - mean for x in r]
+    if kind == "group_std":
+        std = math.sqrt(sum(a * a for a in adv) / len(adv))
+        adv = [a / (std + eps) for a in adv]
+    return ([0.0] * len(r) if equal else adv), equal
