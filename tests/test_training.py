@@ -717,3 +717,106 @@ def test_shared_prefix_logprobs_and_gradients_equal_the_unshared_ones(tiny_causa
     torch.testing.assert_close(loss, total, atol=1e-6, rtol=1e-5)
     for g1, g2 in zip(shared, unshared):
         torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-4)
+
+
+def _online_problems():
+    from coderl.problems import load_problems
+
+    return load_problems("mbpp", split="train", end=3)
+
+
+def _online_cfg(model_dir, **kw):
+    from coderl.training.online_config import OnlineConfig
+
+    base = dict(init=str(model_dir), rounds=2, problems_per_round=2, group_size=2, max_new_tokens=8,
+                gen_batch_size=8, batch_size=2, grad_accum=1, lr=1e-2, val_source=None, progress=False,
+                skip_equal=False, seed=0)
+    base.update(kw)
+    return OnlineConfig(**base)
+
+
+def test_online_rl_writes_rounds_and_a_killed_run_resumes_to_the_same_weights(tmp_path, tiny_chat_dir):
+    from safetensors.torch import load_file
+
+    from coderl.records import read_results, read_samples
+    from coderl.rundir import RunDir
+    from coderl.training.online_trainer import train_online
+
+    problems = _online_problems()
+    a = RunDir(tmp_path / "a").mkdir()
+    cfg = _online_cfg(tiny_chat_dir, reward="test_training:_len_reward")   # rewards that differ within a group
+    s = train_online(problems, a, cfg, progress=False, echo=lambda x: None)
+    assert s["complete"] and s["steps"] == 2
+    for r in range(2):   # every round's programs and verdicts are ordinary records
+        d = a.online / "rounds" / f"{r:06d}"
+        samples, results = read_samples(d / "samples.jsonl"), read_results(d / "results.jsonl")
+        assert len(samples) == len(results) == 4 and {x.meta["round"] for x in samples} == {r}
+    rounds = [json.loads(l) for l in (a.online / "rounds.jsonl").read_text().splitlines()]
+    assert [x["round"] for x in rounds] == [0, 1] and all("pass_rate" in x and "generate_s" in x for x in rounds)
+    # the KL to the starting model (the adapters off) is 0 before the first update, not after
+    steps = [json.loads(l) for l in (a.online / "log.jsonl").read_text().splitlines()]
+    kls = [x["kl"] for x in steps if "kl" in x]
+    assert len(kls) == 2 and abs(kls[0]) < 1e-6 and kls[1] != 0
+
+    b = RunDir(tmp_path / "b").mkdir()
+
+    def killed(step):
+        if step == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_online(problems, b, cfg, progress=False, echo=lambda x: None, on_step=killed)
+    train_online(problems, b, cfg, progress=False, echo=lambda x: None)
+    wa = load_file(str(a.online / "adapter_model.safetensors"))
+    wb = load_file(str(b.online / "adapter_model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_online_rl_bad_inputs(tmp_path, tiny_chat_dir):
+    from coderl.config import ConfigError
+    from coderl.rundir import RunDir
+    from coderl.training.data import TrainingError
+    from coderl.training.online_trainer import train_online
+
+    with pytest.raises(ConfigError, match="at least 2"):
+        _online_cfg(tiny_chat_dir, group_size=1)
+    _online_cfg(tiny_chat_dir, group_size=1, advantage="coderl")   # CodeRL's baseline is the greedy program
+    run = RunDir(tmp_path / "r").mkdir()
+    with pytest.raises(TrainingError, match=r"raised ZeroDivisionError.* in round 0"):
+        train_online(_online_problems(), run, _online_cfg(tiny_chat_dir, reward="test_training:_bad_reward"),
+                     progress=False, echo=lambda x: None)
+    assert (run.online / "rounds" / "000000" / "results.jsonl").is_file()   # the round written is kept
+    with pytest.raises(ConfigError, match="cannot be loaded"):
+        train_online(_online_problems(), run, _online_cfg(tiny_chat_dir, reward="nowhere:fn"),
+                     progress=False, echo=lambda x: None)
+    with pytest.raises(TrainingError, match="no.*tests"):
+        from coderl.problems.schema import Problem
+        train_online([Problem(id="x", source="jsonl", kind="assert", question="q", tests={})], run,
+                     _online_cfg(tiny_chat_dir), progress=False, echo=lambda x: None)
+
+
+def _len_reward(problem, program, result):
+    return float(len(program) % 3)
+
+
+def _bad_reward(problem, program, result):
+    return 1 / 0
+
+
+def test_online_rl_with_all_equal_rewards_changes_nothing(tmp_path, tiny_chat_dir):
+    """Every reward the same: every group baseline advantage is 0, so the first update is a no-op."""
+    from safetensors.torch import load_file
+
+    from coderl.rundir import RunDir
+    from coderl.training.online_trainer import train_online
+
+    run = RunDir(tmp_path / "r").mkdir()
+    train_online(_online_problems(), run, _online_cfg(tiny_chat_dir, rounds=1, reward="test_training:_same_reward",
+                                                      lora_dropout=0.0), progress=False, echo=lambda x: None)
+    w = load_file(str(run.online / "adapter_model.safetensors"))
+    assert all(torch.all(v == 0) for k, v in w.items() if "lora_B" in k)   # B starts at 0 and stayed there
+    stats = json.loads((run.online / "rounds.jsonl").read_text().splitlines()[0])
+    assert stats["groups_all_equal"] == 2
+
+
+def _same_reward(problem, program, result):
+    return 0.5

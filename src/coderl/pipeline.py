@@ -76,6 +76,11 @@ STAGES: list[Stage] = [
           files=(("samples", "--samples", "Samples JSONL (problem_id, index, program)."), ("results", "--results", "Results JSONL (coderl execute).")),
           help="Expert iteration (rejection-sampling fine-tuning): the model that sampled, fine-tuned on "
                "its own programs that passed their tests (resumable)."),
+    Stage("train-online", "online", "coderl.training.online_config:OnlineConfig", "coderl.training.online_trainer",
+          reads=("sft",), writes=("online",), grows=("max_steps",), shared=("execution",),
+          help="Online RL: rounds of sampling with the current policy, executing, rewarding (group or "
+               "CodeRL advantages) and one update, with a KL term to the starting model (resumable "
+               "at its round)."),
     Stage("train-repair", "repair", "coderl.critic_sampling.repair_config:RepairConfig",
           "coderl.critic_sampling.repair_trainer", reads=("samples", "results"), writes=("repair",),
           grows=("max_steps",),

@@ -41,12 +41,13 @@ class RunDir:
     COMPARE_MD = "compare.md"
     COMPARE_DIR = "compare"           # compare/<model>/: its samples, results, report
     EXPERT = "expert"                 # the actor after expert iteration (coderl train-expert)
+    ONLINE = "online"                 # the actor after online RL, and its rounds (coderl train-online)
     REPAIR = "repair"                 # the repair model (coderl train-repair)
     CRITIC_SAMPLING = "critic_sampling"  # critic-sample: its programs, verdicts, submission, report
     #: the boxes that are directories (the others are files)
-    DIRS = ("critic", "sft", "rl", "compare_dir", "expert", "repair", "critic_sampling")
+    DIRS = ("critic", "sft", "rl", "compare_dir", "expert", "online", "repair", "critic_sampling")
     #: run models a model setting may name instead of a path (``generation.model: sft``)
-    MODELS = ("sft", "rl", "expert")
+    MODELS = ("sft", "rl", "expert", "online")
 
     def __init__(self, root: str | Path, files: dict[str, str | Path] | None = None):
         self.root = Path(root)

@@ -1,0 +1,48 @@
+"""The ``train-online`` stage's config (beside ``online_trainer.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..config import ConfigError, opt
+from .advantages import KINDS
+from .base_config import NOT_FINGERPRINTED as BASE_NOT_FINGERPRINTED, TrainerConfig
+
+__all__ = ["OnlineConfig", "NOT_FINGERPRINTED"]
+NOT_FINGERPRINTED = BASE_NOT_FINGERPRINTED + ("gen_batch_size",)
+
+
+@dataclass
+class OnlineConfig(TrainerConfig):
+    """Online RL: rounds of sample -> execute -> reward -> update with the current policy."""
+
+    SECTION = "online"
+    DEFAULT_LR = {"lora": 1e-4, "full": 1e-5}
+
+    init: str = opt("sft", "Starting model: sft (this run's), or a model spec (default, a directory).")
+    rounds: int = opt(4, "Rounds; each samples, executes and takes one optimizer step.", ge=1)
+    problems_per_round: int = opt(8, "Train problems per round (in a seeded order, cycling).", ge=1)
+    group_size: int = opt(4, "Programs sampled per problem per round (G).", ge=1)
+    advantage: str = opt("group", "coderl (reward minus the greedy program's: one greedy program per "
+                         "problem more), group (minus the group mean: Dr. GRPO) or group_std (also "
+                         "divided by the group's std: GRPO).", choices=KINDS)
+    skip_equal: bool = opt(True, "Leave out groups whose rewards are all equal (counted per round).")
+    reward: str = opt("coderl", "coderl (CodeRL's table), partial (RLTF's partial credit for failed "
+                      "programs) or module:function, a callable (problem, program, result) -> float.")
+    kl_coef: float = opt(0.0, "Weight of a KL penalty to the starting model on the sampled tokens "
+                         "(LoRA: the same model with the adapters off, no second copy).", ge=0)
+    measure_kl: bool = opt(True, "Log the KL to the starting model even with kl_coef 0.")
+    temperature: float = opt(0.8, "Sampling temperature.", gt=0)
+    top_p: float = opt(0.95, "Nucleus sampling.", gt=0, le=1)
+    max_new_tokens: int = opt(256, "Most tokens per program.", ge=1)
+    gen_batch_size: int = opt(64, "Sequences decoded together.", ge=1)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.advantage != "coderl" and self.group_size < 2:
+            raise ConfigError(f"online.group_size: {self.group_size}: a group baseline "
+                              f"(advantage {self.advantage}) needs at least 2 programs per problem")
+
+    # RLTask's loss reads these (online RL has no critic weights and no cross-entropy steps)
+    critic_weights = False
+    ce_every = 0

@@ -1,0 +1,262 @@
+"""The ``train-online`` stage: online RL — rounds of sample -> execute -> reward -> update, the
+policy sampling with its current weights (CodeRL's release is offline only; its users asked for
+this, issue #26).
+
+    summary = train_online(problems, RunDir(run_dir), OnlineConfig(rounds=8, group_size=4))
+
+Round ``r`` (:class:`RolloutBatches`, the Trainer's :class:`~coderl.training.batches.BatchSource`):
+
+1. ``problems_per_round`` train problems (a seeded order, cycling) x ``group_size`` programs
+   sampled with the current weights (the project's batched generator; seed ``seed + 1000 r``),
+   plus one greedy program each with ``advantage: coderl``;
+2. executed in the sandbox (the run's ``execution`` settings); samples and results written to
+   ``<run>/online/rounds/NNNNNN/`` as ordinary records (``coderl evaluate`` reads them) before
+   anything else uses them, so a round is never drawn twice;
+3. rewards (a plain callable: CodeRL's table, RLTF's partial credit, or the user's
+   ``module:function``; a reward that raises or is not finite stops the run naming the problem and
+   the round, the rounds written so far kept);
+4. advantages per problem (:mod:`coderl.training.advantages`): CodeRL's relative return, the
+   group mean (Dr. GRPO) or mean and std (GRPO); groups whose rewards are all equal are left out
+   with ``skip_equal`` (counted);
+5. one optimizer step of :class:`~coderl.training.rl_trainer.RLTask`'s policy-gradient loss on the
+   round's programs (their own tokens, advantage-weighted), with a KL term to the starting model
+   (LoRA: the adapters switched off) when ``kl_coef`` > 0.
+
+Checkpoints are taken after every round (``save_every`` 1), so a killed run resumes at its round
+and, reading the rounds already on disk, reaches the same weights. Per round ``log.jsonl`` and
+TensorBoard have the loss, the mean advantage and the KL; ``rounds.jsonl`` the mean reward, pass
+rate, outcome mix, groups left out and the seconds spent generating and executing.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import json
+import math
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+
+from ..config import ConfigError, digest, fingerprint as config_fingerprint
+from ..execution.codes import OUTCOMES, PASSED
+from ..io import atomic_write_text
+from ..models import load_model
+from ..records import program_hash, read_results, read_samples
+from ..rundir import RunDir
+from .actor import adapter_base_spec
+from .advantages import advantages
+from .batches import Step
+from .data import TrainingError, build_rl_examples
+from .online_config import NOT_FINGERPRINTED, OnlineConfig
+from .rewards import coderl_reward
+from .rl_trainer import RLTask, resolve_init
+
+ROUNDS_DIR, ROUNDS_FILE = "rounds", "rounds.jsonl"
+
+
+def make_reward(spec: str):
+    """The reward callable a config names."""
+    if spec in ("coderl", "partial"):
+        return coderl_reward(partial_credit=spec == "partial")
+    mod, sep, name = spec.partition(":")
+    if not sep:
+        raise ConfigError(f"online.reward: {spec!r}: coderl, partial or module:function")
+    try:
+        fn = getattr(importlib.import_module(mod), name)
+    except (ImportError, AttributeError) as e:
+        raise ConfigError(f"online.reward: {spec!r} cannot be loaded ({e})") from None
+    if not callable(fn):
+        raise ConfigError(f"online.reward: {spec!r} is not callable")
+    return fn
+
+
+class OnlineTask(RLTask):
+    """RLTask whose model the rollouts sample from (kept at build)."""
+
+    model: Any = None
+
+    def build(self, accelerator):
+        self.model = super().build(accelerator)
+        return self.model
+
+
+class RolloutBatches:
+    """One optimizer step per round; the round's rollouts made (or read back) when its step is
+    asked for (see the module docstring)."""
+
+    def __init__(self, problems: Sequence, run: RunDir, cfg: OnlineConfig, task: OnlineTask, lm, exec_config,
+                 echo=print):
+        self.problems, self.run, self.cfg, self.task, self.lm = list(problems), run, cfg, task, lm
+        self.exec_config, self.echo = exec_config, echo
+        self.reward = make_reward(cfg.reward)
+        g = torch.Generator().manual_seed(cfg.seed)
+        self.order = torch.randperm(len(self.problems), generator=g).tolist()
+        self.group = 1
+
+    # -- the BatchSource protocol -----------------------------------------------------------------
+    def bind(self, group: int) -> None:
+        self.group = group
+
+    def __len__(self) -> int:
+        return self.cfg.rounds
+
+    def ends_epoch(self, s: int) -> bool:
+        return False
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        pass
+
+    def step(self, s: int) -> Step:
+        examples = self.round_examples(s)
+        bs = self.cfg.batch_size
+        return Step("rl", [examples[i:i + bs] for i in range(0, len(examples), bs)])
+
+    # -- a round ------------------------------------------------------------------------------------
+    def round_dir(self, r: int) -> Path:
+        return self.run.online / ROUNDS_DIR / f"{r:06d}"
+
+    def round_problems(self, r: int) -> list:
+        n, k = len(self.problems), min(self.cfg.problems_per_round, len(self.problems))
+        return [self.problems[self.order[(r * k + i) % n]] for i in range(k)]
+
+    def round_examples(self, r: int) -> list:
+        d = self.round_dir(r)
+        problems = self.round_problems(r)
+        stats: dict[str, Any] = {"round": r}
+        if not (d / "results.jsonl").is_file():
+            stats.update(self.rollout(r, problems, d))
+        examples, counts = self.examples(r, problems, d)
+        stats.update(counts)
+        if self.task.accelerator is None or self.task.accelerator.is_main_process:
+            with open(self.run.online / ROUNDS_FILE, "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(stats) + "\n")
+        self.task.round_stats = stats
+        return examples
+
+    def rollout(self, r: int, problems: list, d: Path) -> dict[str, Any]:
+        """Sample and execute round ``r``; its records written under ``d`` (whole, atomically)."""
+        from ..execution.pool import Executor
+        from ..generation.core import GenRequest, generate_samples
+        from ..generation.generation_config import GenerationConfig
+
+        cfg, G = self.cfg, self.cfg.group_size
+        reqs = []
+        for p in problems:
+            reqs += [GenRequest(p, r * (G + 1) + j, meta={"round": r}) for j in range(G)]
+            if cfg.advantage == "coderl":
+                reqs.append(GenRequest(p, r * (G + 1) + G, "greedy", meta={"round": r}))
+        gcfg = GenerationConfig(model=self.lm.spec, temperature=cfg.temperature, top_p=cfg.top_p,
+                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed + 1000 * r,
+                                batch_size=cfg.gen_batch_size, prompt_style=cfg.prompt_style,
+                                max_prompt_tokens=cfg.max_prompt_tokens, progress=False)
+        model = self.task.model
+        was_training = model.training
+        model.eval()
+        t0 = time.time()
+        try:
+            with torch.no_grad():
+                samples = generate_samples(dataclasses.replace(self.lm, model=model), reqs, gcfg)
+        finally:
+            model.train(was_training)
+        t1 = time.time()
+        by_id = {p.id: p for p in problems}
+        with Executor(self.exec_config) as ex:
+            res = ex.run_many([(by_id[s.problem_id], s.program, "hidden") for s in samples])
+        results = []
+        for s, x in zip(samples, res):
+            dct = x.to_dict()
+            dct.update(index=s.index, origin=s.origin, program_hash=program_hash(s.program))
+            results.append(dct)
+        d.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(d / "samples.jsonl", "".join(json.dumps(s.to_dict()) + "\n" for s in samples))
+        atomic_write_text(d / "results.jsonl", "".join(json.dumps(x) + "\n" for x in results))
+        return {"generate_s": round(t1 - t0, 2), "execute_s": round(time.time() - t1, 2),
+                "generated_tokens": sum(s.num_tokens for s in samples)}
+
+    def examples(self, r: int, problems: list, d: Path) -> tuple[list, dict[str, Any]]:
+        """The round's sampled programs as RL examples with their advantages, and statistics."""
+        cfg = self.cfg
+        results = {(x["problem_id"], x["index"]): x for x in read_results(d / "results.jsonl")}
+        samples = read_samples(d / "samples.jsonl")
+        by_id = {p.id: p for p in problems}
+        rewards = {}
+        for s in samples:
+            try:
+                v = float(self.reward(by_id[s.problem_id], s.program, results[s.key]))
+            except Exception as e:  # noqa: BLE001 - a user's reward: name where it failed
+                raise TrainingError(f"online.reward {cfg.reward!r} raised {type(e).__name__}: {e} on problem "
+                                    f"{s.problem_id!r} (index {s.index}) in round {r}; the rounds before are "
+                                    f"kept in {self.run.online / ROUNDS_DIR}") from None
+            if not math.isfinite(v):
+                raise TrainingError(f"online.reward {cfg.reward!r} returned {v} on problem {s.problem_id!r} "
+                                    f"(index {s.index}) in round {r}; the rounds before are kept")
+            rewards[s.key] = v
+        adv, skipped = {}, 0
+        for p in problems:
+            group = [s for s in samples if s.problem_id == p.id and s.origin == "sampled"]
+            greedy = next((rewards[s.key] for s in samples if s.problem_id == p.id and s.origin == "greedy"), None)
+            a, equal = advantages([rewards[s.key] for s in group], cfg.advantage, greedy_reward=greedy)
+            skipped += equal
+            if equal and cfg.skip_equal:
+                continue
+            adv.update({s.key: v for s, v in zip(group, a)})
+        data = build_rl_examples(problems, d / "samples.jsonl", d / "results.jsonl", self.lm.tokenizer,
+                                 self.lm.is_encoder_decoder, reward=lambda *a: 0.0, relative=False,
+                                 skip_zero_return=False, prompt_style=cfg.prompt_style,
+                                 max_prompt_tokens=cfg.max_prompt_tokens, max_target_tokens=cfg.max_target_tokens)
+        by_key = {(e.problem_id, e.index): e for e in data.examples}
+        out = []
+        for key, a in adv.items():
+            e = by_key.get(key)
+            if e is not None:
+                e.ret, e.reward = a, rewards[key]
+                out.append(e)
+        if not out:  # nothing informative: a zero-advantage step keeps the schedule (no gradient)
+            e = next(iter(by_key.values()))
+            e.ret = 0.0
+            out = [e]
+        sampled = [s for s in samples if s.origin == "sampled"]
+        mix = Counter(results[s.key]["outcome"] for s in sampled)
+        return out, {"mean_reward": round(sum(rewards[s.key] for s in sampled) / len(sampled), 4),
+                     "pass_rate": round(mix.get(PASSED, 0) / len(sampled), 4),
+                     "outcomes": {o: mix.get(o, 0) for o in OUTCOMES}, "groups_all_equal": skipped,
+                     "examples": len(out)}
+
+
+def train_online(problems: Sequence, run: RunDir, cfg: OnlineConfig, *, progress: bool = True, echo=print,
+                 exec_config=None, on_step=None) -> dict[str, Any]:
+    from ..execution.exec_config import ExecConfig
+
+    problems = [p for p in problems if p.num_tests]
+    if not problems:
+        raise TrainingError("coderl train-online: none of the selected problems has tests to reward programs with")
+    init = resolve_init(cfg.init, run.root)
+    lm = load_model(init)
+    out = run.online
+    out.mkdir(parents=True, exist_ok=True)
+    fp = {"config": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),
+          "init": cfg.init if cfg.init in RunDir.MODELS else init,
+          "problems": digest({"problems": sorted(p.id for p in problems)})}
+    settings = dataclasses.replace(cfg, save_every=1)
+    task = OnlineTask(name="train-online", out=out, cfg=settings, lm=lm, base_spec=adapter_base_spec(init, out),
+                      val_examples=[], val_problems=[], data_info={"init": init, "problems": len(problems)},
+                      needs_reference=cfg.kl_coef > 0 or cfg.measure_kl)
+    source = RolloutBatches(problems, run, cfg, task, lm, exec_config or ExecConfig(), echo)
+    return task.train(source, fp, [], progress=progress, on_step=on_step, echo=echo)
+
+
+def reads(cfg: OnlineConfig) -> tuple[str, ...]:
+    return (cfg.init,) if cfg.init in RunDir.MODELS else ()
+
+
+def run(problems: Sequence, run: RunDir, cfg: OnlineConfig, ctx) -> dict[str, Any]:
+    """The stage contract (:mod:`coderl.stage`): the train problems -> ``run.online``."""
+    return train_online(list(problems), run, cfg, progress=cfg.progress and ctx.progress, echo=ctx.echo,
+                        exec_config=ctx.execution)
