@@ -766,6 +766,7 @@ def test_online_rl_writes_rounds_and_a_killed_run_resumes_to_the_same_weights(tm
     with pytest.raises(KeyboardInterrupt):
         train_online(problems, b, cfg, progress=False, echo=lambda x: None, on_step=killed)
     train_online(problems, b, cfg, progress=False, echo=lambda x: None)
+    assert [json.loads(l)["round"] for l in (b.online / "rounds.jsonl").read_text().splitlines()] == [0, 1]
     wa = load_file(str(a.online / "adapter_model.safetensors"))
     wb = load_file(str(b.online / "adapter_model.safetensors"))
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)

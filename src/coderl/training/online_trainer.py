@@ -58,6 +58,13 @@ from .rl_trainer import RLTask, resolve_init
 ROUNDS_DIR, ROUNDS_FILE = "rounds", "rounds.jsonl"
 
 
+def _round_of(line: str) -> int | None:
+    try:
+        return json.loads(line).get("round")
+    except ValueError:
+        return None
+
+
 def make_reward(spec: str):
     """The reward callable a config names."""
     if spec in ("coderl", "partial"):
@@ -135,8 +142,10 @@ class RolloutBatches:
         examples, counts = self.examples(r, problems, d)
         stats.update(counts)
         if self.task.accelerator is None or self.task.accelerator.is_main_process:
-            with open(self.run.online / ROUNDS_FILE, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps(stats) + "\n")
+            path = self.run.online / ROUNDS_FILE  # one line per round (a resumed round is not listed twice)
+            kept = [l for l in (path.read_text().splitlines() if path.is_file() else [])
+                    if l.strip() and _round_of(l) != r]
+            atomic_write_text(path, "".join(l + "\n" for l in kept) + json.dumps(stats) + "\n")
         self.task.round_stats = stats
         return examples
 
