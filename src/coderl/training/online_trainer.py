@@ -18,9 +18,10 @@ Round ``r`` (:class:`RolloutBatches`, the Trainer's :class:`~coderl.training.bat
 4. advantages per problem (:mod:`coderl.training.advantages`): CodeRL's relative return, the
    group mean (Dr. GRPO) or mean and std (GRPO); groups whose rewards are all equal are left out
    with ``skip_equal`` (counted);
-5. one optimizer step of :class:`~coderl.training.rl_trainer.RLTask`'s policy-gradient loss on the
-   round's programs (their own tokens, advantage-weighted), with a KL term to the starting model
-   (LoRA: the adapters switched off) when ``kl_coef`` > 0.
+5. one optimizer step of the policy-gradient loss on the round's programs (their own tokens,
+   advantage-weighted), one micro-batch per problem whose prompt runs once for its group
+   (:mod:`coderl.training.shared_prefix`), with a KL term to the starting model (LoRA: the adapters
+   switched off) when ``kl_coef`` > 0.
 
 Checkpoints are taken after every round (``save_every`` 1), so a killed run resumes at its round
 and, reading the rounds already on disk, reaches the same weights. Per round ``log.jsonl`` and
@@ -82,13 +83,52 @@ def make_reward(spec: str):
 
 
 class OnlineTask(RLTask):
-    """RLTask whose model the rollouts sample from (kept at build)."""
+    """RLTask whose model the rollouts sample from (kept at build). A micro-batch is one problem's
+    group: causal models run its prompt once for the group (:mod:`.shared_prefix`), so the loss
+    and gradients are the unshared ones' at a fraction of the tokens."""
 
     model: Any = None
 
     def build(self, accelerator):
         self.model = super().build(accelerator)
         return self.model
+
+    def collate(self, kind: str, items: list) -> dict[str, Any]:
+        if self.lm.is_encoder_decoder or len({tuple(e.prompt_ids) for e in items}) != 1:
+            return super().collate(kind, items)
+        tok = self.lm.tokenizer
+        return {"group_prompt": list(items[0].prompt_ids), "group_targets": [list(e.target_ids) for e in items],
+                "returns": torch.tensor([float(e.ret) for e in items]),
+                "pad": tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)}
+
+    def num_tokens(self, batch: dict[str, Any]) -> int:
+        if "group_prompt" not in batch:
+            return super().num_tokens(batch)
+        return len(batch["group_prompt"]) + sum(map(len, batch["group_targets"]))
+
+    def loss(self, model, kind: str, batch: dict):
+        if "group_prompt" not in batch:
+            return super().loss(model, kind, batch)
+        from . import objective
+        from .shared_prefix import group_token_logprobs
+
+        args = (batch["group_prompt"], batch["group_targets"], batch["pad"])
+        lp, mask = group_token_logprobs(model, *args)
+        returns = batch["returns"].to(lp.device)
+        loss = objective.rl_loss(lp, mask, returns, torch.ones_like(lp))
+        stats = {"return": float(returns.mean())}
+        if self.cfg.kl_coef > 0 or self.cfg.measure_kl:
+            with torch.no_grad():
+                if self.ref_model is not None:
+                    ref, _ = group_token_logprobs(self.ref_model, *args)
+                else:
+                    with self.accelerator.unwrap_model(model).disable_adapter():
+                        ref, _ = group_token_logprobs(model, *args)
+            kl = objective.kl_penalty(lp, ref, mask)
+            if self.cfg.kl_coef > 0:
+                loss = loss + self.cfg.kl_coef * kl
+            stats["kl"] = float(kl.detach())
+        return loss, stats
 
 
 class RolloutBatches:
@@ -121,9 +161,11 @@ class RolloutBatches:
         pass
 
     def step(self, s: int) -> Step:
-        examples = self.round_examples(s)
-        bs = self.cfg.batch_size
-        return Step("rl", [examples[i:i + bs] for i in range(0, len(examples), bs)])
+        """One micro-batch per problem's group (its prompt shared), in the round's order."""
+        groups: dict[str, list] = {}
+        for e in self.round_examples(s):
+            groups.setdefault(e.problem_id, []).append(e)
+        return Step("rl", list(groups.values()))
 
     # -- a round ------------------------------------------------------------------------------------
     def round_dir(self, r: int) -> Path:
