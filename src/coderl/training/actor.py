@@ -133,13 +133,18 @@ class ActorTask(TrainingTask):
     def num_tokens(self, batch: dict[str, Any]) -> int:
         return losses.num_tokens(batch)
 
+    def logprobs(self, model, batch: dict) -> torch.Tensor:
+        """``(B, T)`` log-probabilities of the batch's target tokens (a task may compute them
+        another way for its own batches: online RL shares a group's prompt)."""
+        return losses.token_logprobs(model, batch)
+
     def reference_logprobs(self, model, batch: dict) -> torch.Tensor:
         """log-probs of the targets under the starting model (no gradient)."""
         with torch.no_grad():
             if self.ref_model is not None:
-                return losses.token_logprobs(self.ref_model, batch)
+                return self.logprobs(self.ref_model, batch)
             with self.accelerator.unwrap_model(model).disable_adapter():
-                return losses.token_logprobs(model, batch)
+                return self.logprobs(model, batch)
 
     # -- validation -------------------------------------------------------------------------------
     def validate(self, model, point: Point) -> Validation | None:

@@ -42,7 +42,3 @@ class OnlineConfig(TrainerConfig):
         if self.advantage != "coderl" and self.group_size < 2:
             raise ConfigError(f"online.group_size: {self.group_size}: a group baseline "
                               f"(advantage {self.advantage}) needs at least 2 programs per problem")
-
-    # RLTask's loss reads these (online RL has no critic weights and no cross-entropy steps)
-    critic_weights = False
-    ce_every = 0

@@ -84,8 +84,9 @@ def make_reward(spec: str):
 
 class OnlineTask(RLTask):
     """RLTask whose model the rollouts sample from (kept at build). A micro-batch is one problem's
-    group: causal models run its prompt once for the group (:mod:`.shared_prefix`), so the loss
-    and gradients are the unshared ones' at a fraction of the tokens."""
+    group: causal models run its prompt once for the group (:mod:`.shared_prefix`), so the loss,
+    its gradients and the KL reference are the unshared ones' at a fraction of the tokens; the loss
+    step is RLTask's."""
 
     model: Any = None
 
@@ -97,8 +98,12 @@ class OnlineTask(RLTask):
         if self.lm.is_encoder_decoder or len({tuple(e.prompt_ids) for e in items}) != 1:
             return super().collate(kind, items)
         tok = self.lm.tokenizer
-        return {"group_prompt": list(items[0].prompt_ids), "group_targets": [list(e.target_ids) for e in items],
-                "returns": torch.tensor([float(e.ret) for e in items]),
+        targets = [list(e.target_ids) for e in items]
+        mask = torch.zeros((len(targets), max(map(len, targets))), dtype=torch.bool)
+        for i, t in enumerate(targets):
+            mask[i, :len(t)] = True
+        return {"group_prompt": list(items[0].prompt_ids), "group_targets": targets, "target_mask": mask,
+                "returns": torch.tensor([float(e.ret) for e in items]), "weights": mask.float(),
                 "pad": tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)}
 
     def num_tokens(self, batch: dict[str, Any]) -> int:
@@ -106,29 +111,12 @@ class OnlineTask(RLTask):
             return super().num_tokens(batch)
         return len(batch["group_prompt"]) + sum(map(len, batch["group_targets"]))
 
-    def loss(self, model, kind: str, batch: dict):
+    def logprobs(self, model, batch: dict) -> torch.Tensor:
         if "group_prompt" not in batch:
-            return super().loss(model, kind, batch)
-        from . import objective
+            return super().logprobs(model, batch)
         from .shared_prefix import group_token_logprobs
 
-        args = (batch["group_prompt"], batch["group_targets"], batch["pad"])
-        lp, mask = group_token_logprobs(model, *args)
-        returns = batch["returns"].to(lp.device)
-        loss = objective.rl_loss(lp, mask, returns, torch.ones_like(lp))
-        stats = {"return": float(returns.mean())}
-        if self.cfg.kl_coef > 0 or self.cfg.measure_kl:
-            with torch.no_grad():
-                if self.ref_model is not None:
-                    ref, _ = group_token_logprobs(self.ref_model, *args)
-                else:
-                    with self.accelerator.unwrap_model(model).disable_adapter():
-                        ref, _ = group_token_logprobs(model, *args)
-            kl = objective.kl_penalty(lp, ref, mask)
-            if self.cfg.kl_coef > 0:
-                loss = loss + self.cfg.kl_coef * kl
-            stats["kl"] = float(kl.detach())
-        return loss, stats
+        return group_token_logprobs(model, batch["group_prompt"], batch["group_targets"], batch["pad"])[0]
 
 
 class RolloutBatches:

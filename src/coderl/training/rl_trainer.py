@@ -64,7 +64,7 @@ class RLTask(ActorTask):
     def loss(self, model, kind: str, batch: dict) -> tuple[Any, dict[str, float]]:
         """A ``ce`` step: the gold programs' negative log-likelihood. An ``rl`` step: ``L_rl``
         with the batch's relative returns and q̂ weights (+ the KL penalty)."""
-        lp = losses.token_logprobs(model, batch)
+        lp = self.logprobs(model, batch)
         mask = batch["target_mask"]
         if kind == "ce":
             return losses.sft_loss(lp, mask), {}
