@@ -64,12 +64,16 @@ def prepare(args) -> None:
     ids = {json.loads(l)["problem_id"] for l in train.samples.read_text().splitlines() if l.strip()}
     problems = [p for p in load_problems("mbpp", split="train") if p.id in ids]
     out = Path(args.out)
+    parts = set(args.parts.split(","))
     t = time.time()
-    train_critic(problems, out / "critic_run", CriticConfig(
-        model=args.model, num_classes=2, mode=args.critic_mode, include_gold=args.include_gold, epochs=args.critic_epochs,
-        val_fraction=0.15, device=args.device, progress=False, bootstrap=200),
-        samples_path=train.samples, results_path=train.results)
-    print(f"critic: {time.time() - t:.0f}s", flush=True)
+    if "critic" in parts:
+        train_critic(problems, out / "critic_run", CriticConfig(
+            model=args.model, num_classes=2, mode=args.critic_mode, include_gold=args.include_gold,
+            epochs=args.critic_epochs, val_fraction=0.15, device=args.device, progress=False, bootstrap=200),
+            samples_path=train.samples, results_path=train.results)
+        print(f"critic: {time.time() - t:.0f}s", flush=True)
+    if "repair" not in parts:
+        return
     t = time.time()
     repair_run = RunDir(out / "repair_run").mkdir()
     for name in ("samples", "results"):
@@ -244,6 +248,8 @@ def main(argv=None) -> int:
     p = sub.choices["prepare"]
     p.add_argument("--train-run", required=True)
     p.add_argument("--critic-mode", default="head", choices=("head", "top", "lora"))
+    p.add_argument("--parts", default="critic,repair", help="what to prepare (two processes can share "
+                   "the work: --parts critic and --parts repair)")
     p.add_argument("--critic-epochs", type=int, default=10)
     p.add_argument("--include-gold", action="store_true", help="train the critic on gold programs too "
                    "(off: only the actor's own programs, the better ranking critic, RESULTS.md)")

@@ -673,6 +673,9 @@ def test_group_advantages_sum_to_zero_and_equal_rewards_change_nothing():
     adv, _ = advantages([1.0, -1.0], "group_std")
     assert adv[0] == pytest.approx(1.0, abs=1e-5) and adv[1] == pytest.approx(-1.0, abs=1e-5)
     assert advantages([1.0, -0.3], "coderl", greedy_reward=-0.3)[0] == pytest.approx([1.3, 0.0])
+    # CodeRL's baseline: a group all failing still teaches where the greedy program did worse
+    assert advantages([-0.3, -0.3], "coderl", greedy_reward=-1.0) == (pytest.approx([0.7, 0.7]), False)
+    assert advantages([-0.3, -0.3], "coderl", greedy_reward=-0.3)[1]
     with pytest.raises(ValueError, match="at least 2"):
         advantages([1.0], "group")
     with pytest.raises(ValueError, match="finite"):
@@ -821,3 +824,59 @@ def test_online_rl_with_all_equal_rewards_changes_nothing(tmp_path, tiny_chat_di
 
 def _same_reward(problem, program, result):
     return 0.5
+
+
+def test_clipped_surrogate_equals_the_policy_gradient_at_ratio_one_and_clips_beyond():
+    from coderl.training.objective import clipped_pg_loss, rl_loss
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, requires_grad=True)
+    lp = torch.log_softmax(x, -1)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]], dtype=torch.bool)
+    adv = torch.tensor([1.0, -0.5, 2.0])
+    plain = torch.autograd.grad(rl_loss(lp, mask, adv), x, retain_graph=True)[0]
+    loss, clipped = clipped_pg_loss(lp, lp.detach(), mask, adv, 0.2)
+    torch.testing.assert_close(torch.autograd.grad(loss, x)[0], plain)   # the first step of a round
+    assert float(clipped) == 0.0
+    # the policy already moved past 1 + clip on a positive advantage: no more push there
+    lp2 = torch.log_softmax(x, -1)
+    old = lp2.detach() - 0.5                                               # ratio e^0.5 = 1.65 > 1.2
+    loss2, clipped2 = clipped_pg_loss(lp2, old, mask, torch.tensor([1.0, 1.0, 1.0]), 0.2)
+    assert float(clipped2) == 1.0
+    assert torch.count_nonzero(torch.autograd.grad(loss2, x, retain_graph=True)[0]) == 0
+    # ... but a negative advantage still pulls it back (min picks the unclipped term)
+    loss3, _ = clipped_pg_loss(lp2, old, mask, torch.tensor([-1.0, -1.0, -1.0]), 0.2)
+    assert torch.count_nonzero(torch.autograd.grad(loss3, x)[0]) > 0
+
+
+def test_online_rl_with_several_steps_a_round_keeps_the_sampling_policy_and_resumes_mid_round(tmp_path, tiny_chat_dir):
+    from safetensors.torch import load_file
+
+    from coderl.config import ConfigError
+    from coderl.rundir import RunDir
+    from coderl.training.online_trainer import train_online
+
+    with pytest.raises(ConfigError, match="steps_per_round"):
+        _online_cfg(tiny_chat_dir, steps_per_round=3)    # 2 problems a round: at most 2 mini-batches
+    problems = _online_problems()
+    cfg = _online_cfg(tiny_chat_dir, reward="test_training:_len_reward", steps_per_round=2)
+    a = RunDir(tmp_path / "a").mkdir()
+    s = train_online(problems, a, cfg, progress=False, echo=lambda x: None)
+    assert s["complete"] and s["steps"] == 4
+    old = json.loads((a.online / "rounds" / "000000" / "old_logprobs.json").read_text())
+    assert len(old) == 4 and all(v and all(x <= 0 for x in v) for v in old.values())
+    steps = [json.loads(l) for l in (a.online / "log.jsonl").read_text().splitlines()]
+    rl = [x for x in steps if "clipped" in x]
+    assert len(rl) == 4 and rl[0]["clipped"] == 0.0 and all(x["sample_nll"] > 0 for x in rl)
+
+    b = RunDir(tmp_path / "b").mkdir()
+
+    def killed(step):
+        if step == 1:     # after the first of round 0's two steps: the resume needs the old log-probs
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_online(problems, b, cfg, progress=False, echo=lambda x: None, on_step=killed)
+    train_online(problems, b, cfg, progress=False, echo=lambda x: None)
+    wa = load_file(str(a.online / "adapter_model.safetensors"))
+    wb = load_file(str(b.online / "adapter_model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

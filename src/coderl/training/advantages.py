@@ -5,8 +5,9 @@ callables, :mod:`coderl.training.rewards`; a group is one problem's G programs o
 * ``group``: reward minus the group's mean (Dr. GRPO: no scaling);
 * ``group_std``: the same divided by the group's standard deviation (GRPO).
 
-A group whose rewards are all equal teaches nothing under a group baseline (every advantage is 0):
-:func:`advantages` reports it so a trainer can skip or count it.
+A group whose rewards are all equal teaches nothing under a group baseline (every advantage is 0),
+nor under CodeRL's where they also equal the greedy program's: :func:`advantages` reports it so a
+trainer can skip or count it.
 """
 
 from __future__ import annotations
@@ -29,9 +30,10 @@ def advantages(rewards: Sequence[float], kind: str = "group", *, greedy_reward: 
     if bad:
         raise ValueError(f"rewards must be finite, got {bad[:3]}")
     equal = max(r) - min(r) <= eps
-    if kind == "coderl":
+    if kind == "coderl":  # uninformative only where every program's reward equals the greedy one's
         base = 0.0 if greedy_reward is None else float(greedy_reward)
-        return [x - base for x in r], equal
+        adv = [x - base for x in r]
+        return adv, all(abs(a) <= eps for a in adv)
     if len(r) < 2:
         raise ValueError("a group baseline needs at least 2 programs per group (group_size >= 2)")
     mean = sum(r) / len(r)

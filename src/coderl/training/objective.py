@@ -9,7 +9,8 @@
 3. **Token weights** ``q̂(w_t)``: the critic's probability of the actual outcome at each program
    token, carried onto the sampled tokens (:func:`align_weights`); 1 without a critic.
 4. **Loss** ``L_rl = - mean_t (r(W^s) - r(W^b)) q̂(w_t) log p(w_t | w_<t, D)`` (:func:`rl_loss`),
-   optionally plus a KL penalty to the starting model (:func:`kl_penalty`; not in the paper).
+   optionally plus a KL penalty to the starting model (:func:`kl_penalty`; not in the paper);
+   online RL's off-policy mini-batches use the clipped surrogate (:func:`clipped_pg_loss`).
 5. **Alternation**: one CE step on gold programs after every ``ce_every`` RL steps
    (:func:`schedule`).
 
@@ -88,6 +89,24 @@ def rl_loss(logprobs: torch.Tensor, mask: torch.Tensor, returns: torch.Tensor,
     w = mask.to(logprobs.dtype) if weights is None else masked(weights.to(logprobs.dtype), mask)
     per_sample = (returns.to(logprobs.dtype)[:, None] * w * masked(logprobs, mask)).sum(1)
     return -(per_sample / mask.sum(1).clamp(min=1)).mean()
+
+
+def clipped_pg_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor,
+                    advantages: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's clipped surrogate for programs sampled by an older policy (online RL's later
+    mini-batches of a round): ``- mean_samples mean_t min(rho_t A, clip(rho_t, 1 - e, 1 + e) A)``,
+    ``rho_t = p(w_t) / p_old(w_t)``; averaged like :func:`rl_loss`, whose gradient it equals
+    where the policy has not moved (rho = 1). Also the share of tokens whose ratio was clipped."""
+    from .losses import masked
+
+    ratio = masked(logprobs - old_logprobs.to(logprobs.dtype), mask).exp()
+    a = advantages.to(logprobs.dtype)[:, None]
+    import torch
+
+    surr = torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a)
+    per_sample = masked(surr, mask).sum(1) / mask.sum(1).clamp(min=1)
+    clipped = ((ratio - 1).abs() > clip) & mask
+    return -per_sample.mean(), clipped.sum() / mask.sum().clamp(min=1)
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

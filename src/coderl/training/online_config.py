@@ -20,7 +20,7 @@ class OnlineConfig(TrainerConfig):
     DEFAULT_LR = {"lora": 1e-4, "full": 1e-5}
 
     init: str = opt("sft", "Starting model: sft (this run's), or a model spec (default, a directory).")
-    rounds: int = opt(4, "Rounds; each samples, executes and takes one optimizer step.", ge=1)
+    rounds: int = opt(4, "Rounds; each samples, executes and takes steps_per_round optimizer steps.", ge=1)
     problems_per_round: int = opt(8, "Train problems per round (in a seeded order, cycling).", ge=1)
     group_size: int = opt(4, "Programs sampled per problem per round (G).", ge=1)
     advantage: str = opt("group", "coderl (reward minus the greedy program's: one greedy program per "
@@ -35,6 +35,12 @@ class OnlineConfig(TrainerConfig):
     temperature: float = opt(0.8, "Sampling temperature.", gt=0)
     top_p: float = opt(0.95, "Nucleus sampling.", gt=0, le=1)
     max_new_tokens: int = opt(256, "Most tokens per program.", ge=1)
+    steps_per_round: int = opt(1, "Optimizer steps per round: the round's groups split into this many "
+                               "mini-batches; steps after the first are off-policy and use clipped "
+                               "importance ratios (PPO / GRPO) against the policy that sampled the round.",
+                               ge=1)
+    clip: float = opt(0.2, "Clip range of the importance ratio (1 - clip, 1 + clip) when "
+                      "steps_per_round > 1.", gt=0, lt=1)
     gen_batch_size: int = opt(64, "Sequences decoded together.", ge=1)
 
     def __post_init__(self) -> None:
@@ -42,3 +48,6 @@ class OnlineConfig(TrainerConfig):
         if self.advantage != "coderl" and self.group_size < 2:
             raise ConfigError(f"online.group_size: {self.group_size}: a group baseline "
                               f"(advantage {self.advantage}) needs at least 2 programs per problem")
+        if self.steps_per_round > self.problems_per_round:
+            raise ConfigError(f"online.steps_per_round: {self.steps_per_round} mini-batches need at least as "
+                              f"many problems per round (problems_per_round: {self.problems_per_round})")

@@ -18,15 +18,21 @@ Round ``r`` (:class:`RolloutBatches`, the Trainer's :class:`~coderl.training.bat
 4. advantages per problem (:mod:`coderl.training.advantages`): CodeRL's relative return, the
    group mean (Dr. GRPO) or mean and std (GRPO); groups whose rewards are all equal are left out
    with ``skip_equal`` (counted);
-5. one optimizer step of the policy-gradient loss on the round's programs (their own tokens,
-   advantage-weighted), one micro-batch per problem whose prompt runs once for its group
+5. ``steps_per_round`` optimizer steps of the policy-gradient loss on the round's programs (their
+   own tokens, advantage-weighted), the round's groups split into that many mini-batches, one
+   micro-batch per problem whose prompt runs once for its group
    (:mod:`coderl.training.shared_prefix`), with a KL term to the starting model (LoRA: the adapters
-   switched off) when ``kl_coef`` > 0.
+   switched off) when ``kl_coef`` > 0. With more than one step a round, the programs' log-
+   probabilities under the sampling policy are computed before the round's first step (kept in
+   the round's ``old_logprobs.json``, so a resumed run uses the same) and every step uses PPO's
+   clipped importance ratio (equal to the plain loss at the first step, where the ratio is 1).
 
-Checkpoints are taken after every round (``save_every`` 1), so a killed run resumes at its round
-and, reading the rounds already on disk, reaches the same weights. Per round ``log.jsonl`` and
-TensorBoard have the loss, the mean advantage and the KL; ``rounds.jsonl`` the mean reward, pass
-rate, outcome mix, groups left out and the seconds spent generating and executing.
+Checkpoints are taken after every step (``save_every`` 1), so a killed run resumes at its step
+and, reading the rounds already on disk, reaches the same weights. Per step ``log.jsonl`` and
+TensorBoard have the loss, the mean advantage, the KL, the sampled tokens' negative log-likelihood
+(an estimate of the policy's entropy) and the clipped share; ``rounds.jsonl`` per round the mean
+reward, pass rate, outcome mix, groups left out, generated tokens/s and the seconds spent
+generating and executing (``benchmarks/plot_training.py`` draws both).
 """
 
 from __future__ import annotations
@@ -54,9 +60,10 @@ from .batches import Step
 from .data import TrainingError, build_rl_examples
 from .online_config import NOT_FINGERPRINTED, OnlineConfig
 from .rewards import coderl_reward
+from . import objective
 from .rl_trainer import RLTask, resolve_init
 
-ROUNDS_DIR, ROUNDS_FILE = "rounds", "rounds.jsonl"
+ROUNDS_DIR, ROUNDS_FILE, OLD_LOGPROBS = "rounds", "rounds.jsonl", "old_logprobs.json"
 
 
 def _round_of(line: str) -> int | None:
@@ -95,6 +102,16 @@ class OnlineTask(RLTask):
         return self.model
 
     def collate(self, kind: str, items: list) -> dict[str, Any]:
+        batch = self._collate(kind, items)
+        old = [getattr(e, "old_logprobs", None) for e in items]
+        if all(o is not None for o in old):
+            t = torch.zeros(batch["target_mask"].shape)
+            for i, o in enumerate(old):
+                t[i, :len(o)] = torch.tensor(o)
+            batch["old_logprobs"] = t
+        return batch
+
+    def _collate(self, kind: str, items: list) -> dict[str, Any]:
         if self.lm.is_encoder_decoder or len({tuple(e.prompt_ids) for e in items}) != 1:
             return super().collate(kind, items)
         tok = self.lm.tokenizer
@@ -118,10 +135,41 @@ class OnlineTask(RLTask):
 
         return group_token_logprobs(model, batch["group_prompt"], batch["group_targets"], batch["pad"])[0]
 
+    def policy_loss(self, lp, batch: dict) -> tuple[Any, dict[str, float]]:
+        """RLTask's ``L_rl``; a batch whose sampling policy's log-probabilities are known
+        (``steps_per_round`` > 1) takes PPO's clipped ratio instead. Also the sampled tokens' mean
+        negative log-likelihood under the sampling policy (an estimate of its entropy)."""
+        mask = batch["target_mask"]
+        old = batch.get("old_logprobs")
+        n = mask.sum().clamp(min=1)
+        if old is None:
+            loss, stats = super().policy_loss(lp, batch)
+            return loss, {**stats, "sample_nll": float(-(lp.detach() * mask).sum() / n)}
+        loss, clipped = objective.clipped_pg_loss(lp, old, mask, batch["returns"], self.cfg.clip)
+        return loss, {"return": float(batch["returns"].mean()), "clipped": float(clipped),
+                      "sample_nll": float(-(old.to(lp.device) * mask).sum() / n)}
+
+    def old_logprobs(self, groups: list[list]) -> list[list[float]]:
+        """Each group's programs' token log-probabilities under the current weights (no gradient)."""
+        from accelerate.utils import send_to_device
+
+        model, out = self.model, []
+        was_training = model.training
+        model.eval()
+        try:
+            with torch.no_grad():
+                for items in groups:
+                    batch = send_to_device(self._collate("rl", items), self.accelerator.device)
+                    lp = self.logprobs(model, batch).float().cpu()
+                    out += [lp[i, :len(e.target_ids)].tolist() for i, e in enumerate(items)]
+        finally:
+            model.train(was_training)
+        return out
+
 
 class RolloutBatches:
-    """One optimizer step per round; the round's rollouts made (or read back) when its step is
-    asked for (see the module docstring)."""
+    """``steps_per_round`` optimizer steps per round; the round's rollouts made (or read back)
+    when its first step is asked for (see the module docstring)."""
 
     def __init__(self, problems: Sequence, run: RunDir, cfg: OnlineConfig, task: OnlineTask, lm, exec_config,
                  echo=print):
@@ -131,13 +179,14 @@ class RolloutBatches:
         g = torch.Generator().manual_seed(cfg.seed)
         self.order = torch.randperm(len(self.problems), generator=g).tolist()
         self.group = 1
+        self._round: tuple[int, list[list]] | None = None  # the round at hand and its groups
 
     # -- the BatchSource protocol -----------------------------------------------------------------
     def bind(self, group: int) -> None:
         self.group = group
 
     def __len__(self) -> int:
-        return self.cfg.rounds
+        return self.cfg.rounds * self.cfg.steps_per_round
 
     def ends_epoch(self, s: int) -> bool:
         return False
@@ -149,11 +198,33 @@ class RolloutBatches:
         pass
 
     def step(self, s: int) -> Step:
-        """One micro-batch per problem's group (its prompt shared), in the round's order."""
-        groups: dict[str, list] = {}
-        for e in self.round_examples(s):
-            groups.setdefault(e.problem_id, []).append(e)
-        return Step("rl", list(groups.values()))
+        """One micro-batch per problem's group (its prompt shared), in the round's order; with
+        ``steps_per_round`` k, step ``s`` takes every k-th group of round ``s // k`` from ``s % k``."""
+        k = self.cfg.steps_per_round
+        r, part = divmod(s, k)
+        if self._round is None or self._round[0] != r:
+            groups: dict[str, list] = {}
+            for e in self.round_examples(r):
+                groups.setdefault(e.problem_id, []).append(e)
+            self._round = (r, list(groups.values()))
+            if k > 1:
+                self.attach_old_logprobs(r, self._round[1])
+        mine = self._round[1][part::k]  # fewer informative groups than steps: a zero-return step
+        return Step("rl", mine or [[dataclasses.replace(self._round[1][0][0], ret=0.0)]])
+
+    def attach_old_logprobs(self, r: int, groups: list[list]) -> None:
+        """The sampling policy's log-probabilities on each example (``old_logprobs``): computed at
+        the round's first step and kept in the round's directory, read back on a resume."""
+        path = self.round_dir(r) / OLD_LOGPROBS
+        keys = [f"{e.problem_id}|{e.index}" for g in groups for e in g]
+        known = json.loads(path.read_text()) if path.is_file() else {}
+        if not all(k in known for k in keys):
+            known = dict(zip(keys, self.task.old_logprobs(groups)))
+            if self.task.accelerator is None or self.task.accelerator.is_main_process:
+                atomic_write_text(path, json.dumps(known))
+        for g in groups:
+            for e in g:
+                e.old_logprobs = known[f"{e.problem_id}|{e.index}"]
 
     # -- a round ------------------------------------------------------------------------------------
     def round_dir(self, r: int) -> Path:
@@ -216,8 +287,9 @@ class RolloutBatches:
         d.mkdir(parents=True, exist_ok=True)
         atomic_write_text(d / "samples.jsonl", "".join(json.dumps(s.to_dict()) + "\n" for s in samples))
         atomic_write_text(d / "results.jsonl", "".join(json.dumps(x) + "\n" for x in results))
+        ntok = sum(s.num_tokens for s in samples)
         return {"generate_s": round(t1 - t0, 2), "execute_s": round(time.time() - t1, 2),
-                "generated_tokens": sum(s.num_tokens for s in samples)}
+                "generated_tokens": ntok, "generate_tokens_per_s": round(ntok / max(t1 - t0, 1e-9), 1)}
 
     def examples(self, r: int, problems: list, d: Path) -> tuple[list, dict[str, Any]]:
         """The round's sampled programs as RL examples with their advantages, and statistics."""

@@ -68,16 +68,19 @@ class RLTask(ActorTask):
         mask = batch["target_mask"]
         if kind == "ce":
             return losses.sft_loss(lp, mask), {}
-        returns, q_hat = batch["returns"], batch["weights"]
-        loss = objective.rl_loss(lp, mask, returns, q_hat)
-        stats = {"return": float(returns.mean()),
-                 "q_hat": float((q_hat * mask).sum() / mask.sum().clamp(min=1))}
+        loss, stats = self.policy_loss(lp, batch)
         if self.cfg.kl_coef > 0 or self.cfg.measure_kl:
             kl = objective.kl_penalty(lp, self.reference_logprobs(model, batch), mask)
             if self.cfg.kl_coef > 0:
                 loss = loss + self.cfg.kl_coef * kl
             stats["kl"] = float(kl.detach())
         return loss, stats
+
+    def policy_loss(self, lp, batch: dict) -> tuple[Any, dict[str, float]]:
+        """``L_rl`` of a batch's log-probabilities ``lp`` with its returns and q̂ weights."""
+        mask, returns, q_hat = batch["target_mask"], batch["returns"], batch["weights"]
+        return objective.rl_loss(lp, mask, returns, q_hat), {
+            "return": float(returns.mean()), "q_hat": float((q_hat * mask).sum() / mask.sum().clamp(min=1))}
 
 
 def train_rl(problems: Sequence, run_dir: str | Path, cfg: RLConfig, *, samples_path: str | Path,
