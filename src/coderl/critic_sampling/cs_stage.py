@@ -178,7 +178,7 @@ def critic_sample(run: RunDir, cfg: CriticSamplingConfig, exec_cfg, *, train_ids
                   executor: Callable[..., Any] | None = None) -> dict[str, Any]:
     """Run the procedure of the module docstring in ``run.critic_sampling``; returns the summary
     (also ``report.json``). ``executor(exec_cfg)`` makes the sandbox (tests pass a recording one)."""
-    from ..execution.pool import Executor
+    from ..distributed import make_executor
 
     problems = load_problems(cfg, train_ids)
     box = RunDir(run.critic_sampling)
@@ -186,7 +186,7 @@ def critic_sample(run: RunDir, cfg: CriticSamplingConfig, exec_cfg, *, train_ids
     models = Models(run, cfg, echo)
     state = State(problems)
     t0 = time.monotonic()
-    with (executor or Executor)(exec_cfg) as ex:
+    with (executor or make_executor)(exec_cfg) as ex:
         _replay(box, state, models, cfg)
         if state.rounds:
             echo(f"      critic_sample: resuming after round {len(state.rounds) - 1}")

@@ -16,7 +16,7 @@ from typing import Any
 from coderl.config import ConfigError, opt, validate
 
 #: settings that do not change any verdict (resuming or caching under other values is fine)
-NOT_FINGERPRINTED = ("workers", "cache_path", "calibration_path")
+NOT_FINGERPRINTED = ("workers", "cache_path", "calibration_path", "backend", "ray_address", "ray_actors")
 
 
 @dataclass
@@ -77,6 +77,14 @@ class ExecConfig:
                                        "directory, $CODERL_CACHE or ~/.cache/coderl).")
     max_output_kb: int = opt(1024, "Standard output kept per stdin/stdout test for the comparison, in "
                              "KB; more is a runtime error (output limit).", ge=1)
+    backend: str = opt("local", "Where programs run: local (this machine's worker processes) or ray "
+                       "(Ray actors, each with its own workers; the driver builds the jobs, keeps the "
+                       "cache and writes every record). Verdicts do not depend on it.",
+                       choices=("local", "ray"))
+    ray_address: str | None = opt(None, "backend=ray: the cluster to join (e.g. auto, or ray://host:10001); "
+                                  "default: a local Ray started in this process.")
+    ray_actors: int = opt(2, "backend=ray: executor actors (spread over the cluster's nodes); each runs "
+                          "`workers` workers (0: two per core of its node).", ge=1)
 
     def __post_init__(self) -> None:
         for name in ("cache_path", "calibration_path"):

@@ -356,7 +356,7 @@ class Executor:
                 finished.release()
 
         threads = [threading.Thread(target=run, daemon=True, name=f"coderl-exec-{k}")
-                   for k in range(max(1, min(len(self._workers), len(items))))]
+                   for k in range(max(1, min(self.worker_count, len(items))))]
         try:
             for t in threads:
                 t.start()
@@ -378,6 +378,10 @@ class Executor:
     def close(self) -> None:
         _stop_workers(self._workers, wait=0.2 if self.aborted else 2.0)  # (aborted: already killed)
         self.started = False
+        self._close_stores()
+
+    def _close_stores(self) -> None:
+        """Close the verdict cache and the calibration file."""
         if self.cache is not None:
             self.cache.close()
             self.cache = None

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from coderl.execution.outcome import OUTCOMES, Result
+from coderl.distributed import make_executor
 from coderl.execution.pool import ExecConfig, Executor
 from coderl.io import atomic_write_text, write_jsonl
 from coderl.records import program_hash, read_results, read_samples, result_writer
@@ -42,7 +43,7 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
     counts: Counter[str] = Counter()
     start = time.monotonic()
     bar = None
-    with Executor(config) as ex:
+    with make_executor(config) as ex:
         out = result_writer(results_path)  # locked: no other run writes this file meanwhile
         try:
             if config.time_limit == "calibrated":  # limits first: they are part of each result's hash

@@ -125,7 +125,10 @@ def make_accelerator(settings: LoopSettings):
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    kw = dict(cpu=settings.device == "cpu", mixed_precision=settings.mixed_precision)
+    # the scheduler steps once per optimizer step (accelerate's default would step it once per
+    # process: N processes would run the schedule N times too fast)
+    kw = dict(cpu=settings.device == "cpu", mixed_precision=settings.mixed_precision,
+              step_scheduler_with_optimizer=False)
     try:
         return Accelerator(**kw)
     except ValueError as e:
@@ -227,13 +230,16 @@ class Trainer:
         and events removed)."""
         cks = list_checkpoints(self.out)
         self.resumed = bool(cks)
+        acc = self.accelerator
         if not cks:
-            for name in (LOG_FILE, TB_DIR, *self.task.stale_outputs):
-                stale = self.out / name
-                if stale.is_dir():
-                    shutil.rmtree(stale)
-                elif stale.exists():
-                    stale.unlink()
+            if acc.is_main_process:  # (the others wait: the main process opens the log next)
+                for name in (LOG_FILE, TB_DIR, *self.task.stale_outputs):
+                    stale = self.out / name
+                    if stale.is_dir():
+                        shutil.rmtree(stale)
+                    elif stale.exists():
+                        stale.unlink()
+            acc.wait_for_everyone()
             return
         ck, model = cks[-1], self.unwrapped()
         saved = load_checkpoint(ck, partial(self.task.load, model), optimizer=self.optimizer,
@@ -247,7 +253,9 @@ class Trainer:
         self.rng = saved["rng"]
         self.echo(f"coderl {self.task.name}: resuming from {ck.name} in {ck.parent} (step "
                   f"{self.state.step} of {self.total})")
-        _trim_log(self.out / LOG_FILE, self.state.step)
+        if acc.is_main_process:
+            _trim_log(self.out / LOG_FILE, self.state.step)
+        acc.wait_for_everyone()
 
     def open_run(self) -> None:
         """Start the training clock; open the log and TensorBoard (main process), with the
@@ -286,7 +294,7 @@ class Trainer:
             while self.state.step < self.limit and not self.state.stopped_early:
                 kind, means = self.optimizer_step(self.state.step)
                 bar.update(1)
-                bar.set_postfix(kind=kind, loss=f"{means['loss']:.4f}")
+                bar.set_postfix(kind=kind, loss=f"{means.get('loss', float('nan')):.4f}")
                 self.after_step()
         finally:
             bar.close()
@@ -298,13 +306,18 @@ class Trainer:
         plan = self.source.step(s)
         acc = self.accelerator
         mine = plan.micro_batches[acc.process_index::acc.num_processes]
+        # each process's gradients are averaged over processes: dividing by the plan's micro-batches
+        # per process weighs every micro-batch alike when the shares are uneven
+        share = len(plan.micro_batches) / acc.num_processes
         sums: dict[str, float] = {}
         tokens = 0
         for i, items in enumerate(mine):
-            stats, n = self.micro_step(s, plan.kind, items, last=i == len(mine) - 1, share=len(mine))
+            stats, n = self.micro_step(s, plan.kind, items, last=i == len(mine) - 1, share=share)
             tokens += n
             for k, v in stats.items():
                 sums[k] = sums.get(k, 0.0) + v
+        if not mine:  # fewer micro-batches than processes: take part in the all-reduce with nothing
+            self.micro_step(s, plan.kind, plan.micro_batches[0], last=True, share=share, weight=0.0)
         gnorm = self.gradient_norm()
         if not torch.isfinite(torch.as_tensor(gnorm)).all():
             self.stop_non_finite("non-finite gradient norm", s + 1, plan.kind, mine[-1])
@@ -317,13 +330,14 @@ class Trainer:
         st.step = s + 1
         st.steps_by_kind[plan.kind] = st.steps_by_kind.get(plan.kind, 0) + 1
         st.tokens += tokens
-        means = {k: v / len(mine) for k, v in sums.items()}
+        means = {k: v / len(mine) for k, v in sums.items()} if mine else {}
         self.log_step(plan.kind, means, gnorm, tokens, time.time() - t0)
         return plan.kind, means
 
-    def micro_step(self, s: int, kind: str, items: list, *, last: bool, share: int) -> tuple[dict[str, float], int]:
+    def micro_step(self, s: int, kind: str, items: list, *, last: bool, share: float,
+                   weight: float = 1.0) -> tuple[dict[str, float], int]:
         """Forward and backward of one micro-batch (gradients synchronised on the ``last`` only);
-        its statistics (``loss`` first) and tokens."""
+        its statistics (``loss`` first) and tokens. ``weight`` 0: a stand-in that adds nothing."""
         from accelerate.utils import send_to_device
 
         acc = self.accelerator
@@ -331,9 +345,14 @@ class Trainer:
         with contextlib.nullcontext() if last else acc.no_sync(self.model):
             with acc.autocast():
                 loss, stats = self.task.loss(self.model, kind, batch)
-            if not torch.isfinite(loss.detach()).all():
+            finite = bool(torch.isfinite(loss.detach()).all())
+            if acc.num_processes > 1:  # every process stops, not one (the others would wait forever)
+                finite = bool(acc.gather(torch.tensor([finite], device=acc.device)).all())
+            if not finite:
                 self.stop_non_finite(f"non-finite loss ({float(loss.detach())})", s + 1, kind, items)
-            acc.backward(loss / share)
+            acc.backward(loss * (weight / share))
+        if not weight:
+            return {}, 0
         value = float(loss.detach())
         self.state.epoch_loss[0] += value * len(items)
         self.state.epoch_loss[1] += len(items)

@@ -238,11 +238,16 @@ class RolloutBatches:
         d = self.round_dir(r)
         problems = self.round_problems(r)
         stats: dict[str, Any] = {"round": r}
+        acc = self.task.accelerator
+        main = acc is None or acc.is_main_process
         if not (d / "results.jsonl").is_file():
-            stats.update(self.rollout(r, problems, d))
+            if main:  # several processes (accelerate): the main one samples and executes the round
+                stats.update(self.rollout(r, problems, d))
+            if acc is not None:
+                acc.wait_for_everyone()
         examples, counts = self.examples(r, problems, d)
         stats.update(counts)
-        if self.task.accelerator is None or self.task.accelerator.is_main_process:
+        if main:
             path = self.run.online / ROUNDS_FILE  # one line per round (a resumed round is not listed twice)
             kept = [l for l in (path.read_text().splitlines() if path.is_file() else [])
                     if l.strip() and _round_of(l) != r]
@@ -252,7 +257,7 @@ class RolloutBatches:
 
     def rollout(self, r: int, problems: list, d: Path) -> dict[str, Any]:
         """Sample and execute round ``r``; its records written under ``d`` (whole, atomically)."""
-        from ..execution.pool import Executor
+        from ..distributed import make_executor
         from ..generation.core import GenRequest, generate_samples
         from ..generation.generation_config import GenerationConfig
 
@@ -277,7 +282,7 @@ class RolloutBatches:
             model.train(was_training)
         t1 = time.time()
         by_id = {p.id: p for p in problems}
-        with Executor(self.exec_config) as ex:
+        with make_executor(self.exec_config) as ex:
             res = ex.run_many([(by_id[s.problem_id], s.program, "hidden") for s in samples])
         results = []
         for s, x in zip(samples, res):
