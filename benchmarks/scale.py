@@ -78,7 +78,11 @@ def overhead(cfg: ExecConfig, n: int) -> dict:
     return {"median_ms": round(1000 * statistics.median(times), 2), "p90_ms": round(1000 * sorted(times)[int(0.9 * n)], 2)}
 
 
-def two_nodes(port: int, problems: int) -> dict:
+class _Skip(Exception):
+    pass
+
+
+def two_nodes(port: int, problems: int, threads: int) -> dict:
     """ray start a head and a worker (1 CPU each), generate locally, execute on the cluster."""
     ray_bin = str(Path(sys.executable).with_name("ray"))
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
@@ -91,14 +95,19 @@ def two_nodes(port: int, problems: int) -> dict:
                         "--disable-usage-stats"], check=True, capture_output=True, env=env, timeout=180)
         subprocess.run([ray_bin, "start", f"--address={head}", "--num-cpus=1", "--disable-usage-stats"],
                        check=True, capture_output=True, env=env, timeout=180)
+        for _ in range(60):  # the worker's raylet registers with the head after `ray start` returns
+            status = subprocess.run([ray_bin, "status", f"--address={head}"], capture_output=True, text=True,
+                                    env=env, timeout=60).stdout
+            if status.count("node_") >= 2:
+                break
+            time.sleep(2)
         out["cluster_start_s"] = round(time.monotonic() - t, 1)
-        status = subprocess.run([ray_bin, "status", f"--address={head}"], capture_output=True, text=True, env=env,
-                                timeout=60).stdout
         out["ray_status_nodes"] = status.count("node_")
         cli = [sys.executable, "-m", "coderl.cli"]
         t = time.monotonic()
         subprocess.run(cli + ["generate", "--problems", "mbpp", "--split", "test", "--end", str(problems),
-                              "--num-seqs", "2", "--max-new-tokens", "128", "--out", str(tmp / "samples.jsonl")],
+                              "--num-seqs", "2", "--max-new-tokens", "96", "--threads", str(threads),
+                              "--out", str(tmp / "samples.jsonl")],
                        check=True, capture_output=True, env=env, timeout=1800)
         out["generate_s"] = round(time.monotonic() - t, 1)
         t = time.monotonic()
@@ -113,6 +122,7 @@ def two_nodes(port: int, problems: int) -> dict:
         summary = json.loads((tmp / "results.jsonl.summary.json").read_text()) if r.returncode == 0 else {}
         out["programs"] = summary.get("executed")
         out["outcomes"] = summary.get("outcomes")
+        out["backend"] = summary.get("backend")
         import ray  # the actors' nodes, from a short session on the same cluster
         ray.init(address=head, log_to_driver=False)
         out["alive_nodes"] = sum(1 for n in ray.nodes() if n["Alive"])
@@ -129,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--overhead-jobs", type=int, default=100)
     ap.add_argument("--cluster-problems", type=int, default=4, help="problems generated for the two-node run")
     ap.add_argument("--port", type=int, default=6391)
-    ap.add_argument("--no-cluster", action="store_true")
+    ap.add_argument("--parts", default="throughput,cluster", help="throughput (with the overhead), cluster")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads of the cluster run's generation")
     ap.add_argument("--store", default=str(ROOT / "benchmarks"))
     args = ap.parse_args(argv)
     import ray
@@ -140,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
     res: dict = {"machine": platform.node(), "cpus": os.cpu_count(), "python": platform.python_version(),
                  "ray": ray.__version__, "programs": len(items), "workers_total": workers,
                  "date": time.strftime("%Y-%m-%d"), "throughput": {}}
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
+    parts = set(args.parts.split(","))
+    if "throughput" in parts:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False)
     try:
+        if "throughput" not in parts:
+            raise _Skip
         local = throughput(items, ExecConfig(workers=workers), args.repeats)
         res["throughput"]["local"] = local
         for actors in (1, 2, 4):
@@ -155,17 +170,21 @@ def main(argv: list[str] | None = None) -> int:
                            "ray": overhead(ExecConfig(workers=1, backend="ray", ray_actors=1), args.overhead_jobs)}
         res["overhead"]["ray_minus_local_ms"] = round(res["overhead"]["ray"]["median_ms"]
                                                       - res["overhead"]["local"]["median_ms"], 2)
+    except _Skip:
+        pass
     finally:
         ray.shutdown()
-    if not args.no_cluster:
-        res["two_nodes"] = two_nodes(args.port, args.cluster_problems)
+    if "cluster" in parts:
+        res["two_nodes"] = two_nodes(args.port, args.cluster_problems, args.threads)
     path = Path(args.store) / f"scale_{res['date']}.json"
+    if path.is_file():  # parts run apart land in one record
+        res = {**json.loads(path.read_text()), **{k: v for k, v in res.items() if v or k not in ("throughput",)}}
     path.write_text(json.dumps(res, indent=1) + "\n")
     print(f"| engine | programs/s | x local | start s | same verdicts |\n|---|---|---|---|---|")
-    for k, v in res["throughput"].items():
+    for k, v in res.get("throughput", {}).items():
         print(f"| {k} | {v['programs_per_s']} | {v.get('ratio_to_local', 1.0)} | {v['start_seconds']} | "
               f"{v.get('same_verdicts', '-')} |")
-    print(f"overhead per task: {res['overhead']}")
+    print(f"overhead per task: {res.get('overhead')}")
     if "two_nodes" in res:
         print(f"two nodes: {res['two_nodes']}")
     print(f"stored: {path}")

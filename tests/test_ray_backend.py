@@ -64,6 +64,8 @@ def test_ray_backend_writes_the_same_results_as_the_local_one(tmp_path, local_ra
     assert na == nb == 16 and a == b
     assert local["outcomes"] == remote["outcomes"] and remote["outcomes"]["passed"] == 4
     assert remote["isolation"] == local["isolation"]   # the actors' sandbox is the local one's
+    assert remote["backend"]["backend"] == "ray" and remote["backend"]["actors"] == 2
+    assert local["backend"] == {"backend": "local", "workers": 2}
 
 
 def test_a_killed_actor_is_replaced_and_nothing_is_lost_or_duplicated(tmp_path, local_ray, monkeypatch):

@@ -15,7 +15,7 @@ writing them, so records come out as the local backend writes them.
   record once), so nothing is lost or duplicated. A job the actor does not answer within its own
   time budget plus a margin counts as a dead actor.
 * **Cluster**: ``ray_address`` joins a running cluster (``ray start --head`` / ``ray start
-  --address``); the actors are spread over its nodes.
+  --address``); actor ``i`` goes to node ``i`` mod the live nodes (a replacement too).
 """
 
 from __future__ import annotations
@@ -102,18 +102,29 @@ class RayExecutor(Executor):
                                   f"cluster ({type(e).__name__}: {e})") from None
             self._started_ray = True
         self._remote = ray.remote(_ExecActor)
-        self.actors = [self._spawn() for _ in range(self.config.ray_actors)]
+        self.actors = [self._spawn(i) for i in range(self.config.ray_actors)]
         hellos = ray.get([a.hello.remote() for a in self.actors])
         self._per_actor = min(h["workers"] for h in hellos)
         self.nodes = [h["node"] for h in hellos]
         self.isolation, self.guards = hellos[0]["isolation"], hellos[0]["guards"]
         self.started = True
 
-    def _spawn(self):
+    def backend_info(self) -> dict[str, Any]:
+        return {"backend": "ray", "actors": len(self.actors), "workers_per_actor": self._per_actor,
+                "nodes": sorted(set(self.nodes)), "actor_restarts": self.restarts}
+
+    def _spawn(self, i: int):
+        """Actor ``i``, on node ``i`` mod the cluster's live nodes (round robin; asked again at
+        every spawn, so a replacement goes to a node that is up). A hard affinity: Ray's soft one
+        and SPREAD both left every actor on the head of a two-node cluster."""
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
         cfg = dataclasses.asdict(self.config)
         workers = self.config.workers or 2 * (os.cpu_count() or 1)
+        nodes = sorted(n["NodeID"] for n in self._ray.nodes() if n.get("Alive"))
+        where = NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False) if nodes else "SPREAD"
         return self._remote.options(num_cpus=0, max_concurrency=IN_FLIGHT * workers + 2,
-                                    scheduling_strategy="SPREAD").remote(cfg)
+                                    scheduling_strategy=where).remote(cfg)
 
     def _pick(self) -> tuple[int, Any]:
         with self._lock:
@@ -129,7 +140,7 @@ class RayExecutor(Executor):
                 self._ray.kill(dead)
             except Exception:  # noqa: BLE001 - it is gone either way
                 pass
-            self.actors[i] = self._spawn()
+            self.actors[i] = self._spawn(i)
             self.restarts += 1
 
     def _dispatch(self, job: dict, frame: dict, cancel: threading.Event | None = None) -> dict[str, Any]:

@@ -10,7 +10,7 @@ load only what they need: a smaller process forks faster.
 
 from __future__ import annotations
 
-import importlib
+from coderl import lazy_exports
 
 _EXPORTS = {
     "COMPILE_ERROR": "outcome", "RUNTIME_ERROR": "outcome", "FAILED": "outcome", "PASSED": "outcome",
@@ -18,9 +18,4 @@ _EXPORTS = {
     "ExecConfig": "exec_config", "Executor": "pool", "Limits": "exec_config", "execute": "stage",
 }
 __all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str):
-    if name in _EXPORTS:
-        return getattr(importlib.import_module(f"coderl.execution.{_EXPORTS[name]}"), name)
-    raise AttributeError(f"module 'coderl.execution' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _EXPORTS)

@@ -149,17 +149,11 @@ class Child:
             except wire.ProtocolError:
                 return
             self.seq = req.get("seq")
-            op = req.get("op")
-            if op == "call":
-                self.call(req)
-            elif op == "eq":
-                self.eq(req)
-            elif op == "exec":
-                self.exec_setup(req)
-            elif op == "stdio":
-                self.stdio(req)
-            else:
+            ops = {"call": self.call, "eq": self.eq, "exec": self.exec_setup, "stdio": self.stdio}
+            handler = ops.get(req.get("op"))
+            if handler is None:
                 return
+            handler(req)
 
     def resolve(self, target: Any) -> Any:
         if isinstance(target, int):

@@ -11,6 +11,7 @@ in a one-element list also matches its element.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
@@ -52,11 +53,9 @@ def stdio_equal(output: str, expected: str | list[str]) -> bool:
     if lines == exp_lines:
         return True
     # 3. float tolerance, line by line
-    try:
+    with contextlib.suppress(ValueError):
         if _allclose([float(l) for l in lines], [float(e) for e in exp_lines]):
             return True
-    except ValueError:
-        pass
     # 4. set of per-line word sets (order of lines and of words ignored)
     out_sets = [set(l.split()) for l in lines]
     out_sets = [s for s in out_sets if s]
@@ -76,21 +75,17 @@ def normalise_call_inputs(args: Any) -> list[Any]:
     if not isinstance(args, list):
         args = [args]
     if args and isinstance(args[0], dict):
-        try:
+        with contextlib.suppress(TypeError, ValueError):
             return [{int(k): v for k, v in args[0].items()}]
-        except (TypeError, ValueError):
-            pass
     return args
 
 
 def normalise_call_output(expected: Any) -> Any:
-    try:
+    with contextlib.suppress(TypeError, ValueError):
         if isinstance(expected, dict):
             return [{int(k): v for k, v in expected.items()}]
         if isinstance(expected, list) and expected and isinstance(expected[0], dict):
             return [{int(k): v for k, v in expected[0].items()}]
-    except (TypeError, ValueError):
-        pass
     return expected
 
 

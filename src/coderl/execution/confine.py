@@ -3,6 +3,7 @@ process stays small, and a small process forks fast). See ``sandbox.py`` for the
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import resource
@@ -22,6 +23,14 @@ def prctl(option: int, arg: int) -> bool:
 
 def can_drop_uid() -> bool:
     return os.geteuid() == 0
+
+
+def namespace(name: str) -> str | None:
+    """This process's ``name`` namespace (``pid``, ``net``, ``mnt``), as /proc names it."""
+    try:
+        return os.readlink(f"/proc/self/ns/{name}")
+    except OSError:
+        return None
 
 
 def prepare_worker(workdir: str, uid: int | None) -> None:
@@ -75,10 +84,8 @@ def apply_limits(limits: dict, uid_dropped: bool) -> None:
                        (resource.RLIMIT_NPROC, limits["max_procs"] if uid_dropped else -1)):
         if value < 0:
             continue
-        try:
+        with contextlib.suppress(ValueError, OSError):
             resource.setrlimit(res, (value, value))
-        except (ValueError, OSError):
-            pass
 
 
 def reap_uid(uid: int | None, pgid: int | None, timeout: float | None = None) -> None:
@@ -86,10 +93,8 @@ def reap_uid(uid: int | None, pgid: int | None, timeout: float | None = None) ->
     ``timeout``: wait at most that long for the (forked) uid reaper, SIGKILLing it at the end."""
     if pgid is not None:  # the group, and the process itself should it not have made its group yet
         for kill in (os.killpg, os.kill):
-            try:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
                 kill(pgid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
     if uid is None:
         return
     pid = os.fork()
@@ -105,25 +110,22 @@ def reap_uid(uid: int | None, pgid: int | None, timeout: float | None = None) ->
     if timeout is None:
         os.waitpid(pid, 0)
         return
+    if _reaped(pid, timeout):
+        return
+    with contextlib.suppress(OSError):  # wedged (it never should be): kill it, reap it if quick
+        os.kill(pid, signal.SIGKILL)
+    _reaped(pid, 0.5)
+
+
+def _reaped(pid: int, timeout: float) -> bool:
+    """Poll for ``pid``'s exit (reaping it) for ``timeout`` seconds, at least once."""
     end = time.monotonic() + timeout
     while True:
         try:
             if os.waitpid(pid, os.WNOHANG)[0]:
-                return
+                return True
         except ChildProcessError:
-            return
+            return True
         if time.monotonic() >= end:
-            break
-        time.sleep(0.005)
-    try:  # wedged (it never should be): kill it, reap it if that is quick, else leave the zombie
-        os.kill(pid, signal.SIGKILL)
-    except OSError:
-        pass
-    end = time.monotonic() + 0.5
-    while time.monotonic() < end:
-        try:
-            if os.waitpid(pid, os.WNOHANG)[0]:
-                return
-        except ChildProcessError:
-            return
+            return False
         time.sleep(0.005)

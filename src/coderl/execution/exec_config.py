@@ -1,9 +1,7 @@
 """The ``execute`` stage's config (beside ``stage.py``): every option of ``coderl execute``.
 
 ``ExecConfig`` (the engine and the stage) and its nested ``Limits`` (the rlimits of each program)
-are validated when built: a value of the wrong type (``timeout: "4s"``, ``workers: "two"``) or out
-of range fails at once with a ``coderl.config.ConfigError`` naming the key (``execution.timeout``,
-``execution.limits.memory_mb``), before any program runs. Defaults live here only.
+are validated when built (:func:`coderl.config.validate`), before any program runs.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ protocol, ``verdicts.py`` for how each problem kind's verdict is decided, ``sand
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import itertools
@@ -32,6 +33,7 @@ from coderl.execution import calibration
 from coderl.execution.cache import ResultCache
 from coderl.execution.exec_config import ExecConfig
 from coderl.execution.outcome import Result
+from coderl.problems.schema import Problem
 
 # bumped whenever a verdict can change for the same program and tests (2: a program that forks no
 # longer has its harness copies answer for it; replies carry their request's seq)
@@ -58,10 +60,7 @@ def select_tests(problem: Any, which: str) -> dict[str, Any]:
     return problem.tests if which == "hidden" else problem.example_tests
 
 
-def count_tests(tests: dict[str, Any], kind: str) -> int:
-    if kind in ("stdio", "call"):
-        return len(tests.get("inputs", []))
-    return len(tests.get("asserts", [])) + (1 if tests.get("check") else 0)
+count_tests = Problem.count_tests
 
 
 _ENGINE_IDS = itertools.count()
@@ -106,10 +105,8 @@ class _Worker:
         """Close the worker's stdin (it exits on EOF), wait ``wait`` s for it, else kill it."""
         if self.proc is None:
             return
-        try:
+        with contextlib.suppress(OSError):
             self.proc.stdin.close()
-        except OSError:
-            pass
         try:
             self.proc.wait(timeout=wait)
         except subprocess.TimeoutExpired:
@@ -127,10 +124,8 @@ class _Worker:
         end = time.monotonic() + timeout
         while proc.returncode is None:  # (a reaped pid is never signalled: it may be reused)
             for kill in (os.killpg, os.kill):
-                try:
+                with contextlib.suppress(OSError):
                     kill(proc.pid, signal.SIGKILL)
-                except OSError:
-                    pass
             try:
                 proc.wait(timeout=max(0.01, min(0.25, end - time.monotonic())))
             except subprocess.TimeoutExpired:
@@ -147,10 +142,8 @@ class _Worker:
                 if not victims:
                     break
                 for pid in victims:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
                 time.sleep(0.01)
         if self.hello.get("uid") is not None:
             from coderl.execution import confine
@@ -220,10 +213,8 @@ def _engine_failure(message: str) -> dict[str, Any]:
 
 def _close_fds(*fds: int) -> None:
     for fd in fds:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 def _stop_workers(workers: list[_Worker], wait: float = 2.0) -> None:
@@ -314,10 +305,8 @@ class Executor:
         waiting raise ``Aborted`` (never a verdict). ``close`` still follows. Bounded: no wait in
         here (or in ``parallel``'s abort path) is without a timeout."""
         self.aborted = True
-        try:
+        with contextlib.suppress(OSError):
             os.write(self._wake_w, b"!")  # readers waiting for a reply return at once
-        except OSError:
-            pass
         end = time.monotonic() + KILL_WAIT
         for w in self._workers:
             w.kill(timeout=max(0.2, end - time.monotonic()))
@@ -390,15 +379,10 @@ class Executor:
             self.calibration = None
 
     def _describe(self) -> None:
+        from coderl.execution.confine import namespace as own
+
         w = self._workers[0]
         h = w.hello
-
-        def own(name: str) -> str | None:
-            try:
-                return os.readlink(f"/proc/self/ns/{name}")
-            except OSError:
-                return None
-
         self.guards = {
             "bwrap": w.isolation == "bwrap",
             "pid_namespace": bool(h.get("pid_ns")) and h.get("pid_ns") != own("pid"),
@@ -525,6 +509,10 @@ class Executor:
             self.calibration_counts["no_passing_gold"] += 1
         else:
             self.calibration_counts["measured" if measured else "from_cache"] += 1
+
+    def backend_info(self) -> dict[str, Any]:
+        """Where programs ran (for summaries)."""
+        return {"backend": "local", "workers": self.worker_count}
 
     def time_limit_summary(self) -> dict[str, Any]:
         """For a stage summary: the mode and, when calibrated, how the problems' limits came about."""

@@ -27,6 +27,7 @@ untrusted code runs:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -157,10 +158,8 @@ class Cgroup:
     def join(self) -> None:
         """Move the calling process into the groups (used as a preexec_fn before exec)."""
         for p in self.paths:
-            try:
+            with contextlib.suppress(OSError):
                 (p / "cgroup.procs").write_text(str(os.getpid()))
-            except OSError:
-                pass
 
     def remove(self) -> None:
         for p in self.paths:

@@ -64,7 +64,6 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
         lock = threading.Lock()
         hidden: dict[tuple[str, int], Result] = {}
         example: dict[tuple[str, int], bool] = {}
-        remaining = {pid: 0 for pid, _ in groups}
         tasks = []
         for pid, group in groups:
             problem = by_id[pid]
@@ -72,8 +71,7 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
                 tasks.append((pid, s, "hidden"))
                 if problem.example_tests and problem.num_example_tests:
                     tasks.append((pid, s, "example"))
-        for pid, _, _ in tasks:
-            remaining[pid] += 1
+        remaining = Counter(pid for pid, _, _ in tasks)
         group_of = dict(groups)
 
         def task(t: tuple[str, dict, str]) -> None:
@@ -110,6 +108,7 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
         lookups = (ex.cache.hits + ex.cache.misses) if ex.cache is not None else 0
         isolation = ex.isolation
         time_limit = ex.time_limit_summary()
+        backend = ex.backend_info()
     seconds = time.monotonic() - start
     executed = sum(counts.values())
     summary = {
@@ -120,7 +119,7 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
         "cache": {"enabled": config.cache_path is not None, "hits": hits, "lookups": lookups,
                   "hit_rate": hits / lookups if lookups else 0.0},
         "seconds": round(seconds, 3), "programs_per_second": round(executed / seconds, 1) if seconds > 0 else 0.0,
-        "isolation": isolation, "time_limit": time_limit, "results": str(results_path),
+        "isolation": isolation, "time_limit": time_limit, "backend": backend, "results": str(results_path),
     }
     atomic_write_text(str(results_path) + ".summary.json", json.dumps(summary, indent=2) + "\n")
     return summary

@@ -20,6 +20,7 @@ just sent (malformed, out of turn, missing) is a runtime error whose ``detail`` 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import signal
 import time
@@ -33,6 +34,13 @@ _DETAILS = {"memory": oc.MEMORY, "output_limit": oc.OUTPUT_LIMIT, "recursion": N
 
 def _detail(value: Any) -> str | None:
     return _DETAILS.get(value) if isinstance(value, str) else None
+
+
+def _error_info(reply: dict[str, Any]) -> tuple[dict[str, Any], str | None]:
+    """A child's error report, made plain data: (type, message, line) and its ``detail``."""
+    raw = reply.get("error") if isinstance(reply.get("error"), dict) else {}
+    return ({"type": str(raw.get("type", "Exception"))[:100], "message": str(raw.get("message", ""))[:2000],
+             "line": raw.get("line") if isinstance(raw.get("line"), int) else None}, _detail(raw.get("detail")))
 
 
 GRACE = 0.25  # seconds on top of a per-test timeout for the round trip (stdio: the fork)
@@ -80,13 +88,8 @@ class Channel:
             self.broken = True
             raise RemoteError(_out_of_turn(reply.get("seq"), self.seq), oc.PROTOCOL)
         if not reply["ok"]:
-            info = reply.get("error") if isinstance(reply.get("error"), dict) else {}
-            info = {"type": str(info.get("type", "Exception"))[:100], "message": str(info.get("message", ""))[:2000],
-                    "line": info.get("line") if isinstance(info.get("line"), int) else None,
-                    "detail": _detail(info.get("detail"))}
-            err = RemoteError(info, _detail(info["detail"]))
-            err.stage = reply.get("stage")
-            raise err
+            info, detail = _error_info(reply)
+            raise _staged(RemoteError({**info, "detail": detail}, detail), reply.get("stage"))
         return reply
 
     def value(self, reply: dict[str, Any]) -> Any:
@@ -179,7 +182,7 @@ def judge(job: dict[str, Any], tests: dict[str, Any], ch: Channel) -> dict[str, 
             if not record(compare.call_equal(value, expected)):
                 break
     else:
-        assert_tests(ch, names, tests, timeout, record, res)
+        assert_tests(ch, names, tests, timeout, record)
     res["outcome"] = oc.aggregate(per_test) if per_test else oc.RUNTIME_ERROR
     return res
 
@@ -198,12 +201,8 @@ def load(ch: Channel) -> dict[str, Any]:
     if reply.get("seq") != 0:
         raise _staged(RemoteError(_out_of_turn(reply.get("seq"), 0), oc.PROTOCOL), "protocol")
     if not reply["ok"]:
-        info = reply.get("error") if isinstance(reply.get("error"), dict) else {}
-        info = {"type": str(info.get("type", "Exception"))[:100], "message": str(info.get("message", ""))[:2000],
-                "line": info.get("line") if isinstance(info.get("line"), int) else None}
         stage = reply.get("stage")
-        detail = _detail(reply["error"].get("detail") if isinstance(reply.get("error"), dict) else None)
-        raise _staged(RemoteError(info, detail), stage if stage in ("compile", "load", "exit") else "protocol")
+        raise _staged(RemoteError(*_error_info(reply)), stage if stage in ("compile", "load", "exit") else "protocol")
     names = reply.get("names", {})
     return names if isinstance(names, dict) else {}
 
@@ -231,16 +230,13 @@ def stdio_test(ch: Channel, inp: str, expected: Any, timeout: float, res: dict, 
         return -1, RemoteError({"type": "ExitStatus", "message": f"exit status {status}",  # no exception
                                 "line": None}, oc.EXITED)
     if status not in (0, None) or r.get("error"):
-        info = r.get("error") if isinstance(r.get("error"), dict) else {}
-        info = {"type": str(info.get("type", "Exception"))[:100], "message": str(info.get("message", ""))[:2000],
-                "line": info.get("line") if isinstance(info.get("line"), int) else None}
-        return -1, RemoteError(info, _detail(r["error"].get("detail") if isinstance(r.get("error"), dict) else None))
+        return -1, RemoteError(*_error_info(r))
     if r.get("truncated"):
         return -1, RemoteError({"type": "OutputLimit", "message": "output limit exceeded"}, oc.OUTPUT_LIMIT)
     return compare.stdio_equal(stdout, expected), None
 
 
-def assert_tests(ch: Channel, names: dict, tests: dict, timeout: float, record, res: dict) -> None:
+def assert_tests(ch: Channel, names: dict, tests: dict, timeout: float, record) -> None:
     namespace: dict[str, Any] = {"__name__": "__test__"}
 
     def bind(names: dict) -> None:
@@ -250,10 +246,8 @@ def assert_tests(ch: Channel, names: dict, tests: dict, timeout: float, record, 
             if spec.get("call"):
                 namespace[name] = Proxy(ch, name, name)
             elif "value" in spec:
-                try:
+                with contextlib.suppress(wire.ProtocolError):
                     namespace[name] = wire.decode(spec["value"], channel=ch)
-                except wire.ProtocolError:
-                    pass
 
     bind(names)
     statements: list[tuple[str, str]] = []

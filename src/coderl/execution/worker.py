@@ -1,24 +1,20 @@
 """A warm worker: one long-lived (sandboxed) Python process that runs programs one at a time.
 
-For each program it uses a confined child forked *ahead of time* (``spawn``, right after the
-previous program was cleaned up, so the fork is off the critical path) by its fork server
-(``zygote.py``: the worker itself then shares no memory with a running child). The child receives the
-program over its pipe; the expected outputs never reach it: the worker reads them only after the
-fork, and ``verdicts.judge`` decides every verdict here, on decoded plain data (this file is the
-process's lifecycle: protocol loop, fork server, pipes, cleanup; ``verdicts.py`` the decisions per
-problem kind).
+For each program it uses a confined child forked *ahead of time* (``spawn``, off the critical
+path) by its fork server (``zygote.py``). The child receives the program over its pipe; the
+expected outputs never reach it: the worker reads them only after the fork, and
+``verdicts.judge`` decides every verdict here, on decoded plain data. Cleanup (``finish``, after
+the result is sent): reap the child, kill everything its uid left running when the pids cgroup
+shows extra processes, reap orphans (the worker is a child subreaper), empty the private
+directory, fork the next child.
 
-Cleanup (``finish``, after the result is sent): reap the child (through the zygote), kill everything
-its uid left running when the worker's pids cgroup shows extra processes, reap orphans (the worker
-is a child subreaper), empty the private directory, fork the next child.
-
-Protocol with the engine (stdin/stdout of this process, ``wire`` frames): a ``hello`` frame on
-start; then per program a ``job`` frame (program, limits), a ``tests`` frame, and one ``result``
-frame back. EOF on stdin ends the worker.
+Protocol with the engine (stdin/stdout, ``wire`` frames): a ``hello`` frame on start; then per
+program a ``job`` frame, a ``tests`` frame, and one ``result`` frame back. EOF on stdin ends it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import functools
 import gc
@@ -238,10 +234,8 @@ class Worker:
                 if e.is_dir(follow_symlinks=False):
                     _rmtree(e.path)
                 else:
-                    try:
+                    with contextlib.suppress(OSError):
                         os.unlink(e.path)
-                    except OSError:
-                        pass
         self.pending = None
         if self.spare is None:
             self.spawn()
@@ -265,10 +259,8 @@ class Worker:
             except (OSError, ValueError):
                 victims = []
             for pid in victims:
-                try:
+                with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-                except OSError:
-                    pass
             _reap_zombies()
             if not victims:
                 return
@@ -288,19 +280,13 @@ def _rmtree(path: str) -> None:
     """shutil.rmtree without importing shutil (and its compression modules) into the worker."""
     for top, dirs, files in os.walk(path, topdown=False):
         for name in files + [d for d in dirs if os.path.islink(os.path.join(top, d))]:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(os.path.join(top, name))
-            except OSError:
-                pass
         for name in dirs:
-            try:
+            with contextlib.suppress(OSError):
                 os.rmdir(os.path.join(top, name))
-            except OSError:
-                pass
-    try:
+    with contextlib.suppress(OSError):
         os.rmdir(path)
-    except OSError:
-        pass
 
 
 def _tail(fd: int, limit: int = oc.MAX_TEXT) -> str:
@@ -314,12 +300,7 @@ def _tail(fd: int, limit: int = oc.MAX_TEXT) -> str:
 
 
 def probe() -> dict[str, Any]:
-    def ns(name: str) -> str | None:
-        try:
-            return os.readlink(f"/proc/self/ns/{name}")
-        except OSError:
-            return None
-
+    ns = confine.namespace
     return {"op": "hello", "pid": os.getpid(), "uid_drop": confine.can_drop_uid(),
             "pid_ns": ns("pid"), "net_ns": ns("net"), "mnt_ns": ns("mnt"),
             "subreaper": confine.prctl(confine.PR_SET_CHILD_SUBREAPER, 1)}

@@ -1,12 +1,9 @@
 """The worker's fork server ("zygote"): the process that forks the confined children.
 
-Why: a child is forked ahead of time, so one is always alive, and a forked child shares its
-parent's memory copy-on-write. When the worker forked the children itself, every page its own
-Python code wrote while the child lived (reference counts, frames, buffers) was copied again for
-each program: ~290 page faults, a third of the worker's CPU per program. The zygote is forked from
-the worker once, after warm-up, and its loop is tiny (receive a request, fork, answer), so it
-touches few pages; the worker shares no memory with any running child, and after its first
-programs each page it writes is its own.
+Why: a forked child shares its parent's memory copy-on-write, so every page the worker's own
+Python wrote while a child lived was copied again per program (~290 page faults, a third of the
+worker's CPU). The zygote is forked from the worker once, after warm-up, and its loop is tiny, so
+it touches few pages.
 
 Protocol (a SOCK_SEQPACKET pair, one datagram per message, the worker asks, the zygote answers):
 
@@ -17,8 +14,7 @@ Protocol (a SOCK_SEQPACKET pair, one datagram per message, the worker asks, the 
 
 The worker still kills the children itself (by process group: their pids stay reserved until it
 asks the zygote to wait). The zygote is no subreaper: what a program leaves behind is re-parented
-to the worker, which reaps it and kills whatever the program left running. Its pid counts in the
-worker's pids-cgroup baseline.
+to the worker, which reaps it and kills it. Its pid counts in the worker's pids-cgroup baseline.
 """
 
 from __future__ import annotations
