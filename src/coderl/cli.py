@@ -288,14 +288,12 @@ def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. conf
     those the recipe has sections for); resumable, stale stages redone."""
     from .pipeline import load_config, parse_overrides, run_pipeline
 
-    try:
+    def work():
         cfg = load_config(config, parse_overrides(set_ or []))
         run_pipeline(cfg, echo=lambda s: console.print(s, highlight=False), start=start, until=until,
                      fresh=fresh)
-    except KeyboardInterrupt:
-        fail("interrupted: what the stages wrote is kept; rerun the same command to resume", code=130)
-    except _user_errors() as e:
-        fail(_message(e))
+
+    _guarded(work, "what the stages wrote is kept; rerun the same command to resume")
 
 
 # -- `coderl serve-executor`: the sandboxed executor as an HTTP service (coderl.serve) -----------

@@ -76,9 +76,7 @@ def config_params(cls: type, path: tuple[str, ...] = ()) -> list[tuple[inspect.P
             help_text += f" One of: {', '.join(map(str, meta['choices']))}."
         help_text += f" (default: {_default_text(f)})"
         ptype = _plain_type(tp)
-        decls = [flag]
-        if tp is bool:
-            decls = [f"{flag}/--no-{flag[2:]}"]
+        decls = [f"{flag}/--no-{flag[2:]}" if tp is bool else flag]
         name = "_".join(path + (f.name,))
         extra = {}
         if typing.get_origin(typing.get_args(ptype)[0]) is list:

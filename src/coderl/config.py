@@ -134,9 +134,7 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
     try:
         return cls(**data)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}") from None
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError) as e:  # ConfigError included
         raise ConfigError(f"{where}: {e}") from None
 
 

@@ -1,9 +1,6 @@
-"""JSONL records on disk: the interchange format between stages.
-
-* ``read_jsonl`` yields dicts and names the file and line of any malformed record.
-* ``JsonlAppender`` appends records and flushes each one, so a killed stage loses nothing already
-  written; ``read_jsonl(..., tolerate_torn_tail=True)`` drops a half-written last line left by a kill.
-* ``atomic_write_text`` / ``write_jsonl`` write final files via a temp file + rename.
+"""JSONL records on disk, the interchange format between stages: read naming the file and line
+of a malformed record, appended one flushed line at a time (a killed stage loses nothing
+written), and final files written atomically (a temp file + rename).
 """
 
 from __future__ import annotations
@@ -118,8 +115,7 @@ class JsonlAppender:
             _truncate_torn_tail(self.path)
 
     def write(self, record: dict) -> None:
-        self._f.write(json.dumps(record, ensure_ascii=False) + "\n")
-        self._f.flush()
+        self.write_many([record])
 
     def write_many(self, records: Iterable[dict]) -> None:
         self._f.write("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records))

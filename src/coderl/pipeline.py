@@ -2,20 +2,11 @@
 
     coderl pipeline configs/mbpp_smollm2_eval_cpu.yaml [--from execute] [--until evaluate] [--fresh]
 
-A config has a ``name`` and one section per stage; every key maps to a field of that stage's
-config dataclass (validated before any work starts, naming the key)::
-
-    name: mbpp_smollm2_eval_cpu
-    problems:   {source: mbpp, split: test, start: 0, end: 40}      # ProblemsConfig
-    generation: {model: default, num_seqs: 5, temperature: 0.8}    # GenerationConfig
-    execution:  {timeout: 4}                                       # ExecConfig
-    evaluation: {ks: [1, 5]}                                       # EvalConfig
-
-:data:`STAGES` is the table (one :class:`~coderl.stage.Stage` per row): the pipeline's order,
-``--from`` / ``--until``, and the CLI's stage verbs all come from it; whether a stage runs, is
-skipped, resumes, is redone (stale inputs, ``--fresh``) or is refused (other settings) is the
-contract's one rule (:func:`coderl.stage.run_stage`). A new stage is one config file, one stage
-module and one row.
+A config has a ``name`` and one section per stage, each key a field of that stage's config
+dataclass (validated before any work starts). :data:`STAGES` is the table (ARCHITECTURE.md, "The
+stage table"): the pipeline's order, ``--from`` / ``--until`` and the CLI's stage verbs come from
+it; whether a stage runs is :func:`coderl.stage.run_stage`'s rule. A new stage is one config
+file, one stage module and one row.
 """
 
 from __future__ import annotations

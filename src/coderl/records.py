@@ -1,17 +1,12 @@
 """One reader and one writer per record type: the contract between stages (ARCHITECTURE.md, "Records").
 
-* ``Sample`` (``samples.jsonl``): :func:`read_samples` / :func:`sample_writer`;
-* ``Result`` (``results.jsonl``): :func:`read_results` / :func:`result_writer`;
-* critic scores live beside the samples (``coderl.critic.scores``);
-* :func:`join`: results joined to their samples, each result checked to be the verdict of its
-  sample's program (``program_hash``).
-
 Readers validate every record (required fields and their types, allowed values) and raise
 ``RecordError`` naming the file, the line and what is wrong. A second record for the same
 ``(problem_id, index)`` is an error (two runs wrote into one file, or a file was concatenated):
 the message names both lines. ``problems`` (ids) makes a reader reject records of problems
 outside the selection. Writers append one flushed line per record under an exclusive lock, so
-two processes can never interleave records in one file.
+two processes can never interleave records in one file. :func:`join` is the one way results meet
+their samples.
 """
 
 from __future__ import annotations

@@ -1,32 +1,13 @@
-"""coderl's execution reward for other trainers: TRL's reward functions and veRL's ``compute_score``.
+"""coderl's execution reward for other trainers: TRL's reward functions and veRL's ``compute_score``
+(usage with ``GRPOTrainer`` and veRL's ``custom_reward_function``: README.md).
 
 Programs are extracted from the model's text the way coderl's own pipeline does
 (:func:`coderl.models.extract.extract_program`) and run in coderl's sandbox — in this process
 (warm sandboxed workers, started on first use) or on a ``coderl serve-executor`` (``url=``,
 ``token=``). Rewards: CodeRL's table (``"coderl"``: compile error -1, runtime error -0.6, failed
 -0.3, passed +1), RLTF's partial credit (``"rltf"``), ``"pass_fail"`` (1 / 0), a
-:class:`coderl.execution.Rewards`, or any ``Result -> float`` callable.
-
-**TRL** (``GRPOTrainer``)::
-
-    from coderl.problems import load_problems
-    from coderl.rewards import for_trl, to_dataset
-
-    problems = load_problems("mbpp", split="train")
-    trainer = GRPOTrainer(model=..., reward_funcs=for_trl(problems),
-                          train_dataset=to_dataset(problems, prompt_style="conversational"), ...)
-
-**veRL** (``custom_reward_function``): rows whose ``reward_model.ground_truth`` is
-``verl_ground_truth(problem)`` (:func:`to_verl_rows` writes whole rows), then::
-
-    custom_reward_function.path=pkg://coderl.rewards      # veRL that loads pkg:// paths; older veRL:
-    #   custom_reward_function.path=$(python -c "import coderl.rewards as r; print(r.__file__)")
-    custom_reward_function.name=compute_score
-    +custom_reward_function.reward_kwargs.url=http://127.0.0.1:8000   # optional: a serve-executor
-    # recent veRL: the same keys under reward.custom_reward_function.*; with the batch reward
-    # manager (reward_model.reward_manager=batch) use name=compute_score_batch: one parallel run
-
-The module imports only absolute names, so loading it by file path works too.
+:class:`coderl.execution.Rewards`, or any ``Result -> float`` callable. The module imports only
+absolute names, so loading it by file path (older veRL) works too.
 
 ``ground_truth`` is one of: a JSON object (or dict) of coderl test fields — ``kind`` and ``tests``
 required, ``entry_point``, ``prompt`` (HumanEval: the prompt the answer completes), ``source``

@@ -143,12 +143,6 @@ def write_meta(box: str | Path, stage: str, fingerprint: dict[str, Any], *, comp
     atomic_write_text(meta_path(box), json.dumps(data, indent=1, default=str) + "\n")
 
 
-def is_complete(box: str | Path, fingerprint: dict[str, Any]) -> bool:
-    meta = read_meta(box)
-    return bool(meta and meta.get("complete") and meta.get("fingerprint") == fingerprint
-                and box_exists(Path(box)))
-
-
 def recorded_selection(box: str | Path) -> dict[str, Any] | None:
     """The problem selection (a ProblemsConfig as a dict) recorded beside ``box``."""
     meta = read_meta(box)

@@ -1,34 +1,7 @@
-"""The stage contract: what every stage declares, and the one rule that decides whether it runs.
-
-A stage is one row of :data:`coderl.pipeline.STAGES` (a :class:`Stage`: its name, its config
-section and class, the module that runs it, the boxes it reads and writes) and one module that
-exports::
-
-    run(problems, run: RunDir, cfg, ctx: StageContext) -> summary dict
-    stage_fingerprint(problems, run, cfg, ctx) -> dict  # optional; default: default_fingerprint
-    reads(cfg) -> tuple[str, ...]                     # optional; default: the row's reads
-    inputs(problems, run, cfg, ctx) -> dict[str, str] # optional: inputs that are not boxes (models)
-
-:func:`run_stage` is the only caller of a stage's ``run``: the pipeline and the CLI verbs both go
-through it, so every box follows one rule, training directories included. Before the stage runs,
-each box it writes is in one of these states (:func:`box_state`):
-
-* ``new``: not there -> run;
-* ``complete``: complete flag set, the same fingerprint, and the same inputs (the stamps of the
-  boxes it read, recorded when it was written) -> skipped;
-* ``resume``: there, incomplete, the same settings -> run (the stage resumes what it finds); also
-  when only a setting the row lists in ``grows`` changed (a larger ``max_steps`` continues a
-  finished training run);
-* ``stale``: the same settings but a box it read was rewritten since (a retrained critic, new
-  samples) -> deleted and redone, and so, in turn, is everything downstream (a row marked
-  ``incremental`` is run without deleting: it redoes only what changed, as ``execute`` re-runs
-  only the programs whose results are stale);
-* ``changed``: other settings -> refused with the differing keys and the way to start fresh, or
-  redone where the user asked for it (``--fresh``).
-
-The contract writes each box's sidecar ``<box>.meta.json`` (:mod:`coderl.rundir`): incomplete
-before the stage runs, complete with a fresh *stamp* after it returns. A box's stamp is what its
-readers record as their input, so a rewritten box makes its readers stale by construction.
+"""The stage contract (ARCHITECTURE.md, "The contract"): what every stage declares, and the one
+rule (:func:`box_state`: new / complete / resume / stale / changed) that decides whether it runs.
+:func:`run_stage` is the only caller of a stage's ``run``; it writes each box's sidecar
+(:mod:`coderl.rundir`), whose fresh *stamp* makes the box's readers stale when it is rewritten.
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
 """coderl.critic: predict a program's test outcome from problem + program, token by token.
 
-    from coderl.critic import CriticConfig, train_critic, ScoreConfig, score, read_scores
-
-    train_critic(problems, run_dir, CriticConfig(num_classes=2), samples_path=..., results_path=...)
-    score(problems, run_dir, ScoreConfig(), samples_path=..., results_path=...)
-    scores = read_scores(run_dir / SCORES_FILE)          # {(problem_id, index): SampleScores}
-
-Modules: ``data`` (training data: join, gold, split), ``model`` (CriticModel), ``critic_config`` +
-``critic_trainer`` (the ``train-critic`` stage) with ``critic_task`` (what the shared
-``coderl.training.engine.Trainer`` needs of a critic) and ``feature_cache`` (head mode's cached
-hidden states), ``score_config`` + ``scoring`` (the ``critic-score`` stage), ``scores`` (the
-CriticScores record), ``features`` (the feature baseline), ``metrics``.
+Stages ``train-critic`` (``critic_trainer``) and ``critic-score`` (``scoring``); see ARCHITECTURE.md.
 """
+
+from coderl import lazy_exports
 
 from .critic_config import CriticConfig
 from .score_config import ScoreConfig
@@ -27,14 +19,5 @@ _LAZY = {
     "write_scores": "scores",
     "score": "scoring", "rank_by_critic": "scoring",
 }
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
+__getattr__ = lazy_exports(__name__, _LAZY)
 __all__ = ["CriticConfig", "ScoreConfig", *_LAZY]

@@ -1,8 +1,7 @@
 """The critic as the Trainer trains it: :class:`CriticTask`, what the ``train-critic`` stage
 supplies to :class:`coderl.training.engine.Trainer`.
 
-* **Model**: backbone + head (:class:`~coderl.critic.model.CriticModel`); mode ``head`` trains the
-  head alone on hidden states cached once (:mod:`coderl.critic.feature_cache`).
+* **Model**: :class:`~coderl.critic.model.CriticModel` (mode ``head``: on cached hidden states).
 * **Loss step**: the program tokens' logits max-pooled, cross-entropy with the outcome class.
 * **Validation** at every epoch's end: held-out metrics on validation (and test); the score picks
   the best by AUROC (ties: lower loss), by loss, or the last; the best critic goes to

@@ -1,16 +1,9 @@
 """The ``train-critic`` stage: samples + results -> a critic in ``<run>/critic/``.
 
-    summary = train_critic(problems, run_dir, CriticConfig(num_classes=2),
-                           samples_path=run_dir / "samples.jsonl",
-                           results_path=run_dir / "results.jsonl")
-
-The data is :mod:`coderl.critic.data`'s (samples joined with results, gold programs, split by
-problem; written to ``critic/data.jsonl``), the model, loss step, validation and summary
-:class:`~coderl.critic.critic_task.CriticTask`'s, and the loop, checkpoints
-(``critic/checkpoints/step-NNNNNN/``), resume, budget and NaN guard those of
-:class:`coderl.training.engine.Trainer`, as for the actor (steps stay within an epoch). The best
-critic is ``critic/best/``; ``critic/metrics.json`` holds the summary, the history of validations
-and the data's warnings; ``critic/val_predictions.jsonl`` the best epoch's held-out probabilities.
+The data is :mod:`coderl.critic.data`'s (written to ``critic/data.jsonl``), the task
+:class:`~coderl.critic.critic_task.CriticTask`, the loop the shared ``Trainer``'s (steps stay
+within an epoch). The best critic is ``critic/best/``; ``critic/metrics.json`` holds the summary,
+validations and warnings; ``critic/val_predictions.jsonl`` the best epoch's probabilities.
 """
 
 from __future__ import annotations

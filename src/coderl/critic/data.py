@@ -1,11 +1,5 @@
 """The critic's training data: samples joined with their results, gold programs, split by problem.
 
-    data = build_training_data(problems, samples_path, results_path, include_gold=True,
-                               val_fraction=0.15, split_seed=0)
-    data.train, data.validation    # lists of Example (problem_id, index, origin, program, outcome)
-    data.test                      # with test_fraction > 0: problems neither trained on nor
-                                   # used to pick the best epoch (the honest held-out numbers)
-
 * **Join** (:func:`coderl.records.join`): every result needs its sample and every sample its
   result; a mismatch is a ``RecordError`` naming the file and line.
 * **Gold programs**: each problem's ``solutions`` join as ``origin=gold``, labelled ``passed``,

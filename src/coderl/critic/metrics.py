@@ -58,7 +58,6 @@ def bootstrap_auroc_diff(groups: Sequence[str], is_pass: Sequence[int], score_a:
     """AUROC(a) - AUROC(b) on the same examples, with a percentile interval from resampling the
     groups (problems) with replacement: ``resamples`` draws, seeded. Draws with one class only
     are skipped (counted in ``skipped``)."""
-    roc_auc_score = auroc
     y = np.asarray(is_pass, dtype=int)
     a, b = np.asarray(score_a, dtype=np.float64), np.asarray(score_b, dtype=np.float64)
     if not 0 < y.sum() < len(y):
@@ -78,8 +77,8 @@ def bootstrap_auroc_diff(groups: Sequence[str], is_pass: Sequence[int], score_a:
         if not 0 < yy.sum() < len(yy):
             skipped += 1
             continue
-        diffs.append(roc_auc_score(yy, a[idx]) - roc_auc_score(yy, b[idx]))
-    point = float(roc_auc_score(y, a) - roc_auc_score(y, b))
+        diffs.append(auroc(yy, a[idx]) - auroc(yy, b[idx]))
+    point = float(auroc(y, a) - auroc(y, b))
     lo, hi = (np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2]).tolist() if diffs
               else (None, None))
     return {"diff": round(point, 6), "low": None if lo is None else round(float(lo), 6),

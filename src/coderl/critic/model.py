@@ -1,26 +1,17 @@
 """The critic: a backbone plus a head on every program token's hidden state.
 
-    critic = CriticModel.build("default", num_classes=4, mode="head")
-    enc = critic.encode(critic.context(problem), program)      # token ids + character offsets
-    probs, token_probs = critic.score([enc])[0]                # (C,), (n_tokens, C)
-    critic.save_pretrained(path); CriticModel.from_pretrained(path)
-
-* **Causal backbones** (the default): the problem's prompt and the program are concatenated
-  (``context + program``, tokenized apart so the boundary is exact) and only the program's
-  tokens are scored: not the prompt, not padding (left or right).
+* **Causal backbones** (the default): ``context + program`` (tokenized apart so the boundary is
+  exact); only the program's tokens are scored, not the prompt nor padding.
 * **Encoder-decoder backbones** (T5 / CodeT5, the paper's): the problem goes to the encoder, the
-  program to the decoder as ``[decoder_start] + program``; decoder position t (1-based) has read
-  the program's tokens up to w_t, as a causal position does.
-* **Head**: Linear(d, H) -> ReLU -> Linear(H, C) on the last layer's hidden state of each program
-  token (C = 4 outcome classes, or 2: passed / not). Training max-pools the token logits over the
-  program (:func:`masked_max`) into the program's logits.
+  program to the decoder as ``[decoder_start] + program``.
+* **Head**: Linear(d, H) -> ReLU -> Linear(H, C) on each program token's last hidden state;
+  training max-pools the token logits over the program (:func:`masked_max`).
 * **Modes**: ``head`` (frozen backbone, kept in eval mode), ``top`` (the top N layers train),
   ``lora`` (peft adapters), ``full``.
 
-A checkpoint directory holds ``critic_config.json`` (the settings and where the backbone is),
-``critic_head.safetensors`` and the tokenizer; plus ``backbone/`` (a Hugging Face checkpoint,
-modes top/full) or ``adapter/`` (the peft adapter, mode lora). A ``head`` checkpoint refers to
-the unchanged backbone by path (and spec) instead of copying 500 MB.
+A checkpoint holds ``critic_config.json``, ``critic_head.safetensors``, the tokenizer, and
+``backbone/`` (modes top/full) or ``adapter/`` (lora); a ``head`` checkpoint refers to the
+unchanged backbone by path instead of copying it.
 """
 
 from __future__ import annotations
@@ -110,6 +101,20 @@ def critic_context(problem, tokenizer, style: str = "auto", is_encoder_decoder: 
     return text
 
 
+def _pad_rows(rows: list[list[int]], pad: int, side: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """Token id rows padded with ``pad`` on ``side``: ids, attention mask, each row's shift."""
+    L = max(len(r) for r in rows)
+    ids = torch.full((len(rows), L), pad, dtype=torch.long)
+    mask = torch.zeros((len(rows), L), dtype=torch.long)
+    shifts = []
+    for i, r in enumerate(rows):
+        s = L - len(r) if side == "left" else 0
+        ids[i, s:s + len(r)] = torch.tensor(r, dtype=torch.long)
+        mask[i, s:s + len(r)] = 1
+        shifts.append(s)
+    return ids, mask, shifts
+
+
 def _layer_stack(module: nn.Module) -> nn.ModuleList | None:
     for name in ("layers", "h", "blocks", "block", "layer"):
         m = getattr(module, name, None)
@@ -172,44 +177,27 @@ class CriticModel(nn.Module):
 
     def _set_trainable(self) -> None:
         mode = self.settings.mode
-        if mode == "full":
-            for p in self.backbone.parameters():
-                p.requires_grad_(True)
-        elif mode == "lora":
-            pass  # peft froze the base and left the adapters trainable
-        else:
-            for p in self.backbone.parameters():
-                p.requires_grad_(False)
-            if mode == "top":
-                stack = self._decoder_stack()
-                layers = _layer_stack(stack)
-                if layers is None:
-                    raise CriticError(f"{self.settings.backbone_path}: cannot find the layers of "
-                                      f"{type(self.backbone).__name__} to train the top ones; use "
-                                      "mode lora or full")
-                for layer in list(layers)[-self.settings.top_layers:]:
-                    for p in layer.parameters():
-                        p.requires_grad_(True)
-                norm = _final_norm(stack)
-                if norm is not None:
-                    for p in norm.parameters():
-                        p.requires_grad_(True)
-        for p in self.head.parameters():
-            p.requires_grad_(True)
-
-    def _decoder_stack(self) -> nn.Module:
-        if self.is_encoder_decoder:
-            return self.backbone.get_decoder()
-        return self.backbone.base_model
+        if mode != "lora":  # (lora: peft froze the base and left the adapters trainable)
+            self.backbone.requires_grad_(mode == "full")
+        if mode == "top":
+            stack = self.backbone.get_decoder() if self.is_encoder_decoder else self.backbone.base_model
+            layers = _layer_stack(stack)
+            if layers is None:
+                raise CriticError(f"{self.settings.backbone_path}: cannot find the layers of "
+                                  f"{type(self.backbone).__name__} to train the top ones; use "
+                                  "mode lora or full")
+            for layer in list(layers)[-self.settings.top_layers:]:
+                layer.requires_grad_(True)
+            norm = _final_norm(stack)
+            if norm is not None:
+                norm.requires_grad_(True)
+        self.head.requires_grad_(True)
 
     def train(self, mode: bool = True) -> "CriticModel":
         super().train(mode)
         if self.settings.mode == "head":
             self.backbone.eval()  # frozen: no dropout, identical features in every epoch
         return self
-
-    def trainable_parameters(self) -> list[nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
 
     # -- properties -----------------------------------------------------------------------------
     @property
@@ -251,30 +239,17 @@ class CriticModel(nn.Module):
         stream (the causal sequence, or the decoder's)."""
         side = padding_side or self.settings.padding_side
         pad = self.tokenizer.pad_token_id
-
-        def pad_rows(rows: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-            L = max(len(r) for r in rows)
-            ids = torch.full((len(rows), L), pad, dtype=torch.long)
-            mask = torch.zeros((len(rows), L), dtype=torch.long)
-            shifts = []
-            for i, r in enumerate(rows):
-                s = L - len(r) if side == "left" else 0
-                ids[i, s:s + len(r)] = torch.tensor(r, dtype=torch.long)
-                mask[i, s:s + len(r)] = 1
-                shifts.append(s)
-            return ids, mask, shifts
-
         if self.is_encoder_decoder:
-            ids, mask, _ = pad_rows([e.ctx_ids or [self.tokenizer.eos_token_id] for e in items])
+            ids, mask, _ = _pad_rows([e.ctx_ids or [self.tokenizer.eos_token_id] for e in items], pad, side)
             start = self.backbone.config.decoder_start_token_id
             start = pad if start is None else start
-            dec, dmask, shifts = pad_rows([[start] + e.prog_ids for e in items])
+            dec, dmask, shifts = _pad_rows([[start] + e.prog_ids for e in items], pad, side)
             pmask = torch.zeros_like(dmask, dtype=torch.bool)
             for i, (e, s) in enumerate(zip(items, shifts)):
                 pmask[i, s + 1:s + 1 + len(e.prog_ids)] = True
             return {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": dec,
                     "decoder_attention_mask": dmask, "program_mask": pmask}
-        ids, mask, shifts = pad_rows([e.ctx_ids + e.prog_ids for e in items])
+        ids, mask, shifts = _pad_rows([e.ctx_ids + e.prog_ids for e in items], pad, side)
         pmask = torch.zeros_like(mask, dtype=torch.bool)
         for i, (e, s) in enumerate(zip(items, shifts)):
             c = s + len(e.ctx_ids)
@@ -300,10 +275,6 @@ class CriticModel(nn.Module):
         """Token logits ``[B, T, C]`` (meaningful where ``batch["program_mask"]``)."""
         h = self.hidden_states(batch)
         return self.head(h.to(self.head.net[0].weight.dtype))
-
-    def sequence_logits(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The programs' logits ``[B, C]``: token logits max-pooled over the program."""
-        return masked_max(self(batch), batch["program_mask"])
 
     @torch.no_grad()
     def program_hidden(self, items: Sequence[Encoded], *, batch_size: int = 32,
@@ -347,12 +318,8 @@ class CriticModel(nn.Module):
 
     def _shared_prompt_hidden(self, ctx: list[int], progs: list[list[int]]) -> list[torch.Tensor]:
         dev, pad = self.device, self.tokenizer.pad_token_id
-        B, L = len(progs), max(len(p) for p in progs)
-        ids = torch.full((B, L), pad, dtype=torch.long)
-        pmask = torch.zeros((B, L), dtype=torch.long)
-        for i, p in enumerate(progs):
-            ids[i, :len(p)] = torch.tensor(p, dtype=torch.long)
-            pmask[i, :len(p)] = 1
+        ids, pmask, _ = _pad_rows(progs, pad, "right")
+        B, L = ids.shape
         ids, pmask = ids.to(dev), pmask.to(dev)
         if self.is_encoder_decoder:
             cids = torch.tensor([ctx or [self.tokenizer.eos_token_id]], dtype=torch.long, device=dev)

@@ -1,23 +1,16 @@
 """The ``critic-score`` stage: samples (+ results) and a critic -> ``<run>/critic_scores.npz``.
 
-    summary = score(problems, run_dir, ScoreConfig(checkpoint="best"),
-                    samples_path=run_dir / "samples.jsonl", results_path=run_dir / "results.jsonl")
-    scores = read_scores(run_dir / SCORES_FILE)   # coderl.critic.scores
-
-For each sample: the class probabilities (softmax of the max-pooled token logits) and, per
-program token, q̂(w_t) = the probability of the sample's actual outcome (RL's weights; NaN when
-the sample has no result yet) and of ``passed`` (critic sampling), with each token's character
-span in the program. Identical programs of one problem are scored once.
+For each sample: the class probabilities and, per program token, q̂ of its actual outcome and of
+``passed`` (the record: :mod:`coderl.critic.scores`). Identical programs of one problem are
+scored once.
 
 Resumable: scores are written chunk by chunk into ``critic_scores.npz.parts/`` and merged into
 the final file (atomically) at the end; a rerun skips what is already scored (a sample whose
 program changed is scored again). Scores from another critic are refused (the file records the
 critic's fingerprint); ``fresh=True`` starts over.
 
-A head-mode critic (frozen backbone) scores the programs it was trained on from the hidden states
-its training cached (``critic/features/``, float16: exactly what its head was trained and
-evaluated on), so scoring a run's own samples costs no second backbone pass
-(``reuse_features``); other programs run through the backbone.
+A head-mode critic scores the programs it was trained on from the hidden states its training
+cached (``reuse_features``, :mod:`coderl.critic.feature_cache`): no second backbone pass.
 """
 
 from __future__ import annotations
@@ -26,7 +19,7 @@ import hashlib
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -82,8 +75,7 @@ def _device(name: str) -> str:
 
 def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str | Path,
           results_path: str | Path | None = None, out_path: str | Path | None = None,
-          critic: CriticModel | None = None, fresh: bool = False,
-          echo: Callable[[str], None] = print) -> dict[str, Any]:
+          critic: CriticModel | None = None, fresh: bool = False) -> dict[str, Any]:
     """Score every sample of ``samples_path`` (see the module docstring); returns a summary.
     ``out_path`` defaults to ``<run_dir>/critic_scores.npz``; ``critic`` skips loading one
     (``cfg.checkpoint`` must still name it, for the fingerprint)."""
@@ -217,7 +209,7 @@ def run(problems, run, cfg: ScoreConfig, ctx) -> dict[str, Any]:
     scores, by the run's critic (``checkpoint: best|last``) or the one ``checkpoint`` names."""
     results = run.results if run.results.is_file() else None
     return score(problems, run.root, cfg, samples_path=run.samples, results_path=results,
-                 out_path=run.critic_scores, echo=ctx.echo)
+                 out_path=run.critic_scores)
 
 
 def rank_by_critic(samples_path: str | Path, results_path: str | Path, scores_path: str | Path,

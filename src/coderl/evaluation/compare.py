@@ -26,7 +26,6 @@ import numpy as np
 from .metrics import n_at_k, pass_at_k
 
 
-
 @dataclass
 class ProblemStats:
     """What one run says about one problem (all a comparison needs; small enough to store)."""

@@ -1,11 +1,6 @@
 """Generation in memory: requests in, ``Sample`` records out (what rounds of critic sampling and
 online RL call; the ``generate`` stage is a file writer around it).
 
-    lm = load_model("default")
-    reqs = [GenRequest(p, i) for p in problems for i in range(4)]          # fresh programs
-    reqs += [GenRequest(p, 10, "refined", prefix=sample.raw[:cut], meta={"parent": 3})]  # continue a prefix
-    samples = generate_samples(lm, reqs, GenerationConfig(temperature=0.8))
-
 A request with a ``prefix`` (the start of a program, as the model wrote it) decodes from the
 problem's prompt followed by that prefix, tokenized as one text (see
 :mod:`coderl.generation.decode`): prompt + prefix is prefilled once, and the continuations of one
@@ -16,13 +11,11 @@ does not end it; ``meta`` is the request's, plus ``prefix_chars`` (the prefix's 
 model's prompt is never truncated before a prefix: a prompt longer than ``max_prompt_tokens``
 with a prefix is a :class:`RequestError`.
 
-Greedy requests (``origin="greedy"``) decode with temperature 0 and top-p 1, the others with the
-config's temperature and top-p; a request's own ``temperature`` / ``top_p`` override those.
-Causal models decode with continuous batching, in request order; encoder-decoders (and
-sliding-window attention) in static batches: windows of ``4 * batch_size`` requests, one group
-per sampling setting (greedy first), each sorted by length. Seeds: a sampling generator seeded
-with ``cfg.seed`` (one per static batch) and a deterministic schedule: the same requests, config
-and model give the same samples (give each round of a loop its own seed).
+Sampling settings: :meth:`GenRequest.sampling` (greedy requests: temperature 0). Causal models
+decode with continuous batching, in request order; others in static batches (:func:`_decode_static`).
+Seeds: a sampling generator seeded with ``cfg.seed`` (one per static batch) and a deterministic
+schedule: the same requests, config and model give the same samples (give each round of a loop
+its own seed).
 """
 
 from __future__ import annotations

@@ -1,15 +1,10 @@
 """The ``generate`` stage: problems -> samples.jsonl.
 
-For every problem: ``num_seqs`` sampled programs (temperature / top-p) and, with ``greedy``, one
-greedy program (``origin=greedy``: CodeRL's baseline W^b). Indices: sampled programs are
-``0 .. num_seqs-1``, the greedy one ``num_seqs``.
-
-The programs are decoded by :func:`coderl.generation.core.generate_samples` (in memory; causal
-models with continuous batching, :func:`coderl.generation.decode.decode_stream`, others in static
-batches); this module plans them, resumes and writes. Each sample is appended and flushed as it
-finishes, so a killed run regenerates only the missing (problem, index) pairs. One sampling
-generator seeded with ``seed`` and a deterministic schedule: a fresh run with the same config,
-model and problems reproduces its samples (a resumed run draws fresh noise for what was missing).
+For every problem: ``num_seqs`` sampled programs (indices ``0 .. num_seqs-1``) and, with
+``greedy``, one greedy program (``origin=greedy``, index ``num_seqs``: CodeRL's baseline W^b).
+:func:`coderl.generation.core.generate_samples` decodes them; this module plans, resumes and
+writes. Each sample is appended and flushed as it finishes, so a killed run regenerates only the
+missing (problem, index) pairs (with fresh noise: a fresh run reproduces its samples).
 """
 
 from __future__ import annotations
@@ -27,13 +22,6 @@ from ..rundir import RunDir, check_resume, write_meta
 from .generation_config import NOT_FINGERPRINTED, GenerationConfig
 from .core import GenRequest, generate_samples
 from .sample import read_samples
-
-
-def _planned(problem: Problem, cfg: GenerationConfig) -> list[tuple[int, str]]:
-    plan = [(i, "sampled") for i in range(cfg.num_seqs)]
-    if cfg.greedy:
-        plan.append((cfg.num_seqs, "greedy"))
-    return plan
 
 
 class _Progress:
@@ -83,9 +71,11 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
     if check_resume(out_path, "generate", fp, fresh_hint=fresh_hint):
         done = {s.key for s in read_samples(out_path, resume=True)}
     write_meta(out_path, "generate", fp, complete=False, selection=selection)
+    plan = [(i, "sampled") for i in range(config.num_seqs)]
+    plan += [(config.num_seqs, "greedy")] if config.greedy else []
     jobs_by_problem: dict[str, list[tuple[int, str]]] = {}
     for p in problems:
-        todo = [(i, o) for i, o in _planned(p, config) if (p.id, i) not in done]
+        todo = [(i, o) for i, o in plan if (p.id, i) not in done]
         if todo:
             jobs_by_problem[p.id] = todo
     total = sum(len(v) for v in jobs_by_problem.values())

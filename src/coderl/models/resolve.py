@@ -17,9 +17,8 @@ A spec is one of
 Nothing is ever fetched from a hub: ``HF_HUB_OFFLINE=1`` is set before ``transformers`` loads
 anything and every load passes ``local_files_only=True``.
 
-The cache is ``$CODERL_CACHE/models`` (default ``~/.cache/coderl/models``). A conversion writes
-into a temporary directory beside its target and renames it into place, so a killed conversion
-leaves no half checkpoint; a lock file keeps two processes from converting the same file at once.
+The cache is ``$CODERL_CACHE/models`` (default ``~/.cache/coderl/models``); a conversion is
+atomic (:func:`convert_gguf`), and a lock file keeps two processes from converting one file at once.
 """
 
 from __future__ import annotations

@@ -1,23 +1,16 @@
-"""Extract the example tests shown in an APPS question's text.
+"""Extract the example tests shown in an APPS question's text (CodeRL's critic sampling and n@k
+filter programs on the tests a human would see in the statement): Codeforces ``-----Example(s)-----``
+Input/Output blocks, AtCoder / CodeChef ``-----Sample Input N-----`` sections, LeetCode
+``Example 1:`` / ``Input: ...`` / ``Output: ...`` and Codewars ``fn(args) == expected`` lines.
 
-CodeRL's critic sampling and n@k filter programs on the tests a human would see in the statement.
-APPS questions show them in a few recurring layouts:
-
-* Codeforces:  ``-----Example-----`` / ``-----Examples-----`` followed by ``Input`` / ``Output``
-  blocks (several pairs in a row for ``Examples``);
-* AtCoder / CodeChef: ``-----Sample Input-----`` then ``-----Sample Output-----`` sections, also
-  numbered (``-----Sample Input 2-----``) and with colons (``-----Sample Input:-----``);
-* LeetCode (call-based): ``Example 1:`` then ``Input: arr = [2,3], k = 5`` and ``Output: 9``;
-* Codewars (call-based): ``fn(args) == expected`` / ``fn(args) => expected`` / ``# returns`` lines.
-
-``extract_examples(question, fn_name)`` returns the test dict for the problem's kind
-(``{"inputs": [...], "outputs": [...]}``, plus ``fn_name`` for call-based problems), empty lists
-when nothing is recognised. ``example_input_output.json``, where a dataset has it, wins over this.
+``extract_examples(question, fn_name)`` returns the test dict for the problem's kind (empty lists
+when nothing is recognised); ``example_input_output.json``, where a dataset has it, wins over this.
 """
 
 from __future__ import annotations
 
 import ast
+import contextlib
 import json
 import re
 from typing import Any
@@ -122,14 +115,10 @@ def _literal(text: str) -> Any:
     text = text.strip().rstrip(".").strip()
     if text in _JSONISH:
         return _JSONISH[text]
-    try:
+    with contextlib.suppress(ValueError, SyntaxError, MemoryError, RecursionError):
         return ast.literal_eval(text)
-    except (ValueError, SyntaxError, MemoryError, RecursionError):
-        pass
-    try:
+    with contextlib.suppress(ValueError, RecursionError):
         return json.loads(text)
-    except (ValueError, RecursionError):
-        pass
     # JSON-style literals inside Python containers: [true, null]
     fixed = re.sub(r"\btrue\b", "True", re.sub(r"\bfalse\b", "False", re.sub(r"\bnull\b", "None", text)))
     return ast.literal_eval(fixed)

@@ -1,15 +1,10 @@
-"""MBPP (Austin et al., 2021) from the official ``mbpp.jsonl`` shipped in ``data/mbpp``.
+"""MBPP (Austin et al., 2021) from the official ``mbpp.jsonl`` shipped in ``data/mbpp`` (splits by
+``task_id``: :data:`SPLITS`). Example tests are ``test_list`` (the standard prompt shows them);
+hidden tests are ``test_list`` + ``challenge_test_list``, run after ``test_setup_code``.
 
-Standard splits by ``task_id``: prompt 1-10, test 11-510, validation 511-600, train 601-974.
-Example tests are ``test_list`` (they appear in the standard MBPP prompt); hidden tests are
-``test_list`` + ``challenge_test_list`` (``include_challenge=False`` drops the latter). Asserts run
-after ``test_setup_code``.
-
-The **held-out variant** (``heldout=True``; problem source spec ``mbpp-heldout``) shows only the
-first assert of ``test_list`` as the example test, in the prompt and in ``example_tests``, while
-the hidden tests stay all of ``test_list`` + ``challenge_test_list``. On the standard prompt the
-hidden tests are the tests the prompt shows, so a program that hard-codes them passes; on the
-held-out variant such a program fails the tests it never saw (see ``docs/LEARNING.md``).
+The **held-out variant** (``heldout=True``; spec ``mbpp-heldout``) shows only the first assert of
+``test_list``, in the prompt and in ``example_tests``; the hidden tests stay all of them, so a
+program that hard-codes the shown tests fails (see ``docs/LEARNING.md``).
 """
 
 from __future__ import annotations

@@ -1,14 +1,11 @@
 """coderl.training: the actor's SFT warm-up and CodeRL's critic-weighted policy gradient, and the
-one Trainer every training stage runs on (the critic's too; see ARCHITECTURE.md).
-
-    from coderl.training import SFTConfig, RLConfig, train_sft, train_rl
-
-    train_sft(problems, run_dir, SFTConfig())                     # -> <run>/sft/
-    train_rl(problems, run_dir, RLConfig(init="sft"), samples_path=..., results_path=...,
-             scores_path=...)                                     # -> <run>/rl/
+one Trainer every training stage runs on (the critic's too; see ARCHITECTURE.md): ``train_sft``
+writes ``<run>/sft/``, ``train_rl`` ``<run>/rl/``.
 """
 
 from __future__ import annotations
+
+from coderl import lazy_exports
 
 from .base_config import TrainerConfig
 from .rl_config import RLConfig
@@ -26,11 +23,4 @@ _LAZY = {
     "train_sft": "sft_trainer", "SFT_DIR": "sft_trainer",
     "train_rl": "rl_trainer", "RL_DIR": "rl_trainer", "resolve_init": "rl_trainer",
 }
-
-
-def __getattr__(name: str):
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
-    raise AttributeError(f"module 'coderl.training' has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, _LAZY)

@@ -34,12 +34,8 @@ class BatchSource(Protocol):
     optimizer step across all processes; ``len(source)``, the run's optimizer steps (the
     schedule spans them); ``step(s)``, the plan of step ``s``, asked for once, just before it runs
     (after step ``s - 1``'s update); ``ends_epoch(s)``, whether step ``s`` completes a pass over
-    the data; ``state_dict()`` / ``load_state_dict(d)``, what a resumed run needs besides the step.
-
-    A round-by-round source (online RL) fits unchanged: its length is rounds x steps per round;
-    the first ``step(s)`` of round ``r`` samples and executes round ``r``'s rollouts with the
-    current weights and writes them under the stage directory; its ``state_dict`` names the
-    rounds on disk (and the sampler's RNG), so that a resumed run reads them back.
+    the data; ``state_dict()`` / ``load_state_dict(d)``, what a resumed run needs besides the step
+    (a round-by-round source, online RL's, names its rounds on disk there).
     """
 
     def bind(self, group: int) -> None: ...

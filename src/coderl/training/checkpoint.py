@@ -2,10 +2,9 @@
 load, plus what a resumed run needs to continue as if it had never stopped.
 ``<stage>/checkpoints/step-NNNNNN/`` holds
 
-* the model, written by the stage's task: for the actor a Hugging Face checkpoint (mode full) or
-  a peft adapter whose ``base_model_name_or_path`` :func:`coderl.models.load_model` resolves (so
-  ``coderl generate --model <checkpoint>`` works); for the critic what
-  ``CriticModel.from_pretrained`` reads;
+* the model, written by the stage's task (the actor: a Hugging Face checkpoint or a peft adapter
+  ``coderl generate --model <checkpoint>`` loads; the critic: what ``CriticModel.from_pretrained``
+  reads);
 * ``trainer_state.pt``: optimizer, scheduler, RNG states, the trainer's counters and history, the
   batch source's state, and the model's *signature* (a checkpoint of another architecture is
   refused);

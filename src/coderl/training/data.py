@@ -21,6 +21,7 @@ to write), so that SFT on MBPP does not teach the model one prompt format only.
 from __future__ import annotations
 
 import ast
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -149,13 +150,11 @@ def humaneval_shape(problem, solution: str):
         return None
     doc = " ".join(problem.question.split())
     asserts = (problem.example_tests or {}).get("asserts") or problem.tests.get("asserts") or []
-    try:
+    with contextlib.suppress(SyntaxError, ValueError, IndexError):
         test = ast.parse(asserts[0].strip()).body[0] if asserts else None
         if isinstance(test, ast.Assert) and isinstance(test.test, ast.Compare) and \
                 isinstance(test.test.ops[0], ast.Eq):
             doc += f"\n    >>> {ast.unparse(test.test.left)}\n    {ast.unparse(test.test.comparators[0])}"
-    except (SyntaxError, ValueError, IndexError):
-        pass
     body = sol[m.end() + 1:]
     first = next((l for l in body.splitlines() if l.strip()), "")
     ind = first[:len(first) - len(first.lstrip())] or "    "  # the docstring is indented as the body

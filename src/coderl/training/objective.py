@@ -68,16 +68,12 @@ def align_weights(raw: str, raw_offsets: Sequence[tuple[int, int]], program: str
         vals = vals[np.isfinite(vals)] if len(vals) else vals
         if len(vals):
             w[t] = float(vals.mean())
-    finite = np.flatnonzero(np.isfinite(w))
-    if not len(finite):
+    finite = np.isfinite(w)
+    if not finite.any():
         return [1.0] * n_targets
-    last = w[finite[0]]
-    for t in range(n_targets):  # forward fill (leading gaps: the first value)
-        if np.isfinite(w[t]):
-            last = w[t]
-        else:
-            w[t] = last
-    return [float(x) for x in w]
+    # forward fill (leading gaps: the first value)
+    fill = np.maximum.accumulate(np.where(finite, np.arange(n_targets), finite.argmax()))
+    return [float(x) for x in w[fill]]
 
 
 def rl_loss(logprobs: torch.Tensor, mask: torch.Tensor, returns: torch.Tensor,

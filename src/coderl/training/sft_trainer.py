@@ -1,14 +1,7 @@
 """The ``train-actor`` stage: the gold programs of the train problems -> a fine-tuned actor in
 ``<run>/sft/``.
-
-    summary = train_sft(problems, run_dir, SFTConfig(epochs=2))
-    lm = load_model(str(run_dir / "sft"))      # the selected model (best validation loss)
-
-Every gold program becomes one example: the prompt generation would build, and as target the
-program's continuation after the prompt's pre-filled prefix plus what ends it
-(:mod:`coderl.training.data`). :class:`SFTTask`'s loss is the mean negative log-likelihood of the
-target tokens; model, validation and saving are :class:`~coderl.training.actor.ActorTask`'s, the
-loop :class:`~coderl.training.engine.Trainer`'s.
+Every gold program becomes one example (:mod:`coderl.training.data`); :class:`SFTTask`'s loss is
+the mean negative log-likelihood of the target tokens, the rest ``ActorTask``'s and ``Trainer``'s.
 
 ``<run>/sft/`` holds the selected model at its top (a peft adapter, or a Hugging Face checkpoint
 with mode full), ``checkpoints/step-NNNNNN/``, ``log.jsonl``, ``tb/``, ``metrics.json``,

@@ -1,10 +1,6 @@
 """What a training stage supplies to the :class:`~coderl.training.engine.Trainer`: a
-:class:`TrainingTask`, in the manner of a TRL trainer's overridable methods. The Trainer calls
-``build`` (after the seed is set), ``load`` when it resumes, per micro-batch ``collate`` and
-``loss``, ``validate`` at the validation points, ``save`` for every checkpoint, ``publish`` for
-the model the stage's readers load (the best, or the last), and ``summary`` at the end. The
-actor's task is :class:`coderl.training.actor.ActorTask`, the critic's
-:class:`coderl.critic.critic_task.CriticTask`.
+:class:`TrainingTask`, in the manner of a TRL trainer's overridable methods (ARCHITECTURE.md,
+"Training"; the actor's is ``ActorTask``, the critic's ``CriticTask``).
 """
 
 from __future__ import annotations
