@@ -883,3 +883,42 @@ def test_online_rl_with_several_steps_a_round_keeps_the_sampling_policy_and_resu
     wa = load_file(str(a.online / "adapter_model.safetensors"))
     wb = load_file(str(b.online / "adapter_model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_samples_of_a_model_with_another_tokenizer_are_refused_before_training(tmp_path, tiny_chat_dir):
+    """train-expert / train-rl read the samples' raw texts with the init model's tokenizer: when
+    their token counts do not match what the generator counted, the samples came from a model with
+    another tokenizer — a one-line error before any step."""
+    import json as _json
+
+    from coderl.models import load_model
+    from coderl.problems.schema import Problem
+    from coderl.records import program_hash
+    from coderl.rundir import RunDir
+    from coderl.training.data import TrainingError
+    from coderl.training.expert_config import ExpertConfig
+    from coderl.training.expert_trainer import train_expert
+
+    tok = load_model(str(tiny_chat_dir)).tokenizer
+    problems = [Problem(id=f"t/{i}", source="jsonl", kind="assert", entry_point="add", question=f"Add {i}.",
+                        tests={"asserts": ["assert add(1, 2) == 3"]}) for i in range(6)]
+    cfg = ExpertConfig(model=str(tiny_chat_dir), epochs=1, batch_size=2, grad_accum=1, val_source=None,
+                       save_every=0, progress=False)
+    for factor, ok in ((1, True), (3, False)):
+        run = RunDir(tmp_path / f"run{factor}").mkdir()
+        samples, results = [], []
+        for p in problems:
+            prog = "def add(a, b):\n    total = a + b\n    return total\n"
+            raw = prog[len("def add("):] + "```"
+            n = len(tok(raw, add_special_tokens=False)["input_ids"]) + 1
+            samples.append({"problem_id": p.id, "index": 0, "program": prog, "raw": raw, "origin": "sampled",
+                            "finish": "stop", "num_tokens": n * factor})
+            results.append({"problem_id": p.id, "index": 0, "outcome": "passed", "program_hash": program_hash(prog)})
+        run.samples.write_text("".join(_json.dumps(s) + "\n" for s in samples))
+        run.results.write_text("".join(_json.dumps(r) + "\n" for r in results))
+        if ok:
+            assert train_expert(problems, run, cfg, progress=False, echo=lambda x: None)["complete"]
+        else:
+            with pytest.raises(TrainingError, match=r"samples.jsonl: its samples were written by a model with another tokenizer"):
+                train_expert(problems, run, cfg, progress=False, echo=lambda x: None)
+            assert not run.expert.exists() or not any(run.expert.glob("*.safetensors"))

@@ -245,6 +245,25 @@ class RLData:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
+def check_tokenizer(samples: Sequence, tokenizer, samples_path: str | Path, checked: int = 50) -> None:
+    """The samples were written by a model with ``tokenizer``: each finished sample's raw text,
+    tokenized again, takes about the tokens the generator counted (the same tokenizer: the median
+    relative difference is 0); another tokenizer is an error before any training."""
+    diffs = []
+    for s in samples:
+        n = getattr(s, "num_tokens", 0) or 0
+        if n >= 8 and s.finish == "stop" and s.raw:
+            m = len(tokenizer(s.raw, add_special_tokens=False)["input_ids"])
+            diffs.append(abs(m - n) / n)
+            if len(diffs) >= checked:
+                break
+    if len(diffs) >= 5 and sorted(diffs)[len(diffs) // 2] > 0.2:
+        raise TrainingError(f"{samples_path}: its samples were written by a model with another tokenizer (their "
+                            f"raw texts take {sorted(diffs)[len(diffs) // 2]:.0%} more or fewer tokens with this "
+                            "model's tokenizer than the generator counted): train on samples of the model "
+                            "being trained (generate them with its init model)")
+
+
 def build_rl_examples(problems: Sequence, samples_path: str | Path, results_path: str | Path,
                       tokenizer, is_encoder_decoder: bool, *, reward: Callable,
                       scores: Mapping | None = None, origins: Sequence[str] = ("sampled",),
@@ -260,6 +279,7 @@ def build_rl_examples(problems: Sequence, samples_path: str | Path, results_path
     results = {s.key: r for s, r in pairs}
     if not samples:
         raise RecordError(samples_path, None, "no samples of the selected problems")
+    check_tokenizer(samples, tokenizer, samples_path)
     rewards = _rewards(samples, results, by_id, reward, results_path)
     baseline = greedy_baselines(samples, rewards)
 
