@@ -115,6 +115,23 @@ def test_a_run_started_on_one_backend_resumes_on_the_other(tmp_path, local_ray, 
     assert n == len(got) == 16
 
 
+def test_the_ray_backend_without_ray_installed_is_a_one_line_error(tmp_path, monkeypatch):
+    import builtins
+
+    from coderl.config import ConfigError
+    from coderl.distributed import make_executor
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *a, **k):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ConfigError, match=r"execution.backend: ray needs the ray package"):
+        make_executor(ExecConfig(backend="ray"))
+
+
 def test_ray_settings_are_not_part_of_a_verdict_and_bad_ones_are_clear(tmp_path):
     from coderl.config import ConfigError
 

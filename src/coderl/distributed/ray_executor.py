@@ -20,6 +20,7 @@ writing them, so records come out as the local backend writes them.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import threading
@@ -175,11 +176,12 @@ class RayExecutor(Executor):
 
     def abort(self) -> None:
         self.aborted = True
+        self._kill_actors()
+
+    def _kill_actors(self) -> None:
         for a in self.actors:
-            try:
+            with contextlib.suppress(Exception):  # gone already: nothing to kill
                 self._ray.kill(a)
-            except Exception:  # noqa: BLE001
-                pass
 
     def close(self) -> None:
         ray = self._ray
@@ -188,11 +190,7 @@ class RayExecutor(Executor):
                 ray.get([a.close.remote() for a in self.actors], timeout=10)
             except Exception:  # noqa: BLE001 - closing: a dead actor has nothing to close
                 pass
-        for a in self.actors:
-            try:
-                ray.kill(a)
-            except Exception:  # noqa: BLE001
-                pass
+        self._kill_actors()
         self.actors = []
         self.started = False
         self._close_stores()

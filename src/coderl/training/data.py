@@ -257,9 +257,10 @@ def check_tokenizer(samples: Sequence, tokenizer, samples_path: str | Path, chec
             diffs.append(abs(m - n) / n)
             if len(diffs) >= checked:
                 break
-    if len(diffs) >= 5 and sorted(diffs)[len(diffs) // 2] > 0.2:
+    median = sorted(diffs)[len(diffs) // 2] if len(diffs) >= 5 else 0.0
+    if median > 0.2:
         raise TrainingError(f"{samples_path}: its samples were written by a model with another tokenizer (their "
-                            f"raw texts take {sorted(diffs)[len(diffs) // 2]:.0%} more or fewer tokens with this "
+                            f"raw texts take {median:.0%} more or fewer tokens with this "
                             "model's tokenizer than the generator counted): train on samples of the model "
                             "being trained (generate them with its init model)")
 
