@@ -10,7 +10,8 @@
 2. **Overhead per task**: a trivial program run one at a time (one thread), local vs Ray: the
    difference of the medians is what a Ray round trip adds to each program.
 3. **A two-node cluster on this machine**: a head and a worker started with ``ray start`` (one
-   CPU each), then ``coderl generate`` (the bundled model, a few MBPP problems, locally) and
+   CPU each), then ``coderl generate --backend ray --ray-address <head>`` (the bundled model on
+   two replicas, a few MBPP problems; the samples compared with a local ``generate``'s) and
    ``coderl execute --backend ray --ray-address <head>`` end to end; the actors' nodes are listed;
    the cluster is stopped after.
 
@@ -83,7 +84,8 @@ class _Skip(Exception):
 
 
 def two_nodes(port: int, problems: int, threads: int) -> dict:
-    """ray start a head and a worker (1 CPU each), generate locally, execute on the cluster."""
+    """ray start a head and a worker (1 CPU each), generate and execute on the cluster (the samples
+    compared with the local backend's)."""
     ray_bin = str(Path(sys.executable).with_name("ray"))
     env = {**os.environ, "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled")}
     out: dict = {}
@@ -104,12 +106,23 @@ def two_nodes(port: int, problems: int, threads: int) -> dict:
         out["cluster_start_s"] = round(time.monotonic() - t, 1)
         out["ray_status_nodes"] = status.count("node_")
         cli = [sys.executable, "-m", "coderl.cli"]
+        gen = cli + ["generate", "--problems", "mbpp", "--split", "test", "--end", str(problems), "--num-seqs", "2",
+                     "--max-new-tokens", "96", "--threads", str(threads)]
         t = time.monotonic()
-        subprocess.run(cli + ["generate", "--problems", "mbpp", "--split", "test", "--end", str(problems),
-                              "--num-seqs", "2", "--max-new-tokens", "96", "--threads", str(threads),
-                              "--out", str(tmp / "samples.jsonl")],
-                       check=True, capture_output=True, env=env, timeout=1800)
+        g = subprocess.run(gen + ["--out", str(tmp / "samples.jsonl"), "--backend", "ray", "--ray-address", head,
+                                  "--ray-actors", "2"], capture_output=True, text=True, env=env, timeout=1800)
         out["generate_s"] = round(time.monotonic() - t, 1)
+        out["generate_rc"] = g.returncode
+        if g.returncode:
+            out["generate_error"] = g.stderr[-800:]
+            return out
+        t = time.monotonic()  # the same samples decoded here, by the local backend
+        subprocess.run(gen + ["--out", str(tmp / "local.jsonl")], check=True, capture_output=True, env=env,
+                       timeout=1800)
+        out["generate_local_s"] = round(time.monotonic() - t, 1)
+        rows = lambda f: {(r["problem_id"], r["index"]): r["raw"] for r in map(json.loads, f.read_text().splitlines())}
+        out["samples"] = len(rows(tmp / "samples.jsonl"))
+        out["samples_equal_local"] = rows(tmp / "samples.jsonl") == rows(tmp / "local.jsonl")
         t = time.monotonic()
         r = subprocess.run(cli + ["execute", "--samples", str(tmp / "samples.jsonl"), "--out",
                                   str(tmp / "results.jsonl"), "--backend", "ray", "--ray-address", head,

@@ -93,6 +93,38 @@ def test_sampling_is_seeded(causal):
     assert run(1) == run(1) and run(1) != run(2)
 
 
+def test_seeded_draws_are_inverse_transform_samples():
+    """uniforms() is a pure function of (seed, step), in (0, 1); a row's draw with uniform u is the
+    first token whose cumulative probability reaches u: evenly spaced u's hit each token of the
+    nucleus in proportion to its (renormalized) probability, and none outside it."""
+    from coderl.generation.decode import _sample_rows, uniforms
+
+    u = uniforms(list(range(4000)), [3] * 4000)
+    assert u == uniforms(list(range(4000)), [3] * 4000) and u != uniforms(list(range(4000)), [4] * 4000)
+    assert all(0 < x < 1 for x in u) and abs(sum(u) / len(u) - 0.5) < 0.02 and len(set(u)) == 4000
+    logits = torch.log(torch.tensor([[0.5, 0.3, 0.15, 0.05]])).repeat(1000, 1)
+    grid = (torch.arange(1000) + 0.5) / 1000
+    for top_p, want in ((1.0, [500, 300, 150, 50]), (0.7, [625, 375, 0, 0])):
+        draws = _sample_rows(logits, torch.ones(1000), torch.full((1000,), top_p), None, grid)
+        assert torch.bincount(draws, minlength=4).tolist() == want
+
+
+@pytest.mark.parametrize("which,temperature", [("lively", 1.0), ("lively_t5", 30.0)])
+def test_a_sample_depends_on_its_seed_not_on_its_batch_or_order(which, temperature, request, mbpp_problems):
+    """The same request gives the same program at batch size 2 or 7, first or last in the
+    list; another run seed gives others (the T5's distributions are peaked: a high temperature)."""
+    lm = request.getfixturevalue(which)
+    reqs = [GenRequest(p, i) for p in mbpp_problems for i in range(3)]
+    run = lambda rs, **kw: {s.key: (s.raw, s.logprob) for s in generate_samples(
+        lm, rs, GenerationConfig(max_new_tokens=8, progress=False, temperature=temperature, **kw))}
+    a = run(reqs, batch_size=2)
+    for other in (run(reqs[::-1], batch_size=7), run(reqs[4:], batch_size=3) | run(reqs[:4], batch_size=1)):
+        assert {k: v[0] for k, v in other.items()} == {k: v[0] for k, v in a.items()}
+        assert all(abs(other[k][1] - a[k][1]) < 1e-3 for k in a)  # padding moves the last bits
+    b = run(reqs, batch_size=2, seed=1)
+    assert sum(a[k][0] != b[k][0] for k in a) >= len(a) // 2
+
+
 def test_top_p_keeps_the_nucleus_only():
     from coderl.generation.decode import _sample_next
 
@@ -150,6 +182,8 @@ def test_generate_stage_records_and_resume(causal, mbpp_problems, tmp_path):
     assert out.read_text().splitlines(keepends=True)[:4] == lines[:4]
     resumed = sorted(map(key, read_samples(out)))
     assert resumed == sorted(map(key, samples)) and len(set(resumed)) == len(resumed)
+    # each sample draws its own noise: the resumed run holds the uninterrupted run's samples
+    assert [x.raw for x in sorted(read_samples(out), key=key)] == [x.raw for x in sorted(samples, key=key)]
     assert generate(mbpp_problems, out, cfg, model=causal)["sequences"] == 0  # all done
 
 

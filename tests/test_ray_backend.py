@@ -140,3 +140,127 @@ def test_ray_settings_are_not_part_of_a_verdict_and_bad_ones_are_clear(tmp_path)
         ExecConfig(backend="spark")
     with pytest.raises(ConfigError, match="ray_actors"):
         ExecConfig(backend="ray", ray_actors=0)
+
+
+# -- generation on Ray (generation.backend: ray; online RL's rollouts) ------------------------------
+
+def _sample_rows(path):
+    recs = [json.loads(l) for l in path.read_text().splitlines() if l.strip()]
+    return {(r["problem_id"], r["index"]): (r["raw"], r["origin"], r["num_tokens"], r["finish"]) for r in recs}, len(recs)
+
+
+def _gen_cfg(**kw):
+    from coderl.generation import GenerationConfig
+
+    base = dict(num_seqs=4, greedy=True, batch_size=2, max_new_tokens=8, temperature=1.0, progress=False)
+    return GenerationConfig(**{**base, **kw})
+
+
+def test_ray_generation_writes_the_same_samples_as_the_local_one(tmp_path, local_ray, tiny_causal_dir, mbpp_problems):
+    from coderl.generation import generate
+
+    model = str(tiny_causal_dir)
+    generate(mbpp_problems, tmp_path / "local.jsonl", _gen_cfg(), model=model)
+    s = generate(mbpp_problems, tmp_path / "ray.jsonl", _gen_cfg(backend="ray", ray_actors=2), model=model)
+    a, na = _sample_rows(tmp_path / "local.jsonl")
+    b, nb = _sample_rows(tmp_path / "ray.jsonl")
+    assert na == nb == 15 and a == b
+    assert len({v[0] for v in a.values()}) >= 12   # sampled programs differ: the noise is per program
+    assert s["backend"]["backend"] == "ray" and s["backend"]["actors"] == 2
+
+
+def test_a_killed_generation_actor_loses_and_duplicates_nothing(local_ray, tiny_causal_dir, mbpp_problems):
+    """Both replicas are killed when the first chunk comes back: the chunks they held are decoded
+    again by new ones, and every sample is handed on once, as the local backend decodes it."""
+    from coderl.distributed.ray_generator import RayGenerator
+    from coderl.generation import GenRequest, generate_samples
+    from coderl.models import load_model
+
+    reqs = [GenRequest(p, i) for p in mbpp_problems for i in range(6)]
+    cfg = _gen_cfg(batch_size=1)   # chunks of 2 requests: 9 chunks over 2 actors
+    seen = []
+    with RayGenerator(str(tiny_causal_dir), actors=2) as gen:
+        def on_sample(s):
+            if not seen:
+                for a in list(gen.actors):
+                    ray.kill(a)
+            seen.append(s.key)
+        got = gen.generate(reqs, cfg, on_sample=on_sample)
+        assert gen.restarts >= 1
+    assert sorted(seen) == sorted(r.key for r in reqs) and len(seen) == len(set(seen)) == 18
+    want = generate_samples(load_model(str(tiny_causal_dir)), reqs, cfg)
+    assert [(s.key, s.raw) for s in got] == [(s.key, s.raw) for s in want]
+
+
+def test_replicas_take_the_weights_they_are_sent(local_ray, tiny_causal_dir, mbpp_problems):
+    """set_weights changes what the replicas sample exactly as it changes the local model (what
+    online RL sends before every round)."""
+    import torch
+
+    from coderl.distributed.ray_generator import RayGenerator
+    from coderl.generation import GenRequest, generate_samples
+    from coderl.models import load_model
+
+    lm = load_model(str(tiny_causal_dir))
+    reqs = [GenRequest(p, i) for p in mbpp_problems for i in range(3)]
+    cfg = _gen_cfg(temperature=0.7)
+    before = [s.raw for s in generate_samples(lm, reqs, cfg)]
+    with torch.no_grad():
+        for p in lm.model.parameters():
+            p.mul_(25.0)   # a sharper, different distribution
+    want = [s.raw for s in generate_samples(lm, reqs, cfg)]
+    assert want != before
+    with RayGenerator(str(tiny_causal_dir), actors=2) as gen:
+        assert [s.raw for s in gen.generate(reqs, cfg)] == before
+        gen.set_weights(dict(lm.model.named_parameters()))
+        assert [s.raw for s in gen.generate(reqs, cfg)] == want
+
+
+@pytest.mark.parametrize("first, second", [("local", "ray"), ("ray", "local")])
+def test_generation_started_on_one_backend_resumes_on_the_other(tmp_path, local_ray, tiny_causal_dir,
+                                                                mbpp_problems, first, second):
+    from coderl.generation import generate
+
+    model = str(tiny_causal_dir)
+    generate(mbpp_problems, tmp_path / "whole.jsonl", _gen_cfg(), model=model)
+    out = tmp_path / "samples.jsonl"
+    generate(mbpp_problems, out, _gen_cfg(backend=first), model=model)
+    lines = out.read_text().splitlines(keepends=True)
+    out.write_text("".join(lines[:6]) + lines[6][:15])   # killed: six samples and a torn line
+    s = generate(mbpp_problems, out, _gen_cfg(backend=second), model=model)
+    assert s["sequences"] == 9
+    got, n = _sample_rows(out)
+    assert n == len(got) == 15 and got == _sample_rows(tmp_path / "whole.jsonl")[0]
+
+
+def test_online_rl_rollouts_on_ray_equal_the_local_ones(tmp_path, local_ray, tiny_chat_dir):
+    """execution.backend ray: the rounds are sampled by replicas that get the policy's LoRA
+    weights before each round, and executed on Ray: the same records and weights as locally."""
+    import torch
+    from safetensors.torch import load_file
+
+    from coderl.rundir import RunDir
+    from coderl.training.online_trainer import train_online
+    from test_training import _online_cfg, _online_problems
+
+    cfg = _online_cfg(tiny_chat_dir, reward="test_training:_len_reward", lr=0.2)
+    runs = {}
+    for backend in ("local", "ray"):
+        run = RunDir(tmp_path / backend).mkdir()
+        train_online(_online_problems(), run, cfg, progress=False, echo=lambda x: None,
+                     exec_config=ExecConfig(workers=2, backend=backend, ray_actors=2))
+        runs[backend] = run
+    for r in range(2):
+        rows = [_sample_rows(runs[b].online / "rounds" / f"{r:06d}" / "samples.jsonl")[0] for b in runs]
+        assert rows[0] == rows[1] and len(rows[0]) == 4
+    wa, wb = (load_file(str(runs[b].online / "adapter_model.safetensors")) for b in runs)
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-6) for k in wa)
+
+
+def test_ray_generation_settings_are_not_part_of_the_samples():
+    from coderl.config import ConfigError
+    from coderl.generation.stage import fingerprint
+
+    assert fingerprint([], _gen_cfg(backend="ray", ray_actors=3)) == fingerprint([], _gen_cfg())
+    with pytest.raises(ConfigError, match="generation.backend"):
+        _gen_cfg(backend="spark")

@@ -27,22 +27,13 @@ import threading
 import time
 from typing import Any
 
-from ..config import ConfigError
 from ..execution.pool import Aborted, Cancelled, Executor, _engine_failure
+from .ray_runtime import ensure_ray, node_for, node_name, ray_module
 
 #: jobs in flight per worker: one running, one waiting in its actor (no idle round trip)
 IN_FLIGHT = 2
 #: seconds beyond a job's own budget before an actor that has not answered is given up on
 REPLY_MARGIN = 30.0
-
-
-def _ray():
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("execution.backend: ray needs the ray package (pip install 'coderl[ray]' "
-                          "or pip install ray)") from None
-    return ray
 
 
 class _ExecActor:
@@ -56,12 +47,8 @@ class _ExecActor:
         self.ex.start()
 
     def hello(self) -> dict[str, Any]:
-        import socket
-
-        import ray
-
         return {"isolation": self.ex.isolation, "guards": self.ex.guards, "workers": self.ex.worker_count,
-                "pid": os.getpid(), "node": f"{socket.gethostname()}/{ray.get_runtime_context().get_node_id()[:8]}"}
+                "pid": os.getpid(), "node": node_name()}
 
     def dispatch(self, job: dict, frame: dict) -> dict[str, Any]:
         return self.ex._dispatch(job, frame)
@@ -74,7 +61,7 @@ class RayExecutor(Executor):
     """See the module docstring. Use as a context manager, as the local ``Executor``."""
 
     def __init__(self, config: Any):
-        self._ray = _ray()
+        self._ray = ray_module()
         super().__init__(config)
         self._workers = []  # no local workers: programs run in the actors'
         self.actors: list[Any] = []
@@ -93,15 +80,7 @@ class RayExecutor(Executor):
         if self.started:
             return
         ray = self._ray
-        if not ray.is_initialized():
-            kw: dict[str, Any] = {"address": self.config.ray_address} if self.config.ray_address else {
-                "num_cpus": os.cpu_count() or 1, "include_dashboard": False}
-            try:
-                ray.init(log_to_driver=False, ignore_reinit_error=True, **kw)
-            except (ConnectionError, RuntimeError, ValueError) as e:
-                raise ConfigError(f"execution.ray_address {self.config.ray_address!r}: cannot join the Ray "
-                                  f"cluster ({type(e).__name__}: {e})") from None
-            self._started_ray = True
+        self._started_ray = ensure_ray(self.config.ray_address, "execution")
         self._remote = ray.remote(_ExecActor)
         self.actors = [self._spawn(i) for i in range(self.config.ray_actors)]
         hellos = ray.get([a.hello.remote() for a in self.actors])
@@ -115,17 +94,11 @@ class RayExecutor(Executor):
                 "nodes": sorted(set(self.nodes)), "actor_restarts": self.restarts}
 
     def _spawn(self, i: int):
-        """Actor ``i``, on node ``i`` mod the cluster's live nodes (round robin; asked again at
-        every spawn, so a replacement goes to a node that is up). A hard affinity: Ray's soft one
-        and SPREAD both left every actor on the head of a two-node cluster."""
-        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
+        """Actor ``i``, on node ``i`` mod the live nodes (:func:`.ray_runtime.node_for`)."""
         cfg = dataclasses.asdict(self.config)
         workers = self.config.workers or 2 * (os.cpu_count() or 1)
-        nodes = sorted(n["NodeID"] for n in self._ray.nodes() if n.get("Alive"))
-        where = NodeAffinitySchedulingStrategy(nodes[i % len(nodes)], soft=False) if nodes else "SPREAD"
         return self._remote.options(num_cpus=0, max_concurrency=IN_FLIGHT * workers + 2,
-                                    scheduling_strategy=where).remote(cfg)
+                                    scheduling_strategy=node_for(i)).remote(cfg)
 
     def _pick(self) -> tuple[int, Any]:
         with self._lock:

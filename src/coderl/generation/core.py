@@ -13,17 +13,18 @@ with a prefix is a :class:`RequestError`.
 
 Sampling settings: :meth:`GenRequest.sampling` (greedy requests: temperature 0). Causal models
 decode with continuous batching, in request order; others in static batches (:func:`_decode_static`).
-Seeds: a sampling generator seeded with ``cfg.seed`` (one per static batch) and a deterministic
-schedule: the same requests, config and model give the same samples (give each round of a loop
-its own seed).
+Seeds: each request draws its own noise from (``cfg.seed``, its problem, its index)
+(:func:`request_seed`, :mod:`coderl.generation.decode`): a sample does not depend on the batch
+size, on the other requests, their order, the process that decodes it (a Ray actor or this one)
+or on a resume, only on the model, the prompt and that seed (up to floating-point rounding that
+differs between batch shapes). Give each round of a loop its own ``cfg.seed``.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
-
-import torch
 
 from ..models import LoadedModel, build_prompt, extract_program
 from ..models.prompts import FENCE, Prompt, chat_message
@@ -51,6 +52,7 @@ class GenRequest:
     temperature: float | None = None
     top_p: float | None = None
     feedback: str | None = None  # text the prompt adds after the task (repair: a program, its error)
+    seed: int | None = None      # its noise; None: request_seed(cfg.seed, problem, index)
 
     def __post_init__(self) -> None:
         where = f"generation request for {self.problem.id!r}"
@@ -73,12 +75,21 @@ class GenRequest:
     def prompt_key(self) -> tuple[str, str | None]:
         return (self.problem.id, self.feedback)
 
+    def noise(self, cfg: GenerationConfig) -> int:
+        return request_seed(cfg.seed, self.problem.id, self.index) if self.seed is None else self.seed
+
     def sampling(self, cfg: GenerationConfig) -> tuple[float, float]:
         """(temperature, top_p) this request decodes with."""
         greedy = self.origin == "greedy"
         default = (0.0, 1.0) if greedy else (cfg.temperature, cfg.top_p)
         return (default[0] if self.temperature is None else self.temperature,
                 default[1] if self.top_p is None else self.top_p)
+
+
+def request_seed(seed: int, problem_id: str, index: int) -> int:
+    """The noise seed of sample ``index`` of ``problem_id`` in a run seeded ``seed`` (63 bits)."""
+    digest = hashlib.sha256(f"{seed}\x00{problem_id}\x00{index}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
 
 
 def generate_samples(lm: LoadedModel, requests: Sequence[GenRequest], cfg: GenerationConfig, *,
@@ -168,9 +179,10 @@ def _decode_stream(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dic
     reqs = []
     for r in requests:
         prompt = prompts[r.prompt_key]
-        reqs.append(Request(prompt.text, prompt.stop + list(cfg.stop), *r.sampling(cfg), prefix=r.prefix))
+        reqs.append(Request(prompt.text, prompt.stop + list(cfg.stop), *r.sampling(cfg), prefix=r.prefix,
+                            seed=r.noise(cfg)))
     decode_stream(lm.model, lm.tokenizer, reqs, batch_size=cfg.batch_size,
-                  max_new_tokens=cfg.max_new_tokens, generator=generator(lm, cfg.seed),
+                  max_new_tokens=cfg.max_new_tokens,
                   max_prompt_tokens=cfg.max_prompt_tokens, on_step=on_step, on_done=done)
 
 
@@ -179,7 +191,6 @@ def _decode_static(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dic
     """Models decode_stream does not serve (encoder-decoders, sliding-window attention): static
     batches of up to ``batch_size`` (finished rows still leave the batch), one sampling setting
     each (greedy first), in windows of a few batches of requests."""
-    batch_no = 0
     step = 4 * cfg.batch_size
     for w in range(0, len(requests), step):
         groups: dict[tuple[float, float], list[int]] = {}
@@ -189,21 +200,14 @@ def _decode_static(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dic
             group.sort(key=lambda i: len(prompts[requests[i].prompt_key].text) + len(requests[i].prefix))
             for b in range(0, len(group), cfg.batch_size):
                 batch = group[b:b + cfg.batch_size]
-                gen = generator(lm, cfg.seed * 1_000_003 + batch_no)
-                batch_no += 1
                 batch_prompts = [prompts[requests[i].prompt_key] for i in batch]
                 completions = decode_batch(
                     lm.model, lm.tokenizer, [p.text for p in batch_prompts],
                     stop=[p.stop + list(cfg.stop) for p in batch_prompts],
                     prefixes=[requests[i].prefix for i in batch], max_new_tokens=cfg.max_new_tokens,
-                    temperature=temperature, top_p=top_p, generator=gen,
+                    temperature=temperature, top_p=top_p,
                     is_encoder_decoder=lm.is_encoder_decoder, max_prompt_tokens=cfg.max_prompt_tokens,
-                    on_step=on_step)
+                    on_step=on_step, seeds=[requests[i].noise(cfg) for i in batch])
                 for i, c in zip(batch, completions):
                     done(i, c)
 
-
-def generator(lm: LoadedModel, seed: int) -> torch.Generator:
-    """A seeded generator on the model's device (sampling runs there: a CPU generator cannot
-    draw CUDA tensors)."""
-    return torch.Generator(device=next(lm.model.parameters()).device).manual_seed(seed)

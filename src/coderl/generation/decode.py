@@ -15,6 +15,13 @@ alone, and a stop string counts only where it ends in the continuation.
 
 The log-probability recorded per token is the model's own (temperature 1, no top-p): the
 log-likelihood RL and the critic work with; ``logprob`` is its sum over the sequence.
+
+Noise: a request with a ``seed`` draws its t-th token by inverse transform sampling with the
+uniform number :func:`uniforms` gives for (seed, t): what it samples depends on its own seed and
+logits only, not on the batch it shares, the order of the requests, the process or the machine
+that decodes it (up to the last bits of floating-point rounding, which differ between batch
+shapes: a draw within that of a boundary between two tokens may go either way). Requests without
+one draw from ``generator``.
 """
 
 from __future__ import annotations
@@ -40,11 +47,45 @@ class Completion:
 
 
 def _sample_next(logits: torch.Tensor, temperature: float, top_p: float,
-                 generator: torch.Generator | None) -> torch.Tensor:
+                 generator: torch.Generator | None, u: torch.Tensor | None = None) -> torch.Tensor:
     if temperature <= 0:
         return logits.argmax(-1)
     n = logits.shape[0]
-    return _sample_rows(logits, logits.new_full((n,), temperature), logits.new_full((n,), top_p), generator)
+    return _sample_rows(logits, logits.new_full((n,), temperature), logits.new_full((n,), top_p), generator, u)
+
+
+_GAMMA, _M1, _M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+
+
+def uniforms(seeds: list[int], steps: list[int]) -> list[float]:
+    """The uniform number in (0, 1) of each (seed, step): SplitMix64's output for state
+    ``seed + (step + 1) * gamma``, its top 53 bits, centred in its interval (a counter-based
+    generator: no state to keep, the same number wherever and whenever it is asked for)."""
+    import numpy as np
+
+    with np.errstate(over="ignore"):
+        z = (np.array(seeds, dtype=np.uint64) + (np.array(steps, dtype=np.uint64) + np.uint64(1)) * np.uint64(_GAMMA))
+        z = (z ^ (z >> np.uint64(30))) * np.uint64(_M1)
+        z = (z ^ (z >> np.uint64(27))) * np.uint64(_M2)
+        z = z ^ (z >> np.uint64(31))
+    return (((z >> np.uint64(11)).astype(np.float64) + 0.5) * 2.0 ** -53).tolist()
+
+
+def _draw(probs: torch.Tensor, generator: torch.Generator | None, u: torch.Tensor | None) -> torch.Tensor:
+    """One index per row of the (unnormalized) ``probs``: by ``torch.multinomial`` from
+    ``generator``, or, given each row's uniform ``u``, the first index whose cumulative mass
+    exceeds ``u`` times the row's total (inverse transform sampling)."""
+    if u is None:
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    c = probs.cumsum(-1)
+    idx = (c < (u.to(c.dtype) * c[:, -1])[:, None]).sum(-1)
+    return idx.clamp(max=probs.shape[-1] - 1)
+
+
+def _row_uniforms(seeds: list[int | None], rows: list[int], tokens: dict[int, list[int]], device) -> torch.Tensor:
+    """Each active row's uniform for its next token: (its request's seed, tokens it has so far)."""
+    return torch.tensor(uniforms([seeds[r] for r in rows], [len(tokens[r]) for r in rows]),
+                        dtype=torch.float32, device=device)
 
 
 def _eos_ids(model, tokenizer) -> set[int]:
@@ -140,9 +181,11 @@ def decode_batch(model, tokenizer, prompts: list[str], *, stop: list[list[str]] 
                  prefixes: list[str] | None = None, max_new_tokens: int = 256,
                  temperature: float = 0.0, top_p: float = 1.0,
                  generator: torch.Generator | None = None, is_encoder_decoder: bool = False,
-                 max_prompt_tokens: int | None = None, on_step=None) -> list[Completion]:
+                 max_prompt_tokens: int | None = None, on_step=None,
+                 seeds: list[int] | None = None) -> list[Completion]:
     """Decode one batch of prompts; ``stop[i]`` are the stop strings of prompt ``i``,
-    ``prefixes[i]`` the text it continues; ``on_step(n_active)`` is called after every step."""
+    ``prefixes[i]`` the text it continues, ``seeds[i]`` its noise (module docstring; None: draws
+    from ``generator``); ``on_step(n_active)`` is called after every step."""
     stop = stop or [[] for _ in prompts]
     prefixes = prefixes or ["" for _ in prompts]
     tail = _tail_len(tokenizer, stop)
@@ -153,7 +196,8 @@ def decode_batch(model, tokenizer, prompts: list[str], *, stop: list[list[str]] 
     logps: dict[int, list[float]] = {r: [] for r in rows}
     results: list[Completion | None] = [None] * len(prompts)
     for _ in range(max_new_tokens):
-        nxt = _sample_next(batch.logits, temperature, top_p, generator)
+        u = _row_uniforms(seeds, rows, tokens, batch.device) if seeds is not None and temperature > 0 else None
+        nxt = _sample_next(batch.logits, temperature, top_p, generator, u)
         keep = _take_tokens(tokenizer, batch.logits, nxt, eos, rows, tokens, logps, lambda r: (stop[r], prefixes[r]),
                             tail, max_new_tokens, results.__setitem__)
         if on_step is not None:
@@ -245,28 +289,31 @@ class Request:
     temperature: float = 0.0   # 0: greedy
     top_p: float = 1.0
     prefix: str = ""
+    seed: int | None = None    # its noise (module docstring); None: decode_stream's generator
 
 
 TOP_K_FAST = 256  # the nucleus is looked for among this many most likely tokens first
 
 
-def _nucleus_full(scaled: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None) -> torch.Tensor:
+def _nucleus_full(scaled: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None,
+                  u: torch.Tensor | None = None) -> torch.Tensor:
     """Top-p sampling over the whole vocabulary (a full sort: ~4 ms per row for 49k tokens)."""
     if bool((top_p >= 1).all()):  # no nucleus: the whole distribution, nothing to sort
-        return torch.multinomial(scaled.softmax(-1), 1, generator=generator).squeeze(-1)
+        return _draw(scaled.softmax(-1), generator, u)
     sorted_logits, order = scaled.sort(-1, descending=True)
     probs = sorted_logits.softmax(-1)
     remove = (probs.cumsum(-1) - probs) > top_p[:, None]  # keep the smallest set reaching top_p
     probs = probs.masked_fill(remove, 0.0)
-    return order.gather(-1, torch.multinomial(probs, 1, generator=generator)).squeeze(-1)
+    return order.gather(-1, _draw(probs, generator, u)[:, None]).squeeze(-1)
 
 
 def _sample_rows(logits: torch.Tensor, temp: torch.Tensor, top_p: torch.Tensor,
-                 generator: torch.Generator | None) -> torch.Tensor:
+                 generator: torch.Generator | None, u: torch.Tensor | None = None) -> torch.Tensor:
     """Per-row temperature / top-p; rows with temperature 0 are greedy. The nucleus almost always
     lies within the ``TOP_K_FAST`` most likely tokens: found there with ``topk`` instead of a
     full sort (which cost as much as the forward pass at batch 32); rows whose nucleus is wider
-    take the full sort. The distribution sampled from is the same either way."""
+    take the full sort. The distribution sampled from is the same either way. ``u``: each row's
+    uniform (inverse transform sampling, see :func:`_draw`), else ``generator``'s noise."""
     greedy = logits.argmax(-1)
     sampling = temp > 0
     if not bool(sampling.any()):
@@ -278,11 +325,11 @@ def _sample_rows(logits: torch.Tensor, temp: torch.Tensor, top_p: torch.Tensor,
     before = probs.cumsum(-1) - probs  # mass of the more likely tokens
     inside = before[:, -1] > top_p     # the nucleus ends before the k-th token
     probs = probs.masked_fill(before > top_p[:, None], 0.0)
-    drawn = order.gather(-1, torch.multinomial(probs, 1, generator=generator)).squeeze(-1)
+    drawn = order.gather(-1, _draw(probs, generator, u)[:, None]).squeeze(-1)
     wide = sampling & ~inside
     if bool(wide.any()):
         rows = wide.nonzero().squeeze(-1)
-        drawn[rows] = _nucleus_full(scaled[rows], top_p[rows], generator)
+        drawn[rows] = _nucleus_full(scaled[rows], top_p[rows], generator, None if u is None else u[rows])
     return torch.where(sampling, drawn, greedy)
 
 
@@ -502,7 +549,8 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
     it. A request with the same prompt and prefix as a recent one reuses its prefill (a problem's
     n samples cost one forward over the prompt, not n). ``on_done(i, completion)`` is called as
     request ``i`` finishes, ``on_step(n_active)`` after every step; returns the completions in
-    request order."""
+    request order. Requests with seeds draw their own noise (module docstring), else
+    ``generator``'s."""
     if not supports_streaming(model):
         raise ValueError(f"decode_stream: {type(model).__name__} has attention layers other than full "
                          "attention (e.g. sliding windows) or is an encoder-decoder: use decode_batch")
@@ -513,6 +561,10 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
     tokens: dict[int, list[int]] = {}
     logps: dict[int, list[float]] = {}
     next_req, refill_at = 0, batch_size - max(1, batch_size // 4)
+    seeds = [r.seed for r in requests]
+    seeded = any(x is not None for x in seeds)
+    if seeded and not all(x is not None for x in seeds):
+        raise ValueError("decode_stream: every request has a seed or none has")
 
     def done(r: int, c: Completion) -> None:
         results[r] = c
@@ -529,7 +581,8 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
         rows = batch.rows
         temp = torch.tensor([requests[r].temperature for r in rows], device=batch.device)
         top_p = torch.tensor([requests[r].top_p for r in rows], device=batch.device)
-        nxt = _sample_rows(batch.logits, temp, top_p, generator)
+        u = _row_uniforms(seeds, rows, tokens, batch.device) if seeded else None
+        nxt = _sample_rows(batch.logits, temp, top_p, generator, u)
         keep = _take_tokens(tokenizer, batch.logits, nxt, eos, rows, tokens, logps,
                             lambda r: (requests[r].stop, requests[r].prefix), tail, max_new_tokens, done)
         if on_step is not None:

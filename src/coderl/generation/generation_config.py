@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from ..config import ConfigError, opt, validate
 
 #: settings that do not change which samples a run writes (resuming under other values is fine)
-NOT_FINGERPRINTED = ("batch_size", "threads", "progress", "device")
+NOT_FINGERPRINTED = ("batch_size", "threads", "progress", "device", "backend", "ray_address", "ray_actors")
 
 
 @dataclass
@@ -24,8 +24,8 @@ class GenerationConfig:
                        "probability.", gt=0, le=1)
     max_new_tokens: int = opt(256, "Most tokens generated per program.", ge=1)
     max_prompt_tokens: int = opt(1024, "Longer prompts are truncated (their end is kept).", ge=1)
-    seed: int = opt(0, "Seed of the sampling generator (a fresh run with the same config, model and "
-                    "problems reproduces its samples).", ge=0)
+    seed: int = opt(0, "Run seed: each program draws its noise from (seed, problem, index), so a "
+                    "run reproduces its samples whatever the batch size, resume or backend.", ge=0)
     prompt_style: str = opt("auto", "auto: the chat template when the tokenizer has one; chat; plain "
                             "(the source's own format).", choices=("auto", "chat", "plain"))
     stop: list[str] = opt([], "Extra stop strings (repeatable).")
@@ -33,6 +33,13 @@ class GenerationConfig:
     dtype: str = opt("float32", "Model dtype.", choices=("float32", "bfloat16", "float16"))
     threads: int | None = opt(None, "Torch CPU threads (default: torch's choice).", ge=1)
     progress: bool = opt(True, "Show a progress bar.", cli=False)
+    backend: str = opt("local", "Where programs are decoded: local (this process) or ray (model replicas in "
+                       "Ray actors; the driver writes every record). The samples do not depend on it.",
+                       choices=("local", "ray"))
+    ray_address: str | None = opt(None, "backend=ray: the cluster to join (e.g. auto); default: a local Ray "
+                                  "started in this process. The model path must be readable on every node.")
+    ray_actors: int = opt(2, "backend=ray: model replicas (spread over the cluster's nodes; on cuda one GPU "
+                          "each).", ge=1)
 
     def __post_init__(self) -> None:
         validate(self, "generation")

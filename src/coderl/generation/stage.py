@@ -4,7 +4,7 @@ For every problem: ``num_seqs`` sampled programs (indices ``0 .. num_seqs-1``) a
 ``greedy``, one greedy program (``origin=greedy``, index ``num_seqs``: CodeRL's baseline W^b).
 :func:`coderl.generation.core.generate_samples` decodes them; this module plans, resumes and
 writes. Each sample is appended and flushed as it finishes, so a killed run regenerates only the
-missing (problem, index) pairs (with fresh noise: a fresh run reproduces its samples).
+missing (problem, index) pairs, each from its own seed: the same samples as an uninterrupted run.
 """
 
 from __future__ import annotations
@@ -60,10 +60,11 @@ def fingerprint(problems: list[Problem], config: GenerationConfig) -> dict:
 
 
 def generate(problems: list[Problem], out_path: str | Path, config: GenerationConfig,
-             model: LoadedModel | None = None, *, selection: dict | None = None,
+             model: LoadedModel | str | None = None, *, selection: dict | None = None,
              fresh_hint: str = "") -> dict:
     """Generate the samples of ``problems`` into ``out_path`` (resumable under the same settings;
-    other settings -> ConfigError). ``selection`` (a ProblemsConfig as a dict) is recorded beside
+    other settings -> ConfigError) with ``model`` (loaded, a spec, or None: ``config.model``), here
+    or on Ray (``config.backend``). ``selection`` (a ProblemsConfig as a dict) is recorded beside
     the samples. Returns a summary."""
     out_path = Path(out_path)
     fp = fingerprint(problems, config)
@@ -85,10 +86,6 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
         write_meta(out_path, "generate", fp, complete=True, selection=selection)
         return summary
 
-    lm = model or load_model(config.model, device=config.device, dtype=config.dtype,
-                             threads=config.threads)
-    if config.threads:
-        torch.set_num_threads(config.threads)
     # problem by problem, its greedy baseline first (what RL's relative returns need), then its
     # samples: adjacent requests with one prompt share one prefill
     requests = [GenRequest(p, i, o) for p in problems if p.id in jobs_by_problem
@@ -103,7 +100,22 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
             out.write(sample.to_dict())
             progress.done(1)
 
-        generate_samples(lm, requests, config, on_sample=write, on_step=progress.step)
+        if config.backend == "ray":
+            from ..distributed.ray_generator import RayGenerator
+
+            spec = model if isinstance(model, str) else config.model
+            if isinstance(model, LoadedModel):
+                spec = model.spec
+            with RayGenerator(spec, actors=config.ray_actors, address=config.ray_address, device=config.device,
+                              dtype=config.dtype, threads=config.threads) as ray_gen:
+                ray_gen.generate(requests, config, on_sample=write)
+                summary["backend"] = ray_gen.backend_info()
+        else:
+            lm = model if isinstance(model, LoadedModel) else load_model(
+                model or config.model, device=config.device, dtype=config.dtype, threads=config.threads)
+            if config.threads:
+                torch.set_num_threads(config.threads)
+            generate_samples(lm, requests, config, on_sample=write, on_step=progress.step)
     progress.close()
     write_meta(out_path, "generate", fp, complete=True, selection=selection)
     summary["tokens"] = tokens
@@ -124,9 +136,7 @@ def stage_fingerprint(problems, run: RunDir, cfg: GenerationConfig, ctx) -> dict
 
 def run(problems, run: RunDir, cfg: GenerationConfig, ctx) -> dict:
     """The stage contract: the problems -> ``run.samples``, by ``cfg.model`` (``sft``: this run's)."""
-    model = None
-    if cfg.model in RunDir.MODELS:
-        model = load_model(run.model(cfg.model), device=cfg.device, dtype=cfg.dtype, threads=cfg.threads)
+    model = str(run.model(cfg.model)) if cfg.model in RunDir.MODELS else None
     ctx.echo(f"      {len(problems)} problems x ({cfg.num_seqs} sampled{' + 1 greedy' if cfg.greedy else ''}) "
              f"with model {cfg.model!r}")
     summary = generate(list(problems), run.samples, cfg, model=model, selection=ctx.selection,

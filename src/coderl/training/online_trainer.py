@@ -180,6 +180,7 @@ class RolloutBatches:
         self.order = torch.randperm(len(self.problems), generator=g).tolist()
         self.group = 1
         self._round: tuple[int, list[list]] | None = None  # the round at hand and its groups
+        self._ray_gen = None  # execution.backend ray: the policy's replicas in Ray actors
 
     # -- the BatchSource protocol -----------------------------------------------------------------
     def bind(self, group: int) -> None:
@@ -276,8 +277,11 @@ class RolloutBatches:
         model.eval()
         t0 = time.time()
         try:
-            with torch.no_grad():
-                samples = generate_samples(dataclasses.replace(self.lm, model=model), reqs, gcfg)
+            if self.exec_config.backend == "ray":
+                samples = self.ray_generator().generate(reqs, gcfg)
+            else:
+                with torch.no_grad():
+                    samples = generate_samples(dataclasses.replace(self.lm, model=model), reqs, gcfg)
         finally:
             model.train(was_training)
         t1 = time.time()
@@ -295,6 +299,28 @@ class RolloutBatches:
         ntok = sum(s.num_tokens for s in samples)
         return {"generate_s": round(t1 - t0, 2), "execute_s": round(time.time() - t1, 2),
                 "generated_tokens": ntok, "generate_tokens_per_s": round(ntok / max(t1 - t0, 1e-9), 1)}
+
+    def ray_generator(self):
+        """The policy's replicas on Ray (started at the first round: the model the trainer started
+        from, its LoRA config applied), with the policy's current trainable weights sent."""
+        from ..distributed.ray_generator import RayGenerator
+
+        acc = self.task.accelerator
+        policy = acc.unwrap_model(self.task.model) if acc is not None else self.task.model
+        if self._ray_gen is None:
+            ec = self.exec_config
+            peft = getattr(policy, "peft_config", {}).get("default")
+            self._ray_gen = RayGenerator(self.lm.spec, actors=ec.ray_actors, address=ec.ray_address,
+                                         device=next(policy.parameters()).device.type, peft_config=peft,
+                                         threads=self.cfg.threads, section="execution")
+            self._ray_gen.start()
+        self._ray_gen.set_weights({n: p for n, p in policy.named_parameters() if p.requires_grad})
+        return self._ray_gen
+
+    def close(self) -> None:
+        if self._ray_gen is not None:
+            self._ray_gen.close()
+            self._ray_gen = None
 
     def examples(self, r: int, problems: list, d: Path) -> tuple[list, dict[str, Any]]:
         """The round's sampled programs as RL examples with their advantages, and statistics."""
@@ -365,7 +391,10 @@ def train_online(problems: Sequence, run: RunDir, cfg: OnlineConfig, *, progress
                       val_examples=[], val_problems=[], data_info={"init": init, "problems": len(problems)},
                       needs_reference=cfg.kl_coef > 0 or cfg.measure_kl)
     source = RolloutBatches(problems, run, cfg, task, lm, exec_config or ExecConfig(), echo)
-    return task.train(source, fp, [], progress=progress, on_step=on_step, echo=echo)
+    try:
+        return task.train(source, fp, [], progress=progress, on_step=on_step, echo=echo)
+    finally:
+        source.close()
 
 
 def reads(cfg: OnlineConfig) -> tuple[str, ...]:
