@@ -116,6 +116,10 @@ def two_nodes(port: int, problems: int, threads: int) -> dict:
         if g.returncode:
             out["generate_error"] = g.stderr[-800:]
             return out
+        try:  # the verb prints its summary (JSON) last: where the replicas ran
+            out["generate_backend"] = json.loads(g.stdout[g.stdout.index("{"):]).get("backend")
+        except ValueError:
+            out["generate_backend"] = None
         t = time.monotonic()  # the same samples decoded here, by the local backend
         subprocess.run(gen + ["--out", str(tmp / "local.jsonl")], check=True, capture_output=True, env=env,
                        timeout=1800)
