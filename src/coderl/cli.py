@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -10,6 +11,9 @@ from typing import Optional
 import typer
 from rich.console import Console
 from rich.table import Table
+
+from .cliopts import verb
+from .config import from_dict
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="CodeRL: actor, critic, execution rewards and critic sampling, offline.")
@@ -39,6 +43,11 @@ def load_problem_set(spec: str, path: Optional[Path] = None, split: Optional[str
     except (ProblemError, ValueError) as e:
         hint = not skip_invalid and isinstance(e, ProblemError) and e.problem_id is not None
         fail(str(e) + ("  (use --skip-invalid to skip invalid problems)" if hint else ""))
+    return _listed(problems)
+
+
+def _listed(problems):
+    """``problems``, after listing the ones ``skip_invalid`` left out."""
     for e in problems.skipped:
         err_console.print(f"[yellow]skipped[/] {e}", highlight=False)
     return problems
@@ -86,18 +95,14 @@ def problems_show(spec: str = typer.Argument(..., help="mbpp | humaneval | apps 
     if as_json:
         console.print_json(p.to_json())
         return
-    console.rule(f"{p.id}  [{p.source}/{p.split}, {p.difficulty}, {p.kind}]")
-    console.print(p.question, highlight=False, markup=False)
-    if p.starter_code:
-        console.rule("starter code")
-        console.print(p.starter_code, highlight=False, markup=False)
-    console.rule(f"example tests ({p.num_example_tests})")
-    console.print(json.dumps(p.example_tests, indent=1)[:2000], highlight=False, markup=False)
-    console.rule(f"hidden tests ({p.num_tests})")
-    console.print(json.dumps(p.tests, indent=1)[:2000], highlight=False, markup=False)
-    if p.solutions:
-        console.rule(f"solution 1 of {len(p.solutions)}")
-        console.print(p.solutions[0], highlight=False, markup=False)
+    for title, text in ((f"{p.id}  [{p.source}/{p.split}, {p.difficulty}, {p.kind}]", p.question),
+                        ("starter code", p.starter_code),
+                        (f"example tests ({p.num_example_tests})", json.dumps(p.example_tests, indent=1)[:2000]),
+                        (f"hidden tests ({p.num_tests})", json.dumps(p.tests, indent=1)[:2000]),
+                        (f"solution 1 of {len(p.solutions)}", p.solutions[0] if p.solutions else "")):
+        if text:  # (no starter code or solution: no section)
+            console.rule(title)
+            console.print(text, highlight=False, markup=False)
 
 
 @problems_app.command("stats")
@@ -160,10 +165,7 @@ def _guarded(action, interrupted: str = "rerun the same command to resume"):
 
 
 def _problems_cfg(given: dict, recorded_from: Optional[Path] = None):
-    """The problem selection: what the user typed, else the one recorded beside ``recorded_from``
-    (the samples of a run), else an error."""
-    from .config import from_dict
-    from .problems.problems_config import ProblemsConfig
+    """The problem selection: typed, else recorded beside ``recorded_from``, else an error."""
     from .rundir import recorded_selection
 
     if given:
@@ -171,22 +173,11 @@ def _problems_cfg(given: dict, recorded_from: Optional[Path] = None):
     if recorded_from is not None and recorded_from.is_file():
         sel = recorded_selection(recorded_from)
         if sel is not None:
-            err_console.print(f"problems: the selection recorded beside {recorded_from} "
-                              f"({_describe_selection(sel)})", highlight=False)
+            shown = ", ".join(f"{k}={v}" for k, v in sel.items() if v not in (None, False, []))
+            err_console.print(f"problems: the selection recorded beside {recorded_from} ({shown})", highlight=False)
             return from_dict(ProblemsConfig, sel, f"{recorded_from}.meta.json: selection")
     fail("--problems is required" + (f" (no selection is recorded beside {recorded_from})"
                                      if recorded_from is not None else ""))
-
-
-def _describe_selection(sel: dict) -> str:
-    return ", ".join(f"{k}={v}" for k, v in sel.items() if v not in (None, False, []))
-
-
-def _load(pc):
-    problems = pc.load()
-    for e in problems.skipped:
-        err_console.print(f"[yellow]skipped[/] {e}", highlight=False)
-    return problems
 
 
 def _run_dir(st, run_dir: Optional[Path], files: dict[str, Path]):
@@ -209,9 +200,6 @@ def _stage_verb(st) -> None:
     """Register the verb of one stage-table row (see :mod:`coderl.stage`)."""
     import inspect
 
-    from .cliopts import verb
-    from .pipeline import run_facts
-
     configs = {"problems": ProblemsConfig} if st.takes_problems else {}
     configs[st.section] = st.config_class()
     for sec in st.shared:
@@ -226,7 +214,6 @@ def _stage_verb(st) -> None:
                                  default=typer.Option(None, flag, help=text)) for box, flag, text in st.files]
 
     def command(run_dir: Optional[Path] = None, fresh: bool = False, *, given: dict, **files) -> None:
-        from .config import from_dict
         from .stage import StageContext, run_stage
 
         def work():
@@ -234,7 +221,7 @@ def _stage_verb(st) -> None:
             problems = []
             if st.takes_problems:
                 pc = _problems_cfg(given["problems"], run.samples)
-                problems = list(_load(pc))
+                problems = list(_listed(pc.load()))
             cfg = from_dict(st.config_class(), given[st.section], f"{st.name} options")
             shared = {sec: from_dict(_section_class(sec), given[sec], f"{st.name} options") for sec in st.shared}
             base_model, train_ids = run_facts(run)
@@ -261,14 +248,10 @@ def _show_json(summary: dict, console) -> None:
 
 
 def _section_class(section: str) -> type:
-    from .pipeline import BY_SECTION
-
     return BY_SECTION[section].config_class()
 
 
-import dataclasses  # noqa: E402
-
-from .pipeline import STAGES  # noqa: E402
+from .pipeline import BY_SECTION, STAGES, run_facts  # noqa: E402
 from .problems.problems_config import ProblemsConfig  # noqa: E402
 
 for _st in STAGES:
@@ -297,34 +280,27 @@ def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. conf
 
 
 # -- `coderl serve-executor`: the sandboxed executor as an HTTP service (coderl.serve) -----------
-def _serve_executor_verb() -> None:
-    """Register ``serve-executor`` with the options of ServeConfig and ExecConfig (cliopts.verb:
-    ``app.command("serve-executor")`` with every default and help text from the configs)."""
-    from .cliopts import verb
-    from .execution.exec_config import ExecConfig
-    from .serve.serve_config import ServeConfig
-
-    @verb(app, "serve-executor", {"serve": ServeConfig, "execution": ExecConfig})
-    def serve_executor_cmd(*, given: dict) -> None:
-        """Serve the sandboxed executor over HTTP: POST /run_code (SandboxFusion's API, for veRL),
-        POST /v1/execute (programs + a problem's tests -> coderl results), GET /health, GET /metrics.
-        Binds 127.0.0.1; any other address needs --token (or $CODERL_SERVE_TOKEN). Ctrl-C stops it
-        after the requests in flight."""
-        from .config import from_dict
-        from .serve.server import serve
-
-        def work():
-            serve_cfg = from_dict(ServeConfig, given["serve"], "serve-executor options")
-            exec_cfg = from_dict(ExecConfig, given["execution"], "serve-executor options")
-            try:
-                serve(serve_cfg, exec_cfg, echo=lambda m: err_console.print(m, highlight=False))
-            except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a normal stop
-                err_console.print("coderl executor stopped", highlight=False)
-
-        _guarded(work)
+from .execution.exec_config import ExecConfig  # noqa: E402
+from .serve.serve_config import ServeConfig  # noqa: E402
 
 
-_serve_executor_verb()
+@verb(app, "serve-executor", {"serve": ServeConfig, "execution": ExecConfig})
+def serve_executor_cmd(*, given: dict) -> None:
+    """Serve the sandboxed executor over HTTP: POST /run_code (SandboxFusion's API, for veRL),
+    POST /v1/execute (programs + a problem's tests -> coderl results), GET /health, GET /metrics.
+    Binds 127.0.0.1; any other address needs --token (or $CODERL_SERVE_TOKEN). Ctrl-C stops it
+    after the requests in flight."""
+    from .serve.server import serve
+
+    def work():
+        serve_cfg = from_dict(ServeConfig, given["serve"], "serve-executor options")
+        exec_cfg = from_dict(ExecConfig, given["execution"], "serve-executor options")
+        try:
+            serve(serve_cfg, exec_cfg, echo=lambda m: err_console.print(m, highlight=False))
+        except KeyboardInterrupt:  # uvicorn re-raises the Ctrl-C it handled: a normal stop
+            err_console.print("coderl executor stopped", highlight=False)
+
+    _guarded(work)
 
 
 def main() -> None:  # pragma: no cover

@@ -4,14 +4,12 @@
     def generate_cmd(out: Path = typer.Option(..., "--out"), *, given):
         cfg = from_dict(GenerationConfig, given["generation"], "generation options")
 
-Every field of each config becomes an option ``--field-name`` (``opt(..., flag="--k")``
-renames it, ``cli=False`` leaves it out; a nested dataclass field such as ``ExecConfig.limits``
-contributes its own fields). The option's default is ``None`` and its help shows the config's
-default, so the verb receives only what the user typed, in ``given[section]`` (nested fields as
-nested dicts): what the user did not type comes from the config (or the YAML, or a run's
-recorded selection) and never from a second copy of the default. Bools are ``--x/--no-x``
-flags; ``list`` fields are repeatable options; an optional field (``X | None``) typed as ``null``
-or ``none`` is None. ``opt(..., shown="...")`` replaces the default the help shows.
+Every field of each config becomes an option ``--field-name`` (``opt(..., flag="--k")`` renames
+it, ``cli=False`` leaves it out; a nested dataclass such as ``ExecConfig.limits`` contributes its
+fields). The option's default is ``None`` and its help shows the config's default (or
+``opt(..., shown=...)``), so the verb receives only what the user typed, in ``given[section]``,
+and never a second copy of a default. Bools are ``--x/--no-x`` flags; ``list`` fields are
+repeatable; an optional field typed as ``null`` or ``none`` is None.
 """
 
 from __future__ import annotations
@@ -77,24 +75,18 @@ def config_params(cls: type, path: tuple[str, ...] = ()) -> list[tuple[inspect.P
         help_text += f" (default: {_default_text(f)})"
         ptype = _plain_type(tp)
         decls = [f"{flag}/--no-{flag[2:]}" if tp is bool else flag]
-        name = "_".join(path + (f.name,))
         extra = {}
         if typing.get_origin(typing.get_args(ptype)[0]) is list:
             extra["metavar"] = f"<{typing.get_args(typing.get_args(ptype)[0])[0].__name__}>"
-        param = inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, annotation=ptype,
-                                  default=typer.Option(None, *decls, help=help_text, show_default=False,
-                                                       **extra))
-        out.append((param, path + (f.name,), _nullable(tp)))
+        param = inspect.Parameter("_".join(path + (f.name,)), inspect.Parameter.KEYWORD_ONLY, annotation=ptype,
+                                  default=typer.Option(None, *decls, help=help_text, show_default=False, **extra))
+        nullable = typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
+        out.append((param, path + (f.name,), nullable))
     return out
 
 
-def _nullable(tp: Any) -> bool:
-    return typing.get_origin(tp) in (typing.Union, types.UnionType) and type(None) in typing.get_args(tp)
-
-
 def verb(app: typer.Typer, name: str, configs: dict[str, type], **command_kw) -> Callable:
-    """Register ``fn`` as the verb ``name`` with the options of ``configs`` added to its own.
-    ``fn`` gets a keyword ``given``: ``{section: {field: value typed by the user}}``."""
+    """Register ``fn`` as the verb ``name`` with ``configs``'s options (``fn(given=...)``)."""
 
     def deco(fn: Callable) -> Callable:
         own = [p for p in inspect.signature(fn).parameters.values() if p.name != "given"]

@@ -1,10 +1,8 @@
 """The config layer every stage shares: dataclass configs validated in ``__post_init__``.
 
-A stage's config is a dataclass beside the stage (``critic_config.py`` next to
-``critic_trainer.py``). Each field carries its help text in ``metadata={"help": ...}`` (the CLI
-verb's options are generated from it, see :mod:`coderl.cliopts`), and ``__post_init__`` calls
-:func:`validate` so a value of the wrong type or out of range fails when the config is built,
-before any work starts, with a message that names the key:
+A stage's config is a dataclass beside the stage; each field carries its help text (the CLI's
+options are generated from it, :mod:`coderl.cliopts`), and ``__post_init__`` calls
+:func:`validate`, so a bad value fails when the config is built, with a message naming the key:
 
     @dataclass
     class ExampleConfig:
@@ -38,9 +36,8 @@ def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | 
         ge: float | None = None, gt: float | None = None, le: float | None = None,
         lt: float | None = None, factory: Any = None, cli: bool = True, flag: str | None = None,
         shown: str | None = None):
-    """A dataclass field with help text and validation rules (see the module docstring).
-    ``cli=False`` keeps the field out of the generated CLI options; ``flag`` overrides the
-    option's name (default ``--field-name``); ``shown`` is the default the CLI help shows."""
+    """A dataclass field with help text and validation rules. ``cli=False``: no CLI option;
+    ``flag``: the option's name (default ``--field-name``); ``shown``: the default the help shows."""
     meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "cli": cli,
             "flag": flag, "shown": shown}
     if factory is not None:
@@ -78,9 +75,7 @@ def _check_type(value: Any, tp: Any) -> bool:
         return isinstance(value, int) and not isinstance(value, bool)
     if tp is float:
         return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if isinstance(tp, type):
-        return isinstance(value, tp)
-    return True
+    return not isinstance(tp, type) or isinstance(value, tp)
 
 
 def _is_number(text: str) -> bool:
@@ -121,9 +116,8 @@ def validate(cfg: Any, section: str = "") -> None:
                         raise ConfigError(f"{key}: must be {word} {m[bound]}, got {v!r}")
 
 
-def from_dict(cls: type, data: Any, where: str) -> Any:
-    """Build the dataclass ``cls`` from a mapping (YAML section); unknown keys and bad values
-    raise ConfigError naming ``where`` and the key."""
+def check_keys(cls: type, data: Any, where: str) -> dict[str, Any]:
+    """``data`` (None: ``{}``) if a mapping of ``cls``'s fields; else ConfigError naming ``where``."""
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -132,6 +126,12 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
     unknown = sorted(set(data) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
+    return data
+
+
+def from_dict(cls: type, data: Any, where: str) -> Any:
+    """Build the dataclass ``cls`` from a mapping; errors name ``where`` and the key."""
+    data = check_keys(cls, data, where)
     try:
         return cls(**data)
     except (TypeError, ValueError) as e:  # ConfigError included
@@ -140,9 +140,7 @@ def from_dict(cls: type, data: Any, where: str) -> Any:
 
 def fingerprint(obj: Any, *, exclude: tuple[str, ...] = ()) -> dict[str, Any]:
     """The settings of a dataclass that decide what a stage writes (``exclude``: those that do
-    not, such as progress bars or thread counts), as a plain dict. A learning rate left null
-    counts as the value it means (``learning_rate``: the mode's default), so typing that default
-    is the same setting, for the stage contract and a trainer's own resume check alike."""
+    not), as a dict; a learning rate left null counts as the default it means (``learning_rate``)."""
     d = dataclasses.asdict(obj) if dataclasses.is_dataclass(obj) else dict(obj)
     if d.get("lr", 0) is None and hasattr(obj, "learning_rate"):
         d["lr"] = obj.learning_rate

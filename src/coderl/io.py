@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -33,8 +34,7 @@ def _open_text(path: Path, mode: str):
 
 def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False,
                numbered: bool = False) -> Iterator[dict]:
-    """Yield one dict per non-blank line (``numbered``: ``(line, dict)``). Raises RecordError
-    naming file:line on bad JSON."""
+    """Yield one dict per non-blank line (``numbered``: ``(line, dict)``); bad JSON: RecordError."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
@@ -64,9 +64,7 @@ def write_jsonl(path: str | os.PathLike, records: Iterable[dict], default: Any =
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, *, binary: bool = False, suffix: str = ".tmp"):
-    """Open a temporary sibling of ``path`` for writing; on success it is flushed, fsynced and
-    renamed onto ``path`` (readers see the old file or the new one, never a part); on error it
-    is removed."""
+    """A temporary sibling of ``path`` to write, fsynced and renamed onto it (on error removed)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
@@ -82,6 +80,26 @@ def atomic_file(path: str | os.PathLike, *, binary: bool = False, suffix: str = 
         raise
 
 
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike):
+    """A temporary sibling directory of ``path`` to fill, renamed into place (on error removed)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
+    try:
+        yield tmp
+        if path.exists():
+            old = path.with_name(f".{path.name}.old-{os.getpid()}")
+            os.replace(path, old)
+            os.replace(tmp, path)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to ``path`` so that readers see the old file or the new one, never a part."""
     with atomic_file(path) as f:
@@ -89,12 +107,7 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> None:
 
 
 class JsonlAppender:
-    """Append records to a JSONL file, one flushed line each (resumable stages).
-
-    On open, a torn last line left by a killed run is cut off so the file stays valid JSONL.
-    ``lock``: hold an exclusive lock on the file while open; a second writer fails at once with
-    a RecordError instead of interleaving its records with ours.
-    """
+    """Append records to a JSONL file, one flushed line each; ``lock``: one writer at a time."""
 
     def __init__(self, path: str | os.PathLike, *, lock: bool = False):
         self.path = Path(path)
@@ -111,8 +124,9 @@ class JsonlAppender:
                 self._f.close()
                 raise RecordError(self.path, None, "another coderl process is writing this file; "
                                                    "wait for it to finish or write elsewhere") from None
-        if self.path.stat().st_size:
-            _truncate_torn_tail(self.path)
+        data = self.path.read_bytes()
+        if data and not data.endswith(b"\n"):  # a killed run's torn last line (0: the only one)
+            os.truncate(self.path, data.rfind(b"\n") + 1)
 
     def write(self, record: dict) -> None:
         self.write_many([record])
@@ -129,12 +143,3 @@ class JsonlAppender:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-def _truncate_torn_tail(path: Path) -> None:
-    data = path.read_bytes()
-    if not data or data.endswith(b"\n"):
-        return
-    cut = data.rfind(b"\n") + 1  # 0 when the only line is torn
-    with open(path, "r+b") as f:
-        f.truncate(cut)

@@ -9,11 +9,9 @@ from pathlib import Path
 def data_dir() -> Path:
     """The project's ``data/`` (override with ``CODERL_DATA``)."""
     env = os.environ.get("CODERL_DATA")
-    if env:
-        return Path(env)
-    return Path(__file__).resolve().parents[2] / "data"
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "data"
 
 
 def cache_dir() -> Path:
     """Converted checkpoints, result caches (override with ``CODERL_CACHE``)."""
-    return Path(os.environ.get("CODERL_CACHE", Path.home() / ".cache" / "coderl"))
+    return Path(os.environ.get("CODERL_CACHE") or Path.home() / ".cache" / "coderl")

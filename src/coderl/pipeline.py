@@ -2,11 +2,10 @@
 
     coderl pipeline configs/mbpp_smollm2_eval_cpu.yaml [--from execute] [--until evaluate] [--fresh]
 
-A config has a ``name`` and one section per stage, each key a field of that stage's config
-dataclass (validated before any work starts). :data:`STAGES` is the table (ARCHITECTURE.md, "The
-stage table"): the pipeline's order, ``--from`` / ``--until`` and the CLI's stage verbs come from
-it; whether a stage runs is :func:`coderl.stage.run_stage`'s rule. A new stage is one config
-file, one stage module and one row.
+A config has a ``name`` and one section per stage (its config dataclass's fields, validated
+before any work). :data:`STAGES` is the table (ARCHITECTURE.md): the pipeline's order, ``--from``
+/ ``--until`` and the CLI's stage verbs come from it; whether a stage runs is
+:func:`coderl.stage.run_stage`'s rule. A new stage is one config file, one module and one row.
 """
 
 from __future__ import annotations
@@ -22,10 +21,14 @@ from typing import Any
 import yaml
 
 from .config import ConfigError, from_dict
+from .io import atomic_write_text
 from .problems.problems_config import ProblemsConfig
 from .rundir import RunDir
 from .stage import Stage, StageContext, run_stage
 
+# a verb's options that put a box elsewhere: (box, flag, help)
+_SAMPLES = ("samples", "--samples", "Samples JSONL (problem_id, index, program).")
+_RESULTS = ("results", "--results", "Results JSONL (coderl execute).")
 STAGES: list[Stage] = [
     Stage("train-actor", "sft", "coderl.training.sft_config:SFTConfig", "coderl.training.sft_trainer",
           reads=(), writes=("sft",), grows=("max_steps",), shared=("execution",),
@@ -37,34 +40,32 @@ STAGES: list[Stage] = [
           help="Sample programs from a model: num_seqs per problem plus a greedy one (resumable)."),
     Stage("execute", "execution", "coderl.execution.exec_config:ExecConfig", "coderl.execution.stage",
           reads=("samples",), writes=("results",), optional=False, incremental=True,
-          files=(("samples", "--samples", "Samples JSONL (problem_id, index, program)."), ("results", "--out", "Results JSONL (appended; a rerun resumes).")),
+          files=(_SAMPLES, ("results", "--out", "Results JSONL (appended; a rerun resumes).")),
           help="Run sampled programs against their problems' tests in the sandbox: one Result per "
                "sample (resumable)."),
     Stage("evaluate", "evaluation", "coderl.evaluation.eval_config:EvalConfig", "coderl.evaluation.stage",
           reads=("samples", "results"), writes=("report_json", "report_md"), optional=False, always=True,
-          files=(("results", "--results", "Results JSONL (coderl execute)."), ("samples", "--samples", "Samples JSONL (problem_id, index, program).")), run_dir_flag="--out-dir",
+          files=(_RESULTS, _SAMPLES), run_dir_flag="--out-dir",
           help="pass@k, n@k with example-test filtering, hack rate, breakdowns and plots: report.md / "
                "report.json (--compare RUN: differences with paired-bootstrap intervals)."),
     Stage("train-critic", "critic", "coderl.critic.critic_config:CriticConfig", "coderl.critic.critic_trainer",
-          reads=("samples", "results"), writes=("critic",), grows=("max_steps",),
-          files=(("samples", "--samples", "Samples JSONL (problem_id, index, program)."), ("results", "--results", "Results JSONL (coderl execute).")),
+          reads=("samples", "results"), writes=("critic",), grows=("max_steps",), files=(_SAMPLES, _RESULTS),
           help="Train the critic (problem + program -> test outcome, a value per program token); "
                "held-out metrics and baselines in critic/metrics.json (resumable)."),
     Stage("critic-score", "critic_score", "coderl.critic.score_config:ScoreConfig", "coderl.critic.scoring",
           reads=("samples", "results", "critic"), writes=("critic_scores",),
-          files=(("samples", "--samples", "Samples JSONL (problem_id, index, program)."), ("results", "--results", "Results JSONL (coderl execute)."),
-                 ("critic_scores", "--out", "Scores file (.npz).")),
+          files=(_SAMPLES, _RESULTS, ("critic_scores", "--out", "Scores file (.npz).")),
           help="Per sample: class probabilities and per-token values q̂ (of the actual outcome, and of "
                "passed), float16 in an .npz (resumable)."),
     Stage("train-rl", "rl", "coderl.training.rl_config:RLConfig", "coderl.training.rl_trainer",
           reads=("samples", "results", "critic_scores", "sft"), writes=("rl",), grows=("max_steps",),
-          shared=("execution",), files=(("samples", "--samples", "Samples JSONL (problem_id, index, program)."), ("results", "--results", "Results JSONL (coderl execute)."),
-                                        ("critic_scores", "--scores", "Critic scores (coderl critic-score).")),
+          shared=("execution",),
+          files=(_SAMPLES, _RESULTS, ("critic_scores", "--scores", "Critic scores (coderl critic-score).")),
           help="CodeRL's offline RL: -(r(W^s) - r(W^b)) q̂(w_t) log p(w_t), alternating with "
                "cross-entropy steps on gold programs (resumable)."),
     Stage("train-expert", "expert", "coderl.training.expert_config:ExpertConfig", "coderl.training.expert_trainer",
           reads=("samples", "results"), writes=("expert",), grows=("max_steps",), shared=("execution",),
-          files=(("samples", "--samples", "Samples JSONL (problem_id, index, program)."), ("results", "--results", "Results JSONL (coderl execute).")),
+          files=(_SAMPLES, _RESULTS),
           help="Expert iteration (rejection-sampling fine-tuning): the model that sampled, fine-tuned on "
                "its own programs that passed their tests (resumable)."),
     Stage("train-online", "online", "coderl.training.online_config:OnlineConfig", "coderl.training.online_trainer",
@@ -74,8 +75,7 @@ STAGES: list[Stage] = [
                "at its round)."),
     Stage("train-repair", "repair", "coderl.critic_sampling.repair_config:RepairConfig",
           "coderl.critic_sampling.repair_trainer", reads=("samples", "results"), writes=("repair",),
-          grows=("max_steps",),
-          files=(("samples", "--samples", "Samples JSONL (problem_id, index, program)."), ("results", "--results", "Results JSONL (coderl execute).")),
+          grows=("max_steps",), files=(_SAMPLES, _RESULTS),
           help="The repair model of critic sampling: the actor fine-tuned on (problem, failed program, "
                "its verdict) -> a passing program, from the run's executed samples (resumable)."),
     Stage("critic-sample", "critic_sample", "coderl.critic_sampling.cs_config:CriticSamplingConfig",
@@ -170,8 +170,7 @@ def _apply(raw: dict, overrides: dict[str, Any], path: Path) -> None:
 
 
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Read a pipeline YAML; ``overrides`` like ``{"generation.num_seqs": 2}`` win over it.
-    Every section, and what the stages need of each other, is validated here, before any work."""
+    """Read and validate a pipeline YAML; ``overrides`` (``{"generation.num_seqs": 2}``) win."""
     path = Path(path)
     raw = _read_yaml(path)
     _apply(raw, overrides or {}, path)
@@ -201,7 +200,6 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
 def check_needs(cfg: PipelineConfig, where: Any = "config") -> None:
     """What a section needs of the others, before any stage runs (and before --fresh deletes)."""
     s = cfg.section
-    run_models = {"sft": "sft", "rl": "rl"}
     uses = []
     if s("generation") is not None:
         uses.append(("generation.model", s("generation").model))
@@ -211,11 +209,11 @@ def check_needs(cfg: PipelineConfig, where: Any = "config") -> None:
             raise ConfigError(f"{where}: rl.critic_weights needs the critic scores: add the critic and "
                               "critic_score sections, or set rl.critic_weights: false (q̂ = 1)")
     if s("compare") is not None:
-        uses += [("compare.models", m) for m in s("compare").models if m in run_models]
+        uses += [("compare.models", m) for m in s("compare").models]
     for key, value in uses:
-        if value in run_models and s(run_models[value]) is None:
+        if value in ("sft", "rl") and s(value) is None:
             raise ConfigError(f"{where}: {key}: {value!r} is this run's {value}/ model, but the config "
-                              f"has no {run_models[value]} section to train it")
+                              f"has no {value} section to train it")
     if s("critic_score") is not None and s("critic") is None and str(s("critic_score").checkpoint) in ("best", "last"):
         raise ConfigError(f"{where}: critic_score: checkpoint {s('critic_score').checkpoint!r} names this "
                           "run's critic, but the config has no critic section")
@@ -253,22 +251,16 @@ def run_pipeline(cfg: PipelineConfig, *, echo=print, start: str | None = None,
     stages = select_stages(start, until, cfg)
     check_needs(cfg)
     problems = list(cfg.problems.load())
-    run = RunDir(cfg.run_dir)
-    produced = {b for s in cfg.stages() for b in s.writes}
-    before = {b for s in cfg.stages()[:stage_names(cfg).index(stages[0].name)] for b in s.writes}
-    for st in stages[:1]:
-        missing = [b for b in st.reads if b in produced and b in before and not run.box(b).exists()]
-        if missing:
-            raise ConfigError(f"stage {st.name} reads {', '.join(str(run.box(b)) for b in missing)}, "
-                              "which does not exist: run the stages before it first (drop --from)")
+    run, names = RunDir(cfg.run_dir), stage_names(cfg)
+    before = {b for s in cfg.stages()[:names.index(stages[0].name)] for b in s.writes}  # by stages not run
+    missing = [b for b in stages[0].reads if b in before and not run.box(b).exists()]
+    if missing:
+        raise ConfigError(f"stage {stages[0].name} reads {', '.join(str(run.box(b)) for b in missing)}, "
+                          "which does not exist: run the stages before it first (drop --from)")
     run.mkdir()
-    from .io import atomic_write_text
-
     atomic_write_text(run.config, yaml.safe_dump(cfg.to_dict(), sort_keys=False))
     ctx = _context(cfg, problems, echo)
-    names = stage_names(cfg)
-    timings: dict[str, float] = {}
-    ctx.run_meta["timings"] = timings
+    timings: dict[str, float] = ctx.run_meta.setdefault("timings", {})
     last: dict[str, Any] = {}
     for st in stages:
         t = time.time()
@@ -282,8 +274,7 @@ def run_pipeline(cfg: PipelineConfig, *, echo=print, start: str | None = None,
 
 
 def run_facts(run: RunDir) -> tuple[str, frozenset[str]]:
-    """For a stage run by hand in a pipeline's run directory: the model the run started from and
-    the problems it trains on (from its ``config.yaml``); ``("default", {})`` without one."""
+    """From a run's ``config.yaml``: the model it started from and the problems it trains on."""
     if not run.config.is_file():
         return "default", frozenset()
     try:

@@ -1,12 +1,9 @@
 """One reader and one writer per record type: the contract between stages (ARCHITECTURE.md, "Records").
 
-Readers validate every record (required fields and their types, allowed values) and raise
-``RecordError`` naming the file, the line and what is wrong. A second record for the same
-``(problem_id, index)`` is an error (two runs wrote into one file, or a file was concatenated):
-the message names both lines. ``problems`` (ids) makes a reader reject records of problems
-outside the selection. Writers append one flushed line per record under an exclusive lock, so
-two processes can never interleave records in one file. :func:`join` is the one way results meet
-their samples.
+Readers validate every record and raise ``RecordError`` naming the file, the line and what is
+wrong; a second record for the same ``(problem_id, index)`` is an error naming both lines;
+``problems`` (ids) rejects records of other problems. Writers append one flushed line per record
+under an exclusive lock. :func:`join` is the one way results meet their samples.
 """
 
 from __future__ import annotations
@@ -43,16 +40,7 @@ class Sample:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any], *, path: Any = "<dict>", line: int | None = None) -> "Sample":
-        names = {f.name for f in dataclasses.fields(cls)}
-        for k in ("problem_id", "index", "program"):
-            if k not in d:
-                raise RecordError(path, line, f"sample has no {k!r} field")
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise RecordError(path, line, f"sample record has unknown field(s) {unknown}")
-        _check(path, line, "sample", d, (("problem_id", (str, int)), ("index", (int,)), ("program", (str,))))
-        if d["index"] < 0:
-            raise RecordError(path, line, f"sample index must be >= 0, got {d['index']}")
+        _check(path, line, "sample", d, "program", allowed={f.name for f in dataclasses.fields(cls)})
         s = cls(**d)
         if s.origin not in ORIGINS:
             raise RecordError(path, line, f"sample origin {s.origin!r} not one of {ORIGINS}")
@@ -64,12 +52,22 @@ class Sample:
         return (self.problem_id, self.index)
 
 
-def _check(path, line, what: str, d: dict, spec) -> None:
+def _check(path, line, what: str, d: dict, field: str, allowed: set[str] | None = None) -> None:
+    """The fields every ``what`` record has (problem_id, index >= 0, ``field``); only ``allowed``."""
+    spec = (("problem_id", (str, int)), ("index", (int,)), (field, (str,)))
+    for key, _ in spec:
+        if key not in d:
+            raise RecordError(path, line, f"{what} has no {key!r} field")
+    unknown = sorted(set(d) - allowed) if allowed is not None else []
+    if unknown:
+        raise RecordError(path, line, f"{what} record has unknown field(s) {unknown}")
     for key, types in spec:
         v = d.get(key)
         if not isinstance(v, types) or isinstance(v, bool):
             raise RecordError(path, line, f"{key!r} must be "
                                           f"{'/'.join(t.__name__ for t in types)} in a {what}, got {type(v).__name__} {v!r}")
+    if d["index"] < 0:
+        raise RecordError(path, line, f"{what} index must be >= 0, got {d['index']}")
 
 
 def _dedupe(path, records: list[tuple[int, Any, tuple[str, int]]]) -> None:
@@ -94,8 +92,7 @@ def _outside(path, records, problems: Collection[str] | None, what: str) -> None
 
 def read_samples(path: str | Path, problems: Collection[str] | None = None, *,
                  resume: bool = False) -> list[Sample]:
-    """All samples of a JSONL file, in file order. ``resume``: the writer reading its own file
-    back, where a torn last line left by a kill is dropped (anywhere else it is an error)."""
+    """All samples of a JSONL file (``resume``: a torn last line left by a kill is dropped)."""
     return [s for _, s, _ in _read_samples(path, problems, resume)]
 
 
@@ -111,20 +108,14 @@ def _read_samples(path, problems, resume) -> list[tuple[int, Sample, tuple[str, 
 
 def read_results(path: str | Path, problems: Collection[str] | None = None, *,
                  resume: bool = False) -> list[dict[str, Any]]:
-    """All results of a JSONL file as dicts (the fields of ``coderl.execution.Result``);
-    ``resume`` as for :func:`read_samples`."""
+    """All results of a JSONL file as dicts; ``resume`` as for :func:`read_samples`."""
     return [d for _, d, _ in _read_results(path, problems, resume)]
 
 
 def _read_results(path, problems, resume) -> list[tuple[int, dict[str, Any], tuple[str, int]]]:
     recs = []
     for line, d in _lines(path, resume):
-        for k in ("problem_id", "index", "outcome"):
-            if k not in d:
-                raise RecordError(path, line, f"result has no {k!r} field")
-        _check(path, line, "result", d, (("problem_id", (str, int)), ("index", (int,)), ("outcome", (str,))))
-        if d["index"] < 0:
-            raise RecordError(path, line, f"result index must be >= 0, got {d['index']}")
+        _check(path, line, "result", d, "outcome")
         if d["outcome"] not in OUTCOMES:
             raise RecordError(path, line, f"unknown outcome {d['outcome']!r}; expected one of {OUTCOMES}")
         d["problem_id"] = str(d["problem_id"])
@@ -136,22 +127,17 @@ def _read_results(path, problems, resume) -> list[tuple[int, dict[str, Any], tup
 
 def _lines(path: str | Path, resume: bool):
     """(line number, dict) for each record; numbers count every line, blank ones included."""
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: no such file")
-    if path.is_dir():
+    if Path(path).is_dir():
         raise RecordError(path, None, "is a directory, not a JSONL file")
     yield from read_jsonl(path, tolerate_torn_tail=resume, numbered=True)
 
 
 def sample_writer(path: str | Path) -> JsonlAppender:
-    """Append samples (``Sample.to_dict()``) to ``path`` under an exclusive lock."""
+    """Append samples (or results) to ``path`` under an exclusive lock."""
     return JsonlAppender(path, lock=True)
 
 
-def result_writer(path: str | Path) -> JsonlAppender:
-    """Append results (``Result.to_dict()``) to ``path`` under an exclusive lock."""
-    return JsonlAppender(path, lock=True)
+result_writer = sample_writer
 
 
 def program_hash(program: str) -> str:
@@ -162,12 +148,9 @@ def program_hash(program: str) -> str:
 def join(samples_path: str | Path, results_path: str | Path | None,
          problem_ids: Collection[str] | None = None, *,
          require_results: bool = True) -> list[tuple[Sample, dict[str, Any] | None]]:
-    """``(Sample, result dict)`` pairs in the samples' file order: the one way every stage joins
-    results to samples. A result must name the program it ran (``program_hash``) and it must be
-    the sample's: a result of another program (the samples were regenerated, or another run's
-    results were given) is a RecordError naming the file and line, never a silent verdict of the
-    wrong program. A result without a sample is an error too; so is a sample without a result
-    unless ``require_results`` is false (its result is then None)."""
+    """``(Sample, result dict)`` pairs in the samples' order. A result of another program than its
+    sample's (``program_hash``), a result without a sample and, with ``require_results``, a
+    sample without a result are RecordErrors: never a silent wrong verdict."""
     ids = set(problem_ids) if problem_ids is not None else None
     samples = _read_samples(samples_path, ids, False)
     by_key = {key: s for _, s, key in samples}

@@ -1,13 +1,11 @@
 """coderl's execution reward for other trainers: TRL's reward functions and veRL's ``compute_score``
 (usage with ``GRPOTrainer`` and veRL's ``custom_reward_function``: README.md).
 
-Programs are extracted from the model's text the way coderl's own pipeline does
-(:func:`coderl.models.extract.extract_program`) and run in coderl's sandbox — in this process
-(warm sandboxed workers, started on first use) or on a ``coderl serve-executor`` (``url=``,
-``token=``). Rewards: CodeRL's table (``"coderl"``: compile error -1, runtime error -0.6, failed
--0.3, passed +1), RLTF's partial credit (``"rltf"``), ``"pass_fail"`` (1 / 0), a
-:class:`coderl.execution.Rewards`, or any ``Result -> float`` callable. The module imports only
-absolute names, so loading it by file path (older veRL) works too.
+Programs are extracted from the model's text as coderl's pipeline does and run in coderl's
+sandbox, in this process or on a ``coderl serve-executor`` (``url=``, ``token=``). Rewards:
+CodeRL's table (``"coderl"``), RLTF's partial credit (``"rltf"``), ``"pass_fail"`` (1 / 0), a
+:class:`coderl.execution.Rewards`, or any ``Result -> float`` callable. Only absolute imports, so
+loading the module by file path (older veRL) works too.
 
 ``ground_truth`` is one of: a JSON object (or dict) of coderl test fields — ``kind`` and ``tests``
 required, ``entry_point``, ``prompt`` (HumanEval: the prompt the answer completes), ``source``
@@ -50,19 +48,15 @@ def reward_table(reward: str | Rewards | Callable[[Result], float]) -> Callable[
         return reward.reward
     if callable(reward):
         return reward
-    if reward == "coderl":
-        return Rewards().reward
-    if reward == "rltf":
-        return Rewards(partial_credit=True).reward
-    if reward == "pass_fail":
-        return pass_fail
+    tables = {"coderl": Rewards().reward, "rltf": Rewards(partial_credit=True).reward, "pass_fail": pass_fail}
+    if isinstance(reward, str) and reward in tables:
+        return tables[reward]
     raise ValueError(f"reward {reward!r}: expected one of {REWARDS}, a coderl.execution.Rewards or a callable")
 
 
 # -- prompts and extraction -----------------------------------------------------------------------
 def trl_prompt(problem: Problem, prompt_style: str = "conversational", tokenizer: Any = None) -> Any:
-    """The ``prompt`` cell of a TRL dataset row: a user message list (conversational), the
-    source's own text (plain), or the chat template applied with an opened code fence (chat)."""
+    """A TRL row's ``prompt``: user messages, the source's own text, or the chat template."""
     if prompt_style == "conversational":
         return [{"role": "user", "content": chat_message(problem)[0]}]
     if prompt_style == "plain":
@@ -120,9 +114,8 @@ def _problem_map(problems: Iterable[Problem] | str) -> dict[str, Problem]:
 
 
 class TRLReward:
-    """TRL's reward-function contract: ``(prompts, completions, completion_ids, **columns) ->
-    list[float | None]``, one per completion; None where it cannot score (a problem id it does not
-    know, an engine or service failure). Picklable. Build it with :func:`for_trl`."""
+    """TRL's reward function: ``(prompts, completions, completion_ids, **columns) -> list[float |
+    None]`` (None: unknown problem, engine or service failure). Picklable; built by :func:`for_trl`."""
 
     def __init__(self, problems: dict[str, Problem], scorer: Any, reward: Any = "coderl",
                  tests: str = "hidden", id_column: str = "problem_id", prompt_style: str = "auto"):
@@ -159,8 +152,7 @@ class TRLReward:
         for i, r in zip(where, self.scorer.run(items, self.tests)):
             out[i] = None if r is None else float(self.table(r))
         if callable(kwargs.get("log_metric")) and where:
-            scored = [out[i] for i in where if out[i] is not None]
-            kwargs["log_metric"]("coderl/unscored", (len(where) - len(scored)) / len(where))
+            kwargs["log_metric"]("coderl/unscored", sum(out[i] is None for i in where) / len(where))
         return out
 
     def close(self) -> None:
@@ -170,10 +162,8 @@ class TRLReward:
 def for_trl(problems: Iterable[Problem] | str, *, url: str | None = None, token: str | None = None,
             reward: Any = "coderl", tests: str = "hidden", id_column: str = "problem_id",
             prompt_style: str = "auto", exec_config: ExecConfig | None = None) -> TRLReward:
-    """A TRL reward function over ``problems`` (Problems, or a problem-set spec such as ``"mbpp"``):
-    each completion's row names its problem in ``id_column``; scored in this process (``exec_config``)
-    or on the ``coderl serve-executor`` at ``url`` (``token``: its bearer token). ``prompt_style``:
-    how the prompts were written (``to_dataset``'s), ``auto`` tells from each prompt and completion."""
+    """A TRL reward function over ``problems`` (or a spec such as ``"mbpp"``), by ``id_column``;
+    scored here (``exec_config``) or at ``url``; ``prompt_style`` ``auto``: told per row."""
     from coderl.serve.scoring import make_scorer
 
     return TRLReward(_problem_map(problems), make_scorer(url, token, exec_config), reward=reward,
@@ -198,8 +188,7 @@ def verl_ground_truth(problem: Problem) -> str:
 
 
 def to_verl_rows(problems: Iterable[Problem], data_source: str | None = None) -> list[dict[str, Any]]:
-    """veRL rows (write them with ``pandas.DataFrame(rows).to_parquet(path)``): a chat prompt,
-    ``ability: code``, the ground truth, ``extra_info.problem_id``."""
+    """veRL rows (``pandas.DataFrame(rows).to_parquet(path)``): chat prompt, ground truth, id."""
     return [{"data_source": data_source or f"coderl/{p.source}",
              "prompt": [{"role": "user", "content": chat_message(p)[0]}], "ability": "code",
              "reward_model": {"style": "rule", "ground_truth": verl_ground_truth(p)},
@@ -288,8 +277,7 @@ def close() -> None:
 
 
 def unscored_reward(table: Callable[[Result], float]) -> float:
-    """The default score of a response without a verdict: the table's runtime-error reward (CodeRL's
-    -0.6), so an executor outage never rewards a program above one that ran and failed."""
+    """The score without a verdict: the table's runtime-error reward (never above a failed run)."""
     return float(table(Result(problem_id="unscored", index=0, outcome=RUNTIME_ERROR)))
 
 
@@ -305,8 +293,7 @@ def compute_score_batch(data_sources: list, solution_strs: list[str], ground_tru
                         reward: Any = "coderl", problems: str | None = None, tests: str = "hidden",
                         workers: int = 0, timeout: float | None = None, unscored: float | None = None,
                         **unused: Any) -> list[dict[str, Any]]:
-    """veRL's batch reward (``reward_manager=batch``): :func:`compute_score` for many responses,
-    run in parallel. Keyword settings come from ``custom_reward_function.reward_kwargs``."""
+    """veRL's batch reward (``reward_manager=batch``): :func:`compute_score` for many responses."""
     if unused:
         log.debug("coderl compute_score: ignoring keyword(s) %s", sorted(unused))
     extra_infos = extra_infos if extra_infos is not None else [None] * len(solution_strs)
@@ -324,13 +311,9 @@ def compute_score_batch(data_sources: list, solution_strs: list[str], ground_tru
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
                   **kwargs: Any) -> dict[str, Any]:
-    """veRL's ``compute_score``: ``{"score": reward, "outcome", "tests_passed", "tests_total"}``
-    for one response (``solution_str``: the decoded response; its program is extracted as coderl
-    does for a free-text answer; ``extra_info["prefix"]``: code the response continues, when the
-    prompt pre-filled an opened fence). ``kwargs`` (veRL's ``reward_kwargs``): ``url``/``token``
-    of a serve-executor (default: run here), ``reward`` (coderl | rltf | pass_fail), ``problems``
-    (the set a problem-id ground truth is in), ``tests`` (hidden | example), ``workers``,
-    ``timeout``, ``unscored`` (the score of a response the executor could not judge — an engine or
-    service failure; default: the reward's runtime-error value, so an outage never scores above a
-    program that ran and failed). The veRL config that uses it is in the module docstring."""
+    """veRL's ``compute_score``: ``{"score", "outcome", "tests_passed", "tests_total"}`` for one
+    response (``extra_info["prefix"]``: code it continues, when the prompt pre-filled a fence).
+    ``kwargs`` (veRL's ``reward_kwargs``): ``url``/``token`` of a serve-executor (default: here),
+    ``reward`` (coderl | rltf | pass_fail), ``problems`` (a problem-id ground truth's set), ``tests``
+    (hidden | example), ``workers``, ``timeout``, ``unscored`` (default :func:`unscored_reward`)."""
     return compute_score_batch([data_source], [solution_str], [ground_truth], [extra_info], **kwargs)[0]

@@ -1,12 +1,10 @@
 """``runs/<name>/``: the name of every file a run holds, and what produced each of them.
 
-Every box (a stage's output file) has a sidecar ``<box>.meta.json`` written by the stage that made
-it: the stage's name, the *fingerprint* of the settings that decide its content, whether it is
-complete, and the run's problem selection. A stage that finds its box already there resumes only
-under the same fingerprint; otherwise it stops with :class:`~coderl.config.ConfigError` saying
-which settings differ and how to start fresh. ``coderl execute`` / ``coderl evaluate`` run by hand
-read the selection recorded beside the samples, so they cannot disagree with ``generate`` about
-which problems a run holds.
+Every box (a stage's output) has a sidecar ``<box>.meta.json`` written by its stage: the stage's
+name, the *fingerprint* of the settings that decide its content, whether it is complete, and the
+run's problem selection. A stage resumes its box only under the same fingerprint, else stops with
+a :class:`~coderl.config.ConfigError` naming the differing settings. Verbs run by hand read the
+selection recorded beside the samples, so they agree with ``generate`` on a run's problems.
 """
 
 from __future__ import annotations
@@ -22,10 +20,7 @@ from .io import atomic_write_text
 
 
 class RunDir:
-    """The files of one run directory (only these names; stages never build paths by hand).
-
-    ``run.samples``, ``run.box("samples")``: a box's path. ``files`` puts some boxes elsewhere
-    (the CLI's ``--samples FILE``, ``--out FILE``); their sidecars go beside them."""
+    """The files of one run directory (``files`` puts some boxes elsewhere: ``--out FILE``)."""
 
     CONFIG = "config.yaml"
     SAMPLES = "samples.jsonl"
@@ -76,8 +71,7 @@ class RunDir:
         return self.root / getattr(type(self), name.upper())
 
     def model(self, spec: str) -> str:
-        """A model setting as a spec: ``sft`` / ``rl`` name this run's models, anything else is
-        itself (so a recipe run under another name, or a copied run, uses its own models)."""
+        """A model setting as a spec: ``sft`` / ``rl`` ... name this run's models, anything else itself."""
         return str(self.box(spec)) if spec in self.MODELS else spec
 
     def mkdir(self) -> "RunDir":
@@ -110,16 +104,14 @@ def box_exists(box: Path) -> bool:
 
 
 def check_resume(box: str | Path, stage: str, fingerprint: dict[str, Any], *, fresh_hint: str = "") -> bool:
-    """Before ``stage`` appends to ``box``: True when there is something to resume (same
-    settings), False when the box is new. Different settings -> ConfigError naming them."""
+    """Before ``stage`` appends to ``box``: True to resume, False for a new one (else ConfigError)."""
     box = Path(box)
     if not box_exists(box):
         return False
     meta = read_meta(box)
     if meta is None:
         return True  # written before boxes carried their settings: adopted as it is
-    old = meta.get("fingerprint", {})
-    changed = diff(old, fingerprint)
+    changed = diff(meta.get("fingerprint", {}), fingerprint)
     if changed:
         hint = fresh_hint or f"delete {box} (and {meta_path(box).name}) or write elsewhere"
         raise ConfigError(f"{box} was written by {meta.get('stage', stage)} with other settings: "
@@ -132,10 +124,9 @@ def write_meta(box: str | Path, stage: str, fingerprint: dict[str, Any], *, comp
                selection: dict[str, Any] | None = None, extra: dict[str, Any] | None = None) -> None:
     data = {"stage": stage, "fingerprint": fingerprint, "complete": complete,
             "updated": time.strftime("%Y-%m-%d %H:%M:%S")}
-    old = read_meta(box) if meta_path(box).is_file() else None
-    for key in ("inputs",):  # a stage writing its own sidecar keeps the inputs the contract recorded
-        if old and key in old and old.get("fingerprint") == fingerprint and not (extra and key in extra):
-            data[key] = old[key]
+    old = read_meta(box)  # a stage writing its own sidecar keeps the inputs the contract recorded
+    if old and "inputs" in old and old.get("fingerprint") == fingerprint and not (extra and "inputs" in extra):
+        data["inputs"] = old["inputs"]
     if selection is not None:
         data["selection"] = selection
     if extra:
@@ -145,16 +136,14 @@ def write_meta(box: str | Path, stage: str, fingerprint: dict[str, Any], *, comp
 
 def recorded_selection(box: str | Path) -> dict[str, Any] | None:
     """The problem selection (a ProblemsConfig as a dict) recorded beside ``box``."""
-    meta = read_meta(box)
-    return (meta or {}).get("selection")
+    return (read_meta(box) or {}).get("selection")
 
 
 def remove_box(box: str | Path) -> None:
     box = Path(box)
     if box.is_dir():
         shutil.rmtree(box)
-    elif box.exists():
-        box.unlink()
+    else:
+        box.unlink(missing_ok=True)
     for extra in (meta_path(box), box.with_name(box.name + ".summary.json")):
-        if extra.exists():
-            extra.unlink()
+        extra.unlink(missing_ok=True)

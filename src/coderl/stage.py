@@ -10,7 +10,6 @@ import importlib
 import sys
 import uuid
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .config import ConfigError, diff, digest, fingerprint as config_fingerprint
@@ -46,8 +45,7 @@ class Stage:
 
     def not_fingerprinted(self) -> tuple[str, ...]:
         """The config's settings that do not decide the output (threads, progress, ...)."""
-        cls = self.config_class()
-        return tuple(getattr(sys.modules[cls.__module__], "NOT_FINGERPRINTED", ()))
+        return tuple(getattr(sys.modules[self.config_class().__module__], "NOT_FINGERPRINTED", ()))
 
     def reads_of(self, cfg) -> tuple[str, ...]:
         fn = getattr(self.impl(), "reads", None)
@@ -82,8 +80,7 @@ def problems_digest(problems: Sequence) -> str:
 
 
 def default_fingerprint(stage: Stage, problems: Sequence, cfg) -> dict[str, Any]:
-    """The default fingerprint: every setting of the stage's config but the ones its config module
-    lists in ``NOT_FINGERPRINTED`` (those that grow are kept), and the problems."""
+    """The config's settings but ``NOT_FINGERPRINTED`` (growing ones kept), and the problems."""
     skip = tuple(k for k in stage.not_fingerprinted() if k not in stage.grows)
     fp = cfg.fingerprint() if hasattr(cfg, "fingerprint") else config_fingerprint(cfg, exclude=skip)
     out = {"config": fp}
@@ -98,22 +95,15 @@ def fingerprint_of(stage: Stage, problems: Sequence, run: RunDir, cfg, ctx: Stag
 
 
 def input_stamps(stage: Stage, problems: Sequence, run: RunDir, cfg, ctx: StageContext) -> dict[str, str]:
-    """The stamp of every box the stage reads that exists (what it was written as), and what the
-    stage's ``inputs`` hook adds."""
+    """The stamp of every box the stage reads that exists, and what its ``inputs`` hook adds."""
     fn = getattr(stage.impl(), "inputs", None)
     out = dict(fn(problems, run, cfg, ctx)) if fn is not None else {}
     for name in stage.reads_of(cfg):
         box = run.box(name)
         if box_exists(box):
-            meta = read_meta(box) or {}
-            out[name] = meta.get("stamp") or _unstamped(box)
+            st = box.stat()  # a box written by hand (no sidecar): its size and modification time
+            out[name] = (read_meta(box) or {}).get("stamp") or f"unstamped:{st.st_size}:{st.st_mtime_ns}"
     return out
-
-
-def _unstamped(box: Path) -> str:
-    """A box written by hand (no sidecar): its size and modification time stand for it."""
-    st = box.stat()
-    return f"unstamped:{st.st_size}:{st.st_mtime_ns}"
 
 
 def box_state(stage: Stage, run: RunDir, fp: dict, inputs: dict[str, str]) -> tuple[str, list[str]]:
@@ -145,8 +135,7 @@ def box_state(stage: Stage, run: RunDir, fp: dict, inputs: dict[str, str]) -> tu
 
 
 def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
-    """Nested fingerprints as ``a.b`` keys (a config's own keys without a prefix), so that a
-    refusal names the setting as the user writes it."""
+    """Nested fingerprints as ``a.b`` keys (a config's own without a prefix), as users write them."""
     out = {}
     for k, v in d.items():
         key = "" if (k == "config" and not prefix) else f"{prefix}{k}."
@@ -159,8 +148,7 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
 
 def run_stage(stage: Stage, problems: Sequence, run: RunDir, cfg, ctx: StageContext, *,
               redo: bool = False, header: str | None = None) -> dict[str, Any] | None:
-    """Run ``stage`` under the contract; None when it was skipped as complete. ``header`` (the
-    pipeline's ``[i/n] name``) is echoed first, with the verdict when skipped."""
+    """Run ``stage`` under the contract; None when skipped as complete."""
     header = header or stage.name
     fp = fingerprint_of(stage, problems, run, cfg, ctx)
     inputs = input_stamps(stage, problems, run, cfg, ctx)

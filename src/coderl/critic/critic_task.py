@@ -1,14 +1,12 @@
-"""The critic as the Trainer trains it: :class:`CriticTask`, what the ``train-critic`` stage
-supplies to :class:`coderl.training.engine.Trainer`.
+"""The critic as the Trainer trains it: :class:`CriticTask`, the ``train-critic`` stage's.
 
-* **Model**: :class:`~coderl.critic.model.CriticModel` (mode ``head``: on cached hidden states).
-* **Loss step**: the program tokens' logits max-pooled, cross-entropy with the outcome class.
-* **Validation** at every epoch's end: held-out metrics on validation (and test); the score picks
-  the best by AUROC (ties: lower loss), by loss, or the last; the best critic goes to
-  ``critic/best/``.
+* **Model**: :class:`~coderl.critic.model.CriticModel` (mode ``head``: on cached hidden states);
+  the loss: the program tokens' logits max-pooled, cross-entropy with the outcome class.
+* **Validation** at every epoch's end, on validation (and test): the best by AUROC (ties: lower
+  loss), by loss, or the last goes to ``critic/best/``.
 * **Summary**: the best epoch's metrics beside the baselines (majority class, a logistic
-  regression on program features), the bootstrap interval of AUROC(critic) - AUROC(features) by
-  held-out problem, and the held-out probabilities in ``val_predictions.jsonl``.
+  regression on program features), the bootstrap interval of AUROC(critic) - AUROC(features),
+  and the held-out probabilities in ``val_predictions.jsonl``.
 """
 
 from __future__ import annotations
@@ -37,8 +35,6 @@ PREDICTIONS_FILE = "val_predictions.jsonl"  # the best epoch's held-out probabil
 
 
 class CriticTask(TrainingTask):
-    """The critic's side of a training run (see the module docstring)."""
-
     name = "train-critic"
 
     def __init__(self, problems, data: TrainingData, cfg: CriticConfig, out: Path, *, progress: bool):
@@ -52,8 +48,7 @@ class CriticTask(TrainingTask):
         self.row = {id(e): i for i, e in enumerate(self.examples)}   # items -> rows
         self.n_tr, self.n_val = len(data.train), len(data.validation)
         self.y = [label(e.outcome, self.C) for e in self.examples]
-        # build()
-        self.critic: CriticModel | None = None
+        self.critic: CriticModel | None = None  # (this and the next few: set by build())
         self.encs: list = []
         self.feats: list[torch.Tensor] | None = None
         self.labels = torch.tensor(self.y, dtype=torch.long)
@@ -64,8 +59,7 @@ class CriticTask(TrainingTask):
 
     # -- the model --------------------------------------------------------------------------------
     def build(self, accelerator) -> torch.nn.Module:
-        """The critic (its head initialised from the seed), the programs encoded, the baselines
-        fitted, the features cached (mode head); the module that trains."""
+        """The critic, programs encoded, baselines fitted, features cached; the module that trains."""
         cfg = self.cfg
         self.critic = CriticModel.build(
             cfg.model, num_classes=self.C, mode=cfg.mode, top_layers=cfg.top_layers, lora_r=cfg.lora_r,
@@ -89,18 +83,16 @@ class CriticTask(TrainingTask):
         return self.critic.head if self.cached else self.critic
 
     def fit_baselines(self, contexts: dict[str, str]) -> None:
-        """The majority class and the feature regression, fitted on the training split and
-        measured on the held-out ones."""
+        """The majority class and the feature regression, measured on the held-out splits."""
         C, PC, n_tr, n_val, y = self.C, self.PC, self.n_tr, self.n_val, self.y  # rows: train, validation, test
         X = feature_matrix([e.program for e in self.examples], [contexts[e.problem_id] for e in self.examples])
         lr_model = FeatureBaseline(C, seed=self.cfg.seed).fit(X[:n_tr], y[:n_tr])
-        y_train = y[:n_tr]
         for split, exs, lo, hi in (("validation", self.data.validation, n_tr, n_tr + n_val),
                                    ("test", self.data.test, n_tr + n_val, len(y))):
             if not exs:
                 continue
             probs = lr_model.predict_proba(X[lo:hi])
-            majority = classification_metrics(y[lo:hi], majority_proba(y_train, len(exs), C), C, PC)
+            majority = classification_metrics(y[lo:hi], majority_proba(y[:n_tr], len(exs), C), C, PC)
             features = classification_metrics(y[lo:hi], probs, C, PC)
             if split == "test":
                 self.lr_test, self.baselines_test = probs, {"majority": majority, "features": features}
@@ -148,10 +140,9 @@ class CriticTask(TrainingTask):
                       f"AUROC {m['auroc'] if m['auroc'] is None else round(m['auroc'], 3)}")
         else:
             score = [-train_loss]
-        scalars = {"train/epoch_loss": train_loss}
-        for k in ("accuracy", "macro_f1", "auroc", "average_precision", "loss"):
-            if (entry.get("validation") or {}).get(k) is not None:
-                scalars[f"validation/{k}"] = entry["validation"][k]
+        v = entry.get("validation") or {}
+        scalars = {"train/epoch_loss": train_loss, **{f"validation/{k}": v[k] for k in (
+            "accuracy", "macro_f1", "auroc", "average_precision", "loss") if v.get(k) is not None}}
         return Validation(
             entry=entry, score=score, scalars=scalars, shown=shown,
             best={"epoch": point.epoch, "step": point.step, "validation": entry.get("validation"),
@@ -160,13 +151,10 @@ class CriticTask(TrainingTask):
                   "test_probs": test_probs.tolist() if test_probs is not None and self.data.test else None})
 
     def evaluate(self) -> tuple[np.ndarray, dict[str, Any], np.ndarray, dict[str, Any] | None]:
-        """Probabilities and metrics on validation, then on test (``None`` without a test split)."""
+        """Probabilities and metrics on validation, then on test (metrics ``None`` without one)."""
         n_tr, n_val, C, PC = self.n_tr, self.n_val, self.C, self.PC
-        if self.cached:
-            hs = self.feats[n_tr:]
-        else:
-            hs = self.critic.program_hidden(self.encs[n_tr:], batch_size=self.cfg.eval_batch_size,
-                                            share_prompt=self.cfg.share_prompt)
+        hs = self.feats[n_tr:] if self.cached else self.critic.program_hidden(
+            self.encs[n_tr:], batch_size=self.cfg.eval_batch_size, share_prompt=self.cfg.share_prompt)
         probs = np.array([self.critic.score_hidden(h)[0].numpy() for h in hs]).reshape(-1, C)
         pv, pt = probs[:n_val], probs[n_val:]
         y_val, y_test = self.y[n_tr:n_tr + n_val], self.y[n_tr + n_val:]
@@ -210,29 +198,27 @@ class CriticTask(TrainingTask):
                 self.write_predictions(keep)
         return summary, {"history": st.history, "warnings": data.warnings}
 
-    def bootstrap(self, keep: dict[str, Any]) -> dict[str, Any]:
-        """AUROC(critic) - AUROC(feature baseline) with its interval, where the reported numbers
-        are: on test when there is one."""
-        n_tr, n_val, PC = self.n_tr, self.n_val, self.PC
+    def held_out(self, keep: dict[str, Any]) -> list[tuple]:
+        """Per held-out split (validation, then a kept test): split, examples, probs, baseline's, labels."""
+        n_tr, n_val = self.n_tr, self.n_val
+        parts = [("validation", self.data.validation, np.array(keep["probs"]), self.lr_val, self.y[n_tr:n_tr + n_val])]
         if self.data.test and keep.get("test_probs") is not None:
-            split, exs, probs, lr, y = ("test", self.data.test, np.array(keep["test_probs"]), self.lr_test,
-                                        self.y[n_tr + n_val:])
-        else:
-            split, exs, probs, lr, y = ("validation", self.data.validation, np.array(keep["probs"]),
-                                        self.lr_val, self.y[n_tr:n_tr + n_val])
+            parts.append(("test", self.data.test, np.array(keep["test_probs"]), self.lr_test, self.y[n_tr + n_val:]))
+        return parts
+
+    def bootstrap(self, keep: dict[str, Any]) -> dict[str, Any]:
+        """AUROC(critic) - AUROC(feature baseline) with its interval, on test when there is one."""
+        PC = self.PC
+        split, exs, probs, lr, y = self.held_out(keep)[-1]
         return {"split": split,
                 **bootstrap_auroc_diff([e.problem_id for e in exs], [int(v == PC) for v in y], probs[:, PC],
                                        lr[:, PC], resamples=self.cfg.bootstrap, seed=self.cfg.bootstrap_seed)}
 
     def write_predictions(self, keep: dict[str, Any]) -> None:
         """The best validation's held-out probabilities, beside the feature baseline's P(passed)."""
-        PC = self.PC
-        parts = [(self.data.validation, np.array(keep["probs"]), self.lr_val)]
-        if self.data.test and keep.get("test_probs") is not None:
-            parts.append((self.data.test, np.array(keep["test_probs"]), self.lr_test))
         lines = [json.dumps({"problem_id": e.problem_id, "index": e.index, "origin": e.origin,
                              "split": e.split, "outcome": e.outcome,
                              "probs": [round(float(p), 6) for p in bp],
-                             "feature_baseline_p_pass": round(float(lp[PC]), 6)})
-                 for exs, pr, lrp in parts for e, bp, lp in zip(exs, pr, lrp)]
+                             "feature_baseline_p_pass": round(float(lp[self.PC]), 6)})
+                 for _, exs, pr, lrp, _ in self.held_out(keep) for e, bp, lp in zip(exs, pr, lrp)]
         atomic_write_text(self.out / PREDICTIONS_FILE, "".join(line + "\n" for line in lines))

@@ -1,15 +1,15 @@
 """The ``train-critic`` stage: samples + results -> a critic in ``<run>/critic/``.
 
-The data is :mod:`coderl.critic.data`'s (written to ``critic/data.jsonl``), the task
-:class:`~coderl.critic.critic_task.CriticTask`, the loop the shared ``Trainer``'s (steps stay
-within an epoch). The best critic is ``critic/best/``; ``critic/metrics.json`` holds the summary,
-validations and warnings; ``critic/val_predictions.jsonl`` the best epoch's probabilities.
+The data is :mod:`coderl.critic.data`'s (in ``critic/data.jsonl``), the task
+:class:`~coderl.critic.critic_task.CriticTask`; steps stay within an epoch. The best critic is
+``critic/best/``; ``critic/metrics.json`` holds the summary, validations and warnings.
 """
 
 from __future__ import annotations
 
 import hashlib
 import shutil
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable
 
@@ -72,9 +72,7 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
                  results_path: str | Path, progress: bool | None = None, fresh: bool = False,
                  on_step: Callable[[int], None] | None = None,
                  echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train the critic of ``run_dir`` on ``samples_path`` + ``results_path`` (see the module
-    docstring); returns the summary (also in ``critic/metrics.json``). ``on_step(step)`` is
-    called after every optimizer step (tests interrupt training there)."""
+    """Train the critic of ``run_dir`` on ``samples_path`` + ``results_path``; the summary."""
     progress = cfg.progress if progress is None else progress
     out = critic_dir(run_dir)
     if fresh and out.exists():
@@ -94,7 +92,7 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
                           cross_epochs=False)
     trainer = Trainer(CriticTask(problems, data, cfg, out, progress=progress), source,
                       LoopSettings.of(cfg, "critic", progress=progress), out=out, fingerprint=fp,
-                      data_records=[e.to_dict() for e in data.examples], on_step=on_step, echo=echo)
+                      data_records=[asdict(e) for e in data.examples], on_step=on_step, echo=echo)
     return trainer.run()
 
 

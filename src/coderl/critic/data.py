@@ -1,18 +1,15 @@
-"""The critic's training data: samples joined with their results, gold programs, split by problem.
+"""The critic's training data: samples joined with their results (:func:`coderl.records.join`),
+gold programs, split by problem.
 
-* **Join** (:func:`coderl.records.join`): every result needs its sample and every sample its
-  result; a mismatch is a ``RecordError`` naming the file and line.
 * **Gold programs**: each problem's ``solutions`` join as ``origin=gold``, labelled ``passed``,
-  with negative indices (-1, -2, ...), unless the samples already hold executed gold programs of
-  that problem. Held-out problems' gold programs stay out of held-out splits unless
-  ``gold_in_validation``. Greedy programs are kept like any other sample.
+  with indices -1, -2, ..., unless the samples already hold executed gold programs of that
+  problem; held-out problems' stay out unless ``gold_in_validation``.
 * **Split by problem**: a seeded shuffle of the sorted problem ids holds ``val_fraction`` of them
   out (then ``test_fraction`` for test: the best epoch is chosen on validation, reported on test).
 
-Errors (``CriticError``, naming the files and counts): an empty training set, an empty held-out
-split that was asked for, a split with no ``passed`` program. Warnings
-(``TrainingData.warnings``): most selected problems have no sampled program; a training problem
-with no passed program (an error with ``require_pass``).
+Errors (``CriticError``): an empty training set, an empty held-out split that was asked for, a
+split with no ``passed`` program. Warnings: most selected problems have no sampled program; a
+training problem with no passed program (an error with ``require_pass``).
 """
 
 from __future__ import annotations
@@ -20,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter, defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -31,8 +28,7 @@ SPLITS = ("train", "validation", "test")
 
 
 class CriticError(ValueError):
-    """Bad input to the critic (empty training set, a split without passed programs, an
-    unreadable checkpoint ...); the message names the file and, where known, the record."""
+    """Bad input to the critic; the message names the file and, where known, the record."""
 
 
 @dataclass
@@ -45,13 +41,6 @@ class Example:
     program: str
     outcome: str        # compile_error | runtime_error | failed | passed
     split: str = "train"
-
-    @property
-    def key(self) -> tuple[str, int]:
-        return (self.problem_id, self.index)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def class_names(num_classes: int) -> tuple[str, ...]:
@@ -72,9 +61,7 @@ def label(outcome: str, num_classes: int) -> int:
     """The critic class of an outcome (CRITIC_CLASS for 4 classes; passed=1 / not=0 for 2)."""
     if outcome not in CRITIC_CLASS:
         raise CriticError(f"unknown outcome {outcome!r}; expected one of {OUTCOMES}")
-    if num_classes == 4:
-        return CRITIC_CLASS[outcome]
-    return int(outcome == PASSED)
+    return CRITIC_CLASS[outcome] if num_classes == 4 else int(outcome == PASSED)
 
 
 @dataclass
@@ -102,22 +89,19 @@ class TrainingData:
 
 
 def split_problems(problem_ids: Sequence[str], val_fraction: float, seed: int) -> set[str]:
-    """The held-out problem ids: a seeded shuffle of the sorted ids, the first
-    ``round(val_fraction * n)`` of them (at least one, and at least one left to train on)."""
+    """The validation ids of :func:`split_problems3` without a test split."""
     return split_problems3(problem_ids, val_fraction, 0.0, seed)[0]
 
 
 def split_problems3(problem_ids: Sequence[str], val_fraction: float, test_fraction: float,
                     seed: int, fold: int = 0) -> tuple[set[str], set[str]]:
-    """(validation ids, test ids): the seeded shuffle of :func:`split_problems`, validation its
-    first ``round(val_fraction * n)`` ids (unchanged by ``test_fraction``), test the next
-    ``round(test_fraction * n)``; at least one problem is left to train on. ``fold`` k rotates
-    the shuffled ids by k validation shares first: folds 0, 1, ... hold out disjoint problems."""
+    """(validation ids, test ids) from a seeded shuffle of the sorted ids: validation the first
+    ``round(val_fraction * n)`` (at least one), test the next ``round(test_fraction * n)``, one left
+    to train on; ``fold`` k first rotates by k validation shares (disjoint folds)."""
     ids = sorted(set(problem_ids))
     if len(ids) < 2:
         return set(), set()
-    rng = random.Random(seed)
-    rng.shuffle(ids)
+    random.Random(seed).shuffle(ids)
     last = None
     if fold:
         shift = fold * int(math.floor(val_fraction * len(ids) + 0.5))
@@ -146,13 +130,11 @@ def build_training_data(problems, samples_path: str | Path, results_path: str | 
     pairs = join(samples_path, results_path, by_id)
     per_problem: dict[str, list[Example]] = defaultdict(list)
     for s, r in pairs:
-        per_problem[s.problem_id].append(Example(s.problem_id, s.index, s.origin, s.program,
-                                                 r["outcome"]))
+        per_problem[s.problem_id].append(Example(s.problem_id, s.index, s.origin, s.program, r["outcome"]))
     sampled = {pid for pid, exs in per_problem.items() if any(e.origin != "gold" for e in exs)}
     if include_gold:
         for pid, p in by_id.items():
-            exs = per_problem.get(pid, [])
-            if any(e.origin == "gold" for e in exs):
+            if any(e.origin == "gold" for e in per_problem.get(pid, [])):
                 continue  # executed gold programs are in the samples already
             for j, sol in enumerate(p.solutions or []):
                 if isinstance(sol, str) and sol.strip():

@@ -1,9 +1,8 @@
 """The critic's feature cache (mode ``head``): the frozen backbone runs once over every distinct
-(context, program) and each program token's last hidden state is kept in float16 under
+(context, program); each program token's last hidden state is kept in float16 in
 ``<run>/critic/features/part-NNNNN.pt`` (``{"keys": [...], "feats": [tensor n_i x d, ...]}``, keyed
-by :func:`program_key`: the token ids the backbone read), written part by part so that a killed run resumes where it stopped.
-Every epoch of head training then costs only the head, and ``critic-score`` scores the programs
-the critic trained on from the same states (:func:`coderl.critic.scoring.cached_features`).
+by :func:`program_key`), part by part (a killed run resumes). Head training then costs only the
+head, and ``critic-score`` reuses the states (:func:`coderl.critic.scoring.cached_features`).
 """
 
 from __future__ import annotations
@@ -20,16 +19,13 @@ FEATURE_CHUNK = 256                   # programs per cached-features part file
 
 
 def program_key(enc) -> str:
-    """What the backbone reads: the context's and the program's token ids (not the problem id: the
-    same problem under another prompt variant, mbpp vs mbpp-heldout, is another input)."""
+    """What the backbone reads: the context's and the program's token ids (not the problem id)."""
     return hashlib.sha1(json.dumps([enc.ctx_ids, enc.prog_ids]).encode()).hexdigest()
 
 
 def cache_features(critic, examples: Sequence, encs: Sequence, out: Path, *, batch_size: int,
                     share_prompt: bool, progress: bool) -> list[torch.Tensor]:
-    """float16 hidden states ``[n_i, d]`` of each example's program tokens (``encs``: the
-    examples' :class:`~coderl.critic.model.Encoded`), computed once per distinct (problem,
-    program) and kept in ``out`` part by part."""
+    """float16 hidden states ``[n_i, d]`` of each example's program tokens, kept in ``out``."""
     from tqdm.auto import tqdm
 
     out.mkdir(parents=True, exist_ok=True)
@@ -64,13 +60,7 @@ def cache_features(critic, examples: Sequence, encs: Sequence, out: Path, *, bat
 
 
 def pad_features(feats: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """A micro-batch of cached states: ``[B, L, d]`` float32 and the ``[B, L]`` mask of real
-    tokens."""
-    L = max(f.shape[0] for f in feats)
-    d = feats[0].shape[1]
-    x = torch.zeros((len(feats), L, d), dtype=torch.float32)
-    m = torch.zeros((len(feats), L), dtype=torch.bool)
-    for i, f in enumerate(feats):
-        x[i, :f.shape[0]] = f.float()
-        m[i, :f.shape[0]] = True
-    return x, m
+    """A micro-batch of cached states: ``[B, L, d]`` float32 and the ``[B, L]`` mask of tokens."""
+    pad = torch.nn.utils.rnn.pad_sequence
+    return (pad([f.float() for f in feats], batch_first=True),
+            pad([torch.ones(f.shape[0], dtype=torch.bool) for f in feats], batch_first=True))

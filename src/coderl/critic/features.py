@@ -1,9 +1,8 @@
 """The feature baseline the critic must beat: a logistic regression on simple program features.
 
-Features (:data:`FEATURES`): the program's length in characters and in lines (log1p), whether it
-compiles (``compile()``), whether it calls ``input()`` / ``print``, and the ratio of program to
-prompt length. The regression is fitted on the critic's training split and predicts its classes
-(4 or 2); its probability of ``passed`` is what AUROC / average precision measure.
+Features (:data:`FEATURES`): the program's length in characters and lines (log1p), whether it
+compiles, whether it calls ``input()`` / ``print``, and the ratio of program to prompt length.
+Fitted on the critic's training split; its P(passed) is what AUROC / average precision measure.
 """
 
 from __future__ import annotations
@@ -44,8 +43,7 @@ def feature_matrix(programs: Sequence[str], prompts: Sequence[str]) -> np.ndarra
 
 
 class FeatureBaseline:
-    """StandardScaler + LogisticRegression over :data:`FEATURES`; ``predict_proba`` returns
-    ``(n, num_classes)`` in the critic's class order (classes absent from training get 0)."""
+    """StandardScaler + LogisticRegression; ``predict_proba`` in the critic's class order."""
 
     def __init__(self, num_classes: int, seed: int = 0):
         self.num_classes, self.seed = num_classes, seed
@@ -84,8 +82,7 @@ class FeatureBaseline:
 
 
 def majority_proba(train_labels: Sequence[int], n: int, num_classes: int) -> np.ndarray:
-    """The majority-class baseline: always the most frequent training class; its 'probabilities'
-    are the training class frequencies (a constant score: AUROC 0.5)."""
+    """The majority-class baseline: the training class frequencies (a constant score: AUROC 0.5)."""
     counts = Counter(int(y) for y in train_labels)
     freq = np.array([counts.get(c, 0) for c in range(num_classes)], dtype=np.float64)
     freq = freq / max(1.0, freq.sum())

@@ -10,17 +10,13 @@
   ``lora`` (peft adapters), ``full``.
 
 A checkpoint holds ``critic_config.json``, ``critic_head.safetensors``, the tokenizer, and
-``backbone/`` (modes top/full) or ``adapter/`` (lora); a ``head`` checkpoint refers to the
-unchanged backbone by path instead of copying it.
+``backbone/`` (modes top/full) or ``adapter/`` (lora); ``head`` refers to the backbone by path.
 """
 
 from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -28,6 +24,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from ..io import atomic_dir
+from ..training.losses import pad_rows as _pad_rows
 from .data import CriticError, class_names, pass_class
 
 CONFIG_FILE = "critic_config.json"
@@ -60,16 +58,11 @@ class CriticSettings:
 
 @dataclass
 class Encoded:
-    """A (context, program) pair as token ids; ``offsets[i]`` are the character span of program
-    token i in the program text."""
+    """A (context, program) pair as token ids; ``offsets``: the program tokens' character spans."""
 
     ctx_ids: list[int]
     prog_ids: list[int]
     offsets: list[tuple[int, int]]
-
-    @property
-    def num_tokens(self) -> int:
-        return len(self.prog_ids)
 
 
 class CriticHead(nn.Module):
@@ -88,8 +81,7 @@ def masked_max(logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 
 def critic_context(problem, tokenizer, style: str = "auto", is_encoder_decoder: bool = False) -> str:
-    """The problem as the critic reads it: the actor's prompt (``coderl.models.build_prompt``)
-    without the code it pre-fills (``Prompt.prefix``), since the program carries that code."""
+    """The problem as the critic reads it: the actor's prompt without its pre-filled code."""
     from ..models import build_prompt
 
     prompt = build_prompt(problem, tokenizer, style, is_encoder_decoder)
@@ -101,32 +93,11 @@ def critic_context(problem, tokenizer, style: str = "auto", is_encoder_decoder: 
     return text
 
 
-def _pad_rows(rows: list[list[int]], pad: int, side: str) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
-    """Token id rows padded with ``pad`` on ``side``: ids, attention mask, each row's shift."""
-    L = max(len(r) for r in rows)
-    ids = torch.full((len(rows), L), pad, dtype=torch.long)
-    mask = torch.zeros((len(rows), L), dtype=torch.long)
-    shifts = []
-    for i, r in enumerate(rows):
-        s = L - len(r) if side == "left" else 0
-        ids[i, s:s + len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, s:s + len(r)] = 1
-        shifts.append(s)
-    return ids, mask, shifts
-
-
-def _layer_stack(module: nn.Module) -> nn.ModuleList | None:
-    for name in ("layers", "h", "blocks", "block", "layer"):
+def _submodule(module: nn.Module, names: tuple[str, ...], kind: type) -> Any:
+    """The first of ``module``'s attributes ``names`` that is a (non-empty) ``kind``; None."""
+    for name in names:
         m = getattr(module, name, None)
-        if isinstance(m, nn.ModuleList) and len(m):
-            return m
-    return None
-
-
-def _final_norm(module: nn.Module) -> nn.Module | None:
-    for name in ("norm", "ln_f", "final_layernorm", "final_layer_norm", "final_norm"):
-        m = getattr(module, name, None)
-        if isinstance(m, nn.Module):
+        if isinstance(m, kind) and (kind is not nn.ModuleList or len(m)):
             return m
     return None
 
@@ -137,9 +108,7 @@ class CriticModel(nn.Module):
     def __init__(self, backbone: nn.Module, tokenizer, settings: CriticSettings, *,
                  peft_model: Any = None):
         super().__init__()
-        self.backbone = backbone
-        self.tokenizer = tokenizer
-        self.settings = settings
+        self.backbone, self.tokenizer, self.settings = backbone, tokenizer, settings
         self.head = CriticHead(settings.hidden_size, settings.num_classes, settings.head_hidden)
         object.__setattr__(self, "_peft", peft_model)  # not a submodule: its weights are ours
         if tokenizer.pad_token_id is None:
@@ -153,8 +122,7 @@ class CriticModel(nn.Module):
               head_hidden: int = 128, seed: int = 0, prompt_style: str = "auto",
               max_context_tokens: int = 768, max_program_tokens: int = 512,
               padding_side: str = "right", device: str = "cpu", dtype: str = "float32") -> "CriticModel":
-        """A fresh critic on the backbone ``spec`` (a ``coderl.models.load_model`` spec); the head
-        is initialised from ``seed``."""
+        """A fresh critic on the backbone ``spec``; the head initialised from ``seed``."""
         from ..models import load_model
 
         lm = load_model(spec, device=device, dtype=dtype)
@@ -181,14 +149,15 @@ class CriticModel(nn.Module):
             self.backbone.requires_grad_(mode == "full")
         if mode == "top":
             stack = self.backbone.get_decoder() if self.is_encoder_decoder else self.backbone.base_model
-            layers = _layer_stack(stack)
+            layers = _submodule(stack, ("layers", "h", "blocks", "block", "layer"), nn.ModuleList)
             if layers is None:
                 raise CriticError(f"{self.settings.backbone_path}: cannot find the layers of "
                                   f"{type(self.backbone).__name__} to train the top ones; use "
                                   "mode lora or full")
             for layer in list(layers)[-self.settings.top_layers:]:
                 layer.requires_grad_(True)
-            norm = _final_norm(stack)
+            norm = _submodule(stack, ("norm", "ln_f", "final_layernorm", "final_layer_norm", "final_norm"),
+                              nn.Module)
             if norm is not None:
                 norm.requires_grad_(True)
         self.head.requires_grad_(True)
@@ -216,17 +185,20 @@ class CriticModel(nn.Module):
     def device(self) -> torch.device:
         return self.head.net[0].weight.device
 
+    @property
+    def _decoder_start(self) -> int:
+        start = self.backbone.config.decoder_start_token_id
+        return self.tokenizer.pad_token_id if start is None else start
+
     # -- text -> ids ----------------------------------------------------------------------------
     def context(self, problem) -> str:
         return critic_context(problem, self.tokenizer, self.settings.prompt_style,
                               self.is_encoder_decoder)
 
     def encode(self, context: str, program: str) -> Encoded:
-        """Token ids of the context (its end kept when too long) and of the program (its start
-        kept), with the program tokens' character offsets."""
+        """Token ids of the context (its end kept) and of the program (its start kept), with offsets."""
         tok = self.tokenizer
-        ctx = tok(context, add_special_tokens=self.is_encoder_decoder).input_ids
-        ctx = ctx[-self.settings.max_context_tokens:]
+        ctx = tok(context, add_special_tokens=self.is_encoder_decoder).input_ids[-self.settings.max_context_tokens:]
         enc = tok(program, add_special_tokens=False, return_offsets_mapping=True)
         ids = list(enc.input_ids)[: self.settings.max_program_tokens]
         offsets = [tuple(int(x) for x in o) for o in enc.offset_mapping[: len(ids)]]
@@ -235,15 +207,12 @@ class CriticModel(nn.Module):
         return Encoded(list(ctx), ids, offsets)
 
     def collate(self, items: Sequence[Encoded], padding_side: str | None = None) -> dict[str, torch.Tensor]:
-        """A padded batch; ``program_mask`` marks the program's token positions in the scored
-        stream (the causal sequence, or the decoder's)."""
+        """A padded batch; ``program_mask`` marks the program's tokens in the scored stream."""
         side = padding_side or self.settings.padding_side
         pad = self.tokenizer.pad_token_id
         if self.is_encoder_decoder:
             ids, mask, _ = _pad_rows([e.ctx_ids or [self.tokenizer.eos_token_id] for e in items], pad, side)
-            start = self.backbone.config.decoder_start_token_id
-            start = pad if start is None else start
-            dec, dmask, shifts = _pad_rows([[start] + e.prog_ids for e in items], pad, side)
+            dec, dmask, shifts = _pad_rows([[self._decoder_start] + e.prog_ids for e in items], pad, side)
             pmask = torch.zeros_like(dmask, dtype=torch.bool)
             for i, (e, s) in enumerate(zip(items, shifts)):
                 pmask[i, s + 1:s + 1 + len(e.prog_ids)] = True
@@ -273,43 +242,35 @@ class CriticModel(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """Token logits ``[B, T, C]`` (meaningful where ``batch["program_mask"]``)."""
-        h = self.hidden_states(batch)
-        return self.head(h.to(self.head.net[0].weight.dtype))
+        return self.head(self.hidden_states(batch).to(self.head.net[0].weight.dtype))
 
     @torch.no_grad()
     def program_hidden(self, items: Sequence[Encoded], *, batch_size: int = 32,
                        share_prompt: bool = True, progress=None) -> list[torch.Tensor]:
-        """Each program's token hidden states ``[n_i, d]`` (float32, on the CPU), in the order of
-        ``items``. ``share_prompt``: programs with the same context run after one pass over it
-        (its KV cache, or its encoder states, reused), which gives the same states as running
-        each ``context + program`` alone. ``progress``: called with the number of programs done."""
+        """Each program's token hidden states ``[n_i, d]`` (float32, CPU). ``share_prompt``: a shared
+        context runs once, its KV cache (or encoder states) reused, with the same states as alone."""
+        if share_prompt:  # by context, shorter programs first
+            groups: dict[tuple[int, ...], list[int]] = {}
+            for i, e in enumerate(items):
+                groups.setdefault(tuple(e.ctx_ids), []).append(i)
+            orders = [sorted(idx, key=lambda i: len(items[i].prog_ids)) for idx in groups.values()]
+        else:
+            orders = [sorted(range(len(items)), key=lambda i: len(items[i].ctx_ids) + len(items[i].prog_ids))]
         was_training = self.training
         self.eval()
         out: list[torch.Tensor | None] = [None] * len(items)
         try:
-            if share_prompt:
-                groups: dict[tuple[int, ...], list[int]] = {}
-                for i, e in enumerate(items):
-                    groups.setdefault(tuple(e.ctx_ids), []).append(i)
-                for ctx, idx in groups.items():
-                    idx = sorted(idx, key=lambda i: len(items[i].prog_ids))
-                    for k in range(0, len(idx), batch_size):
-                        chunk = idx[k:k + batch_size]
-                        hs = self._shared_prompt_hidden(list(ctx), [items[i].prog_ids for i in chunk])
-                        for i, h in zip(chunk, hs):
-                            out[i] = h
-                        if progress:
-                            progress(len(chunk))
-            else:
-                order = sorted(range(len(items)),
-                               key=lambda i: len(items[i].ctx_ids) + len(items[i].prog_ids))
+            for order in orders:
                 for k in range(0, len(order), batch_size):
                     chunk = order[k:k + batch_size]
-                    batch = {n: t.to(self.device) for n, t in self.collate([items[i] for i in chunk]).items()}
-                    h = self.hidden_states(batch).float().cpu()
-                    mask = batch["program_mask"].cpu()
-                    for row, i in enumerate(chunk):
-                        out[i] = h[row][mask[row]].clone()
+                    if share_prompt:
+                        hs = self._shared_prompt_hidden(items[chunk[0]].ctx_ids, [items[i].prog_ids for i in chunk])
+                    else:
+                        batch = {n: t.to(self.device) for n, t in self.collate([items[i] for i in chunk]).items()}
+                        h, mask = self.hidden_states(batch).float().cpu(), batch["program_mask"].cpu()
+                        hs = [h[row][mask[row]].clone() for row in range(len(chunk))]
+                    for i, h in zip(chunk, hs):
+                        out[i] = h
                     if progress:
                         progress(len(chunk))
         finally:
@@ -325,9 +286,7 @@ class CriticModel(nn.Module):
             cids = torch.tensor([ctx or [self.tokenizer.eos_token_id]], dtype=torch.long, device=dev)
             cmask = torch.ones_like(cids)
             enc = self.backbone.get_encoder()(input_ids=cids, attention_mask=cmask).last_hidden_state
-            start = self.backbone.config.decoder_start_token_id
-            start = pad if start is None else start
-            dec = torch.cat([torch.full((B, 1), start, dtype=torch.long, device=dev), ids], 1)
+            dec = torch.cat([torch.full((B, 1), self._decoder_start, dtype=torch.long, device=dev), ids], 1)
             dmask = torch.cat([torch.ones((B, 1), dtype=torch.long, device=dev), pmask], 1)
             h = self.backbone.get_decoder()(
                 input_ids=dec, attention_mask=dmask, encoder_hidden_states=enc.expand(B, -1, -1),
@@ -355,10 +314,8 @@ class CriticModel(nn.Module):
     @torch.no_grad()
     def score(self, items: Sequence[Encoded], *, batch_size: int = 32, share_prompt: bool = True,
               progress=None) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """For each item: the program's class probabilities ``(C,)`` (softmax of the max-pooled
-        token logits) and each program token's ``(n, C)`` (softmax of its logits)."""
-        hs = self.program_hidden(items, batch_size=batch_size, share_prompt=share_prompt,
-                                 progress=progress)
+        """Per item: the program's class probabilities ``(C,)`` and each token's ``(n, C)``."""
+        hs = self.program_hidden(items, batch_size=batch_size, share_prompt=share_prompt, progress=progress)
         return [self.score_hidden(h) for h in hs]
 
     @torch.no_grad()
@@ -369,28 +326,13 @@ class CriticModel(nn.Module):
 
     # -- save / load ----------------------------------------------------------------------------
     def save_pretrained(self, path: str | Path) -> Path:
-        """Write the critic into ``path`` (replaced atomically: a temporary sibling directory
-        renamed into place)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.tmp-"))
-        try:
+        """Write the critic into ``path`` (replaced atomically)."""
+        with atomic_dir(path) as tmp:
             self.save_files(tmp)
-            if path.exists():
-                old = path.with_name(f".{path.name}.old-{os.getpid()}")
-                os.replace(path, old)
-                os.replace(tmp, path)
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-        return path
+        return Path(path)
 
     def save_files(self, directory: str | Path) -> None:
-        """Write the critic's files into the existing ``directory`` (not atomic: a checkpoint
-        writer makes the directory atomic; :meth:`save_pretrained` is)."""
+        """Write the critic's files into the existing ``directory`` (not atomically)."""
         from safetensors.torch import save_file
 
         directory = Path(directory)
@@ -412,8 +354,7 @@ class CriticModel(nn.Module):
             raise CriticError(f"{path}: not a critic checkpoint (no {CONFIG_FILE}); train one with "
                               "coderl train-critic")
         try:
-            d = json.loads(f.read_text())
-            return CriticSettings(**d)
+            return CriticSettings(**json.loads(f.read_text()))
         except (ValueError, TypeError) as e:
             raise CriticError(f"{f}: unreadable critic config: {e}") from None
 
@@ -430,11 +371,8 @@ class CriticModel(nn.Module):
         s = cls.read_settings(path)
         if not (path / HEAD_FILE).is_file():
             raise CriticError(f"{path}: critic checkpoint without {HEAD_FILE}")
-        if s.mode in ("top", "full"):
-            lm = load_model(str(path / BACKBONE_DIR), device=device, dtype=dtype)
-        else:
-            base = s.backbone_path if s.backbone_path and Path(s.backbone_path).is_dir() else s.backbone_spec
-            lm = load_model(base, device=device, dtype=dtype)
+        base = s.backbone_path if s.backbone_path and Path(s.backbone_path).is_dir() else s.backbone_spec
+        lm = load_model(str(path / BACKBONE_DIR) if s.mode in ("top", "full") else base, device=device, dtype=dtype)
         backbone, peft_model = lm.model, None
         if s.mode == "lora":
             from peft import PeftModel
@@ -451,17 +389,15 @@ class CriticModel(nn.Module):
         return critic.to(device).eval()
 
     def load_weights(self, path: str | Path) -> None:
-        """Load the trainable weights of the checkpoint ``path`` (written by this critic's
-        ``save_pretrained``) into this model, in place (resuming a training)."""
+        """Load the trainable weights of this critic's checkpoint ``path`` in place (resuming)."""
         from safetensors.torch import load_file
 
         path = Path(path)
         self.head.load_state_dict(load_file(str(path / HEAD_FILE)))
         mode = self.settings.mode
         if mode in ("top", "full"):
-            state = {}
-            for f in sorted((path / BACKBONE_DIR).glob("*.safetensors")):
-                state.update(load_file(str(f)))
+            state = {k: v for f in sorted((path / BACKBONE_DIR).glob("*.safetensors"))
+                     for k, v in load_file(str(f)).items()}
             missing, unexpected = self.backbone.load_state_dict(state, strict=False)
             params = dict(self.backbone.named_parameters(remove_duplicate=False))
             loaded = {params[k].data_ptr() for k in state if k in params}

@@ -10,9 +10,8 @@
     s.offsets     # (n, 2) int32: each token's [start, end) character span in ``Sample.program``
     scores.meta   # classes, checkpoint, fingerprint, ...
 
-One ``.npz`` (no pickles) holds every sample: flat token arrays indexed by ``token_start``
-(``token_start[i]:token_start[i+1]`` are sample i's tokens), keyed by ``problem_id`` and
-``index``. :func:`write_scores` replaces the file atomically.
+One ``.npz`` (no pickles) holds every sample: flat token arrays (``token_start[i]:token_start[i+1]``
+are sample i's tokens), keyed by ``problem_id`` and ``index``; written atomically.
 """
 
 from __future__ import annotations
@@ -68,13 +67,12 @@ class CriticScores(dict):
 
 
 def write_scores(path: str | Path, records: Iterable[SampleScores], meta: dict[str, Any]) -> Path:
-    """Write ``records`` to ``path`` (atomically: a temporary file renamed into place)."""
+    """Write ``records`` to ``path`` (atomically)."""
     path = Path(path)
     recs = list(records)
-    n = len(recs)
     C = len(meta.get("classes") or []) or (len(recs[0].probs) if recs else 0)
     lengths = np.array([r.num_tokens for r in recs], dtype=np.int64)
-    start = np.zeros(n + 1, dtype=np.int64)
+    start = np.zeros(len(recs) + 1, dtype=np.int64)
     np.cumsum(lengths, out=start[1:])
     cat = lambda xs, shape, dtype: (np.concatenate(xs).astype(dtype) if xs  # noqa: E731
                                     else np.zeros(shape, dtype=dtype))

@@ -1,16 +1,12 @@
 """The ``critic-score`` stage: samples (+ results) and a critic -> ``<run>/critic_scores.npz``.
 
 For each sample: the class probabilities and, per program token, q̂ of its actual outcome and of
-``passed`` (the record: :mod:`coderl.critic.scores`). Identical programs of one problem are
-scored once.
+``passed`` (:mod:`coderl.critic.scores`); identical programs of a problem are scored once.
 
-Resumable: scores are written chunk by chunk into ``critic_scores.npz.parts/`` and merged into
-the final file (atomically) at the end; a rerun skips what is already scored (a sample whose
-program changed is scored again). Scores from another critic are refused (the file records the
-critic's fingerprint); ``fresh=True`` starts over.
-
-A head-mode critic scores the programs it was trained on from the hidden states its training
-cached (``reuse_features``, :mod:`coderl.critic.feature_cache`): no second backbone pass.
+Resumable: chunks go to ``critic_scores.npz.parts/``, merged into the final file at the end; a
+rerun skips what is scored (a changed program is scored again). Scores of another critic are
+refused (the file records its fingerprint). A head-mode critic scores the programs it trained on
+from the hidden states its training cached (``reuse_features``): no second backbone pass.
 """
 
 from __future__ import annotations
@@ -49,8 +45,7 @@ def critic_fingerprint(path: str | Path) -> str:
 
 
 def cached_features(ckpt: Path, settings) -> dict[str, torch.Tensor]:
-    """The feature cache of the critic directory holding ``ckpt`` (``<critic>/best``, or a
-    checkpoint under ``<critic>/checkpoints/``) for a head-mode critic; empty otherwise."""
+    """A head-mode critic's feature cache (in the critic directory of ``ckpt``); else empty."""
     from .critic_trainer import FEATURES_DIR, FINGERPRINT_FILE
 
     if settings.mode != "head":
@@ -65,20 +60,10 @@ def cached_features(ckpt: Path, settings) -> dict[str, torch.Tensor]:
     return {}
 
 
-def _device(name: str) -> str:
-    if name == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("critic_score.device: cuda requested but torch sees no GPU")
-    return name
-
-
 def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str | Path,
           results_path: str | Path | None = None, out_path: str | Path | None = None,
           critic: CriticModel | None = None, fresh: bool = False) -> dict[str, Any]:
-    """Score every sample of ``samples_path`` (see the module docstring); returns a summary.
-    ``out_path`` defaults to ``<run_dir>/critic_scores.npz``; ``critic`` skips loading one
-    (``cfg.checkpoint`` must still name it, for the fingerprint)."""
+    """Score every sample of ``samples_path`` (``critic``: skip loading ``cfg.checkpoint``'s)."""
     from tqdm.auto import tqdm
 
     t0 = time.time()
@@ -88,10 +73,13 @@ def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str 
         torch.set_num_threads(cfg.threads)
     ckpt = resolve_checkpoint(run_dir, cfg.checkpoint)
     settings = CriticModel.read_settings(ckpt)
-    meta = _scores_meta(ckpt, settings)
+    meta = {"classes": settings.classes, "num_classes": settings.num_classes,
+            "checkpoint": str(ckpt), "critic_fingerprint": critic_fingerprint(ckpt), "arch": settings.arch,
+            "format": 1, "offsets": "[start, end) character spans in Sample.program",
+            "q_outcome": "per token P(the sample's outcome); NaN without a result",
+            "q_pass": "per token P(passed)"}
     if fresh:
-        if out_path.exists():
-            out_path.unlink()
+        out_path.unlink(missing_ok=True)
         shutil.rmtree(parts_dir, ignore_errors=True)
     by_id = {p.id: p for p in problems}
     pairs = join(samples_path, results_path, by_id, require_results=False)
@@ -102,7 +90,11 @@ def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str 
     summary = {"samples": len(pairs), "skipped_done": len(pairs) - len(todo), "scored": 0,
                "tokens": 0, "checkpoint": str(ckpt), "path": str(out_path)}
     if todo:
-        critic = critic or CriticModel.from_pretrained(ckpt, device=_device(cfg.device))
+        if critic is None:
+            if cfg.device == "cuda" and not torch.cuda.is_available():
+                raise ConfigError("critic_score.device: cuda requested but torch sees no GPU")
+            auto = "cuda" if torch.cuda.is_available() else "cpu"
+            critic = CriticModel.from_pretrained(ckpt, device=auto if cfg.device == "auto" else cfg.device)
         scorer = _ChunkScorer(critic, by_id, cached_features(ckpt, settings) if cfg.reuse_features else {}, cfg)
         parts_dir.mkdir(parents=True, exist_ok=True)
         n_part = len(list(parts_dir.glob("part-*.npz")))
@@ -127,17 +119,8 @@ def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str 
     return summary
 
 
-def _scores_meta(ckpt: Path, settings) -> dict[str, Any]:
-    return {"classes": settings.classes, "num_classes": settings.num_classes,
-            "checkpoint": str(ckpt), "critic_fingerprint": critic_fingerprint(ckpt), "arch": settings.arch,
-            "format": 1, "offsets": "[start, end) character spans in Sample.program",
-            "q_outcome": "per token P(the sample's outcome); NaN without a result",
-            "q_pass": "per token P(passed)"}
-
-
 def _scores_so_far(sources: list[Path], meta: dict[str, Any]) -> dict[tuple[str, int], SampleScores]:
-    """The scores already written (the final file and the parts of a killed run), all of this
-    critic's: scores of another critic are refused, not mixed."""
+    """The scores already written (the final file, a killed run's parts); another critic's are refused."""
     done: dict[tuple[str, int], SampleScores] = {}
     fp = meta["critic_fingerprint"]
     for f in sources:
@@ -157,8 +140,7 @@ def _still_valid(old: SampleScores | None, s, r) -> bool:
 
 
 class _ChunkScorer:
-    """Scores chunks of (sample, result): each distinct (problem, program) once, from the feature
-    cache when the critic read the same token ids, else through the backbone."""
+    """Scores chunks of (sample, result), each distinct (problem, program) once."""
 
     def __init__(self, critic: CriticModel, by_id: dict, feats: dict, cfg: ScoreConfig):
         self.critic, self.by_id, self.feats, self.cfg = critic, by_id, feats, cfg
@@ -205,8 +187,7 @@ class _ChunkScorer:
 
 
 def run(problems, run, cfg: ScoreConfig, ctx) -> dict[str, Any]:
-    """The stage contract (:mod:`coderl.stage`): the run's samples (and results) -> its critic
-    scores, by the run's critic (``checkpoint: best|last``) or the one ``checkpoint`` names."""
+    """The stage contract (:mod:`coderl.stage`): the run's samples (and results) -> its critic scores."""
     results = run.results if run.results.is_file() else None
     return score(problems, run.root, cfg, samples_path=run.samples, results_path=results,
                  out_path=run.critic_scores)
@@ -214,9 +195,7 @@ def run(problems, run, cfg: ScoreConfig, ctx) -> dict[str, Any]:
 
 def rank_by_critic(samples_path: str | Path, results_path: str | Path, scores_path: str | Path,
                    problem_ids=None, origins: tuple[str, ...] = ("sampled",)) -> dict[str, Any]:
-    """The ranking measure: per problem, the pass rate of the sample with the highest sequence
-    P(passed) (``top1``), beside a random choice (``random``: pass@1) and the oracle
-    (``oracle``: pass@n), over the samples of ``origins``."""
+    """The ranking measure over the samples of ``origins`` (:func:`coderl.critic.metrics.ranking`)."""
     from .metrics import ranking
 
     scores = read_scores(scores_path)

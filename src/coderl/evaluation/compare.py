@@ -6,14 +6,12 @@ pair per problem:
 * ``greedy_pass@1``: (greedy program passed, 1) for problems with a greedy result;
 * ``pass@k``: (unbiased pass@k estimate, 1) for problems with at least k sampled programs;
 * ``n@k``: (expected n@k with example-test filtering, 1), likewise;
-* ``hack_rate``: (programs that pass the example tests but fail a hidden test, programs that pass
-  the example tests) — of the programs a user would accept by their example tests, the share that
-  is wrong. Programs of problems without example tests do not count.
+* ``hack_rate``: (programs passing the example tests but failing a hidden one, programs passing
+  the example tests): the share a user would wrongly accept (no example tests: not counted).
 
-A *paired bootstrap* resamples problems (the same resample for both runs, over the problems both
-runs hold), recomputes both metrics, and takes the 2.5th and 97.5th percentiles of the
-difference: the 95% interval of ``b - a``. An interval that holds 0 says the runs do not differ
-beyond what the choice of problems explains.
+A *paired bootstrap* resamples the problems both runs hold (the same resample for both),
+recomputes both metrics, and takes the 2.5th and 97.5th percentiles of the difference ``b - a``:
+an interval that holds 0 says the runs do not differ beyond what the choice of problems explains.
 """
 
 from __future__ import annotations
@@ -50,8 +48,7 @@ class ProblemStats:
 
 def problem_stats(problem_ids: Iterable[str], results: Iterable[dict],
                   origins: dict[tuple[str, int], str]) -> tuple[dict[str, ProblemStats], int]:
-    """One ProblemStats per problem id from result records; also the number of results that
-    belong to none of ``problem_ids``."""
+    """One ProblemStats per problem id; also the number of results of other problems."""
     per = {pid: ProblemStats() for pid in problem_ids}
     unknown = 0
     for r in results:
@@ -128,10 +125,7 @@ def bootstrap_interval(pairs: dict[str, tuple[float, float]], *, resamples: int 
     if not pairs:
         return None
     arr = np.array(list(pairs.values()), dtype=float)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(arr), size=(resamples, len(arr)))
-    vals = _ratios(arr[idx, 0].sum(1), arr[idx, 1].sum(1))
-    return _percentiles(vals, level)
+    return _percentiles(_resampled(arr, _draws(len(arr), resamples, seed)), level)
 
 
 @dataclass
@@ -157,19 +151,15 @@ class Difference:
 def paired_bootstrap(a: dict[str, tuple[float, float]], b: dict[str, tuple[float, float]], *,
                      metric: str = "", resamples: int = 1000, seed: int = 0,
                      level: float = 0.95) -> Difference:
-    """The difference ``b - a`` of a ratio metric over the problems both hold, with its paired
-    percentile-bootstrap interval (the same resampled problems for both runs)."""
+    """``b - a`` of a ratio metric over the problems both hold, with its paired bootstrap interval."""
     common = sorted(set(a) & set(b))
     if not common:
         return Difference(metric, None, None, None, None, None, 0)
     A = np.array([a[p] for p in common], dtype=float)
     B = np.array([b[p] for p in common], dtype=float)
     va, vb = _ratio1(A), _ratio1(B)
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(common), size=(resamples, len(common)))
-    diffs = (_ratios(B[idx, 0].sum(1), B[idx, 1].sum(1))
-             - _ratios(A[idx, 0].sum(1), A[idx, 1].sum(1)))
-    ci = _percentiles(diffs, level)
+    idx = _draws(len(common), resamples, seed)
+    ci = _percentiles(_resampled(B, idx) - _resampled(A, idx), level)
     diff = None if va is None or vb is None else vb - va
     return Difference(metric, va, vb, diff, ci[0] if ci else None, ci[1] if ci else None, len(common))
 
@@ -182,8 +172,7 @@ def compare_stats(a: dict[str, ProblemStats], b: dict[str, ProblemStats], metric
 
 def available_metrics(stats: dict[str, ProblemStats], ks: Iterable[int] = (1, 5, 10, 100),
                       n_at_k_: Iterable[str] = ("1@10",)) -> list[str]:
-    """The metrics a run can report: greedy pass@1 if it has greedy programs, pass@k for the k
-    its sample counts allow, n@k likewise, and the hack rate if any program passed examples."""
+    """The metrics a run's programs allow (greedy pass@1, pass@k, n@k, the hack rate)."""
     out = []
     if any(s.greedy is not None for s in stats.values()):
         out.append("greedy_pass@1")
@@ -200,7 +189,13 @@ def _ratio1(arr: np.ndarray) -> float | None:
     return float(arr[:, 0].sum() / den) if den else None
 
 
-def _ratios(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+def _draws(n: int, resamples: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, n, size=(resamples, n))
+
+
+def _resampled(arr: np.ndarray, idx: np.ndarray) -> np.ndarray:
+    """The ratio metric of each resample ``idx`` of ``arr``'s (num, den) rows (NaN: den 0)."""
+    num, den = arr[idx, 0].sum(1), arr[idx, 1].sum(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
 

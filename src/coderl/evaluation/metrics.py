@@ -8,9 +8,8 @@ import numpy as np
 
 
 def pass_at_k(n: int, c: int, k: int) -> float:
-    """Probability that at least one of k samples, drawn without replacement from n samples of
-    which c are correct, is correct: ``1 - C(n-c, k) / C(n, k)`` (Chen et al. 2021), computed as
-    a stable product. Requires ``n >= k``."""
+    """P(at least one of k samples drawn from n, c of them correct, is correct):
+    ``1 - C(n-c, k) / C(n, k)`` (Chen et al. 2021) as a stable product. Requires ``n >= k``."""
     if k > n:
         raise ValueError(f"pass@{k} needs at least {k} samples, got {n}")
     if n - c < k:
@@ -19,14 +18,9 @@ def pass_at_k(n: int, c: int, k: int) -> float:
 
 
 def n_at_k(n_total: int, n_example_pass: int, n_both_pass: int, n: int, k: int) -> float:
-    """Expected n@k (AlphaCode; CodeRL's critic sampling without the critic's ranking).
-
-    Draw k of the ``n_total`` samples; keep those that pass the example tests; submit n of them
-    (chosen at random among the kept ones); solved if a submitted one passes the hidden tests.
-    ``n_example_pass`` samples pass the example tests, ``n_both_pass`` of them also pass the
-    hidden tests. Exact: the kept samples are a uniform subset of the example-passing ones, their
-    number f is hypergeometric, and the submitted ``min(n, f)`` are a uniform subset too.
-    """
+    """Expected n@k (AlphaCode; CodeRL's critic sampling without the ranking): of k drawn samples,
+    keep those passing the example tests (``n_example_pass`` of all, ``n_both_pass`` of them
+    also the hidden ones), submit n at random. Exact (the kept number is hypergeometric)."""
     N, e, p = n_total, n_example_pass, n_both_pass
     if k > N:
         raise ValueError(f"{n}@{k} needs at least {k} samples, got {N}")

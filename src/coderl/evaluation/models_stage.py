@@ -2,11 +2,10 @@
 
     summary = compare_models(run_dir, cfg, exec_cfg, base_model="default")
 
-Each model generates (greedy, plus ``num_seqs`` samples) on the same problems, its programs are
-executed and evaluated in ``<run>/compare/<label>/`` (samples, results, report: resumable, and
-redone when the model's files change), and ``<run>/compare.md`` / ``compare.json`` hold the
-table: each metric per model with a bootstrap interval, the difference to the first model with a
-paired-bootstrap 95% interval over problems, and the outcome mix of the greedy programs.
+Each model generates (greedy, plus ``num_seqs`` samples) on the same problems, executed and
+evaluated in ``<run>/compare/<label>/`` (resumable; redone when the model's files change);
+``<run>/compare.md`` / ``compare.json`` hold each metric per model with a bootstrap interval, the
+difference to the first model with a paired-bootstrap 95% interval, and the greedy outcome mix.
 """
 
 from __future__ import annotations
@@ -43,8 +42,7 @@ def resolve_models(run_dir: Path, cfg: ModelsEvalConfig, base_model: str) -> lis
         if m in RUN_MODELS and m != "base" and not Path(spec).is_dir():
             raise ConfigError(f"compare.models: {m!r} means {spec}, which does not exist (run the "
                               f"stage that writes it first, or drop {m!r} from compare.models)")
-        label = m if m in RUN_MODELS else (Path(m).name or m).replace("/", "_")
-        out.append((label, spec))
+        out.append((m if m in RUN_MODELS else (Path(m).name or m).replace("/", "_"), spec))
     labels = [l for l, _ in out]
     if len(set(labels)) != len(labels):
         raise ConfigError(f"compare.models: {cfg.models} give the same label twice ({labels})")
@@ -52,8 +50,7 @@ def resolve_models(run_dir: Path, cfg: ModelsEvalConfig, base_model: str) -> lis
 
 
 def model_digest(spec: str) -> str:
-    """What identifies a model's weights: a local directory by its files' names, sizes and
-    modification times (a retrained SFT/RL model gets a new digest); a named model by its name."""
+    """A local model directory by its files' names, sizes and mtimes; a named model by its name."""
     p = Path(spec)
     if not p.is_dir():
         return spec
@@ -66,15 +63,13 @@ def model_digest(spec: str) -> str:
 
 
 def stage_fingerprint(problems, run: RunDir, cfg: ModelsEvalConfig, ctx) -> dict:
-    """The stage contract's fingerprint: the settings, the execution settings and the models'
-    digests (a retrained model makes the comparison stale)."""
+    """The stage contract's fingerprint: the settings and the execution settings."""
     return {"compare": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),
             "execution": ctx.execution.fingerprint(), "base_model": ctx.base_model}
 
 
 def inputs(problems, run: RunDir, cfg: ModelsEvalConfig, ctx) -> dict[str, str]:
-    """The models compared, by digest: a retrained model makes the comparison stale (the stage
-    then regenerates that model's programs only)."""
+    """The models compared, by digest: a retrained model's programs are regenerated."""
     out = {}
     for m in cfg.models:
         spec = model_spec(run.root, m, ctx.base_model)
@@ -141,17 +136,13 @@ def compare_models(run_dir: str | Path, cfg: ModelsEvalConfig, exec_cfg, *, base
     if cfg.source == "mbpp-heldout":
         metrics.append("hack_rate")
     labels = [l for l, _ in models]
-    rows = []
+    rows, boot = [], {"resamples": cfg.resamples, "seed": cfg.seed}
     for m in metrics:
         pairs = {l: metric_pairs(per_model[l]["stats"], m) for l in labels}
-        row = {"metric": m, "values": {}, "differences": {}}
-        for l in labels:
-            ci = bootstrap_interval(pairs[l], resamples=cfg.resamples, seed=cfg.seed)
-            row["values"][l] = {"value": ratio(pairs[l]), "ci": ci}
-        for l in labels[1:]:
-            d = paired_bootstrap(pairs[labels[0]], pairs[l], metric=m, resamples=cfg.resamples, seed=cfg.seed)
-            row["differences"][l] = d.to_dict()
-        rows.append(row)
+        rows.append({"metric": m, "values": {l: {"value": ratio(pairs[l]), "ci": bootstrap_interval(pairs[l], **boot)}
+                                             for l in labels},
+                     "differences": {l: paired_bootstrap(pairs[labels[0]], pairs[l], metric=m, **boot).to_dict()
+                                     for l in labels[1:]}})
     out = {"complete": True, "problems": {"source": cfg.source, "split": cfg.split, "start": cfg.start,
                                           "end": cfg.end, "count": len(problems)},
            "models": {l: per_model[l]["model"] for l in labels}, "rows": rows,
@@ -182,9 +173,8 @@ def render(out: dict[str, Any]) -> str:
         cells = [row["metric"]] + [_pct(row["values"][l]["value"]) for l in labels]
         for l in labels[1:]:
             d = row["differences"][l]
-            lo, hi = d.get("low"), d.get("high")
-            star = " *" if lo is not None and hi is not None and (lo > 0 or hi < 0) else ""
-            cells.append(f"{_signed(d.get('diff'))} [{_signed(lo)}, {_signed(hi)}]{star}")
+            star = " *" if d["significant"] else ""
+            cells.append(f"{_signed(d['diff'])} [{_signed(d['low'])}, {_signed(d['high'])}]{star}")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", f"Percentages; intervals: paired bootstrap over problems ({out['resamples']} "
               "resamples), * = excludes 0. hack_rate: of the programs passing the example test, the "

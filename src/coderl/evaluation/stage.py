@@ -1,13 +1,11 @@
 """The ``evaluate`` stage: problems + samples + results -> report.json, report.md, plots.
 
-* pass@k over the sampled programs of each problem (unbiased estimator), averaged over problems;
-  k values larger than the smallest per-problem sample count are left out (and listed).
-* greedy pass@1: the share of problems whose greedy program passes.
-* n@k with example-test filtering (see :func:`coderl.evaluation.metrics.n_at_k`).
-* the same per source and per difficulty; the outcome distribution; mean fraction of tests passed.
+* pass@k over each problem's sampled programs (unbiased estimator), averaged over problems
+  (k above the smallest per-problem sample count left out and listed); greedy pass@1; n@k with
+  example-test filtering; the same per source and difficulty; outcomes; mean test fraction.
 
-Results are matched to samples by ``(problem_id, index)``; the sample says the origin. A problem
-without any result counts as unsolved for the greedy rate and is reported in ``missing``.
+Results meet samples by ``(problem_id, index)`` (the sample says the origin). A problem without
+any result counts as unsolved for the greedy rate and is listed in ``missing``.
 """
 
 from __future__ import annotations
@@ -29,12 +27,6 @@ from .compare import (ProblemStats, available_metrics, compare_stats, metric_pai
 from .metrics import n_at_k, pass_at_k
 
 from ..execution.codes import OUTCOMES_BEST_FIRST as OUTCOMES
-
-
-def _origins(samples_path: str | Path | None) -> dict[tuple[str, int], str]:
-    if not samples_path:
-        return {}
-    return {s.key: s.origin for s in read_samples(samples_path)}
 
 
 def _mean(xs) -> float | None:
@@ -72,8 +64,7 @@ def compute_metrics(problems: list[Problem], results: list[dict],
         out["n@k"] = {f"{n}@{k}": _mean(n_at_k(s.n, s.e, s.ec, n, k) for s in sampled)
                       for n, k in cfg.parsed_n_at_k() if sampled and k <= min_n}
         out["mean_test_fraction"] = _mean(f for i in ids for f in frac_tests.get(i, []))
-        sub = {i: per[i] for i in ids}
-        out["hack_rate"] = ratio(metric_pairs(sub, "hack_rate"))
+        out["hack_rate"] = ratio(metric_pairs({i: per[i] for i in ids}, "hack_rate"))
         out["example_passing_programs"] = int(sum(s.ex_pass for s in stats))
         return out
 
@@ -101,14 +92,12 @@ def pass_table(report: dict[str, Any]) -> str:
     ks = list(report["overall"]["pass@k"])
     nks = list(report["overall"]["n@k"])
     head = ["group", "problems", "greedy pass@1"] + [f"pass@{k}" for k in ks] + nks
-    rows = [head, ["---"] * len(head)]
-    groups = [("overall", report["overall"])]
-    groups += [(f"source={g}", v) for g, v in report["by_source"].items()]
+    groups = [("overall", report["overall"])] + [(f"source={g}", v) for g, v in report["by_source"].items()]
     if len(report["by_difficulty"]) > 1 or "unknown" not in report["by_difficulty"]:
         groups += [(f"difficulty={g}", v) for g, v in report["by_difficulty"].items()]
-    for name, g in groups:
-        rows.append([name, str(g["problems"]), _pct(g["greedy_pass@1"])]
-                    + [_pct(g["pass@k"].get(k)) for k in ks] + [_pct(g["n@k"].get(x)) for x in nks])
+    rows = [head, ["---"] * len(head)] + [
+        [name, str(g["problems"]), _pct(g["greedy_pass@1"])] + [_pct(g["pass@k"].get(k)) for k in ks]
+        + [_pct(g["n@k"].get(x)) for x in nks] for name, g in groups]
     return "\n".join("| " + " | ".join(r) + " |" for r in rows)
 
 
@@ -118,8 +107,7 @@ def render_markdown(report: dict[str, Any], title: str = "coderl evaluation") ->
              "programs; n@k: of k samples keep those passing the example tests, submit n.", "",
              pass_table(report), "", "## Outcomes", "", "| origin | " + " | ".join(OUTCOMES) + " |",
              "|---" * (len(OUTCOMES) + 1) + "|"]
-    for g in ("sampled", "greedy"):
-        lines.append(f"| {g} | " + " | ".join(str(o[g][x]) for x in OUTCOMES) + " |")
+    lines += [f"| {g} | " + " | ".join(str(o[g][x]) for x in OUTCOMES) + " |" for g in ("sampled", "greedy")]
     ov = report["overall"]
     lines += ["", f"- problems solved by at least one sample: {ov['solved_by_any']} / {ov['problems']}",
               f"- greedy solved: {ov['greedy_solved']}",
@@ -128,8 +116,7 @@ def render_markdown(report: dict[str, Any], title: str = "coderl evaluation") ->
               "that pass their example tests fail a hidden test"]
     if report["skipped_k"]:
         lines.append(f"- pass@k not reported for k = {report['skipped_k']} (fewer samples per problem)")
-    for w in report.get("warnings", []):
-        lines.append(f"- warning: {w}")
+    lines += [f"- warning: {w}" for w in report.get("warnings", [])]
     if report["missing"]:
         lines.append(f"- {len(report['missing'])} problem(s) without results: "
                      + ", ".join(report["missing"][:10]) + (" ..." if len(report["missing"]) > 10 else ""))
@@ -158,9 +145,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
         ax.set_xscale("log")
         ax.set_xticks(ks, [str(k) for k in ks])  # plain k labels, not 2x10^0
         ax.xaxis.set_minor_locator(plt.NullLocator())
-        ax.set_xlabel("k")
-        ax.set_ylabel("pass@k (%)")
-        ax.set_title("pass@k")
+        ax.set(xlabel="k", ylabel="pass@k (%)", title="pass@k")
         ax.grid(alpha=0.3)
         paths.append(_save(fig, ax, out_dir / "pass_at_k.png"))
     fig, ax = plt.subplots(figsize=(5, 3.5))
@@ -171,8 +156,7 @@ def write_plots(report: dict[str, Any], out_dir: Path) -> list[str]:
         ax.bar([x + i * width for x in range(len(OUTCOMES))],
                [100 * counts[o] / total for o in OUTCOMES], width, label=g)
     ax.set_xticks([x + width / 2 for x in range(len(OUTCOMES))], OUTCOMES, rotation=15)
-    ax.set_ylabel("share of programs (%)")
-    ax.set_title("outcomes")
+    ax.set(ylabel="share of programs (%)", title="outcomes")
     paths.append(_save(fig, ax, out_dir / "outcomes.png"))
     return paths
 
@@ -189,8 +173,7 @@ def _save(fig, ax, path: Path) -> str:
 
 
 def _consistency_warnings(problems, results, origins, samples_path, results_path) -> list[str]:
-    """What does not fit together: results outside the selection, results without a sample,
-    samples without a result. Reported, never silently dropped."""
+    """Results outside the selection or without a sample, samples without a result (reported)."""
     ids = {p.id for p in problems}
     out = []
     outside = sorted({r["problem_id"] for r in results if r["problem_id"] not in ids})
@@ -214,9 +197,7 @@ def _consistency_warnings(problems, results, origins, samples_path, results_path
 
 def compare_reports(other: str | Path, report: dict[str, Any], out_path: str | Path,
                     config: EvalConfig) -> dict[str, Any]:
-    """This run against ``other`` (a run directory or its report.json): every metric both can
-    report, ``this - other`` with a paired-bootstrap 95% interval; written to ``out_path``. No
-    problem in common is an error (there is nothing to compare)."""
+    """Every metric both runs report, ``this - other`` with a paired-bootstrap interval; saved."""
     other = Path(other)
     path = other / RunDir.REPORT_JSON if other.is_dir() else other
     if not path.is_file():
@@ -268,11 +249,10 @@ def evaluate(problems: list[Problem], results_path: str | Path, out_dir: str | P
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     results = read_results(results_path)
-    origins = _origins(samples_path)
+    origins = {s.key: s.origin for s in read_samples(samples_path)} if samples_path else {}
     report = compute_metrics(problems, results, origins, config)
-    report["warnings"] = _consistency_warnings(problems, results, origins, samples_path, results_path)
-    report["config"] = asdict(config)
-    report["meta"] = meta or {}
+    report.update(warnings=_consistency_warnings(problems, results, origins, samples_path, results_path),
+                  config=asdict(config), meta=meta or {})
     report["plots"] = write_plots(report, out_dir) if config.plots else []
     atomic_write_text(out_dir / RunDir.REPORT_JSON, json.dumps(report, indent=1))
     atomic_write_text(out_dir / RunDir.REPORT_MD, render_markdown(report))
@@ -281,8 +261,7 @@ def evaluate(problems: list[Problem], results_path: str | Path, out_dir: str | P
 
 
 def run(problems: list[Problem], run: RunDir, cfg: EvalConfig, ctx) -> dict[str, Any]:
-    """The stage contract (:mod:`coderl.stage`): the run's results (and samples) -> its report,
-    shown with ``ctx.echo``; with ``cfg.compare``, the differences to another run's report."""
+    """The stage contract (:mod:`coderl.stage`): the run's results (and samples) -> its report."""
     gen = ctx.run_meta.get("generation")
     meta = {"name": ctx.run_meta.get("name", run.root.name), "problems": len(problems),
             **({"model": gen.model, "generation": {k: v for k, v in asdict(gen).items() if k != "progress"}}

@@ -2,10 +2,8 @@
 
 ``Executor(ExecConfig())`` runs programs against a Problem's tests in warm sandboxed workers and
 returns ``Result`` records; ``Rewards`` turns them into CodeRL / RLTF rewards; ``execute`` is the
-resumable ``coderl execute`` stage.
-
-Names are imported lazily, so that the worker processes (``python -m coderl.execution.worker``)
-load only what they need: a smaller process forks faster.
+resumable ``coderl execute`` stage. Names are imported lazily: the worker processes load only
+what they need (a smaller process forks faster).
 """
 
 from __future__ import annotations

@@ -10,13 +10,11 @@ from typing import Any
 
 
 class CacheError(ValueError):
-    """The cache path cannot be a verdict cache (a directory, not SQLite, another schema); the
-    one-line message names the path."""
+    """The path cannot be a verdict cache (a directory, not SQLite, another schema)."""
 
 
 def open_sqlite(path: str | Path, tables: dict[str, str], what: str) -> sqlite3.Connection:
-    """Open (or create) the SQLite file ``path`` holding ``tables`` (name -> column definitions,
-    created if absent, checked if present); raise CacheError naming the path when it cannot be."""
+    """Open (or create) the SQLite file ``path`` with ``tables`` (name -> columns, created or checked)."""
     path = Path(path)
     if path.is_dir():
         raise CacheError(f"{path}: is a directory, not an SQLite {what} file")
@@ -47,15 +45,24 @@ def open_sqlite(path: str | Path, tables: dict[str, str], what: str) -> sqlite3.
     return db
 
 
-class ResultCache:
-    """``get``/``put`` result dicts by hash. Safe to share between threads (one connection + lock).
-    A path that is a directory, not SQLite or another program's database raises CacheError."""
+class SqliteStore:
+    """One SQLite file (see ``open_sqlite``), safe to share between threads (one connection + lock)."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, tables: dict[str, str], what: str):
         self.path = Path(path)
         self._lock = threading.Lock()
-        self._db = open_sqlite(self.path, {"results": "hash TEXT PRIMARY KEY, result TEXT NOT NULL"},
-                               "verdict cache")
+        self._db = open_sqlite(self.path, tables, what)
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class ResultCache(SqliteStore):
+    """``get``/``put`` result dicts by hash (a path that cannot be a verdict cache: CacheError)."""
+
+    def __init__(self, path: str | Path):
+        super().__init__(path, {"results": "hash TEXT PRIMARY KEY, result TEXT NOT NULL"}, "verdict cache")
         self.hits = self.misses = 0
 
     def get(self, key: str) -> dict[str, Any] | None:
@@ -76,12 +83,3 @@ class ResultCache:
     def __len__(self) -> int:
         with self._lock:
             return self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
-
-    @property
-    def hit_rate(self) -> float:
-        total = self.hits + self.misses
-        return self.hits / total if total else 0.0
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

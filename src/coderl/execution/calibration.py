@@ -1,19 +1,17 @@
-"""Calibrated per-test time limits (``ExecConfig.time_limit = "calibrated"``), as evalplus and
-CodeContests do: a problem's limit is ``max(floor, factor x t_gold)``, capped at the fixed
-``timeout``, where ``t_gold`` is the time of the slowest test (or of loading) of the problem's
-first gold program, run once on its hidden tests without early exit under the fixed limit.
+"""Calibrated per-test time limits (``ExecConfig.time_limit = "calibrated"``, as evalplus and
+CodeContests): a problem's limit is ``max(floor, factor x t_gold)``, capped at ``timeout``, where
+``t_gold`` is the slowest test (or load) of its first gold program, run once without early exit.
 
-Measured times are kept in an SQLite file (``gold_times``), keyed by the hash of that gold job
-(program, tests, limits, harness version), so each is measured once per machine; a gold program
-that does not pass is stored too (``seconds`` NULL), and its problem keeps the fixed limit.
+Measured times are kept in an SQLite file, keyed by the hash of the gold job, so each is measured
+once per machine; a gold program that does not pass is stored too (``seconds`` NULL: the problem
+keeps the fixed limit).
 """
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-from coderl.execution.cache import open_sqlite
+from coderl.execution.cache import SqliteStore
 
 
 def default_path() -> Path:
@@ -24,20 +22,15 @@ def default_path() -> Path:
 
 def limit_from(seconds: float | None, factor: float, floor: float, cap: float) -> float:
     """The per-test limit for a gold time (None: no passing gold program -> ``cap``)."""
-    if seconds is None:
-        return cap
-    return round(min(cap, max(floor, factor * seconds)), 3)
+    return cap if seconds is None else round(min(cap, max(floor, factor * seconds)), 3)
 
 
-class CalibrationStore:
+class CalibrationStore(SqliteStore):
     """``get``/``put`` measured gold times by job hash (thread-safe)."""
 
     def __init__(self, path: str | Path):
-        self.path = Path(path)
-        self._lock = threading.Lock()
-        self._db = open_sqlite(self.path, {"gold_times": "hash TEXT PRIMARY KEY, problem_id TEXT NOT NULL, "
-                                                         "seconds REAL, outcome TEXT NOT NULL"},
-                               "time-limit calibration")
+        super().__init__(path, {"gold_times": "hash TEXT PRIMARY KEY, problem_id TEXT NOT NULL, "
+                                              "seconds REAL, outcome TEXT NOT NULL"}, "time-limit calibration")
 
     def get(self, key: str) -> tuple[bool, float | None]:
         """(found, seconds); seconds is None when the gold program did not pass."""
@@ -50,7 +43,3 @@ class CalibrationStore:
             self._db.execute("INSERT OR REPLACE INTO gold_times (hash, problem_id, seconds, outcome) "
                              "VALUES (?, ?, ?, ?)", (key, problem_id, seconds, outcome))
             self._db.commit()
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()

@@ -1,7 +1,7 @@
 """The harness half that lives inside the sandbox, next to the untrusted program.
 
-It holds no expected output and decides nothing. It loads the program, then answers requests from
-its worker, one frame each:
+It holds no expected output and decides nothing: it loads the program, then answers its worker's
+requests, one frame each:
 
 * ``call``  – call a program function (by global name, ``[class, method]`` or handle) with decoded
   arguments; reply with the encoded return value or the exception;
@@ -10,11 +10,10 @@ its worker, one frame each:
 * ``stdio`` – fork a fresh process that runs the whole program with the given stdin; reply with
   its stdout and how it ended.
 
-Every reply echoes the request's ``seq`` (the load reply: 0), so that the worker can tell a reply
-out of turn. Only the process the worker forked answers: a program that forks (``os.fork()`` at top
-level, ``multiprocessing``) makes copies of this harness too; a copy closes its channel ends at the
-fork (``forked_copy``, installed by the worker) and, should it ever come back into the harness,
-exits instead of answering (``reply`` checks the pid), so the original's verdict stands.
+Every reply echoes the request's ``seq`` (the load reply: 0), so the worker can tell a reply out of
+turn. Only the process the worker forked answers: a copy the program forks closes its channel
+ends at the fork (``forked_copy``) and exits should it come back into the harness (``reply``
+checks the pid), so the original's verdict stands.
 
 Anything here can be overwritten by the program; the worker treats every reply as a claim.
 """
@@ -22,6 +21,7 @@ Anything here can be overwritten by the program; the worker treats every reply a
 from __future__ import annotations
 
 import builtins
+import contextlib
 import io
 import json
 import os
@@ -39,12 +39,10 @@ PROGRAM_FILE = "<program>"
 def error_info(exc: BaseException) -> dict[str, Any]:
     """Type, message and program line of an exception (defensive: the exception is the program's)."""
     info: dict[str, Any] = {"type": "Exception", "message": "", "line": None}
-    try:
+    with contextlib.suppress(BaseException):
         info["type"] = str.__str__(type(exc).__name__)[:100]
         info["message"] = str(exc)[:2000]
-    except BaseException:
-        pass
-    try:
+    with contextlib.suppress(BaseException):
         if isinstance(exc, SyntaxError) and exc.filename == PROGRAM_FILE:
             info["line"] = exc.lineno
         else:
@@ -53,8 +51,6 @@ def error_info(exc: BaseException) -> dict[str, Any]:
                 if tb.tb_frame.f_code.co_filename == PROGRAM_FILE:
                     info["line"] = tb.tb_lineno
                 tb = tb.tb_next
-    except BaseException:
-        pass
     if isinstance(exc, MemoryError):
         info["detail"] = "memory"
     elif isinstance(exc, RecursionError):
@@ -90,11 +86,9 @@ class Child:
 
     # -- replies ------------------------------------------------------------------------------
     def reply(self, message: dict[str, Any]) -> None:
-        try:
+        with contextlib.suppress(BaseException):
             sys.stdout.flush()
             sys.stderr.flush()
-        except BaseException:
-            pass
         if os.getpid() != self.pid:  # a copy of us, forked by the program: it ends as a script would
             os._exit(0)
         message["seq"] = self.seq
@@ -130,9 +124,7 @@ class Child:
         self.serve()
 
     def wrapped_stdio(self, error: BaseException) -> Any:
-        """APPS/CodeRL run stdio programs inside ``def code(): ...``, so a top-level ``return`` (an
-        early exit some APPS solutions use) is legal there. Only for that SyntaxError we do the same;
-        every other program runs as a real script."""
+        """APPS runs stdio programs inside a function: a top-level ``return`` is legal only there."""
         if not (isinstance(error, SyntaxError) and "'return' outside function" in str(error.msg)):
             return None
         body = "".join("\t" + line + "\n" for line in self.load["program"].split("\n"))
@@ -209,10 +201,8 @@ class Child:
         if timed_out:
             _kill_group(pid)
         _, status = os.waitpid(pid, 0)
-        try:  # copies it forked and left running (its group): their later output does not count
-            os.killpg(pid, signal.SIGKILL)
-        except OSError:
-            pass
+        with contextlib.suppress(OSError):  # copies it forked and left running (its group): their
+            os.killpg(pid, signal.SIGKILL)  # later output does not count
         elapsed = time.monotonic() - start
         limit = self.load.get("max_output", 1 << 20)
         try:
@@ -221,11 +211,8 @@ class Child:
         except OSError:
             out = b""
         report = None
-        try:
-            with open("report.json", encoding="utf-8") as f:
-                report = json.loads(f.read(1 << 16))
-        except (OSError, ValueError):
-            pass
+        with contextlib.suppress(OSError, ValueError), open("report.json", encoding="utf-8") as f:
+            report = json.loads(f.read(1 << 16))
         self.reply({"ok": True, "stdout": out[:limit].decode("utf-8", "replace"),
                     "truncated": len(out) > limit, "timeout": timed_out,
                     "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
@@ -257,17 +244,14 @@ class Child:
                 if os.getpid() == me:
                     with open("report.json", "w", encoding="utf-8") as f:
                         json.dump(error_info(e), f)
-            try:
+            with contextlib.suppress(BaseException):
                 sys.stdout.flush()
-            except BaseException:
-                pass
         finally:
             os._exit(status)
 
 
 def exit_status(e: SystemExit) -> int:  # pragma: no cover - runs in the forked test process
-    """The exit status Python gives an uncaught SystemExit: its code (None: 0; an int: that, as the
-    OS keeps it), else 1 with the code printed to stderr (``exit("message")``)."""
+    """The exit status Python gives an uncaught SystemExit (``exit("message")``: 1, printed)."""
     try:
         code = e.code
         if code is None:
@@ -277,26 +261,18 @@ def exit_status(e: SystemExit) -> int:  # pragma: no cover - runs in the forked 
         text = str(code)
     except BaseException:
         return 1
-    try:
+    with contextlib.suppress(BaseException):
         sys.stderr.flush()
-    except BaseException:
-        pass
-    try:
+    with contextlib.suppress(BaseException):
         os.write(2, text.encode("utf-8", "backslashreplace") + b"\n")
-    except BaseException:
-        pass
     return 1
 
 
 def forked_copy(*fds: int) -> None:  # pragma: no cover - runs in a copy the program forked
-    """``os.register_at_fork(after_in_child=...)`` hook: a copy of the child closes its ends of the
-    channel, so it can neither answer nor keep the pipes open after the original has gone (the
-    worker then sees the original's exit at once)."""
+    """``os.register_at_fork`` hook: a copy of the child closes its channel ends."""
     for fd in fds:
-        try:
+        with contextlib.suppress(OSError):
             os.close(fd)
-        except OSError:
-            pass
 
 
 def _wait(pid: int, timeout: float) -> bool:
@@ -319,8 +295,6 @@ def _wait(pid: int, timeout: float) -> bool:
 
 
 def _kill_group(pid: int) -> None:
-    for target in (lambda: os.killpg(pid, signal.SIGKILL), lambda: os.kill(pid, signal.SIGKILL)):
-        try:
-            target()
-        except OSError:
-            pass
+    for kill in (os.killpg, os.kill):
+        with contextlib.suppress(OSError):
+            kill(pid, signal.SIGKILL)

@@ -62,9 +62,7 @@ def aggregate(per_test: list[Any]) -> str:
         return COMPILE_ERROR
     if -1 in codes:
         return RUNTIME_ERROR
-    if per_test and all(v is True for v in per_test):
-        return PASSED
-    return FAILED
+    return PASSED if per_test and all(v is True for v in per_test) else FAILED
 
 
 def truncate(text: str | None, limit: int = MAX_TEXT) -> str:

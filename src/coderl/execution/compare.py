@@ -1,12 +1,10 @@
 """Output comparison, run on the trusted side only, following the APPS / CodeRL harness rules.
 
-``stdio_equal`` reproduces the cascade of APPS's ``run_test`` for standard-input problems (without
-its in-place mutation of the expected outputs): stripped exact text, then line lists, then lines
-without blanks, then a float tolerance (``numpy.allclose`` defaults), then an unordered comparison
-of per-line word sets, then the same with numbers rounded to 3 decimals.
-
-``call_equal`` reproduces the call-based rule: tuples become lists, and an expected output wrapped
-in a one-element list also matches its element.
+``stdio_equal``: the cascade of APPS's ``run_test`` (without its in-place mutation of the expected
+outputs): stripped text, line lists, lines without blanks, a float tolerance (``numpy.allclose``
+defaults), per-line word sets in any order, the same with numbers rounded to 3 decimals.
+``call_equal``: tuples become lists; an expected output wrapped in a one-element list also
+matches its element.
 """
 
 from __future__ import annotations

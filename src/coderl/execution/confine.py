@@ -34,9 +34,7 @@ def namespace(name: str) -> str | None:
 
 
 def prepare_worker(workdir: str, uid: int | None) -> None:
-    """Once per worker, what every child would otherwise redo after each fork (copy-on-write page
-    faults make that costly): the program's environment, no_new_privs (inherited), the private
-    directory handed to the uid (it cannot give it away again: only root may chown)."""
+    """Once per worker, what every child would otherwise redo after each fork."""
     if uid is not None:
         os.chown(workdir, uid, uid)
     os.environ.clear()
@@ -47,23 +45,17 @@ def prepare_worker(workdir: str, uid: int | None) -> None:
 
 def enter_child(*, workdir: str, uid: int | None, keep_fds: tuple[int, ...],
                 stdout: int, stderr: int, devnull: int, die_with_worker: bool = True) -> None:
-    """Confine the current (freshly forked) process. Runs before the program is even received;
-    ``apply_limits`` follows once the job (and so its limits) is known. ``prepare_worker`` has
-    already scrubbed the environment and set no_new_privs in the parent, and made ``workdir`` the
-    uid's. ``stdout``/``stderr`` are the worker's own open files (outside ``workdir``: the program
-    can neither reach them by path nor swap them for a link the root worker would then follow)."""
+    """Confine the freshly forked process before the program is received. ``stdout``/``stderr``: the
+    worker's own files, outside ``workdir`` (the program cannot reach or swap them by path)."""
     os.setsid()
     if die_with_worker:  # (in a pid namespace the worker's death ends the namespace anyway)
         prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     # fds: 0 <- /dev/null, 1/2 -> the worker's output files, the channels kept, the rest closed
     for fd, target in ((devnull, 0), (stdout, 1), (stderr, 2)):
         os.dup2(fd, target)
-    keep = sorted(set(keep_fds) | {0, 1, 2})
-    last = 2
-    for fd in keep[3:]:
-        os.closerange(last + 1, fd)
-        last = fd
-    os.closerange(last + 1, 65536)
+    keep = sorted({0, 1, 2, *keep_fds})
+    for low, high in zip(keep, keep[1:] + [65536]):
+        os.closerange(low + 1, high)
     os.chdir(workdir)
     if uid is not None:
         os.setgroups([])
@@ -72,8 +64,7 @@ def enter_child(*, workdir: str, uid: int | None, keep_fds: tuple[int, ...],
 
 
 def apply_limits(limits: dict, uid_dropped: bool) -> None:
-    """Set soft = hard rlimits (lowering is allowed after the uid drop; the program cannot raise them).
-    ``limits``: the fields of ``sandbox.Limits`` as a dict."""
+    """Set soft = hard rlimits (``limits``: ``Limits``'s fields); the program cannot raise them."""
     mb = 1 << 20
     for res, value in ((resource.RLIMIT_CPU, limits["cpu_seconds"]),
                        (resource.RLIMIT_AS, limits["memory_mb"] * mb),
@@ -89,8 +80,7 @@ def apply_limits(limits: dict, uid_dropped: bool) -> None:
 
 
 def reap_uid(uid: int | None, pgid: int | None, timeout: float | None = None) -> None:
-    """Kill whatever the program left behind: its process group, then every process of its uid.
-    ``timeout``: wait at most that long for the (forked) uid reaper, SIGKILLing it at the end."""
+    """Kill what the program left: its process group, then every process of its uid."""
     if pgid is not None:  # the group, and the process itself should it not have made its group yet
         for kill in (os.killpg, os.kill):
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -99,13 +89,11 @@ def reap_uid(uid: int | None, pgid: int | None, timeout: float | None = None) ->
         return
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in a short-lived child
-        try:
+        with contextlib.suppress(BaseException):
             os.setgid(uid)
             os.setuid(uid)
             for _ in range(3):  # as the program's uid: only its processes, never ours
                 os.kill(-1, signal.SIGKILL)
-        except BaseException:
-            pass
         os._exit(0)
     if timeout is None:
         os.waitpid(pid, 0)

@@ -11,7 +11,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from coderl.config import ConfigError, opt, validate
+from coderl.config import check_keys, opt, validate
 
 #: settings that do not change any verdict (resuming or caching under other values is fine)
 NOT_FINGERPRINTED = ("workers", "cache_path", "calibration_path", "backend", "ray_address", "ray_actors")
@@ -89,33 +89,14 @@ class ExecConfig:
             if isinstance(getattr(self, name), os.PathLike):
                 setattr(self, name, os.fspath(getattr(self, name)))
         if isinstance(self.limits, dict):  # ExecConfig(limits={...}) as written in YAML
-            self.limits = _limits_from_dict(self.limits)
+            self.limits = Limits(**check_keys(Limits, self.limits, "execution.limits"))
         validate(self, "execution")
 
     @classmethod
     def from_dict(cls, d: dict[str, Any] | None, where: str = "execution") -> "ExecConfig":
-        """From a mapping (the YAML ``execution:`` section; ``limits`` a nested mapping). Unknown
-        keys and bad values raise ConfigError naming ``execution.<key>`` / ``execution.limits.<key>``."""
-        if d is None:
-            d = {}
-        if not isinstance(d, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(d).__name__}")
-        _no_unknown(cls, d, where)
-        return cls(**d)
+        """From a mapping (the YAML ``execution:`` section); errors name ``execution.<key>``."""
+        return cls(**check_keys(cls, d, where))
 
     def fingerprint(self) -> dict[str, Any]:
         """The settings that decide the verdicts (see ``coderl.config.fingerprint``)."""
-        d = dataclasses.asdict(self)
-        return {k: v for k, v in d.items() if k not in NOT_FINGERPRINTED}
-
-
-def _no_unknown(cls: type, d: dict[str, Any], where: str) -> None:
-    names = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {sorted(names)}")
-
-
-def _limits_from_dict(d: dict[str, Any]) -> Limits:
-    _no_unknown(Limits, d, "execution.limits")
-    return Limits(**d)
+        return {k: v for k, v in dataclasses.asdict(self).items() if k not in NOT_FINGERPRINTED}

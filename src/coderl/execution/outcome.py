@@ -76,7 +76,6 @@ class Rewards:
     def reward(self, result: Result | dict[str, Any]) -> float:
         if isinstance(result, dict):
             result = Result.from_dict(result)
-        base = getattr(self, result.outcome)
         if self.partial_credit and result.outcome == FAILED:
             return self.failed + (self.passed - self.failed) * result.pass_ratio
-        return base
+        return getattr(self, result.outcome)

@@ -4,9 +4,8 @@
         result = ex.run(problem, program)                      # hidden tests, early exit
         results = ex.run_many([(problem, program, "hidden"), ...])   # all cores
 
-Each worker is started once (under bubblewrap where installed) and forks one confined child per
-program, so no interpreter starts per program. See ``worker.py`` for the worker's lifecycle and
-protocol, ``verdicts.py`` for how each problem kind's verdict is decided, ``sandbox.py`` for the isolation layers.
+Each worker starts once (under bubblewrap where installed) and forks one confined child per program
+(``worker.py``); verdicts: ``verdicts.py``; isolation layers: ``sandbox.py``.
 """
 
 from __future__ import annotations
@@ -65,8 +64,7 @@ count_tests = Problem.count_tests
 
 _ENGINE_IDS = itertools.count()
 
-# the abort path (Ctrl-C) is bounded: how long it waits for a killed worker to be reaped (SIGKILL
-# is re-sent meanwhile), and for the threads of ``parallel`` to come back
+# the abort path (Ctrl-C) is bounded: waits for a killed worker, and for ``parallel``'s threads
 KILL_WAIT = 3.0
 ABORT_JOIN = 5.0
 
@@ -79,8 +77,7 @@ class _Worker:
         self.proc: subprocess.Popen | None = None
         self.hello: dict[str, Any] = {}
         limits = config.limits
-        # named per engine: two engines of one process must never share a group (its member list is
-        # what the worker kills as a program's leftovers)
+        # per engine: two engines never share a group (the worker kills its members as leftovers)
         self.cgroup = sandbox.Cgroup(f"{os.getpid()}-{engine}-{index}", pids_max=limits.max_procs + 16,
                                      memory_bytes=(limits.memory_mb * 2 + 512) << 20)
         self.isolation = ""
@@ -102,7 +99,7 @@ class _Worker:
             raise EngineError(f"execution worker failed to start ({' '.join(argv[:3])} ...): {e}") from None
 
     def stop(self, wait: float = 2.0) -> None:
-        """Close the worker's stdin (it exits on EOF), wait ``wait`` s for it, else kill it."""
+        """Close the worker's stdin (it exits on EOF); killed after ``wait`` s."""
         if self.proc is None:
             return
         with contextlib.suppress(OSError):
@@ -115,9 +112,8 @@ class _Worker:
         self.proc = None
 
     def kill(self, timeout: float = KILL_WAIT) -> None:
-        """SIGKILL the worker's process group (under bwrap that ends its pid namespace, children
-        included), then whatever is left in its pids cgroup or runs as its program uid. Bounded:
-        the worker is waited for at most ``timeout`` s (SIGKILL re-sent meanwhile), the sweeps too."""
+        """SIGKILL the worker's process group (under bwrap: its pid namespace), then what is left in
+        its pids cgroup or runs as its uid. Bounded by ``timeout`` s."""
         proc = self.proc
         if proc is None:
             return
@@ -151,29 +147,19 @@ class _Worker:
             confine.reap_uid(self.uid, None, timeout=max(0.5, end - time.monotonic()))
 
     def restart(self) -> None:
-        """Replace the process (dead, wedged or half-fed): kill it and what it left, close its
-        pipes, start a new one. Raises EngineError when the new one does not start (``proc`` is
-        then None: the next use tries again)."""
+        """Replace the process (dead, wedged or half-fed); EngineError when the new one does not start."""
         self.kill()
         self.stop(wait=0.1)
         self.start()
 
     @property
     def alive(self) -> bool:
-        proc = self.proc
-        return proc is not None and proc.poll() is None
-
-    def run(self, job: dict[str, Any], tests: dict[str, Any], wake: int | None = None) -> dict[str, Any]:
-        """Send the job, wait for its result (see ``run_frames``)."""
-        return self.run_frames(wire.frame(job) + wire.frame(tests), job["job_timeout"], wake)
+        return self.proc is not None and self.proc.poll() is None
 
     def run_frames(self, data: bytes, job_timeout: float, wake: int | None = None,
                    cancel: threading.Event | None = None) -> dict[str, Any]:
-        """Send a job's two frames (serialised whole before this is called: a job that cannot be
-        encoded never half-feeds a worker), wait for its result. ``wake``: an fd that turns readable
-        on abort — the wait then ends at once (``Aborted``), even should something still hold the
-        pipe's write end; ``cancel``: set, the wait ends within ``Cancelled.poll`` s (``Cancelled``).
-        Any exception leaves the worker in an unknown state: restart it."""
+        """Send a job's two (serialised) frames, wait for the result: ``Aborted`` once ``wake`` turns
+        readable, ``Cancelled`` once ``cancel`` is set. Any exception: restart the worker."""
         if self.proc is None:
             raise EngineError("the execution worker is not running")
         self.busy = True
@@ -239,8 +225,7 @@ class Executor:
         self._calibrating = threading.Lock()
         self.calibration_counts = {"measured": 0, "from_cache": 0, "no_passing_gold": 0}
         n = min(self.config.workers or 2 * (os.cpu_count() or 1), 64)
-        # dedicated uids, one per worker, unique per engine (several engines may run at once: the
-        # reaper kills every process of a uid, so two engines must never share one)
+        # a dedicated uid per worker, unique per engine (the reaper kills every process of a uid)
         engine = next(_ENGINE_IDS)
         base = 200_000 + (os.getpid() % 1_000_000) * 1024 + (engine % 16) * 64
         self._workers = [_Worker(i, base + i, self.config, engine) for i in range(n)]
@@ -248,7 +233,6 @@ class Executor:
         self.started = False
         self.isolation = ""
         self.guards: dict[str, bool] = {}
-        self.runs = 0
         self.restarts = 0  # workers replaced (dead, wedged, or a job failed on them)
         self.aborted = False
         self._limits_for: dict[int, dict[str, Any]] = {}  # RLIMIT_CPU -> the child's rlimits
@@ -258,16 +242,15 @@ class Executor:
 
     @property
     def worker_count(self) -> int:
-        """How many workers the engine runs (min(config.workers or 2 x cores, 64))."""
         return len(self._workers)
 
     def live_workers(self) -> int:
         """Workers whose process is running now (a dead one is replaced when next used)."""
-        return sum(1 for w in self._workers if w.alive)
+        return sum(w.alive for w in self._workers)
 
     def busy_workers(self) -> int:
-        """Workers that hold a job now (written to them, its reply not yet read)."""
-        return sum(1 for w in self._workers if w.busy)
+        """Workers that hold a job now (its reply not yet read)."""
+        return sum(w.busy for w in self._workers)
 
     def worker_pids(self) -> list[int | None]:
         """The workers' process ids (None: not running)."""
@@ -301,9 +284,7 @@ class Executor:
         self._describe()
 
     def abort(self) -> None:
-        """Stop now (Ctrl-C): kill every worker and what its programs left; programs in flight and
-        waiting raise ``Aborted`` (never a verdict). ``close`` still follows. Bounded: no wait in
-        here (or in ``parallel``'s abort path) is without a timeout."""
+        """Stop now (Ctrl-C): kill every worker; programs in flight raise ``Aborted``. Bounded."""
         self.aborted = True
         with contextlib.suppress(OSError):
             os.write(self._wake_w, b"!")  # readers waiting for a reply return at once
@@ -312,13 +293,8 @@ class Executor:
             w.kill(timeout=max(0.2, end - time.monotonic()))
 
     def parallel(self, fn: Any, items: Iterable[Any]) -> list[Any]:
-        """``[fn(item) for item in items]`` on one thread per worker. The first error (or Ctrl-C in
-        the calling thread) stops the items not yet started and is raised; on Ctrl-C (any
-        BaseException that is not an Exception) the engine is aborted too, so the call returns
-        within moments instead of after every queued program. The threads are daemon threads: one
-        stuck in a system call can never keep the interpreter from exiting after Ctrl-C."""
-        import threading
-
+        """``[fn(item) for item in items]`` on one thread per worker; the first error stops the rest and
+        is raised; Ctrl-C also aborts the engine (daemon threads: none keeps the interpreter up)."""
         items = list(items)
         out: list[Any] = [None] * len(items)
         todo: queue.SimpleQueue = queue.SimpleQueue()
@@ -370,7 +346,6 @@ class Executor:
         self._close_stores()
 
     def _close_stores(self) -> None:
-        """Close the verdict cache and the calibration file."""
         if self.cache is not None:
             self.cache.close()
             self.cache = None
@@ -404,12 +379,10 @@ class Executor:
                 *, timeout: float | None = None, memory_mb: int | None = None, max_job_seconds: float | None = None,
                 capture: int | None = None, real_exit: bool = False) -> tuple[dict, dict, str, int]:
         """The ``job`` and ``tests`` frames for the worker, the cache key and the number of tests.
-        ``timeout``: the per-test limit (default: ``time_limit(problem)``); ``memory_mb``: an
-        address-space limit other than the config's (the caller caps it); ``max_job_seconds``: a cap on the program's whole
-        budget; ``capture``: characters of a stdio program's stdout to keep (default ``MAX_TEXT``;
-        at most ``max_output_kb``: more is an output-limit error anyway); ``real_exit``: a stdio
-        program's ``sys.exit(n)`` is its exit status (as a script's), not a normal end (APPS's rule).
-        The last four enter the job (and its hash) only when given."""
+        ``timeout``: the per-test limit (default ``time_limit(problem)``); ``memory_mb``: another
+        address-space limit; ``max_job_seconds``: a cap on the whole budget; ``capture``: characters
+        of a stdio program's stdout kept (at most ``max_output_kb``); ``real_exit``: ``sys.exit(n)``
+        is the exit status (APPS's rule). The last four enter the job (and its hash) only when given."""
         tests = select_tests(problem, which)
         kind = problem.kind
         n = count_tests(tests, kind)
@@ -443,18 +416,14 @@ class Executor:
 
     # -- time limits ---------------------------------------------------------------------------
     def time_limit(self, problem: Any) -> float:
-        """The per-test limit of ``problem``: ``timeout`` (time_limit=fixed), or its calibrated limit
-        (measured on first use unless ``calibrate`` was given the problem before)."""
+        """The per-test limit of ``problem``: ``timeout``, or its calibrated limit."""
         if self.calibration is None:
             return self.config.timeout
-        limit = self._time_limits.get(str(problem.id))
-        if limit is None:
-            limit = self.calibrate([problem])[str(problem.id)]
-        return limit
+        pid = str(problem.id)
+        return self._time_limits[pid] if pid in self._time_limits else self.calibrate([problem])[pid]
 
     def calibrate(self, problems: Iterable[Any]) -> dict[str, float]:
-        """Calibrated per-test limits of ``problems`` (id -> seconds): each gold time read from the
-        calibration file, or measured (in parallel) and stored there."""
+        """Calibrated per-test limits of ``problems`` (id -> seconds), read or measured and stored."""
         cfg = self.config
         if self.calibration is None:
             return {str(p.id): cfg.timeout for p in problems}
@@ -488,8 +457,7 @@ class Executor:
         return "gold|" + self.job_for(problem, gold, "hidden", early_exit=False, timeout=self.config.timeout)[2]
 
     def _measure_gold(self, problem: Any, key: str) -> tuple[float | None, str]:
-        """Run the first gold program on all hidden tests under the fixed limit: its slowest test
-        (or load) in seconds, None when it does not pass; and its outcome."""
+        """The first gold program's slowest test (or load) in seconds (None: not passed), and its outcome."""
         job, frame, _, _ = self.job_for(problem, problem.solutions[0], "hidden", early_exit=False,
                                         timeout=self.config.timeout)
         raw = self._dispatch(job, frame)
@@ -526,10 +494,7 @@ class Executor:
                 "calibration_file": str(self.calibration.path)}
 
     def _limits(self, job_timeout: float) -> dict[str, Any]:
-        """The child's rlimits as a dict (RLIMIT_CPU capped just above the program's wall-clock budget),
-        built once per distinct RLIMIT_CPU (the one value that depends on the budget: at most
-        ``cpu_seconds`` of them, and never more than 256 kept): jobs only read it (it is
-        serialised, never mutated)."""
+        """The child's rlimits (RLIMIT_CPU just above the wall-clock budget), cached per RLIMIT_CPU."""
         cpu = min(self.config.limits.cpu_seconds, math.ceil(job_timeout) + 1)
         limits = self._limits_for.get(cpu)
         if limits is None:
@@ -543,15 +508,12 @@ class Executor:
     def run(self, problem: Any, program: str, tests: str = "hidden", early_exit: bool | None = None,
             index: int = 0) -> Result:
         """Run ``program`` on ``problem``'s hidden or example tests."""
-        if not self.started:
-            self.start()
         return self.run_prepared(problem, self.job_for(problem, program, tests, early_exit), tests, index)
 
     def run_prepared(self, problem: Any, prepared: tuple[dict, dict, str, int], tests: str = "hidden",
                      index: int = 0, cancel: threading.Event | None = None) -> Result:
-        """Run a job ``job_for(problem, ..., tests)`` prepared (cache first, then a worker).
-        ``cancel``: once set, the program is not started, or stopped (its worker replaced), and
-        ``Cancelled`` raised."""
+        """Run a job ``job_for`` prepared (cache first, then a worker). ``cancel``: once set, the
+        program is not started, or stopped (its worker replaced): ``Cancelled``."""
         if not self.started:
             self.start()
         job, frame, key, n = prepared
@@ -572,18 +534,14 @@ class Executor:
                         stdout=oc.truncate(raw.get("stdout", ""), job.get("capture") or oc.MAX_TEXT),
                         stderr=oc.truncate(raw.get("stderr", "")), wall_time=round(raw.get("wall_time", 0.0), 4),
                         hash=key, isolation=self.isolation, detail=raw.get("detail"), tests=tests)
-        self.runs += 1
         if self.cache is not None and result.detail != oc.ENGINE:
             self.cache.put(key, result.to_dict())
         return result
 
     def _dispatch(self, job: dict, frame: dict, cancel: threading.Event | None = None) -> dict[str, Any]:
-        """The worker's raw result for the job, on an idle worker. Both frames are serialised before
-        any is written (a job that cannot be encoded, e.g. a lone surrogate, fails here and the
-        worker is untouched); a worker found dead is started before use; any failure once the job
-        may have reached a worker replaces that worker (a half-fed one would answer the next job
-        with this one's leftovers). Two tries, then an engine error (never a verdict). ``cancel``:
-        see ``run_prepared``."""
+        """The worker's raw result for the job, on an idle worker. Both frames are serialised first (a
+        job that cannot be encoded leaves the worker untouched); a worker the job may have reached
+        is replaced on any failure. Two tries, then an engine error (never a verdict)."""
         try:
             data = wire.frame(job) + wire.frame(frame)
         except (ValueError, TypeError, RecursionError) as e:  # (UnicodeEncodeError is a ValueError)
@@ -622,8 +580,7 @@ class Executor:
                     raise Aborted("the execution engine was aborted") from None
 
     def _replace(self, w: _Worker, errors: list[str]) -> bool:
-        """Restart ``w``; a restart that fails leaves it stopped (the next use tries again), is
-        noted in ``errors`` and returns False."""
+        """Restart ``w``; a failed restart (the next use tries again) is noted in ``errors``: False."""
         try:
             w.restart()
         except Exception as e:  # noqa: BLE001 - EngineError, OSError (EMFILE), ...
@@ -634,9 +591,8 @@ class Executor:
 
     def run_many(self, items: Iterable[tuple[Any, str, str]], early_exit: bool | None = None,
                  progress: Any = None) -> list[Result]:
-        """Run (problem, program, which) triples on all workers; results in input order (``index`` =
-        position). Identical jobs in the batch run once; their copies come back with ``cached=True``.
-        ``progress``: optional callable invoked once per finished item."""
+        """Run (problem, program, which) triples on all workers; results in input order (``index``:
+        position); identical jobs run once (copies ``cached=True``); ``progress(result)`` per item."""
         items = list(items)
         if not self.started:
             self.start()
@@ -658,12 +614,9 @@ class Executor:
 
         unique = [i for i, t in enumerate(twin_of) if t == i]
         done = dict(zip(unique, self.parallel(one, unique)))
-        out = []
+        out = [done[i] if t == i else dataclasses.replace(done[t], index=i, cached=True)
+               for i, t in enumerate(twin_of)]
         for i, t in enumerate(twin_of):
-            if t == i:
-                out.append(done[i])
-            else:
-                out.append(dataclasses.replace(done[t], index=i, cached=True))
-                if progress is not None:
-                    progress(out[-1])
+            if t != i and progress is not None:
+                progress(out[i])
         return out

@@ -2,21 +2,19 @@
 
 Outside (``worker_command`` / ``Cgroup``):
   * each warm worker runs under ``bubblewrap`` where installed: new pid, network, IPC and UTS
-    namespaces, a read-only view of ``/``, private tmpfs over /tmp, /var/tmp, /dev/shm, /run,
-    /root, /home (the Python installation is bound back read-only if it lived there), a cleared
-    environment. Without bwrap the worker still runs with a scrubbed environment and the other
-    layers, a RuntimeWarning is raised, and every result's ``isolation`` says so;
+    namespaces, a minimal read-only view of the system, the Python installation and coderl's
+    source, private tmpfs, a cleared environment. Without bwrap the other layers remain, a
+    RuntimeWarning is raised, and every result's ``isolation`` says so;
   * a cgroup-v1 ``pids`` and ``memory`` cgroup per worker where /sys/fs/cgroup is writable
-    (another cap on fork bombs; it also tells the worker cheaply whether a program left processes).
+    (a cap on fork bombs; it also tells the worker cheaply whether a program left processes).
 
 Inside (the forked child: ``confine.enter_child`` then ``confine.apply_limits``), before any
 untrusted code runs:
   * forked by the worker's fork server (``zygote.py``); its own session and process group; fds
     other than its two channels closed; stdin /dev/null, stdout/stderr to files the worker holds
     open outside the program's directory (read back and emptied by the worker, never by path);
-  * a dedicated unprivileged uid per worker when the engine runs as root: RLIMIT_NPROC then applies
-    (it never does to root, not even in a user namespace), the program cannot signal or ptrace the
-    workers, and the reaper kills everything the uid left behind with one ``kill(-1)``;
+  * a dedicated unprivileged uid per worker when the engine runs as root: RLIMIT_NPROC applies,
+    the program cannot signal or ptrace the workers, and one ``kill(-1)`` reaps what it left;
   * ``no_new_privs`` (set once in the worker, inherited), death with the worker outside a pid
     namespace;
   * rlimits, soft = hard: CPU seconds, address space, file size (caps output floods and files),

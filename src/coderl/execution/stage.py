@@ -1,12 +1,10 @@
 """The ``coderl execute`` stage: samples.jsonl -> results.jsonl (one Result per sample).
 
-Each sample runs on its problem's hidden tests and, when the problem has example tests, on those
-(``example_passed``). Each problem's records are appended in one flushed write once the problem
-is complete, so a killed run loses only the problems in flight; a rerun skips every (problem_id,
-index) already written unless its record is *stale* (its ``program_hash`` or job ``hash`` is not
-what the sample's current program, tests, limits and harness give): stale records are dropped
-(the file rewritten atomically) and run again (``stale_reexecuted``). A summary (outcomes, cache
-hit rate, throughput) is printed and written beside the results as ``<results>.summary.json``.
+Each sample runs on its problem's hidden tests and on its example tests (``example_passed``). A
+problem's records are appended in one flushed write once it is complete, so a killed run loses
+only the problems in flight; a rerun skips every record written unless it is *stale* (its
+``program_hash`` or job ``hash`` is not what the sample's program, tests, limits and harness give
+now): those are dropped and run again. The summary goes to ``<results>.summary.json``.
 """
 
 from __future__ import annotations
@@ -16,20 +14,13 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from coderl.execution.outcome import OUTCOMES, Result
 from coderl.distributed import make_executor
 from coderl.execution.pool import ExecConfig, Executor
 from coderl.io import atomic_write_text, write_jsonl
 from coderl.records import program_hash, read_results, read_samples, result_writer
-
-
-def _group(samples: Iterable[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
-    groups: dict[str, list[dict[str, Any]]] = {}
-    for s in samples:
-        groups.setdefault(s.problem_id, []).append(s)
-    return groups
 
 
 def execute(problems: list[Any], samples_path: str | Path, results_path: str | Path,
@@ -42,7 +33,6 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
 
     counts: Counter[str] = Counter()
     start = time.monotonic()
-    bar = None
     with make_executor(config) as ex:
         out = result_writer(results_path)  # locked: no other run writes this file meanwhile
         try:
@@ -55,24 +45,23 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
         if stale:  # the file was replaced: append to (and lock) the new one
             out.close()
             out = result_writer(results_path)
-        groups = list(_group(todo).items())
-        if progress:
-            from tqdm import tqdm
-            bar = tqdm(total=len(todo), unit="prog", desc="execute", dynamic_ncols=True)
-        # every (sample, test set) is one task on the pool; a problem's records are written (one
-        # flushed write) as soon as all of its tasks are done, so a slow program never stalls others
+        group_of: dict[str, list[Any]] = {}
+        for s in todo:
+            group_of.setdefault(s.problem_id, []).append(s)
+        from tqdm import tqdm
+        bar = tqdm(total=len(todo), unit="prog", desc="execute", dynamic_ncols=True, disable=not progress)
+        # one task per (sample, test set); a problem's records are written once all its tasks are done
         lock = threading.Lock()
         hidden: dict[tuple[str, int], Result] = {}
         example: dict[tuple[str, int], bool] = {}
         tasks = []
-        for pid, group in groups:
+        for pid, group in group_of.items():
             problem = by_id[pid]
             for s in group:
                 tasks.append((pid, s, "hidden"))
                 if problem.example_tests and problem.num_example_tests:
                     tasks.append((pid, s, "example"))
         remaining = Counter(pid for pid, _, _ in tasks)
-        group_of = dict(groups)
 
         def task(t: tuple[str, dict, str]) -> None:
             pid, s, which = t
@@ -90,25 +79,18 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
                     res = hidden.pop((pid, sample.index))
                     res.example_passed = example.pop((pid, sample.index), None)
                     counts[res.outcome] += 1
-                    d = res.to_dict()
-                    d["origin"] = sample.origin
-                    d["program_hash"] = program_hash(sample.program)
-                    recs.append(d)
+                    recs.append({**res.to_dict(), "origin": sample.origin,
+                                 "program_hash": program_hash(sample.program)})
                 out.write_many(recs)
-                if bar is not None:
-                    bar.update(len(recs))
+                bar.update(len(recs))
 
         try:  # the first error, or Ctrl-C, stops the run at once (what was written stays)
             ex.parallel(task, tasks)
         finally:
             out.close()
-            if bar is not None:
-                bar.close()
-        hits = ex.cache.hits if ex.cache is not None else 0
-        lookups = (ex.cache.hits + ex.cache.misses) if ex.cache is not None else 0
-        isolation = ex.isolation
-        time_limit = ex.time_limit_summary()
-        backend = ex.backend_info()
+            bar.close()
+        hits, lookups = (ex.cache.hits, ex.cache.hits + ex.cache.misses) if ex.cache is not None else (0, 0)
+        engine = {"isolation": ex.isolation, "time_limit": ex.time_limit_summary(), "backend": ex.backend_info()}
     seconds = time.monotonic() - start
     executed = sum(counts.values())
     summary = {
@@ -119,7 +101,7 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
         "cache": {"enabled": config.cache_path is not None, "hits": hits, "lookups": lookups,
                   "hit_rate": hits / lookups if lookups else 0.0},
         "seconds": round(seconds, 3), "programs_per_second": round(executed / seconds, 1) if seconds > 0 else 0.0,
-        "isolation": isolation, "time_limit": time_limit, "backend": backend, "results": str(results_path),
+        **engine, "results": str(results_path),
     }
     atomic_write_text(str(results_path) + ".summary.json", json.dumps(summary, indent=2) + "\n")
     return summary
@@ -149,15 +131,13 @@ def _resume(ex: Executor, by_id: dict[str, Any], samples: list[Any],
 def print_summary(summary: dict[str, Any], console: Any = None) -> None:
     """A rich table of outcomes, then cache and speed."""
     from rich.console import Console
-    from rich.table import Table
+    from rich.table import Column, Table
 
     console = console or Console()
     stale = summary.get("stale_reexecuted", 0)
-    table = Table(title=f"execution: {summary['executed']} run, {summary['skipped_already_done']} already done"
-                        + (f", {stale} stale results re-run" if stale else ""))
-    table.add_column("outcome")
-    table.add_column("programs", justify="right")
-    table.add_column("share", justify="right")
+    table = Table("outcome", Column("programs", justify="right"), Column("share", justify="right"),
+                  title=f"execution: {summary['executed']} run, {summary['skipped_already_done']} already done"
+                  + (f", {stale} stale results re-run" if stale else ""))
     n = summary["executed"] or 1
     for o, c in summary["outcomes"].items():
         table.add_row(o, str(c), f"{100 * c / n:.1f}%")

@@ -1,18 +1,15 @@
 """The verdicts, per problem kind: what the trusted side asks a loaded program and how it decides.
 
-The worker (``worker.py``: the process's lifecycle, forking and pipes) hands over a ``Channel`` to a
-freshly loaded child and the tests; ``judge`` decides, on decoded plain data only (the expected
-outputs never reach the child):
+The worker hands over a ``Channel`` to a freshly loaded child and the tests; ``judge`` decides, on
+decoded plain data only (the expected outputs never reach the child):
 
 * stdio  – the child runs the program once per input in a fresh process; stdout compared here
   (``compare.stdio_equal``, APPS's rules);
 * call   – the child calls ``fn_name`` (or ``Solution().fn_name``); return values compared here
   (``compare.call_equal``);
-* assert – MBPP asserts and HumanEval's ``check`` run *here*, with every name the program defined
-  replaced by a proxy that calls into the sandbox; values come back as data, so the comparison
-  ``f(x) == expected`` happens on the trusted side. No assert runs inside the sandbox, so no
-  completion proof is needed; the one thing delegated is ``==`` between two of the program's own
-  objects (an MBPP test comparing two ``Pair`` instances asks for the program's semantics).
+* assert – MBPP asserts and HumanEval's ``check`` run *here*, every name the program defined a
+  proxy that calls into the sandbox; values come back as data, so ``f(x) == expected`` is decided
+  on the trusted side. Only ``==`` between two of the program's own objects is delegated.
 
 Outcome classes follow CodeRL (``codes.aggregate``); a reply that is not an answer to the request
 just sent (malformed, out of turn, missing) is a runtime error whose ``detail`` says which.
@@ -122,9 +119,8 @@ class Proxy:
 
 
 def judge(job: dict[str, Any], tests: dict[str, Any], ch: Channel) -> dict[str, Any]:
-    """Run ``tests`` against the loaded program behind ``ch``; the raw result (outcome, per_test,
-    error, detail; ``captured``: a stdio program's last stdout; ``test_times``: seconds of the load,
-    then of each test that ran, each under the per-test limit — what a calibrated limit measures)."""
+    """Run ``tests`` against the loaded program behind ``ch``: outcome, per_test, error, detail,
+    ``captured`` (stdio: the last stdout), ``test_times`` (the load's and each test's seconds)."""
     kind, early_exit = job["kind"], tests.get("early_exit", True)
     per_test: list[Any] = []
     times: list[float] = []
@@ -148,10 +144,8 @@ def judge(job: dict[str, Any], tests: dict[str, Any], ch: Channel) -> dict[str, 
         return res
 
     def record(code: Any, err: RemoteError | None = None) -> bool:
-        """Keep the verdict; say whether to run the next test. Early exit is CodeRL's trick as
-        released: stdio stops at the first test that does not pass, call-based (and here also
-        assert-based) problems stop at the first runtime error only — so the outcome class does
-        not depend on the mode, only tests_passed does."""
+        """Keep the verdict; whether to run the next test. Early exit (CodeRL's): stdio stops at the
+        first test not passed, call/assert at the first runtime error (the outcome class is the same)."""
         now = time.monotonic()
         times.append(round(now - mark[0], 6))
         mark[0] = now
@@ -175,11 +169,10 @@ def judge(job: dict[str, Any], tests: dict[str, Any], ch: Channel) -> dict[str, 
             ch.test_deadline = min(ch.deadline, time.monotonic() + timeout + GRACE)
             try:
                 value = ch.call(fn, tuple(compare.normalise_call_inputs(inp)), {})
+                verdict = (compare.call_equal(value, expected), None)  # (never raises)
             except RemoteError as e:
-                if not record(-1, e):
-                    break
-                continue
-            if not record(compare.call_equal(value, expected)):
+                verdict = (-1, e)
+            if not record(*verdict):
                 break
     else:
         assert_tests(ch, names, tests, timeout, record)
@@ -250,7 +243,6 @@ def assert_tests(ch: Channel, names: dict, tests: dict, timeout: float, record) 
                     namespace[name] = wire.decode(spec["value"], channel=ch)
 
     bind(names)
-    statements: list[tuple[str, str]] = []
     if tests.get("setup", "").strip():
         ch.test_deadline = min(ch.deadline, time.monotonic() + timeout + GRACE)
         try:
@@ -258,10 +250,10 @@ def assert_tests(ch: Channel, names: dict, tests: dict, timeout: float, record) 
         except RemoteError as e:
             record(-1, e)
             return
-    statements += [(a, "assert") for a in tests.get("asserts", [])]
+    statements = list(tests.get("asserts", []))
     if tests.get("check"):
-        statements.append((tests["check"] + f"\n\ncheck({tests['entry_point']})\n", "check"))
-    for src, _ in statements:
+        statements.append(tests["check"] + f"\n\ncheck({tests['entry_point']})\n")
+    for src in statements:
         if not record(*one_assert(ch, src, dict(namespace), timeout)):
             break
 
@@ -300,9 +292,7 @@ def _alarm(*_: Any) -> None:
 
 
 def install_alarm() -> None:
-    """The per-test time limit of the asserts run in the worker: SIGALRM, installed once (in the
-    worker, after its fork server is forked: the zygote and its children keep the default), armed by
-    ``one_assert`` only."""
+    """The asserts' per-test limit: SIGALRM, armed by ``one_assert`` only."""
     signal.signal(signal.SIGALRM, _alarm)
 
 

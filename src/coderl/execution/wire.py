@@ -1,12 +1,10 @@
 """Values and frames on the wire between the engine, its workers and the untrusted program.
 
-Every value that leaves the untrusted process is *data*: ``encode`` turns it into tagged JSON made
-only of builtin types, and ``decode`` rebuilds plain builtins from it. Nothing is unpickled and no
-object of the program's classes ever reaches the trusted side, so a return value whose ``__eq__``
-always says yes arrives as an opaque ``Handle`` that equals nothing.
-
-Frames are a 4-byte big-endian length followed by UTF-8 JSON, read with exact-length ``os.read``
-calls so that nothing beyond a frame is ever buffered in a process that later forks.
+Every value that leaves the untrusted process is *data*: tagged JSON of builtin types
+(``encode``), rebuilt as plain builtins (``decode``). Nothing is unpickled and no object of the
+program's classes reaches the trusted side: one whose ``__eq__`` always says yes arrives as an
+opaque ``Handle`` that equals nothing. Frames are a 4-byte big-endian length and UTF-8 JSON, read
+with exact-length ``os.read`` calls (nothing beyond a frame is buffered in a process that forks).
 """
 
 from __future__ import annotations
@@ -35,11 +33,8 @@ class FrameTimeout(Exception):
 
 
 class Handle:
-    """An object that could not be serialised; it stays in the sandbox, referenced by ``id``.
-
-    It can be passed back as an argument to the program's functions. It never equals plain data,
-    has no truth value and no attributes on the trusted side.
-    """
+    """An object that could not be serialised, left in the sandbox (``id``; it can be passed back). It
+    never equals plain data and has no truth value on the trusted side."""
 
     __slots__ = ("id", "type_name", "channel")
 
@@ -81,8 +76,7 @@ class HandleComparison(Exception):
 # -- values -------------------------------------------------------------------------------------
 
 def encode(value: Any, handles: dict[int, Any] | None = None, _depth: int = 0) -> Any:
-    """Tagged JSON for ``value``. Unserialisable objects become handles registered in ``handles``
-    (inside the sandbox) or raise TypeError when ``handles`` is None (trusted side)."""
+    """Tagged JSON for ``value``; other objects become ``handles`` (trusted side: TypeError)."""
     t = type(value)
     if value is None or t is bool or t is str:
         return value
@@ -148,9 +142,8 @@ def _opaque(value: Any, handles: dict[int, Any] | None) -> Any:
 
 
 def decode(obj: Any, handles: dict[int, Any] | None = None, _depth: int = 0, channel: Any = None) -> Any:
-    """Plain builtins from tagged JSON. With ``handles`` (inside the sandbox) ``$h`` resolves to the
-    object; without (trusted side) it becomes a ``Handle`` bound to ``channel``. Raises ProtocolError
-    on bad input."""
+    """Plain builtins from tagged JSON; ``$h`` resolves to the object with ``handles`` (sandbox side),
+    else to a ``Handle`` bound to ``channel``. Raises ProtocolError on bad input."""
     if _depth > MAX_DEPTH + 2:
         raise ProtocolError("value nested too deeply")
     t = type(obj)
@@ -209,8 +202,7 @@ def frame(message: Any) -> bytes:
 
 
 def send(fd: int, message: Any, deadline: float | None = None) -> None:
-    """Write one frame. With a ``deadline`` (and a non-blocking ``fd``) a peer that stops reading
-    raises FrameTimeout instead of blocking us forever."""
+    """Write one frame; with a ``deadline`` a peer that stops reading raises FrameTimeout."""
     send_bytes(fd, frame(message), deadline)
 
 
@@ -229,8 +221,7 @@ def send_bytes(fd: int, data: bytes, deadline: float | None = None) -> None:
 
 
 def recv(fd: int, deadline: float | None = None, max_bytes: int = MAX_FRAME) -> Any:
-    """Read one frame. ``deadline`` is a time.monotonic() value (then ``fd`` must be non-blocking,
-    see ``set_nonblocking``); raises FrameTimeout / ProtocolError."""
+    """Read one frame (``deadline``: time.monotonic(), ``fd`` non-blocking); FrameTimeout / ProtocolError."""
     (length,) = struct.unpack(">I", _read_exact(fd, 4, deadline))
     if length > max_bytes:
         raise ProtocolError(f"frame of {length} bytes exceeds the {max_bytes}-byte limit")

@@ -1,12 +1,9 @@
 """A warm worker: one long-lived (sandboxed) Python process that runs programs one at a time.
 
-For each program it uses a confined child forked *ahead of time* (``spawn``, off the critical
-path) by its fork server (``zygote.py``). The child receives the program over its pipe; the
-expected outputs never reach it: the worker reads them only after the fork, and
-``verdicts.judge`` decides every verdict here, on decoded plain data. Cleanup (``finish``, after
-the result is sent): reap the child, kill everything its uid left running when the pids cgroup
-shows extra processes, reap orphans (the worker is a child subreaper), empty the private
-directory, fork the next child.
+Each program runs in a confined child forked *ahead of time* by the fork server (``zygote.py``);
+it receives the program over its pipe, never the expected outputs (the worker reads them after
+the fork; ``verdicts.judge`` decides here, on decoded plain data). ``finish`` cleans up after the
+result is sent, then forks the next child.
 
 Protocol with the engine (stdin/stdout, ``wire`` frames): a ``hello`` frame on start; then per
 program a ``job`` frame, a ``tests`` frame, and one ``result`` frame back. EOF on stdin ends it.
@@ -55,8 +52,7 @@ from heapq import *
 
 
 def load_apps_preamble() -> dict[str, Any]:
-    """APPS's import block (numpy included), imported by the zygote on the first APPS program:
-    workers that only run MBPP/HumanEval stay small and fork faster."""
+    """APPS's import block, loaded by the zygote on the first APPS program (others fork faster)."""
     preamble: dict[str, Any] = {}
     exec(APPS_PREAMBLE, preamble)
     preamble.pop("__builtins__", None)
@@ -73,15 +69,13 @@ class Worker:
         self.status: int | None = None
         self.workdir = os.path.join(root, "work")  # private to the program (mode 700, its uid)
         os.makedirs(self.workdir, mode=0o700, exist_ok=True)
-        # the program's stdout/stderr: opened once, outside its directory, dup'ed onto its fds 1/2;
-        # read back with pread, emptied before each fork (``_reset_output``)
+        # the program's stdout/stderr, outside its directory: dup'ed onto its fds 1/2, read with pread
         self.out_fd, self.err_fd = (os.open(os.path.join(root, name), os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600)
                                     for name in ("stdout", "stderr"))
         self.devnull = os.open(os.devnull, os.O_RDONLY)
         self.own_pid_namespace = os.getpid() <= 3  # bwrap's init is pid 1, we are its child
         confine.prepare_worker(self.workdir, uid)
-        # cgroup pids.current: lets us skip the (fork-costing) uid reaper when nothing was left behind
-        # (kept open: a pread at offset 0 reads the current count again)
+        # cgroup pids.current (kept open, read by pread): no uid reaper when nothing was left behind
         self.pids_current = pids_current if pids_current and os.path.exists(pids_current) else None
         self.pids_fd = os.open(self.pids_current, os.O_RDONLY) if self.pids_current else None
         self.warm_up()
@@ -93,10 +87,8 @@ class Worker:
 
     @staticmethod
     def warm_up() -> None:
-        """Run the children's code path in-process (a program loaded and called over pipes), so that
-        forked children do not pay first-use costs: compiler and codecs initialised, and the bytecode
-        of the harness already specialised (CPython rewrites a function's bytecode in place during
-        its first runs: in each child that would be a copy-on-write fault per page of code)."""
+        """Run the children's code path in-process, so that forked children do not pay first-use costs
+        (compiler, codecs, the harness's specialised bytecode: else page faults in each child)."""
         for kind in ("assert", "call") * 10:
             req_r, req_w = os.pipe()
             rep_r, rep_w = os.pipe()
@@ -122,8 +114,7 @@ class Worker:
 
     # -- one program --------------------------------------------------------------------------
     def spawn(self) -> None:
-        """Have the zygote fork the child for the *next* program ahead of time (off the critical
-        path). It holds nothing yet: the program arrives over its pipe, the expected outputs never do."""
+        """Have the zygote fork the child for the *next* program (off the critical path)."""
         self._reset_output()
         req_r, req_w = os.pipe()
         rep_r, rep_w = os.pipe()
@@ -151,9 +142,7 @@ class Worker:
         Child(job, req_r, rep_w, preamble).start()
 
     def _reset_output(self) -> None:
-        """Empty the output files for the next child. The previous one shared their open file
-        descriptions (and every process it left is dead by now): rewind the shared offset and clear
-        the status flags it may have set (O_APPEND, O_DIRECT, O_ASYNC...)."""
+        """Empty the output files for the next child (offset rewound, status flags cleared)."""
         for fd in (self.out_fd, self.err_fd):
             os.ftruncate(fd, 0)
             os.lseek(fd, 0, os.SEEK_SET)
@@ -188,10 +177,8 @@ class Worker:
         self.pending = (pid,)
         channel = Channel(req_w, rep_r, start + job["job_timeout"])
         try:
-            try:
+            with contextlib.suppress(OSError, wire.FrameTimeout):  # a dead spare: the load reports it
                 wire.send(req_w, job, deadline=channel.deadline)
-            except (OSError, wire.FrameTimeout):
-                pass  # a dead spare: the load below reports it
             tests = wire.recv(tests_fd)  # the child is already forked: it never holds these
             result = verdicts.judge(job, tests, channel)
         finally:
@@ -218,9 +205,7 @@ class Worker:
         return self.status
 
     def finish(self) -> None:
-        """After the result is sent: reap the child, kill anything its uid left running (daemons,
-        setsid'd grandchildren), reap orphans (we are a subreaper), empty the private directory,
-        and fork the next child."""
+        """After the result is sent: reap and kill what the program left, clean up, fork the next child."""
         if self.pending is None:
             return
         self._wait_child()
@@ -241,9 +226,7 @@ class Worker:
             self.spawn()
 
     def kill_leftovers(self) -> None:
-        """Kill every process the program left (daemons, setsid'd or fork-bombing descendants) until
-        none is left. With a pids cgroup its member list names them all (only this worker and its
-        descendants are members; pid 1 is bwrap's init); else ``kill(-1)`` as the program's uid."""
+        """Kill what the program left: the pids cgroup's members, else ``kill(-1)`` as its uid."""
         procs = self.pids_current and os.path.join(os.path.dirname(self.pids_current), "cgroup.procs")
         if not procs:
             for _ in range(3):
@@ -325,9 +308,7 @@ def main() -> None:
     os.makedirs(root, mode=0o711, exist_ok=True)
     worker = Worker(uid, root, pids_current)
     worker.spawn()
-    hello = probe()
-    hello["uid"] = uid
-    wire.send(parent_out, hello)
+    wire.send(parent_out, {**probe(), "uid": uid})
     try:
         while True:
             try:

@@ -1,25 +1,24 @@
 """The worker's fork server ("zygote"): the process that forks the confined children.
 
-Why: a forked child shares its parent's memory copy-on-write, so every page the worker's own
-Python wrote while a child lived was copied again per program (~290 page faults, a third of the
-worker's CPU). The zygote is forked from the worker once, after warm-up, and its loop is tiny, so
-it touches few pages.
+Why: a child shares its parent's memory copy-on-write, so every page the worker's Python wrote
+while a child lived was copied again per program (~290 page faults, a third of the worker's CPU).
+The zygote is forked once, after warm-up, and its tiny loop touches few pages.
 
-Protocol (a SOCK_SEQPACKET pair, one datagram per message, the worker asks, the zygote answers):
+Protocol (a SOCK_SEQPACKET pair, one datagram per message; the worker asks, the zygote answers):
 
 * ``fork`` with two fds attached (the child's ends of its request and reply pipes) and a flag,
   "load the APPS preamble first" -> the child's pid (or -errno: fork failed; ``PREAMBLE_FAILED``);
 * ``wait`` pid -> its wait status (-1: not a child of the zygote);
 * EOF: the zygote exits.
 
-The worker still kills the children itself (by process group: their pids stay reserved until it
-asks the zygote to wait). The zygote is no subreaper: what a program leaves behind is re-parented
-to the worker, which reaps it and kills it. Its pid counts in the worker's pids-cgroup baseline.
+The worker kills the children itself (by process group: their pids stay reserved until it asks
+the zygote to wait); what a program leaves behind is re-parented to the worker (a subreaper).
 """
 
 from __future__ import annotations
 
 import _socket
+import contextlib
 import gc
 import os
 import signal
@@ -36,10 +35,8 @@ ChildMain = Callable[[int, int, "dict[str, Any] | None"], None]
 
 
 class Zygote:
-    """Worker side. ``child(req_r, rep_w, preamble)`` runs in each forked child and never returns;
-    ``load_preamble()`` imports the APPS preamble (in the zygote, on the first request that needs
-    it: the worker itself never imports numpy); ``keep_fds``: the worker's fds the children need
-    (everything else the worker holds is closed in the zygote)."""
+    """Worker side. ``child(req_r, rep_w, preamble)`` runs in each forked child; ``load_preamble()``
+    imports the APPS preamble on first need; ``keep_fds``: the worker's fds the children need."""
 
     def __init__(self, child: ChildMain, load_preamble: Callable[[], dict[str, Any]],
                  keep_fds: tuple[int, ...], die_with_worker: bool):
@@ -87,10 +84,8 @@ class Zygote:
     def close(self) -> None:
         """Stop the zygote (it exits on EOF) and reap it."""
         self.sock.close()
-        try:
+        with contextlib.suppress(ChildProcessError):  # (already reaped among the orphans)
             os.waitpid(self.pid, 0)
-        except ChildProcessError:  # already reaped among the orphans
-            pass
 
 
 def _serve(sock: Any, child: ChildMain, load_preamble: Callable[[], dict[str, Any]],
@@ -119,10 +114,8 @@ def _serve(sock: Any, child: ChildMain, load_preamble: Callable[[], dict[str, An
         req_r, rep_w = _FDS.unpack(ancillary[0][2])
         pid = PREAMBLE_FAILED
         if arg and preamble is None:
-            try:
+            with contextlib.suppress(BaseException):
                 preamble = load_preamble()
-            except BaseException:
-                pass
         if preamble is not None or not arg:
             try:
                 pid = os.fork()

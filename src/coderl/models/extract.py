@@ -3,16 +3,13 @@
 Steps, in order:
 
 1. cut the text at the first stop string (generation may overshoot by a token or two);
-2. if the model wrote inside an opened fence, the code is ``prefix`` + that text; otherwise take
-   the first fenced block that looks like code (``python``/``py`` tagged first), or, without a
-   fence, the lines from the first code-looking line to the last line that still parses (prose
-   before and after code is dropped);
-3. for function-style problems (MBPP, HumanEval, APPS call-based), drop the top-level scaffolding
-   the model tends to append: ``assert`` lines, bare ``print(...)`` calls, ``if __name__ ==
-   "__main__":`` blocks. They test the model's own guesses, not the task, and a wrong guess would
-   turn a correct function into a runtime error. Standard-input programs keep everything.
-4. HumanEval: when the model re-emits the whole function instead of its body, the emitted
-   function is used (with the prompt's imports kept in front).
+2. inside an opened fence, the code is ``prefix`` + that text; otherwise the first fenced block
+   that looks like code (``python``/``py`` first), or, without a fence, the lines from the first
+   code-looking line to the last one that still parses;
+3. function-style problems (MBPP, HumanEval, APPS call-based) lose the top-level scaffolding the
+   model tends to append (``assert`` lines, bare ``print(...)`` calls, ``if __name__ ==
+   "__main__":`` blocks): a wrong guess there would turn a correct function into a runtime error;
+4. HumanEval: a re-emitted whole function is used (the prompt's imports kept in front).
 """
 
 from __future__ import annotations
@@ -31,16 +28,10 @@ _CODE_START = re.compile(
 
 def cut_at_stop(text: str, stop: list[str] | tuple[str, ...]) -> str:
     """``text`` up to the earliest occurrence of any stop string."""
-    cut = len(text)
-    for s in stop:
-        if s:
-            i = text.find(s)
-            if i != -1:
-                cut = min(cut, i)
-    return text[:cut]
+    return text[:min((text.find(s) for s in stop if s and s in text), default=len(text))]
 
 
-def _parses(code: str) -> bool:
+def parses(code: str) -> bool:
     try:
         ast.parse(code)
         return True
@@ -62,7 +53,7 @@ def _strip_prose(text: str) -> str:
     lines = lines[start:]
     for end in range(len(lines), 0, -1):  # longest prefix that parses
         cand = "\n".join(lines[:end])
-        if cand.strip() and _parses(cand):
+        if cand.strip() and parses(cand):
             return cand.rstrip() + "\n"
     return "\n".join(lines).rstrip() + "\n"
 
@@ -87,8 +78,7 @@ def strip_scaffolding(code: str) -> str:
             drop.append((node.lineno, node.end_lineno or node.lineno))
     if not drop:
         return code
-    lines = code.split("\n")
-    keep = [l for i, l in enumerate(lines, 1) if not any(a <= i <= b for a, b in drop)]
+    keep = [l for i, l in enumerate(code.split("\n"), 1) if not any(a <= i <= b for a, b in drop)]
     return "\n".join(keep).rstrip() + "\n"
 
 
@@ -105,8 +95,7 @@ def _pick_block(blocks: list[tuple[str, str]], entry_point: str | None) -> str |
 
 
 def _humaneval_program(prompt: str, body: str, entry_point: str | None) -> str:
-    """Prompt + completed body, unless the model rewrote the whole function (then the prompt's
-    imports + the model's code)."""
+    """Prompt + completed body, or the prompt's imports + a function the model rewrote whole."""
     if entry_point and re.search(rf"^def {re.escape(entry_point)}\b", body, re.M):
         head = [l for l in prompt.split("\n") if l.startswith(("import ", "from "))]
         return ("\n".join(head) + "\n\n" if head else "") + body
@@ -114,12 +103,9 @@ def _humaneval_program(prompt: str, body: str, entry_point: str | None) -> str:
 
 
 def _continued_program(prefix: str, body: str) -> str:
-    """Pre-filled code (MBPP's ``def name(``, APPS starter code) + the model's continuation,
-    unless the model started over with the same first line."""
+    """Pre-filled code + the model's continuation, unless it started over with the same line."""
     first = next((l for l in prefix.split("\n") if l.strip()), None)
-    if first and body.lstrip().startswith(first.strip()):
-        return body
-    return prefix + body
+    return body if first and body.lstrip().startswith(first.strip()) else prefix + body
 
 
 def extract_program(raw: str, prompt: Prompt, problem: Problem) -> str:

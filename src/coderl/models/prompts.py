@@ -1,21 +1,17 @@
 """Prompts per problem source, for plain (base / seq2seq) models and for chat models.
 
 A :class:`Prompt` is what the model sees (``text``), the code it is made to continue (``prefix``:
-part of the program, e.g. HumanEval's signature + docstring) and the strings that end the program
-(``stop``). :func:`coderl.models.extract.extract_program` turns ``prefix`` + the model's text back
-into a program.
+part of the program) and the strings that end the program (``stop``);
+:func:`coderl.models.extract.extract_program` turns ``prefix`` + the model's text into a program.
 
 Formats (``style``):
 
 * ``plain`` – the source's own format. APPS: CodeRL's ``\\nQUESTION:\\n...\\nANSWER:\\n``;
-  MBPP: the standard prompt (task text + its tests, ``[BEGIN]``); HumanEval: the prompt itself,
-  completed by the model.
-* ``chat`` – the tokenizer's chat template with the same content as a user message; the
-  assistant turn is pre-filled with an opening ```` ```python ```` fence plus the code to continue
-  (MBPP: ``def <entry_point>(``, so the tests find the function; APPS call-based: the starter
-  code), so the model writes code at once and the closing fence stops it. HumanEval: the model
-  writes the whole function (extraction keeps the prompt's imports, or the prompt itself when the
-  model wrote only the body).
+  MBPP: the standard prompt (task text + its tests, ``[BEGIN]``); HumanEval: the prompt itself.
+* ``chat`` – the tokenizer's chat template with the same content as a user message, the
+  assistant turn pre-filled with a ```` ```python ```` fence plus the code to continue (MBPP:
+  ``def <entry_point>(``; APPS call-based: the starter code), so the closing fence stops it.
+  HumanEval: the model writes the whole function.
 * ``auto`` – ``chat`` when the tokenizer has a chat template (and the model is not
   encoder-decoder), else ``plain``.
 """
@@ -57,18 +53,11 @@ def _prompt_kind(problem: Problem) -> str:
     if problem.source == "humaneval" or (problem.prompt and problem.kind == "assert"
                                          and problem.tests.get("check")):
         return "humaneval"
-    if problem.kind == "assert":
-        return "mbpp"
-    return "apps"
+    return "mbpp" if problem.kind == "assert" else "apps"
 
 
 def _mbpp_tests(problem: Problem) -> str:
-    asserts = problem.example_tests.get("asserts") or problem.tests.get("asserts", [])[:3]
-    return "\n".join(asserts)
-
-
-def _apps_format_line(problem: Problem) -> str:
-    return "Use Call-Based format" if problem.kind == "call" else "Use Standard Input format"
+    return "\n".join(problem.example_tests.get("asserts") or problem.tests.get("asserts", [])[:3])
 
 
 def plain_prompt(problem: Problem) -> Prompt:
@@ -82,7 +71,8 @@ def plain_prompt(problem: Problem) -> Prompt:
         return Prompt(text=text, stop=list(MBPP_PLAIN_STOPS))
     # CodeRL's APPS format, verbatim
     text = ("\nQUESTION:\n" + problem.question + "\n" + problem.starter_code + "\n"
-            + _apps_format_line(problem) + "\nANSWER:\n")
+            + ("Use Call-Based format" if problem.kind == "call" else "Use Standard Input format")
+            + "\nANSWER:\n")
     return Prompt(text=text, stop=list(APPS_PLAIN_STOPS))
 
 
@@ -90,9 +80,7 @@ def chat_message(problem: Problem) -> tuple[str, str]:
     """(user message, code the assistant's answer starts with)."""
     kind = _prompt_kind(problem)
     if kind == "humaneval":
-        code = problem.prompt or problem.question
-        # the model writes the whole function; extraction puts the prompt's imports in front
-        # (or the prompt itself, when the model wrote only the body)
+        code = problem.prompt or problem.question  # (extraction keeps the prompt's imports)
         return (f"Complete the following Python function.\n{FENCE}python\n{code}{FENCE}", "")
     if kind == "mbpp":
         name = f" The function must be named `{problem.entry_point}`." if problem.entry_point else ""
@@ -135,10 +123,8 @@ def build_prompt(problem: Problem, tokenizer=None, style: str = "auto",
 
 
 def _adds_bos(tokenizer) -> bool:
-    """Whether the tokenizer's own special-token handling starts a text with BOS (Gemma, Llama).
-    The decoders tokenize causal prompts without special tokens (a chat template writes its
-    own), so a plain prompt for such a model carries its BOS in the text (Gemma 3 270M's loss on
-    code: 4.96 per token without it, 1.01 with it)."""
+    """Whether the tokenizer starts a text with BOS (Gemma, Llama): a plain prompt then carries it
+    (Gemma 3 270M's loss on code: 4.96 per token without it, 1.01 with it)."""
     if tokenizer is None or not getattr(tokenizer, "bos_token", None):
         return False
     try:

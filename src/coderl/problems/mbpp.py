@@ -3,8 +3,7 @@
 hidden tests are ``test_list`` + ``challenge_test_list``, run after ``test_setup_code``.
 
 The **held-out variant** (``heldout=True``; spec ``mbpp-heldout``) shows only the first assert of
-``test_list``, in the prompt and in ``example_tests``; the hidden tests stay all of them, so a
-program that hard-codes the shown tests fails (see ``docs/LEARNING.md``).
+``test_list``; the hidden tests stay all of them, so hard-coding the shown test fails.
 """
 
 from __future__ import annotations

@@ -11,11 +11,7 @@ from .schema import Problem, ProblemError
 
 
 def jsonl_rows(path: str | Path, build: Callable[[dict, str, int], Problem]) -> list[Callable[[], Problem]]:
-    """One loader thunk per non-blank line; ``build(row, where, lineno)`` makes the Problem.
-
-    Bad UTF-8 names the file; malformed JSON or a non-object row names ``file:line``. The thunks
-    let ``load_problems(skip_invalid=True)`` skip a bad row and keep the rest.
-    """
+    """One loader thunk per non-blank line; ``build(row, where, lineno)`` makes the Problem."""
     path = Path(path)
     if not path.exists():
         raise ProblemError(path, None, "no such file")

@@ -1,7 +1,7 @@
 """The Problem record: the contract every loader produces and every stage reads.
 
-A problem is one programming task with hidden tests (used for the reward and for pass@k) and
-example tests (the ones shown in the question; used by critic sampling and n@k filtering).
+A problem has hidden tests (the reward, pass@k) and example tests (those shown in the question:
+critic sampling, n@k filtering).
 
 Test encodings by ``kind``:
 
@@ -60,8 +60,7 @@ class Problem:
             return 0
         if kind in ("stdio", "call"):
             return len(tests.get("inputs", []))
-        n = len(tests.get("asserts", []))
-        return n + (1 if tests.get("check") else 0)
+        return len(tests.get("asserts", [])) + (1 if tests.get("check") else 0)
 
     @property
     def num_tests(self) -> int:

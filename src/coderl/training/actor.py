@@ -1,13 +1,12 @@
-"""The actor as the Trainer trains it: :class:`ActorTask`, shared by SFT (``sft_trainer.py``) and
-CodeRL's RL (``rl_trainer.py``), which add their loss step.
+"""The actor as the Trainer trains it: :class:`ActorTask`, whose subclasses add their loss step.
 
-* **Model**: the LM with LoRA adapters (peft; their ``base_model_name_or_path`` is the model spec
-  the stage started from) or every weight trainable; a frozen copy as the KL reference with mode
-  full (LoRA: the adapters switched off).
+* **Model**: the LM with LoRA adapters (their ``base_model_name_or_path`` is the model spec the
+  stage started from) or every weight trainable; the KL reference is a frozen copy with mode full
+  (LoRA: the adapters switched off).
 * **Validation**: the loss on the validation problems' gold programs and, every
   ``val_pass_every``-th validation (and at the end), a greedy pass@1 on the first
-  ``val_pass_problems`` of them (under ``validation/step-NNNNNN/``); the score is the loss, or
-  pass@1 then the loss (``best_metric``).
+  ``val_pass_problems`` (under ``validation/step-NNNNNN/``); scored by the loss, or pass@1 then
+  the loss (``best_metric``).
 * **Saved** as :func:`coderl.models.load_model` reads it; the selected model is published at the
   top of the stage directory (``<run>/sft/``, ``<run>/rl/``).
 """
@@ -33,29 +32,16 @@ VALIDATION_DIR = "validation"     # greedy pass@1 samples and results, per valid
 
 
 def adapter_base_spec(spec: str, out: Path | None = None) -> str:
-    """The ``base_model_name_or_path`` a saved adapter carries: a known name as it is; a model of
-    the same run directory (``rl/`` trained on ``sft/``) relative to the adapter (``../sft``), so
-    a moved or copied run loads its own; any other path made absolute (``load_model`` finds it
-    from any working directory)."""
+    """The ``base_model_name_or_path`` a saved adapter carries: a known name as it is; a model of the
+    same run directory relative to the adapter (``../sft``); any other path made absolute."""
     p = Path(str(spec)).expanduser()
     if out is not None and p.exists() and p.absolute().parent == Path(out).absolute().parent:
         return f"../{p.name}"
     return str(p.resolve()) if p.exists() else str(spec)
 
 
-def load_validation_problems(cfg: TrainerConfig, exclude: set[str]) -> list:
-    """The validation problems of ``cfg`` (none without val_source), minus training problems."""
-    if not cfg.val_source:
-        return []
-    from ..problems import load_problems
-
-    probs = load_problems(cfg.val_source, split=cfg.val_split or None, end=cfg.val_limit or None)
-    return [p for p in probs if p.id not in exclude]
-
-
 def gold_examples(problems: Sequence, cfg, lm, shapes: Sequence[str] = ("native",)) -> tuple[list[Example], dict[str, Any]]:
-    """The gold examples of ``problems`` under ``cfg`` (SFT's or RL's) in the prompt ``shapes``
-    (:func:`coderl.training.data.build_gold_examples`), and their counts."""
+    """The gold examples of ``problems`` under ``cfg`` in the prompt ``shapes``, and their counts."""
     return build_gold_examples(problems, lm.tokenizer, lm.is_encoder_decoder, prompt_style=cfg.prompt_style,
                                max_prompt_tokens=cfg.max_prompt_tokens, max_target_tokens=cfg.max_target_tokens,
                                max_solutions=getattr(cfg, "max_solutions", 0), reorder=getattr(cfg, "gold_reorder", True),
@@ -63,18 +49,18 @@ def gold_examples(problems: Sequence, cfg, lm, shapes: Sequence[str] = ("native"
 
 
 def validation_set(problems: Sequence, cfg, lm, val_problems: Sequence | None):
-    """(validation problems, their gold examples, counts): ``val_problems`` (default: the
-    config's) without the training ``problems``."""
+    """(validation problems, default the config's, but ``problems``; their gold examples, counts)."""
+    if val_problems is None and cfg.val_source:
+        from ..problems import load_problems
+
+        val_problems = load_problems(cfg.val_source, split=cfg.val_split or None, end=cfg.val_limit or None)
     train_ids = {p.id for p in problems}
-    if val_problems is None:
-        val_problems = load_validation_problems(cfg, train_ids)
-    val_problems = [p for p in val_problems if p.id not in train_ids]
+    val_problems = [p for p in val_problems or [] if p.id not in train_ids]
     return (val_problems, *gold_examples(val_problems, cfg, lm))
 
 
 class ActorTask(TrainingTask):
-    """The actor's side of a training run (see the module docstring); subclasses define
-    :meth:`loss`."""
+    """The actor's side of a training run; subclasses define :meth:`loss`."""
 
     stale_outputs = (VALIDATION_DIR,)
 
@@ -134,8 +120,7 @@ class ActorTask(TrainingTask):
         return losses.num_tokens(batch)
 
     def logprobs(self, model, batch: dict) -> torch.Tensor:
-        """``(B, T)`` log-probabilities of the batch's target tokens (a task may compute them
-        another way for its own batches: online RL shares a group's prompt)."""
+        """``(B, T)`` log-probabilities of the targets (online RL overrides it)."""
         return losses.token_logprobs(model, batch)
 
     def reference_logprobs(self, model, batch: dict) -> torch.Tensor:

@@ -1,13 +1,11 @@
-"""Advantages of online RL, per group of programs sampled for one problem (rewards are plain
-callables, :mod:`coderl.training.rewards`; a group is one problem's G programs of a round):
+"""Advantages of online RL, per group (one problem's G programs of a round):
 
 * ``coderl``: CodeRL's relative return, reward minus the greedy program's reward (0 without one);
 * ``group``: reward minus the group's mean (Dr. GRPO: no scaling);
 * ``group_std``: the same divided by the group's standard deviation (GRPO).
 
-A group whose rewards are all equal teaches nothing under a group baseline (every advantage is 0),
-nor under CodeRL's where they also equal the greedy program's: :func:`advantages` reports it so a
-trainer can skip or count it.
+A group whose rewards are all equal teaches nothing (under CodeRL's: when they also equal the
+greedy program's); :func:`advantages` reports it.
 """
 
 from __future__ import annotations

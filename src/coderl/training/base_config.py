@@ -1,6 +1,5 @@
-"""The settings both actor trainers share (``SFTConfig`` and ``RLConfig`` extend it). Subclasses
-set :attr:`SECTION` (the YAML section, the prefix of error messages) and their default learning
-rates; ``__post_init__`` validates every field.
+"""The settings the actor trainers share (``SFTConfig``, ``RLConfig``, ... extend it; they set
+:attr:`SECTION`, the YAML section and prefix of error messages, and their default learning rates).
 """
 
 from __future__ import annotations

@@ -4,11 +4,10 @@ training starts (SFT's gold programs, offline RL's samples, the critic's labelle
 
 Data order in :class:`FixedBatches` is a pure function of the seed and the step, so a resumed run
 reads exactly the batches an uninterrupted one would: stream ``i``'s micro-batch ``k`` is a slice
-of a permutation seeded by ``(seed + 7919 i, k // batches_per_epoch)``, and the ``j``-th step of a
-kind reads its micro-batches ``j*G .. j*G+G-1`` (``G`` = grad_accum x processes), so a step may
-run across an epoch's end (the actor's grouping). With ``cross_epochs=False`` (the critic's) steps
-stay within an epoch, an epoch's last step taking the micro-batches left (with several processes,
-choose a ``G`` that divides them: a process without a micro-batch would leave the others waiting).
+of a permutation seeded by ``(seed + 7919 i, k // batches_per_epoch)``; the ``j``-th step of a
+kind reads micro-batches ``j*G .. j*G+G-1`` (``G`` = grad_accum x processes), across an epoch's
+end if need be. With ``cross_epochs=False`` (the critic's) steps stay within an epoch, its last
+step taking the micro-batches left (several processes: choose a ``G`` that divides them).
 """
 
 from __future__ import annotations
@@ -22,21 +21,16 @@ import torch
 
 @dataclass
 class Step:
-    """One optimizer step's plan: its kind (``ce``, ``rl``, ``critic`` ...) and its micro-batches,
-    in order; process ``p`` of ``n`` runs micro-batches ``p, p + n, ...``."""
+    """One optimizer step's plan: its kind and micro-batches (process ``p`` of ``n``: ``p, p + n, ...``)."""
 
     kind: str
     micro_batches: list[list[Any]]
 
 
 class BatchSource(Protocol):
-    """What the Trainer asks of its data: ``bind(group)`` first, with the micro-batches of one
-    optimizer step across all processes; ``len(source)``, the run's optimizer steps (the
-    schedule spans them); ``step(s)``, the plan of step ``s``, asked for once, just before it runs
-    (after step ``s - 1``'s update); ``ends_epoch(s)``, whether step ``s`` completes a pass over
-    the data; ``state_dict()`` / ``load_state_dict(d)``, what a resumed run needs besides the step
-    (a round-by-round source, online RL's, names its rounds on disk there).
-    """
+    """What the Trainer asks of its data: ``bind(group)`` (micro-batches per step, all processes);
+    ``len()``, the optimizer steps; ``step(s)``, step ``s``'s plan, asked once, after step ``s - 1``;
+    ``ends_epoch(s)``; ``state_dict()`` / ``load_state_dict(d)``, what a resumed run needs."""
 
     def bind(self, group: int) -> None: ...
 
@@ -68,10 +62,8 @@ class MicroBatches:
 
 
 class FixedBatches:
-    """A :class:`BatchSource` over lists that exist up front (see the module docstring).
-    ``streams``: the items of each kind of step, the first the *primary* stream whose ``epochs``
-    passes decide the run's length; ``kinds(n)``: the kinds of all steps of a run with ``n``
-    primary steps (default: the primary kind ``n`` times; RL interleaves its CE steps)."""
+    """A :class:`BatchSource` over lists: ``streams`` per kind of step, the first (primary) deciding
+    the run's length; ``kinds(n)``: the kinds of a run with ``n`` primary steps."""
 
     def __init__(self, streams: dict[str, Sequence[Any]], *, epochs: int, batch_size: int, seed: int,
                  kinds: Callable[[int], list[str]] | None = None, cross_epochs: bool = True):

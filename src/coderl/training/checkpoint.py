@@ -3,16 +3,14 @@ load, plus what a resumed run needs to continue as if it had never stopped.
 ``<stage>/checkpoints/step-NNNNNN/`` holds
 
 * the model, written by the stage's task (the actor: a Hugging Face checkpoint or a peft adapter
-  ``coderl generate --model <checkpoint>`` loads; the critic: what ``CriticModel.from_pretrained``
-  reads);
-* ``trainer_state.pt``: optimizer, scheduler, RNG states, the trainer's counters and history, the
-  batch source's state, and the model's *signature* (a checkpoint of another architecture is
-  refused);
-* ``progress.json``: the step, the total steps and whether it stopped early (what tells a
-  finished run from one a larger ``max_steps`` continues, without loading the state).
+  ``coderl generate --model`` loads; the critic: what ``CriticModel.from_pretrained`` reads);
+* ``trainer_state.pt``: optimizer, scheduler and RNG states, the trainer's counters and history,
+  the batch source's state, and the model's *signature* (another architecture is refused);
+* ``progress.json``: the step, the total steps and whether it stopped early (tells a finished
+  run from one a larger ``max_steps`` continues, without loading the state).
 
-Writes are atomic (a temporary sibling renamed into place). :func:`publish_model` puts an actor
-model at the top of the stage directory (``<run>/sft/``, ``<run>/rl/``) file by file.
+Writes are atomic. :func:`publish_model` puts an actor model at the top of the stage directory
+(``<run>/sft/``, ``<run>/rl/``) file by file.
 """
 
 from __future__ import annotations
@@ -29,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..io import atomic_dir
 from .data import TrainingError
 
 CHECKPOINTS_DIR = "checkpoints"
@@ -57,9 +56,7 @@ def list_checkpoints(stage_dir: str | Path) -> list[Path]:
 
 def model_signature(model) -> dict[str, Any]:
     """What a checkpoint's weights fit: the base model's class and sizes."""
-    base = model
-    if hasattr(base, "get_base_model"):
-        base = base.get_base_model()
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     cfg = base.config
     return {"class": type(base).__name__, "model_type": getattr(cfg, "model_type", None),
             "vocab_size": getattr(cfg, "vocab_size", None),
@@ -110,8 +107,7 @@ def is_peft(model) -> bool:
 
 def save_model(model, tokenizer, path: str | Path, *, base_spec: str | None,
                info: dict[str, Any] | None = None) -> Path:
-    """Write ``model`` (a peft model: its adapter, with ``base_model_name_or_path = base_spec``;
-    else the whole Hugging Face model) and the tokenizer into the directory ``path``."""
+    """Write ``model`` (a peft model: its adapter) and the tokenizer into the directory ``path``."""
     path = Path(path)
     path.mkdir(parents=True, exist_ok=True)
     if is_peft(model):
@@ -128,8 +124,7 @@ def save_model(model, tokenizer, path: str | Path, *, base_spec: str | None,
 
 
 def load_weights(model, ck: str | Path) -> None:
-    """Load a checkpoint's trainable weights into ``model`` (the adapter of a peft model, or the
-    whole model); a checkpoint that does not fit is a TrainingError."""
+    """Load a checkpoint's trainable weights into ``model`` (one that does not fit: TrainingError)."""
     from safetensors.torch import load_file
 
     ck = Path(ck)
@@ -140,8 +135,7 @@ def load_weights(model, ck: str | Path) -> None:
                                 "trained with mode full?)")
         from peft import set_peft_model_state_dict
 
-        sd = load_file(str(f))
-        res = set_peft_model_state_dict(model, sd)
+        res = set_peft_model_state_dict(model, load_file(str(f)))
         bad = [k for k in getattr(res, "unexpected_keys", []) if "lora_" in k]
         if bad:
             raise TrainingError(f"{ck}: the adapter does not fit this model (unexpected {bad[:3]})")
@@ -150,9 +144,7 @@ def load_weights(model, ck: str | Path) -> None:
     if not files:
         raise TrainingError(f"{ck}: no model*.safetensors (not a full checkpoint; was it trained "
                             "with mode lora?)")
-    sd: dict[str, torch.Tensor] = {}
-    for f in files:
-        sd.update(load_file(str(f)))
+    sd = {k: v for f in files for k, v in load_file(str(f)).items()}
     try:
         res = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:
@@ -167,24 +159,14 @@ def load_weights(model, ck: str | Path) -> None:
 def save_checkpoint(stage_dir: str | Path, step: int, write_model: Callable[[Path], None], *, optimizer,
                     scheduler, trainer: dict[str, Any], progress: dict[str, Any], keep: int,
                     signature: dict[str, Any] | None = None, source: dict[str, Any] | None = None) -> Path:
-    """Write ``checkpoints/step-NNNNNN/`` atomically (the model by ``write_model(directory)``)
-    and keep the newest ``keep``."""
-    d = Path(stage_dir) / CHECKPOINTS_DIR
-    d.mkdir(parents=True, exist_ok=True)
-    final = d / checkpoint_name(step)
-    tmp = Path(tempfile.mkdtemp(dir=d, prefix=f".{final.name}.tmp-"))
-    try:
+    """Write ``checkpoints/step-NNNNNN/`` (the model by ``write_model(directory)``); keep the newest ``keep``."""
+    final = Path(stage_dir) / CHECKPOINTS_DIR / checkpoint_name(step)
+    with atomic_dir(final) as tmp:
         write_model(tmp)
         torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                     "trainer": trainer, "rng": rng_state(), "signature": signature,
                     "source": source or {}}, tmp / STATE_FILE)
         (tmp / PROGRESS_FILE).write_text(json.dumps(progress) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     for old in list_checkpoints(stage_dir)[:-keep]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -192,9 +174,7 @@ def save_checkpoint(stage_dir: str | Path, step: int, write_model: Callable[[Pat
 
 def load_checkpoint(ck: str | Path, load_model: Callable[[Path], None], *, optimizer, scheduler,
                     signature: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Restore weights (by ``load_model(directory)``), optimizer and scheduler from ``ck``;
-    return the saved state (its ``trainer`` counters, ``source`` state and ``rng``, which the
-    caller restores when the loop starts)."""
+    """Restore weights, optimizer and scheduler from ``ck``; the saved state (trainer, source, rng)."""
     ck = Path(ck)
     try:
         saved = torch.load(ck / STATE_FILE, weights_only=True)
@@ -222,9 +202,7 @@ def read_progress(ck: str | Path) -> dict[str, Any] | None:
 
 def publish_model(model, tokenizer, stage_dir: str | Path, *, base_spec: str | None,
                   info: dict[str, Any] | None = None) -> None:
-    """Save the model at the top of ``stage_dir`` (what ``--model <run>/sft`` loads): written
-    beside, then moved in file by file; model files of an earlier save that the new one lacks
-    are removed."""
+    """Save the model at the top of ``stage_dir`` file by file (stale model files removed)."""
     stage_dir = Path(stage_dir)
     stage_dir.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=stage_dir, prefix=".model.tmp-"))

@@ -1,21 +1,18 @@
 """Training examples for the actor: (prompt tokens, target tokens, per-token weights, return),
 reproducing exactly what generation sees and writes:
 
-* the **input** is :func:`coderl.models.build_prompt`'s text, tokenized as
-  :mod:`coderl.generation.decode` tokenizes it (too long: the end is kept);
+* the **input** is :func:`coderl.models.build_prompt`'s text, tokenized as generation does (too
+  long: the end is kept);
 * the **target** of a gold program (SFT, RL's CE steps) is its continuation after the prompt's
-  ``prefix`` plus what ends it at generation (the closing fence for chat prompts, ``[DONE]`` for
-  MBPP's plain prompt, else the end-of-sequence token), so the model learns to stop;
+  ``prefix`` plus what ends it at generation (the closing fence, ``[DONE]`` for MBPP's plain
+  prompt, else the end-of-sequence token), so the model learns to stop;
 * the **target** of a sampled program (RL) is the model's own ``Sample.raw`` plus the end token
-  when it ended with one; its return and token weights are :mod:`coderl.training.objective`'s.
+  when it ended with one; returns and token weights are :mod:`coderl.training.objective`'s.
 
-Gold programs that do not start with the pre-filled ``def <entry_point>(`` (MBPP: 103 of 374,
-which import or define helpers first) are trained with the code before the function moved after
-it (``gold_reorder``; Python resolves those names at call time), or skipped.
-
-``shapes=("native", "humaneval")`` adds, for each function-writing gold program, the prompt shape
-HumanEval evaluates with (:func:`humaneval_shape`: the signature and a docstring given, the function
-to write), so that SFT on MBPP does not teach the model one prompt format only.
+Gold programs that do not start with the pre-filled ``def <entry_point>(`` (MBPP: 103 of 374)
+are trained with the code before the function moved after it (``gold_reorder``), or skipped.
+``shapes=("native", "humaneval")`` adds HumanEval's prompt shape of each function-writing gold
+program (:func:`humaneval_shape`), so that SFT on MBPP does not teach one prompt format only.
 """
 
 from __future__ import annotations
@@ -35,14 +32,14 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from ..io import RecordError
+from ..models.extract import parses
 from ..models.prompts import FENCE, Prompt, build_prompt
 from ..records import join
 from .objective import align_weights, greedy_baselines, relative_return
 
 
 class TrainingError(RuntimeError):
-    """Training cannot go on (bad input, NaN loss, a mismatched checkpoint); the message says
-    what to do."""
+    """Training cannot go on (bad input, NaN loss, a mismatched checkpoint); says what to do."""
 
 
 @dataclass
@@ -100,8 +97,7 @@ def _normalise(code: str) -> str:
 
 
 def gold_continuation(problem, prompt: Prompt, solution: str, reorder: bool = True) -> str | None:
-    """The text the model must write after ``prompt`` for the program ``solution`` (without the
-    end marker), or None when the prompt's prefix cannot start it."""
+    """What the model writes after ``prompt`` for ``solution`` (None: the prefix cannot start it)."""
     sol = _normalise(solution)
     prefix = prompt.prefix
     if not prefix:
@@ -116,11 +112,7 @@ def gold_continuation(problem, prompt: Prompt, solution: str, reorder: bool = Tr
         return None
     head, rest = sol[:m.start()].strip("\n"), sol[m.end():].rstrip()
     cont = rest + "\n\n\n" + head + "\n"
-    try:
-        ast.parse(prefix + cont)
-    except (SyntaxError, ValueError):
-        return None
-    return cont
+    return cont if parses(prefix + cont) else None
 
 
 def encode_target(tokenizer, text: str, add_eos: bool, max_target_tokens: int) -> list[int]:
@@ -135,10 +127,8 @@ SHAPE_INDEX = 100_000  # a HumanEval-shaped example's index: this plus the gold 
 
 
 def humaneval_shape(problem, solution: str):
-    """``problem`` as HumanEval poses problems, from one of its gold programs: the imports before
-    the function, its signature and a docstring (the task, and the first assert as a ``>>>``
-    example); the program to write is the gold one. None when the program has no top-level
-    ``def <entry_point>`` or has other code than imports before it."""
+    """``problem`` as HumanEval poses it, from a gold program: imports, signature and a docstring (the
+    task, the first assert as ``>>>``). None unless only imports precede ``def <entry_point>``."""
     if problem.kind != "assert" or not problem.entry_point or problem.source == "humaneval":
         return None
     sol = _normalise(solution)
@@ -160,9 +150,7 @@ def humaneval_shape(problem, solution: str):
     ind = first[:len(first) - len(first.lstrip())] or "    "  # the docstring is indented as the body
     doc = doc.replace("\n    ", "\n" + ind)
     code = "".join(l + "\n" for l in head) + ("\n" if head else "") + m.group(0) + f'\n{ind}""" {doc}\n{ind}"""\n'
-    try:
-        ast.parse(code + body)
-    except (SyntaxError, ValueError):
+    if not parses(code + body):
         return None
     return dataclasses.replace(problem, source="humaneval", prompt=code, solutions=[solution],
                                meta={**problem.meta, "shape": "humaneval", "body": body})
@@ -173,8 +161,7 @@ def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool,
                         max_target_tokens: int = 512, max_solutions: int = 0,
                         reorder: bool = True, shapes: Sequence[str] = ("native",)
                         ) -> tuple[list[Example], dict[str, Any]]:
-    """Examples from the gold programs (``problem.solutions``) of ``problems``, in each prompt
-    shape of ``shapes`` (see the module docstring); and counts."""
+    """Examples from the gold programs of ``problems`` in each prompt shape of ``shapes``; counts."""
     out: list[Example] = []
     counts = Counter()
     if "humaneval" in shapes:
@@ -183,9 +170,7 @@ def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool,
         if "native" not in shapes:
             return extra, hcounts
     for p in problems:
-        sols = [s for s in (p.solutions or []) if isinstance(s, str) and s.strip()]
-        if max_solutions:
-            sols = sols[:max_solutions]
+        sols = _gold_programs(p, max_solutions)
         if not sols:
             counts["problems_without_gold"] += 1
             continue
@@ -211,19 +196,22 @@ def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool,
     return out, dict(counts)
 
 
+def _gold_programs(problem, max_solutions: int) -> list[str]:
+    sols = [s for s in (problem.solutions or []) if isinstance(s, str) and s.strip()]
+    return sols[:max_solutions] if max_solutions else sols
+
+
 def _humaneval_examples(problems, tokenizer, is_encoder_decoder, prompt_style, max_prompt_tokens,
                         max_target_tokens, max_solutions) -> tuple[list[Example], dict[str, Any]]:
     out, counts = [], Counter()
     for p in problems:
-        sols = [s for s in (p.solutions or []) if isinstance(s, str) and s.strip()]
-        for i, sol in enumerate(sols[:max_solutions] if max_solutions else sols):
+        for i, sol in enumerate(_gold_programs(p, max_solutions)):
             hp = humaneval_shape(p, sol)
             if hp is None:
                 counts["skipped_shape"] += 1
                 continue
             prompt = build_prompt(hp, tokenizer, prompt_style, is_encoder_decoder)
-            # a chat prompt asks for the whole function; a plain one continues the signature and
-            # docstring, so the target is the function's body (and what follows it)
+            # a chat prompt asks for the whole function; a plain one for the body after the docstring
             body = hp.meta["body"].rstrip()
             cont = gold_continuation(hp, prompt, sol, False) if not prompt.prefix else (body + "\n" if body else None)
             if cont is None:
@@ -246,9 +234,7 @@ class RLData:
 
 
 def check_tokenizer(samples: Sequence, tokenizer, samples_path: str | Path, checked: int = 50) -> None:
-    """The samples were written by a model with ``tokenizer``: each finished sample's raw text,
-    tokenized again, takes about the tokens the generator counted (the same tokenizer: the median
-    relative difference is 0); another tokenizer is an error before any training."""
+    """Samples written by a model with another tokenizer (their token counts differ) are an error."""
     diffs = []
     for s in samples:
         n = getattr(s, "num_tokens", 0) or 0
@@ -271,9 +257,7 @@ def build_rl_examples(problems: Sequence, samples_path: str | Path, results_path
                       relative: bool = True, skip_zero_return: bool = True,
                       prompt_style: str = "auto", max_prompt_tokens: int = 1024,
                       max_target_tokens: int = 512, program_hash: Callable[[str], str] | None = None) -> RLData:
-    """RL examples from ``samples_path`` + ``results_path`` (+ critic ``scores`` keyed by
-    ``(problem_id, index)``; None: q̂ = 1). Samples of problems outside ``problems`` and samples
-    without a result are errors naming the file and the sample."""
+    """RL examples from samples + results (+ critic ``scores`` by key; None: q̂ = 1)."""
     by_id = {str(p.id): p for p in problems}
     pairs = join(samples_path, results_path, by_id)  # every result checked to be its sample's program's
     samples = [s for s, _ in pairs]
@@ -342,9 +326,7 @@ def _rewards(samples: Sequence, results: Mapping, by_id: Mapping, reward: Callab
 
 
 def _trajectory(s, problem, prompt: Prompt, tokenizer, is_encoder_decoder: bool, counts: Counter):
-    """(the sampled text, its tokenization with offsets or None, its target ids with the end
-    token when the sample ended with one); a program written without the model's text
-    (hand-made, refined) is rebuilt as generation would have written it."""
+    """(sampled text, its tokenization or None, target ids); a hand-made program is rebuilt."""
     add_eos = s.finish == "eos"
     if s.raw or s.finish:
         raw = s.raw
@@ -362,8 +344,7 @@ def _trajectory(s, problem, prompt: Prompt, tokenizer, is_encoder_decoder: bool,
 
 def _critic_values(s, sc, outcome: str, program_hash: Callable[[str], str] | None,
                    samples_path) -> tuple[np.ndarray, np.ndarray]:
-    """The critic's q̂ of ``s``'s actual outcome per program token, and the tokens' character
-    spans; missing or stale scores are errors naming the sample."""
+    """The critic's q̂ of ``s``'s actual outcome per program token, and the tokens' spans."""
     where = f"(problem_id={s.problem_id!r}, index={s.index})"
     if sc is None:
         raise RecordError(samples_path, None, f"sample {where} has no critic scores; score the samples "

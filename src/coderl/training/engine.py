@@ -1,20 +1,18 @@
 """The one training loop of coderl: SFT, CodeRL's RL and the critic all run on :class:`Trainer`,
-on ``accelerate``. A stage supplies a :class:`~coderl.training.task.TrainingTask` (the model, its
-loss step, its validation, how it is saved) and a :class:`~coderl.training.batches.BatchSource`
-(the plan of every optimizer step); the Trainer does the rest, the same way for every stage:
+on ``accelerate``. A stage supplies a :class:`~coderl.training.task.TrainingTask` (model, loss
+step, validation, saving) and a :class:`~coderl.training.batches.BatchSource` (the plan of every
+optimizer step); the Trainer does the rest, alike for every stage:
 
 * **Setup**: an ``Accelerator``, the seed, the task's model, AdamW on its trainable parameters, a
   warm-up + decay schedule (linear, cosine or constant) over the source's steps.
 * **The loop**: per optimizer step, this process's share of the micro-batches (``no_sync`` on all
-  but its last), each through the task's loss step under autocast; clipping; the optimizer and
-  scheduler steps; one ``step`` record in the log.
+  but its last) under autocast; clipping; the optimizer and scheduler steps; a ``step`` log record.
 * **Validation** at step 0, every ``eval_every`` steps (0: every epoch's end) and at the end; the
-  best one publishes the model (:meth:`TrainingTask.publish`; no best: the last model at the
-  end); early stopping after ``patience`` validations without a better one.
-* **Checkpoints** (:mod:`coderl.training.checkpoint`) every ``save_every`` steps, at every
-  validation and at the end. A rerun resumes from the newest one (weights, optimizer, scheduler,
-  RNG, the source's state; the log cut back to it) to the weights of an uninterrupted run; a
-  rerun under another fingerprint (config + data) is refused, naming the differing keys.
+  best publishes the model (no best: the last one, at the end); early stopping after
+  ``patience`` validations without a better one.
+* **Checkpoints** every ``save_every`` steps, at every validation and at the end. A rerun
+  resumes from the newest one to the weights of an uninterrupted run; one under another
+  fingerprint (config + data) is refused, naming the differing keys.
 * **Budget**: ``max_steps`` ends the run early but validated, published and complete; the
   schedule keeps its full length, so a larger budget continues it.
 * **NaN guard**: a non-finite loss or gradient norm stops training before the optimizer step,
@@ -31,7 +29,6 @@ import json
 import math
 import os
 import resource
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass, field, fields
@@ -43,6 +40,7 @@ import torch
 
 from ..config import ConfigError, diff
 from ..io import JsonlAppender, atomic_write_text, read_jsonl, write_jsonl
+from ..rundir import remove_box
 from .batches import BatchSource
 from .checkpoint import list_checkpoints, load_checkpoint, read_progress, save_checkpoint, set_rng_state
 from .data import TrainingError
@@ -81,8 +79,7 @@ class LoopSettings:
 
     @classmethod
     def of(cls, cfg, section: str, **overrides) -> "LoopSettings":
-        names = [f.name for f in fields(cls) if f.name != "section"]
-        values = {n: getattr(cfg, n) for n in names if hasattr(cfg, n)}
+        values = {f.name: getattr(cfg, f.name) for f in fields(cls) if f.name != "section" and hasattr(cfg, f.name)}
         return cls(section=section, **{**values, **overrides})
 
 
@@ -104,8 +101,7 @@ class TrainState:
 
 
 def lr_lambda(kind: str, total: int, warmup: int) -> Callable[[int], float]:
-    """The learning-rate factor of each scheduler step: a linear warm-up over ``warmup`` steps,
-    then ``linear`` decay to 0 at ``total``, ``cosine``, or ``constant``."""
+    """The learning-rate factor per step: linear warm-up, then linear decay, cosine or constant."""
     def f(step: int) -> float:
         if warmup and step < warmup:
             return (step + 1) / (warmup + 1)
@@ -119,14 +115,12 @@ def lr_lambda(kind: str, total: int, warmup: int) -> Callable[[int], float]:
 
 
 def make_accelerator(settings: LoopSettings):
-    """An Accelerator for ``settings``. accelerate keeps one state per process: a stage that ran
-    before in this process (a pipeline) with another mixed precision or device would make it
-    refuse; in a single-process run that state is reset instead."""
+    """An Accelerator for ``settings``; accelerate's per-process state, left by an earlier stage with
+    another precision or device, is reset in a single-process run (else it would refuse)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
 
-    # the scheduler steps once per optimizer step (accelerate's default would step it once per
-    # process: N processes would run the schedule N times too fast)
+    # the scheduler steps once per optimizer step (by default N processes would run it N times too fast)
     kw = dict(cpu=settings.device == "cpu", mixed_precision=settings.mixed_precision,
               step_scheduler_with_optimizer=False)
     try:
@@ -139,10 +133,8 @@ def make_accelerator(settings: LoopSettings):
 
 
 class Trainer:
-    """One training run of ``task`` on the batches of ``source`` into ``out`` (see the module
-    docstring). ``fingerprint``: what must not change for a rerun to resume (config, data);
-    ``data_records``: written to ``data.jsonl``; ``on_step(step)`` is called after every
-    optimizer step (tests interrupt training there)."""
+    """One training run of ``task`` on ``source``'s batches into ``out``; ``fingerprint``: what a
+    resume needs unchanged; ``data_records``: ``data.jsonl``; ``on_step(step)``: after each step."""
 
     def __init__(self, task: TrainingTask, source: BatchSource, settings: LoopSettings, *, out: Path,
                  fingerprint: dict[str, Any], data_records: Sequence[dict] = (),
@@ -177,8 +169,7 @@ class Trainer:
 
     # -- setup ------------------------------------------------------------------------------------
     def check_fingerprint(self) -> dict[str, Any] | None:
-        """Refuse a directory trained under other settings; the stored summary when the run there
-        is complete for this budget; None to train."""
+        """Refuse another run's directory; the stored summary when complete; None to train."""
         f = self.out / FINGERPRINT_FILE
         if f.is_file():
             old = json.loads(f.read_text())
@@ -226,19 +217,14 @@ class Trainer:
         self.model, self.optimizer, self.scheduler = self.accelerator.prepare(model, optimizer, scheduler)
 
     def resume(self) -> None:
-        """Continue from the newest checkpoint, or start from scratch (an earlier attempt's log
-        and events removed)."""
+        """Continue from the newest checkpoint, or start afresh (an earlier attempt's log removed)."""
         cks = list_checkpoints(self.out)
         self.resumed = bool(cks)
         acc = self.accelerator
         if not cks:
             if acc.is_main_process:  # (the others wait: the main process opens the log next)
                 for name in (LOG_FILE, TB_DIR, *self.task.stale_outputs):
-                    stale = self.out / name
-                    if stale.is_dir():
-                        shutil.rmtree(stale)
-                    elif stale.exists():
-                        stale.unlink()
+                    remove_box(self.out / name)
             acc.wait_for_everyone()
             return
         ck, model = cks[-1], self.unwrapped()
@@ -258,8 +244,7 @@ class Trainer:
         acc.wait_for_everyone()
 
     def open_run(self) -> None:
-        """Start the training clock; open the log and TensorBoard (main process), with the
-        ``start`` event of a fresh run."""
+        """Start the training clock; open the log and TensorBoard (main process)."""
         self.t_train = time.time()
         if not self.accelerator.is_main_process:
             return
@@ -273,8 +258,7 @@ class Trainer:
 
     def close_run(self) -> None:
         if self.tb is not None:
-            self.tb.flush()
-            self.tb.close()
+            self.tb.close()  # (flushes)
         if self.log is not None:
             self.log.close()
 
@@ -300,14 +284,13 @@ class Trainer:
             bar.close()
 
     def optimizer_step(self, s: int) -> tuple[str, dict[str, float]]:
-        """Step ``s``: its micro-batches, the NaN guard, clipping, the optimizer and scheduler
-        steps; logged. Returns its kind and mean statistics."""
+        """Run and log step ``s``; its kind and mean statistics."""
         t0 = time.time()
         plan = self.source.step(s)
         acc = self.accelerator
         mine = plan.micro_batches[acc.process_index::acc.num_processes]
-        # each process's gradients are averaged over processes: dividing by the plan's micro-batches
-        # per process weighs every micro-batch alike when the shares are uneven
+        # gradients are averaged over processes: dividing by the plan's micro-batches per process
+        # weighs every micro-batch alike when the shares are uneven
         share = len(plan.micro_batches) / acc.num_processes
         sums: dict[str, float] = {}
         tokens = 0
@@ -336,8 +319,7 @@ class Trainer:
 
     def micro_step(self, s: int, kind: str, items: list, *, last: bool, share: float,
                    weight: float = 1.0) -> tuple[dict[str, float], int]:
-        """Forward and backward of one micro-batch (gradients synchronised on the ``last`` only);
-        its statistics (``loss`` first) and tokens. ``weight`` 0: a stand-in that adds nothing."""
+        """Forward and backward of a micro-batch (synced on the ``last``); its stats and tokens."""
         from accelerate.utils import send_to_device
 
         acc = self.accelerator
@@ -398,8 +380,7 @@ class Trainer:
 
     # -- validation -------------------------------------------------------------------------------
     def validate(self, step: int, *, at_end: bool = False, epoch_end: bool = False) -> bool:
-        """The task's validation at ``step``: logged, kept in the history, and the model
-        published when it is the best so far. False when the task had nothing to validate."""
+        """The task's validation at ``step``, logged (False: nothing to validate); the best published."""
         st = self.state
         loss_sum, items = st.epoch_loss
         point = Point(step=step, index=len(st.history), at_end=at_end,
@@ -460,8 +441,7 @@ class Trainer:
 
     # -- the end ----------------------------------------------------------------------------------
     def finish(self) -> dict[str, Any]:
-        """Publish the last model when no validation chose one, write ``metrics.json`` (and the
-        ``done`` event when complete); the task's summary."""
+        """Publish the last model when no validation chose one, write ``metrics.json``; the summary."""
         st = self.state
         complete = st.step >= self.limit or st.stopped_early
         main = self.accelerator.is_main_process
@@ -484,8 +464,7 @@ class Trainer:
 
 
 def finished_summary(out_dir: str | Path, max_steps: int | None) -> dict[str, Any] | None:
-    """The stored summary of the run in ``out_dir`` when it is complete for the budget
-    ``max_steps``; None when there is none, or a larger budget continues it."""
+    """The stored summary of a run in ``out_dir`` complete for the budget ``max_steps``; else None."""
     out = Path(out_dir)
     try:
         m = json.loads((out / METRICS_FILE).read_text())
@@ -508,8 +487,7 @@ def peak_rss_mb() -> float:
 
 
 def _trim_log(path: Path, step: int) -> None:
-    """Cut the log back to what the checkpoint being resumed had written (a killed run may have
-    logged steps past it)."""
+    """Cut the log back to the checkpoint being resumed (a killed run may have logged past it)."""
     if not path.is_file():
         return
     keep = [r for r in read_jsonl(path, tolerate_torn_tail=True) if r.get("event") != "done"
@@ -518,9 +496,8 @@ def _trim_log(path: Path, step: int) -> None:
 
 
 def _glibc_release_memory():
-    """Linux/glibc: serve allocations of 1 MB and more with mmap (returned to the system when
-    freed; glibc's default threshold grows to 32 MB and keeps freed activations in the heap) and
-    return ``malloc_trim`` to call after each step; None elsewhere."""
+    """Linux/glibc: allocations of 1 MB and more served by mmap (returned to the system when
+    freed), and ``malloc_trim`` to call after each step; None elsewhere."""
     if not sys.platform.startswith("linux"):
         return None
     try:

@@ -12,11 +12,9 @@ __all__ = ["ExpertConfig", "NOT_FINGERPRINTED"]
 
 @dataclass
 class ExpertConfig(TrainerConfig):
-    """Expert iteration (rejection-sampling fine-tuning): fine-tune the model that sampled on its
-    own programs that passed their tests."""
+    """Expert iteration: fine-tune the model that sampled on its own passing programs."""
 
     SECTION = "expert"
-    DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
 
     model: str = opt("default", "The model that generated the run's samples (default, a model "
                      "spec, or this run's sft): it is fine-tuned on its own passing programs.")

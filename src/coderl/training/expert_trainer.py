@@ -1,16 +1,12 @@
-"""The ``train-expert`` stage: expert iteration (rejection-sampling fine-tuning) — the run's
-executed samples -> the sampling model fine-tuned on its own programs that passed, in
-``<run>/expert/``.
+"""The ``train-expert`` stage: expert iteration (rejection-sampling fine-tuning), the sampling
+model fine-tuned on its own programs that passed, in ``<run>/expert/``.
 
     summary = train_expert(problems, RunDir(run_dir), ExpertConfig(model="default"))
 
-Each kept program is trained exactly as the model wrote it (its ``raw`` text after the prompt it
-was generated from, plus the end marker: :func:`coderl.training.data.build_rl_examples`'s
-trajectories), so the model learns its own passing style; at most ``max_per_problem`` distinct
-programs per problem. The loss is SFT's (:class:`~coderl.training.sft_trainer.SFTTask`), model
-selection on the validation problems' gold programs as SFT's; ``<run>/expert/`` is laid out as
-``<run>/sft/``. One round; more rounds are a recipe that samples again from ``expert``. It is the
-cheap baseline every RL claim must beat (the same sampled programs, no critic, no returns).
+Each kept program (at most ``max_per_problem`` distinct ones per problem) is trained exactly as
+the model wrote it (:func:`~coderl.training.data.build_rl_examples`'s trajectories), with SFT's
+loss and model selection; ``<run>/expert/`` is laid out as ``<run>/sft/``. One round (more: a
+recipe that samples again from ``expert``). The cheap baseline every RL claim must beat.
 """
 
 from __future__ import annotations
@@ -18,23 +14,19 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any, Sequence
 
-from ..config import fingerprint as config_fingerprint
 from ..execution.codes import PASSED
 from ..models import load_model
 from ..records import read_samples
 from ..rundir import RunDir
-from .actor import adapter_base_spec, validation_set
-from .batches import FixedBatches
-from .data import TrainingError, build_rl_examples, examples_digest
-from .expert_config import NOT_FINGERPRINTED, ExpertConfig
+from .data import TrainingError, build_rl_examples
+from .expert_config import ExpertConfig
 from .rewards import coderl_reward
-from .sft_trainer import SFTTask
+from .sft_trainer import fine_tune
 
 
 def passing_examples(problems: Sequence, run: RunDir, cfg: ExpertConfig, lm) -> tuple[list, dict[str, Any]]:
-    """The run's passing programs of ``cfg.origins`` as training examples (distinct programs, at
-    most ``max_per_problem`` per problem, in sample order; not those cut by the token budget,
-    which would teach the model not to stop), and counts."""
+    """The run's passing programs of ``cfg.origins`` as examples (distinct, at most
+    ``max_per_problem`` per problem; none cut by the token budget: they never stopped), and counts."""
     data = build_rl_examples(problems, run.samples, run.results, lm.tokenizer, lm.is_encoder_decoder,
                              reward=coderl_reward(), origins=tuple(cfg.origins), relative=False,
                              skip_zero_return=False, prompt_style=cfg.prompt_style,
@@ -72,15 +64,8 @@ def train_expert(problems: Sequence, run: RunDir, cfg: ExpertConfig, *, progress
     if not examples:
         raise TrainingError(f"coderl train-expert: no sample of {run.samples} passed its tests ({counts}): "
                             "expert iteration trains only on passing programs (sample more per problem)")
-    val_problems, val_examples, val_counts = validation_set(problems, cfg, lm, None)
-    info = {"train": counts, "validation": val_counts, "target_tokens": sum(len(e.target_ids) for e in examples)}
-    fp = {"config": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED), "data": examples_digest(examples),
-          "validation": examples_digest(val_examples)}
-    out = run.expert
-    task = SFTTask(name="train-expert", out=out, cfg=cfg, lm=lm, base_spec=adapter_base_spec(spec, out),
-                   val_examples=val_examples, val_problems=val_problems, data_info=info, exec_config=exec_config)
-    source = FixedBatches({"ce": examples}, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed)
-    return task.train(source, fp, examples, progress=progress, on_step=on_step, echo=echo)
+    return fine_tune("train-expert", problems, run.expert, cfg, lm, spec, examples, counts, val_problems=None,
+                     progress=progress, on_step=on_step, echo=echo, exec_config=exec_config)
 
 
 def reads(cfg: ExpertConfig) -> tuple[str, ...]:

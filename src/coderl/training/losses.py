@@ -2,9 +2,8 @@
 
 * :func:`collate` pads examples into tensors. Causal LMs are **left**-padded (positions counted
   from each row's first real token, as generation decodes), so every row's targets sit at the
-  end and :func:`token_logprobs` asks for the logits of the last ``T + 1`` positions only
-  (``logits_to_keep``); encoder-decoders get the prompt in the encoder, the shifted target in
-  the decoder.
+  end and :func:`token_logprobs` asks for the logits of the last ``T + 1`` positions only;
+  encoder-decoders get the prompt in the encoder, the shifted target in the decoder.
 * :func:`token_logprobs`: ``log p(w_t | w_<t, D)`` per target token, ``(B, T)``, as
   ``logit[w_t] - logsumexp(logits)`` (no vocabulary-sized log-softmax kept for backward).
 * :func:`sft_loss`: the targets' mean negative log-likelihood (SFT and RL's CE steps).
@@ -22,50 +21,37 @@ if TYPE_CHECKING:
 
 def collate(examples: Sequence[Example], *, pad_id: int, is_encoder_decoder: bool,
             decoder_start_id: int | None = None) -> dict[str, Any]:
-    """Tensors of a micro-batch (see the module docstring). ``targets``, ``target_mask``,
-    ``weights`` (q̂, 1 where absent) are ``(B, T)`` in the layout :func:`token_logprobs` returns;
-    ``returns`` is ``(B,)``."""
-    B = len(examples)
-    T = max(len(e.target_ids) for e in examples)
-    targets = torch.full((B, T), pad_id, dtype=torch.long)
-    tmask = torch.zeros((B, T), dtype=torch.bool)
-    weights = torch.ones((B, T), dtype=torch.float32)
-    returns = torch.tensor([float(e.ret) for e in examples], dtype=torch.float32)
+    """Tensors of a micro-batch: ``targets``, ``target_mask``, ``weights`` (q̂, 1 where absent) are
+    ``(B, T)`` in the layout :func:`token_logprobs` returns; ``returns`` is ``(B,)``."""
+    side = "right" if is_encoder_decoder else "left"
+    targets, tmask, _ = pad_rows([e.target_ids for e in examples], pad_id, side)
+    weights, _, _ = pad_rows([[1.0] * len(e.target_ids) if e.weights is None else e.weights[:len(e.target_ids)]
+                              for e in examples], 1.0, side, torch.float32)
+    out = {"targets": targets, "target_mask": tmask.bool(), "weights": weights,
+           "returns": torch.tensor([float(e.ret) for e in examples], dtype=torch.float32)}
     if is_encoder_decoder:
-        Lp = max(len(e.prompt_ids) for e in examples)
-        ids = torch.full((B, Lp), pad_id, dtype=torch.long)
-        mask = torch.zeros((B, Lp), dtype=torch.long)
-        dec = torch.full((B, T), pad_id, dtype=torch.long)
-        dmask = torch.zeros((B, T), dtype=torch.long)
         start = pad_id if decoder_start_id is None else decoder_start_id
-        for i, e in enumerate(examples):
-            p, t = e.prompt_ids, e.target_ids
-            ids[i, :len(p)] = torch.tensor(p)
-            mask[i, :len(p)] = 1
-            dec[i, :len(t)] = torch.tensor([start] + t[:-1])
-            dmask[i, :len(t)] = 1
-            targets[i, :len(t)] = torch.tensor(t)
-            tmask[i, :len(t)] = True
-            if e.weights is not None:
-                weights[i, :len(t)] = torch.tensor(e.weights[:len(t)], dtype=torch.float32)
+        ids, mask, _ = pad_rows([e.prompt_ids for e in examples], pad_id)
+        dec, dmask, _ = pad_rows([[start] + e.target_ids[:-1] for e in examples], pad_id)
         return {"input_ids": ids, "attention_mask": mask, "decoder_input_ids": dec,
-                "decoder_attention_mask": dmask, "targets": targets, "target_mask": tmask,
-                "weights": weights, "returns": returns}
-    L = max(len(e.prompt_ids) + len(e.target_ids) for e in examples)
-    ids = torch.full((B, L), pad_id, dtype=torch.long)
-    mask = torch.zeros((B, L), dtype=torch.long)
-    for i, e in enumerate(examples):
-        seq = e.prompt_ids + e.target_ids
-        t = len(e.target_ids)
-        ids[i, L - len(seq):] = torch.tensor(seq)
-        mask[i, L - len(seq):] = 1
-        targets[i, T - t:] = torch.tensor(e.target_ids)
-        tmask[i, T - t:] = True
-        if e.weights is not None:
-            weights[i, T - t:] = torch.tensor(e.weights[:t], dtype=torch.float32)
-    pos = (mask.cumsum(-1) - 1).clamp(min=0)
-    return {"input_ids": ids, "attention_mask": mask, "position_ids": pos, "targets": targets,
-            "target_mask": tmask, "weights": weights, "returns": returns}
+                "decoder_attention_mask": dmask, **out}
+    ids, mask, _ = pad_rows([e.prompt_ids + e.target_ids for e in examples], pad_id, "left")
+    return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0), **out}
+
+
+def pad_rows(rows: Sequence[Sequence], pad: float, side: str = "right",
+             dtype: torch.dtype = torch.long) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """``rows`` padded with ``pad`` on ``side``; the (long) mask of real entries; the shifts."""
+    L = max(len(r) for r in rows)
+    out = torch.full((len(rows), L), pad, dtype=dtype)
+    mask = torch.zeros((len(rows), L), dtype=torch.long)
+    shifts = []
+    for i, r in enumerate(rows):
+        s = L - len(r) if side == "left" else 0
+        out[i, s:s + len(r)] = torch.tensor(r, dtype=dtype)
+        mask[i, s:s + len(r)] = 1
+        shifts.append(s)
+    return out, mask, shifts
 
 
 def num_tokens(batch: dict[str, Any]) -> int:

@@ -14,8 +14,7 @@
 5. **Alternation**: one CE step on gold programs after every ``ce_every`` RL steps
    (:func:`schedule`).
 
-Token weights: the critic scores ``Sample.program`` (character offsets into it), while training
-reads ``Sample.raw`` (the program is raw cut at the stop string, the prefix in front): each raw
+Token weights: the critic scores ``Sample.program`` while training reads ``Sample.raw``: each raw
 token gets the mean q̂ of the program characters it covers; tokens covering none (the closing
 fence, the end token) take the value of the token before them.
 """
@@ -42,17 +41,13 @@ def greedy_baselines(samples: Iterable[Any], rewards: Mapping[tuple[str, int], f
 
 def relative_return(reward: float, baseline: float | None, relative: bool = True) -> float:
     """r(W^s) - r(W^b), with r(W^b) = 0 when there is no baseline (or ``relative`` is off)."""
-    if not relative or baseline is None:
-        return float(reward)
-    return float(reward) - float(baseline)
+    return float(reward) - (float(baseline) if relative and baseline is not None else 0.0)
 
 
 def align_weights(raw: str, raw_offsets: Sequence[tuple[int, int]], program: str,
                   q: np.ndarray, offsets: np.ndarray, n_targets: int) -> list[float]:
-    """q̂ for each of ``n_targets`` target tokens (the raw text's tokens, with their character
-    ``raw_offsets``, then maybe an end token): the critic's per-program-token values ``q`` with
-    their character spans ``offsets`` in ``program``, mapped through a character alignment of raw
-    and program (see the module docstring)."""
+    """q̂ for each of ``n_targets`` target tokens (the raw text's, spans ``raw_offsets``) from the
+    critic's values ``q`` of ``program``'s tokens (spans ``offsets``), aligning raw and program."""
     qc = np.full(len(program), np.nan)
     for v, (a, b) in zip(np.asarray(q, dtype=np.float64), np.asarray(offsets).reshape(-1, 2)):
         if b > a:
@@ -89,16 +84,14 @@ def rl_loss(logprobs: torch.Tensor, mask: torch.Tensor, returns: torch.Tensor,
 
 def clipped_pg_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: torch.Tensor,
                     advantages: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO's clipped surrogate for programs sampled by an older policy (online RL's later
-    mini-batches of a round): ``- mean_samples mean_t min(rho_t A, clip(rho_t, 1 - e, 1 + e) A)``,
-    ``rho_t = p(w_t) / p_old(w_t)``; averaged like :func:`rl_loss`, whose gradient it equals
-    where the policy has not moved (rho = 1). Also the share of tokens whose ratio was clipped."""
+    """PPO's clipped surrogate (online RL's later mini-batches), ``rho_t = p(w_t) / p_old(w_t)``:
+    ``- mean min(rho_t A, clip(rho_t, 1 - e, 1 + e) A)`` averaged like :func:`rl_loss`; the clipped share."""
+    import torch
+
     from .losses import masked
 
     ratio = masked(logprobs - old_logprobs.to(logprobs.dtype), mask).exp()
     a = advantages.to(logprobs.dtype)[:, None]
-    import torch
-
     surr = torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a)
     per_sample = masked(surr, mask).sum(1) / mask.sum(1).clamp(min=1)
     clipped = ((ratio - 1).abs() > clip) & mask
@@ -106,8 +99,7 @@ def clipped_pg_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: to
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Estimated KL(policy || reference) on the sampled tokens, with the non-negative estimator
-    ``exp(ref - logp) - (ref - logp) - 1`` per token, averaged like :func:`rl_loss`."""
+    """KL(policy || reference) on the sampled tokens: ``exp(d) - d - 1``, ``d = ref - logp``."""
     from .losses import masked
 
     d = masked(ref_logprobs.detach() - logprobs, mask)
@@ -116,15 +108,11 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.T
 
 
 def step_kind(step: int, ce_every: int) -> str:
-    """``rl`` or ``ce`` for optimizer step ``step`` (0-based): a cross-entropy step after every
-    ``ce_every`` RL steps (0: RL only). ``ce_every=1``: rl, ce, rl, ce, ...; 2: rl, rl, ce, ..."""
-    if ce_every <= 0:
-        return "rl"
-    return "ce" if step % (ce_every + 1) == ce_every else "rl"
+    """``rl`` or ``ce`` for step ``step``: a CE step after every ``ce_every`` RL steps (0: none)."""
+    return "ce" if ce_every > 0 and step % (ce_every + 1) == ce_every else "rl"
 
 
 def schedule(rl_steps: int, ce_every: int) -> list[str]:
-    """The kinds of all steps of a run with ``rl_steps`` RL steps (the last RL group is followed
-    by its CE step when complete)."""
+    """The kinds of all steps of a run with ``rl_steps`` RL steps (a complete group ends with CE)."""
     total = rl_steps + (rl_steps // ce_every if ce_every > 0 else 0)
     return [step_kind(s, ce_every) for s in range(total)]

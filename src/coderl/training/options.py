@@ -1,6 +1,4 @@
-"""Options every trainer config declares alike (the actor's ``TrainerConfig`` and the critic's
-``CriticConfig``, both run by :class:`coderl.training.engine.Trainer`): where training runs, and
-the check that a learning rate is a usable number."""
+"""Options every trainer config (``TrainerConfig``, ``CriticConfig``) declares alike."""
 
 from __future__ import annotations
 
@@ -23,7 +21,6 @@ def progress_option():
 
 
 def check_learning_rate(lr: float | None, section: str) -> None:
-    """A learning rate must be finite (``validate`` checks it is > 0 and not NaN): ``inf`` would
-    train a NaN model."""
+    """``validate`` checks > 0 and not NaN; ``inf`` would train a NaN model."""
     if lr is not None and not math.isfinite(lr):
         raise ConfigError(f"{section}.lr: must be a finite number > 0, got {lr!r}")

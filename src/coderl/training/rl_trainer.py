@@ -1,18 +1,15 @@
-"""The ``train-rl`` stage: CodeRL's offline, critic-weighted policy gradient, as released.
+"""The ``train-rl`` stage: CodeRL's offline, critic-weighted policy gradient, as released
+(the method: :mod:`coderl.training.objective`):
 
-The method is :mod:`coderl.training.objective`; this stage applies it:
-
-1. every sample of the chosen origins with its result gets its reward ``r(W^s)``, the relative
-   return ``r(W^s) - r(W^b)`` against its problem's greedy program, and the critic's ``q̂(w_t)``
-   carried onto the sampled tokens (:func:`coderl.training.data.build_rl_examples`); the
-   trajectory is the sample's own ``prompt`` + ``raw``, exactly what was sampled;
-2. RL steps (:meth:`RLTask.loss`) minimise ``L_rl`` (+ ``kl_coef`` x KL to the starting model);
+1. every sample of the chosen origins gets its reward, its return against its problem's greedy
+   program and the critic's ``q̂(w_t)`` per sampled token (:func:`~coderl.training.data.build_rl_examples`);
+   the trajectory is exactly what was sampled (the sample's ``prompt`` + ``raw``);
+2. RL steps minimise ``L_rl`` (+ ``kl_coef`` x KL to the starting model);
 3. one cross-entropy step on the gold programs follows every ``ce_every`` RL steps.
 
-Start (``init``): ``sft`` is this run's SFT model, or any model spec. A LoRA adapter given as init
-is merged into its base first, and new adapters train on top; the saved adapter's
-``base_model_name_or_path`` is the init (``../sft`` for this run's own), so
-``load_model(<run>/rl)`` rebuilds base + SFT + RL. ``<run>/rl/`` holds what ``<run>/sft/`` holds.
+``init``: ``sft`` (this run's SFT model) or any model spec. A LoRA adapter given as init is merged
+into its base and new adapters train on top; their ``base_model_name_or_path`` is the init
+(``../sft`` for this run's own), so ``load_model(<run>/rl)`` rebuilds base + SFT + RL.
 """
 
 from __future__ import annotations
@@ -57,8 +54,7 @@ class RLTask(ActorTask):
     """The actor trained with CodeRL's loss (see the module docstring)."""
 
     def loss(self, model, kind: str, batch: dict) -> tuple[Any, dict[str, float]]:
-        """A ``ce`` step: the gold programs' negative log-likelihood. An ``rl`` step: ``L_rl``
-        with the batch's relative returns and q̂ weights (+ the KL penalty)."""
+        """``ce`` steps: the gold programs' NLL; ``rl`` steps: ``L_rl`` (+ the KL penalty)."""
         lp = self.logprobs(model, batch)
         mask = batch["target_mask"]
         if kind == "ce":
@@ -83,17 +79,14 @@ def train_rl(problems: Sequence, run_dir: str | Path, cfg: RLConfig, *, samples_
              fresh: bool = False, reward: Reward | None = None, val_problems: Sequence | None = None,
              on_step: Callable[[int], None] | None = None, echo: Callable[[str], None] = print,
              exec_config: Any = None) -> dict[str, Any]:
-    """Train the actor with CodeRL's loss into ``<run_dir>/rl/`` (see the module docstring);
-    returns the summary (also in ``rl/metrics.json``). ``reward``: a callable ``(problem,
-    program, result) -> float`` (default: CodeRL's table, RLTF partial credit with
-    ``cfg.partial_credit``); ``scores_path`` None (or ``critic_weights=false``): q̂ = 1."""
+    """Train the actor with CodeRL's loss into ``<run_dir>/rl/``; the summary. ``reward``: default
+    CodeRL's table (RLTF's with ``partial_credit``); no ``scores_path``: q̂ = 1."""
     out = RunDir(run_dir).rl
     if fresh and out.exists():
         shutil.rmtree(out)
     init = resolve_init(cfg.init, run_dir)
     warnings: list[str] = []
-    meta = read_meta(samples_path) or {}
-    sampled_by = (meta.get("fingerprint") or {}).get("model")
+    sampled_by = ((read_meta(samples_path) or {}).get("fingerprint") or {}).get("model")
     if sampled_by in RunDir.MODELS:  # generation.model: sft (the run's own model, by its alias)
         sampled_by = str(RunDir(run_dir).box(sampled_by).absolute())
     if sampled_by is not None and not _same_model(str(sampled_by), init):

@@ -17,7 +17,6 @@ class SFTConfig(TrainerConfig):
 
     SECTION = "sft"
     ADDED_SETTINGS = ("prompt_shapes",)  # at its default, absent from fingerprints (older boxes resume)
-    DEFAULT_LR = {"lora": 2e-4, "full": 2e-5}
 
     model: str = opt("default", "Model to fine-tune: default (SmolLM2-135M-Instruct), a local "
                      "Hugging Face directory (causal LM or T5/CodeT5), a LoRA adapter directory "

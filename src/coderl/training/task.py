@@ -51,10 +51,8 @@ class RunResult:
 
 
 class TrainingTask:
-    """The stage's side of a training run; see the module docstring. ``name`` is the stage's
-    name (messages, logs), ``published`` where the selected model is written, ``info`` what the
-    log's ``start`` event records, ``stale_outputs`` what else of the stage directory a start
-    from scratch removes (besides the log and the TensorBoard events)."""
+    """The stage's side of a training run: ``name`` (messages, logs), ``published`` (the selected
+    model's place), ``info`` (the ``start`` event), ``stale_outputs`` (removed on a fresh start)."""
 
     name: str
     published: Path
