@@ -56,6 +56,19 @@ def test_exec_config_values_are_validated_in_the_pipeline_config(tmp_path):
     assert ExecConfig().timeout == 4.0  # CodeRL's default lives in one place
 
 
+def test_a_top_level_backend_sets_generation_and_execution(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"name": "x", "backend": "ray", "ray_actors": 3,
+                                    "execution": {"ray_actors": 5}}))
+    cfg = load_config(path)
+    gen, ex = cfg.section("generation"), cfg.section("execution")
+    assert (gen.backend, gen.ray_actors, ex.backend, ex.ray_actors) == ("ray", 3, "ray", 5)  # a section's own wins
+    assert load_config(path, {"backend": "local"}).section("generation").backend == "local"
+    path.write_text(yaml.safe_dump({"name": "x", "backend": "spark"}))
+    with pytest.raises(ConfigError, match=r"c.yaml: generation: .*backend"):
+        load_config(path)
+
+
 def test_pipeline_config_errors_before_any_work(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_bytes(b"name: x\ngeneration: {model: \xff}\n")

@@ -169,11 +169,24 @@ def _apply(raw: dict, overrides: dict[str, Any], path: Path) -> None:
         d[parts[-1]] = value
 
 
+#: top-level keys of a recipe that set generation's and execution's own (a section's value wins)
+BACKEND_KEYS = ("backend", "ray_address", "ray_actors")
+
+
 def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> PipelineConfig:
-    """Read and validate a pipeline YAML; ``overrides`` (``{"generation.num_seqs": 2}``) win."""
+    """Read and validate a pipeline YAML; ``overrides`` (``{"generation.num_seqs": 2}``) win.
+    ``backend: ray`` (``ray_address``, ``ray_actors``) at the top sets both sections' own."""
     path = Path(path)
     raw = _read_yaml(path)
     _apply(raw, overrides or {}, path)
+    for key in BACKEND_KEYS:  # where the work runs, for every section that has the setting
+        if key in raw:
+            value = raw.pop(key)
+            for sec in ("generation", "execution"):
+                if raw.get(sec) is None:
+                    raw[sec] = {}
+                if isinstance(raw[sec], dict):
+                    raw[sec].setdefault(key, value)
     allowed = {"name", "runs_dir", "problems", *BY_SECTION}
     unknown = sorted(set(raw) - allowed)
     if unknown:
