@@ -88,9 +88,7 @@ def critic_context(problem, tokenizer, style: str = "auto", is_encoder_decoder: 
     text = prompt.text
     if prompt.prefix and text.endswith(prompt.prefix):
         text = text[: len(text) - len(prompt.prefix)]
-    if not text.strip():  # the prompt is the program's own start (HumanEval plain)
-        text = problem.question
-    return text
+    return text if text.strip() else problem.question  # (empty: the prompt is the program's start, HumanEval plain)
 
 
 def _submodule(module: nn.Module, names: tuple[str, ...], kind: type) -> Any:
@@ -105,8 +103,7 @@ def _submodule(module: nn.Module, names: tuple[str, ...], kind: type) -> Any:
 class CriticModel(nn.Module):
     """Backbone + head; see the module docstring."""
 
-    def __init__(self, backbone: nn.Module, tokenizer, settings: CriticSettings, *,
-                 peft_model: Any = None):
+    def __init__(self, backbone: nn.Module, tokenizer, settings: CriticSettings, *, peft_model: Any = None):
         super().__init__()
         self.backbone, self.tokenizer, self.settings = backbone, tokenizer, settings
         self.head = CriticHead(settings.hidden_size, settings.num_classes, settings.head_hidden)
@@ -192,8 +189,7 @@ class CriticModel(nn.Module):
 
     # -- text -> ids ----------------------------------------------------------------------------
     def context(self, problem) -> str:
-        return critic_context(problem, self.tokenizer, self.settings.prompt_style,
-                              self.is_encoder_decoder)
+        return critic_context(problem, self.tokenizer, self.settings.prompt_style, self.is_encoder_decoder)
 
     def encode(self, context: str, program: str) -> Encoded:
         """Token ids of the context (its end kept) and of the program (its start kept), with offsets."""
@@ -223,8 +219,7 @@ class CriticModel(nn.Module):
         for i, (e, s) in enumerate(zip(items, shifts)):
             c = s + len(e.ctx_ids)
             pmask[i, c:c + len(e.prog_ids)] = True
-        position_ids = (mask.cumsum(-1) - 1).clamp(min=0)
-        return {"input_ids": ids, "attention_mask": mask, "position_ids": position_ids,
+        return {"input_ids": ids, "attention_mask": mask, "position_ids": (mask.cumsum(-1) - 1).clamp(min=0),
                 "program_mask": pmask}
 
     # -- forward --------------------------------------------------------------------------------
@@ -359,8 +354,7 @@ class CriticModel(nn.Module):
             raise CriticError(f"{f}: unreadable critic config: {e}") from None
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str = "cpu",
-                        dtype: str = "float32") -> "CriticModel":
+    def from_pretrained(cls, path: str | Path, *, device: str = "cpu", dtype: str = "float32") -> "CriticModel":
         """Load a critic written by :meth:`save_pretrained`."""
         from safetensors.torch import load_file
         from transformers import AutoTokenizer

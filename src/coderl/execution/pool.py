@@ -346,12 +346,10 @@ class Executor:
         self._close_stores()
 
     def _close_stores(self) -> None:
-        if self.cache is not None:
-            self.cache.close()
-            self.cache = None
-        if self.calibration is not None:
-            self.calibration.close()
-            self.calibration = None
+        for store in (self.cache, self.calibration):
+            if store is not None:
+                store.close()
+        self.cache = self.calibration = None
 
     def _describe(self) -> None:
         from coderl.execution.confine import namespace as own

@@ -75,6 +75,8 @@ class HandleComparison(Exception):
 
 # -- values -------------------------------------------------------------------------------------
 
+_TAGS = {tuple: "$t", set: "$s", frozenset: "$fs"}
+
 def encode(value: Any, handles: dict[int, Any] | None = None, _depth: int = 0) -> Any:
     """Tagged JSON for ``value``; other objects become ``handles`` (trusted side: TypeError)."""
     t = type(value)
@@ -89,14 +91,10 @@ def encode(value: Any, handles: dict[int, Any] | None = None, _depth: int = 0) -
     d = _depth + 1
     if t is list:
         return [encode(v, handles, d) for v in value]
-    if t is tuple:
-        return {"$t": [encode(v, handles, d) for v in value]}
+    if t in _TAGS:
+        return {_TAGS[t]: [encode(v, handles, d) for v in value]}
     if t is dict:
         return {"$d": [[encode(k, handles, d), encode(v, handles, d)] for k, v in value.items()]}
-    if t is set:
-        return {"$s": [encode(v, handles, d) for v in value]}
-    if t is frozenset:
-        return {"$fs": [encode(v, handles, d) for v in value]}
     if t is bytes:
         return {"$b": base64.b64encode(value).decode("ascii")}
     if t is complex:

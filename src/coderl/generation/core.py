@@ -1,23 +1,19 @@
 """Generation in memory: requests in, ``Sample`` records out (what rounds of critic sampling and
 online RL call; the ``generate`` stage is a file writer around it).
 
-A request with a ``prefix`` (the start of a program, as the model wrote it) decodes from the
-problem's prompt followed by that prefix, tokenized as one text (see
-:mod:`coderl.generation.decode`): prompt + prefix is prefilled once, and the continuations of one
-prefix share that prefill when they are adjacent (or recent) in ``requests``. The Sample's
-``raw`` is prefix + continuation and its ``program`` is extracted from that, as for any sample;
-its ``num_tokens`` and ``logprob`` count the continuation only; a stop string inside the prefix
-does not end it; ``meta`` is the request's, plus ``prefix_chars`` (the prefix's length). A causal
-model's prompt is never truncated before a prefix: a prompt longer than ``max_prompt_tokens``
-with a prefix is a :class:`RequestError`.
+A request with a ``prefix`` (the start of a program, as the model wrote it) continues it
+(:mod:`coderl.generation.decode`: prompt + prefix read as one text; adjacent or recent requests
+share its prefill). The Sample's ``raw`` is prefix + continuation, its ``program`` extracted from
+that; ``num_tokens`` and ``logprob`` count the continuation only; ``meta`` is the request's, plus
+``prefix_chars`` (the prefix's length). A causal model's prompt is never truncated before a
+prefix: a prompt longer than ``max_prompt_tokens`` with a prefix is a :class:`RequestError`.
 
 Sampling settings: :meth:`GenRequest.sampling` (greedy requests: temperature 0). Causal models
 decode with continuous batching, in request order; others in static batches (:func:`_decode_static`).
-Seeds: each request draws its own noise from (``cfg.seed``, its problem, its index)
-(:func:`request_seed`, :mod:`coderl.generation.decode`): a sample does not depend on the batch
-size, on the other requests, their order, the process that decodes it (a Ray actor or this one)
-or on a resume, only on the model, the prompt and that seed (up to floating-point rounding that
-differs between batch shapes). Give each round of a loop its own ``cfg.seed``.
+Each request draws its own noise from (``cfg.seed``, its problem, its index) (:func:`request_seed`):
+a sample depends on the model, the prompt and that seed only, not on the batch size, the other
+requests, their order, the process (a Ray actor or this one) or a resume (up to floating-point
+rounding, see :mod:`coderl.generation.decode`). Give each round of a loop its own ``cfg.seed``.
 """
 
 from __future__ import annotations
@@ -75,15 +71,10 @@ class GenRequest:
     def prompt_key(self) -> tuple[str, str | None]:
         return (self.problem.id, self.feedback)
 
-    def noise(self, cfg: GenerationConfig) -> int:
-        return request_seed(cfg.seed, self.problem.id, self.index) if self.seed is None else self.seed
-
     def sampling(self, cfg: GenerationConfig) -> tuple[float, float]:
         """(temperature, top_p) this request decodes with."""
-        greedy = self.origin == "greedy"
-        default = (0.0, 1.0) if greedy else (cfg.temperature, cfg.top_p)
-        return (default[0] if self.temperature is None else self.temperature,
-                default[1] if self.top_p is None else self.top_p)
+        t, p = (0.0, 1.0) if self.origin == "greedy" else (cfg.temperature, cfg.top_p)
+        return (t if self.temperature is None else self.temperature, p if self.top_p is None else self.top_p)
 
 
 def request_seed(seed: int, problem_id: str, index: int) -> int:
@@ -112,9 +103,13 @@ def generate_samples(lm: LoadedModel, requests: Sequence[GenRequest], cfg: Gener
         if on_sample is not None:
             on_sample(out[i])
 
-    if requests:
-        decode = _decode_stream if supports_streaming(lm.model) else _decode_static
-        decode(lm, requests, prompts, cfg, done, on_step)
+    reqs = [Request(prompts[r.prompt_key].text, prompts[r.prompt_key].stop + list(cfg.stop), *r.sampling(cfg), r.prefix,
+                    request_seed(cfg.seed, r.problem.id, r.index) if r.seed is None else r.seed) for r in requests]
+    if requests and supports_streaming(lm.model):  # causal, full attention: continuous batching
+        decode_stream(lm.model, lm.tokenizer, reqs, batch_size=cfg.batch_size, max_new_tokens=cfg.max_new_tokens,
+                      max_prompt_tokens=cfg.max_prompt_tokens, on_step=on_step, on_done=done)
+    elif requests:
+        _decode_static(lm, reqs, cfg, done, on_step)
     return out  # type: ignore[return-value]
 
 
@@ -173,41 +168,25 @@ def _sample(r: GenRequest, prompt: Prompt, c: Completion) -> Sample:
                   logprob=round(c.logprob, 4), num_tokens=c.num_tokens, finish=c.finish, meta=meta)
 
 
-def _decode_stream(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[tuple, Prompt],
-                   cfg: GenerationConfig, done: Callable[[int, Completion], None], on_step) -> None:
-    """Causal models with full attention: continuous batching, in request order."""
-    reqs = []
-    for r in requests:
-        prompt = prompts[r.prompt_key]
-        reqs.append(Request(prompt.text, prompt.stop + list(cfg.stop), *r.sampling(cfg), prefix=r.prefix,
-                            seed=r.noise(cfg)))
-    decode_stream(lm.model, lm.tokenizer, reqs, batch_size=cfg.batch_size,
-                  max_new_tokens=cfg.max_new_tokens,
-                  max_prompt_tokens=cfg.max_prompt_tokens, on_step=on_step, on_done=done)
-
-
-def _decode_static(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[tuple, Prompt],
-                   cfg: GenerationConfig, done: Callable[[int, Completion], None], on_step) -> None:
+def _decode_static(lm: LoadedModel, reqs: list[Request], cfg: GenerationConfig,
+                   done: Callable[[int, Completion], None], on_step) -> None:
     """Models decode_stream does not serve (encoder-decoders, sliding-window attention): static
     batches of up to ``batch_size`` (finished rows still leave the batch), one sampling setting
     each (greedy first), in windows of a few batches of requests."""
     step = 4 * cfg.batch_size
-    for w in range(0, len(requests), step):
+    for w in range(0, len(reqs), step):
         groups: dict[tuple[float, float], list[int]] = {}
-        for i in range(w, min(w + step, len(requests))):
-            groups.setdefault(requests[i].sampling(cfg), []).append(i)
+        for i in range(w, min(w + step, len(reqs))):
+            groups.setdefault((reqs[i].temperature, reqs[i].top_p), []).append(i)
         for (temperature, top_p), group in sorted(groups.items()):
-            group.sort(key=lambda i: len(prompts[requests[i].prompt_key].text) + len(requests[i].prefix))
+            group.sort(key=lambda i: len(reqs[i].prompt) + len(reqs[i].prefix))
             for b in range(0, len(group), cfg.batch_size):
-                batch = group[b:b + cfg.batch_size]
-                batch_prompts = [prompts[requests[i].prompt_key] for i in batch]
+                ids = group[b:b + cfg.batch_size]
+                batch = [reqs[i] for i in ids]
                 completions = decode_batch(
-                    lm.model, lm.tokenizer, [p.text for p in batch_prompts],
-                    stop=[p.stop + list(cfg.stop) for p in batch_prompts],
-                    prefixes=[requests[i].prefix for i in batch], max_new_tokens=cfg.max_new_tokens,
-                    temperature=temperature, top_p=top_p,
-                    is_encoder_decoder=lm.is_encoder_decoder, max_prompt_tokens=cfg.max_prompt_tokens,
-                    on_step=on_step, seeds=[requests[i].noise(cfg) for i in batch])
-                for i, c in zip(batch, completions):
+                    lm.model, lm.tokenizer, [r.prompt for r in batch], stop=[r.stop for r in batch],
+                    prefixes=[r.prefix for r in batch], max_new_tokens=cfg.max_new_tokens,
+                    temperature=temperature, top_p=top_p, is_encoder_decoder=lm.is_encoder_decoder,
+                    max_prompt_tokens=cfg.max_prompt_tokens, on_step=on_step, seeds=[r.seed for r in batch])
+                for i, c in zip(ids, completions):
                     done(i, c)
-

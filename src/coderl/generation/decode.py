@@ -2,32 +2,30 @@
 
 Each step samples (or picks greedily) the next token of every unfinished sequence; a sequence
 finishes on an end-of-sequence token, on one of its stop strings (looked for in the decoded tail,
-so a stop string split across tokens is still seen) or at ``max_new_tokens``, and leaves the
-batch at once: its KV-cache rows are dropped, so the others decode faster (``generate`` keeps
-computing finished rows until the longest one is done). :func:`decode_stream` (causal models,
-what ``coderl generate`` uses) also admits new requests into the freed slots (continuous
-batching); :func:`decode_batch` decodes one static batch and also serves encoder-decoders.
+so one split across tokens is still seen) or at ``max_new_tokens``, and leaves the batch at once:
+its KV-cache rows are dropped, so the others decode faster (``generate`` computes finished rows
+until the longest one is done). :func:`decode_stream` (causal models, what ``coderl generate``
+uses) also admits new requests into the freed slots (continuous batching); :func:`decode_batch`
+decodes one static batch and also serves encoder-decoders.
 
 A *prefix* is text the model already wrote after its prompt. A causal model reads prompt + prefix
-tokenized as one text (so the boundary tokenizes as anywhere in a text), never truncated; an
+tokenized as one text (the boundary tokenizes as anywhere in a text), never truncated; an
 encoder-decoder starts its decoder with the prefix's tokens. The completion is the continuation
-alone, and a stop string counts only where it ends in the continuation.
-
-The log-probability recorded per token is the model's own (temperature 1, no top-p): the
-log-likelihood RL and the critic work with; ``logprob`` is its sum over the sequence.
+alone; a stop string counts only where it ends in the continuation. Each token's log-probability
+is the model's own (temperature 1, no top-p), what RL and the critic work with; ``logprob`` sums it.
 
 Noise: a request with a ``seed`` draws its t-th token by inverse transform sampling with the
-uniform number :func:`uniforms` gives for (seed, t): what it samples depends on its own seed and
-logits only, not on the batch it shares, the order of the requests, the process or the machine
-that decodes it (up to the last bits of floating-point rounding, which differ between batch
-shapes: a draw within that of a boundary between two tokens may go either way). Requests without
-one draw from ``generator``.
+uniform :func:`uniforms` gives for (seed, t): what it samples depends on its seed and logits only,
+not on the batch, the order of the requests, the process or the machine (up to the last bits of
+floating-point rounding, which differ between batch shapes: a draw that close to a boundary between
+two tokens may go either way). Requests without one draw from ``generator``.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import OrderedDict, defaultdict
 from dataclasses import dataclass
+from itertools import groupby
 
 import torch
 from transformers import DynamicCache
@@ -46,10 +44,21 @@ class Completion:
         return len(self.token_ids)
 
 
+@dataclass
+class Request:
+    """One sequence to decode: its prompt, stop strings, decoding settings and the text after
+    the prompt it continues (``prefix``)."""
+
+    prompt: str
+    stop: list[str]
+    temperature: float = 0.0   # 0: greedy
+    top_p: float = 1.0
+    prefix: str = ""
+    seed: int | None = None    # its noise (module docstring); None: the decoder's generator
+
+
 def _sample_next(logits: torch.Tensor, temperature: float, top_p: float,
                  generator: torch.Generator | None, u: torch.Tensor | None = None) -> torch.Tensor:
-    if temperature <= 0:
-        return logits.argmax(-1)
     n = logits.shape[0]
     return _sample_rows(logits, logits.new_full((n,), temperature), logits.new_full((n,), top_p), generator, u)
 
@@ -80,216 +89,6 @@ def _draw(probs: torch.Tensor, generator: torch.Generator | None, u: torch.Tenso
     c = probs.cumsum(-1)
     idx = (c < (u.to(c.dtype) * c[:, -1])[:, None]).sum(-1)
     return idx.clamp(max=probs.shape[-1] - 1)
-
-
-def _row_uniforms(seeds: list[int | None], rows: list[int], tokens: dict[int, list[int]], device) -> torch.Tensor:
-    """Each active row's uniform for its next token: (its request's seed, tokens it has so far)."""
-    return torch.tensor(uniforms([seeds[r] for r in rows], [len(tokens[r]) for r in rows]),
-                        dtype=torch.float32, device=device)
-
-
-def _eos_ids(model, tokenizer) -> set[int]:
-    ids: set[int] = set()
-    for src in (getattr(model, "generation_config", None), model.config):
-        e = getattr(src, "eos_token_id", None) if src is not None else None
-        if e is not None:
-            ids.update(e if isinstance(e, (list, tuple)) else [e])
-    if tokenizer.eos_token_id is not None:
-        ids.add(tokenizer.eos_token_id)
-    return ids
-
-
-def _cache_of(out):
-    cache = getattr(out, "cache", None)  # transformers >= 5.x names it ``cache``
-    return cache if cache is not None else out.past_key_values
-
-
-def _grow(mask: torch.Tensor) -> torch.Tensor:
-    """The attention mask with one more (attended) position: the token about to be fed."""
-    return torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
-
-
-def _encode(tokenizer, prompts: list[str], prefixes: list[str], max_prompt_tokens: int | None,
-            special: bool, device):
-    """``prompts[i] + prefixes[i]``, each tokenized as one text, padded as the tokenizer pads
-    (on the left for causal models). A prompt alone keeps its last ``max_prompt_tokens`` tokens
-    (the tokenizers truncate on the left); a prompt with a prefix is not truncated."""
-    ids = []
-    for prompt, prefix in zip(prompts, prefixes):
-        cut = max_prompt_tokens is not None and not prefix
-        ids.append(tokenizer(prompt + prefix, add_special_tokens=special, truncation=cut,
-                             max_length=max_prompt_tokens if cut else None).input_ids)
-    return tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)
-
-
-def _tail_len(tokenizer, stops: list[list[str]]) -> int:
-    """How many of a sequence's last tokens are decoded to look for its stop strings."""
-    return max([len(tokenizer.encode(s, add_special_tokens=False)) for ss in stops for s in ss]
-               + [1]) + 2
-
-
-def _hits_stop(tokenizer, ids: list[int], stop: list[str], tail: int, prefix: str) -> bool:
-    """Whether the generated tokens ``ids`` show one of ``stop`` (their last ``tail`` tokens are
-    decoded). While those are all of them, the end of ``prefix`` is read in front: a stop string
-    may start there, but it must end in the generated text."""
-    text = tokenizer.decode(ids[-tail:], skip_special_tokens=True)
-    if not prefix or len(ids) > tail:
-        return any(s in text for s in stop)
-    head = prefix[max(0, len(prefix) - max(map(len, stop)) + 1):]
-    text = head + text
-    return any(text.find(s, max(0, len(head) - len(s) + 1)) != -1 for s in stop)
-
-
-def _finish(tokenizer, ids: list[int], is_eos: bool, stop: list[str], prefix: str, tail: int,
-            max_new_tokens: int) -> str | None:
-    """Why a sequence whose generated tokens are ``ids`` ends now ("eos", "stop", "length"), or
-    None while it goes on."""
-    if is_eos:
-        return "eos"
-    if stop and _hits_stop(tokenizer, ids, stop, tail, prefix):
-        return "stop"
-    return "length" if len(ids) >= max_new_tokens else None
-
-
-def _completion(tokenizer, ids: list[int], logps: list[float], finish: str) -> Completion:
-    text_ids = ids[:-1] if finish == "eos" else ids
-    return Completion(text=tokenizer.decode(text_ids, skip_special_tokens=True), token_ids=ids,
-                      logprob=float(sum(logps)), finish=finish)
-
-
-def _take_tokens(tokenizer, logits, nxt, eos, rows: list[int], tokens: dict, logps: dict, ends,
-                 tail: int, max_new_tokens: int, done) -> list[int]:
-    """Append each row's next token ``nxt`` (and its log-probability under ``logits``) to its
-    request's; ``done(r, completion)`` for each request ``r`` that finishes (``ends(r)``: its
-    stop strings and prefix). Returns the positions of the rows that go on."""
-    chosen = logits.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1).tolist()
-    is_eos = torch.isin(nxt, eos).tolist()
-    keep: list[int] = []
-    for j, (r, t) in enumerate(zip(rows, nxt.tolist())):
-        tokens[r].append(t)
-        logps[r].append(chosen[j])
-        finish = _finish(tokenizer, tokens[r], is_eos[j], *ends(r), tail, max_new_tokens)
-        if finish is None:
-            keep.append(j)
-        else:
-            done(r, _completion(tokenizer, tokens.pop(r), logps.pop(r), finish))
-    return keep
-
-
-@torch.inference_mode()
-def decode_batch(model, tokenizer, prompts: list[str], *, stop: list[list[str]] | None = None,
-                 prefixes: list[str] | None = None, max_new_tokens: int = 256,
-                 temperature: float = 0.0, top_p: float = 1.0,
-                 generator: torch.Generator | None = None, is_encoder_decoder: bool = False,
-                 max_prompt_tokens: int | None = None, on_step=None,
-                 seeds: list[int] | None = None) -> list[Completion]:
-    """Decode one batch of prompts; ``stop[i]`` are the stop strings of prompt ``i``,
-    ``prefixes[i]`` the text it continues, ``seeds[i]`` its noise (module docstring; None: draws
-    from ``generator``); ``on_step(n_active)`` is called after every step."""
-    stop = stop or [[] for _ in prompts]
-    prefixes = prefixes or ["" for _ in prompts]
-    tail = _tail_len(tokenizer, stop)
-    batch = _StaticBatch(model, tokenizer, prompts, prefixes, is_encoder_decoder, max_prompt_tokens)
-    eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=batch.device)
-    rows = list(range(len(prompts)))      # original index of each active row
-    tokens: dict[int, list[int]] = {r: [] for r in rows}
-    logps: dict[int, list[float]] = {r: [] for r in rows}
-    results: list[Completion | None] = [None] * len(prompts)
-    for _ in range(max_new_tokens):
-        u = _row_uniforms(seeds, rows, tokens, batch.device) if seeds is not None and temperature > 0 else None
-        nxt = _sample_next(batch.logits, temperature, top_p, generator, u)
-        keep = _take_tokens(tokenizer, batch.logits, nxt, eos, rows, tokens, logps, lambda r: (stop[r], prefixes[r]),
-                            tail, max_new_tokens, results.__setitem__)
-        if on_step is not None:
-            on_step(len(rows))
-        if not keep:
-            break
-        if len(keep) < len(rows):  # drop finished rows from the batch and the cache
-            idx = torch.tensor(keep, device=batch.device)
-            batch.keep(idx)
-            nxt = nxt[idx]
-            rows = [rows[j] for j in keep]
-        batch.step(nxt)
-    return results  # type: ignore[return-value]
-
-
-class _StaticBatch:
-    """The model side of :func:`decode_batch`, causal or encoder-decoder: the first forward pass,
-    dropping rows, one step; ``logits`` are each row's next-token logits."""
-
-    def __init__(self, model, tokenizer, prompts: list[str], prefixes: list[str],
-                 is_encoder_decoder: bool, max_prompt_tokens: int | None):
-        self.model, self.enc_dec = model, is_encoder_decoder
-        self.device = next(model.parameters()).device
-        if is_encoder_decoder:  # the prefixes go to the decoder
-            enc = _encode(tokenizer, prompts, ["" for _ in prompts], max_prompt_tokens, True, self.device)
-            self.mask = enc.attention_mask
-            self.encoder_out = model.get_encoder()(input_ids=enc.input_ids, attention_mask=self.mask)
-            dec, self.dec_mask = _decoder_start(model, tokenizer, prefixes, self.device)
-            out = model(encoder_outputs=self.encoder_out, attention_mask=self.mask,
-                        decoder_input_ids=dec, decoder_attention_mask=self.dec_mask, use_cache=True)
-        else:
-            enc = _encode(tokenizer, prompts, prefixes, max_prompt_tokens, False, self.device)
-            self.mask = enc.attention_mask
-            pos = (self.mask.cumsum(-1) - 1).clamp(min=0)
-            # logits of the last position only (a vocabulary of 262k: GBs per batch)
-            out = model(input_ids=enc.input_ids, attention_mask=self.mask, position_ids=pos,
-                        use_cache=True, logits_to_keep=1)
-        self._read(out)
-
-    def _read(self, out) -> None:
-        self.cache, self.logits = _cache_of(out), out.logits[:, -1, :].float()
-
-    def keep(self, idx: torch.Tensor) -> None:
-        """Keep rows ``idx`` only."""
-        self.cache.batch_select_indices(idx)
-        self.mask = self.mask[idx]
-        if self.enc_dec:
-            self.encoder_out.last_hidden_state = self.encoder_out.last_hidden_state[idx]
-            if self.dec_mask is not None:
-                self.dec_mask = self.dec_mask[idx]
-
-    def step(self, nxt: torch.Tensor) -> None:
-        """Feed each row its next token ``nxt``."""
-        if self.enc_dec:
-            if self.dec_mask is not None:
-                self.dec_mask = _grow(self.dec_mask)
-            out = self.model(encoder_outputs=self.encoder_out, attention_mask=self.mask,
-                             decoder_input_ids=nxt[:, None], decoder_attention_mask=self.dec_mask,
-                             cache=self.cache, use_cache=True)
-        else:
-            self.mask = _grow(self.mask)
-            out = self.model(input_ids=nxt[:, None], attention_mask=self.mask,
-                             position_ids=self.mask.sum(-1, keepdim=True) - 1, cache=self.cache,
-                             use_cache=True)
-        self._read(out)
-
-
-def _decoder_start(model, tokenizer, prefixes: list[str], device) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """An encoder-decoder's first decoder input: the start token and each prefix's tokens,
-    left-padded, and their attention mask (None when no row needs padding)."""
-    start = model.config.decoder_start_token_id
-    if start is None:
-        start = tokenizer.pad_token_id
-    rows = [[start] + tokenizer(p, add_special_tokens=False).input_ids for p in prefixes]
-    width = max(map(len, rows))
-    ids = torch.tensor([[start] * (width - len(r)) + r for r in rows], device=device)
-    if all(len(r) == width for r in rows):
-        return ids, None
-    return ids, torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device)
-
-
-@dataclass
-class Request:
-    """One sequence to decode: its prompt, stop strings, decoding settings and the text after
-    the prompt it continues (``prefix``)."""
-
-    prompt: str
-    stop: list[str]
-    temperature: float = 0.0   # 0: greedy
-    top_p: float = 1.0
-    prefix: str = ""
-    seed: int | None = None    # its noise (module docstring); None: decode_stream's generator
 
 
 TOP_K_FAST = 256  # the nucleus is looked for among this many most likely tokens first
@@ -333,6 +132,180 @@ def _sample_rows(logits: torch.Tensor, temp: torch.Tensor, top_p: torch.Tensor,
     return torch.where(sampling, drawn, greedy)
 
 
+def _cache_of(out):
+    cache = getattr(out, "cache", None)  # transformers >= 5.x names it ``cache``
+    return cache if cache is not None else out.past_key_values
+
+
+def _grow(mask: torch.Tensor) -> torch.Tensor:
+    """The attention mask with one more (attended) position: the token about to be fed."""
+    return torch.cat([mask, mask.new_ones((mask.shape[0], 1))], dim=-1)
+
+
+def _encode(tokenizer, texts: list[tuple[str, str]], max_prompt_tokens: int | None, special: bool, device):
+    """Each (prompt, prefix) of ``texts`` tokenized as one text, padded as the tokenizer pads (on
+    the left for causal models). A prompt alone keeps its last ``max_prompt_tokens`` tokens (the
+    tokenizers truncate on the left); a prompt with a prefix is not truncated."""
+    ids = []
+    for prompt, prefix in texts:
+        cut = max_prompt_tokens is not None and not prefix
+        ids.append(tokenizer(prompt + prefix, add_special_tokens=special, truncation=cut,
+                             max_length=max_prompt_tokens if cut else None).input_ids)
+    return tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)
+
+
+def _hits_stop(tokenizer, ids: list[int], stop: list[str], tail: int, prefix: str) -> bool:
+    """Whether the generated tokens ``ids`` show one of ``stop`` (their last ``tail`` tokens are
+    decoded). While those are all of them, the end of ``prefix`` is read in front: a stop string
+    may start there, but it must end in the generated text."""
+    text = tokenizer.decode(ids[-tail:], skip_special_tokens=True)
+    if not prefix or len(ids) > tail:
+        return any(s in text for s in stop)
+    head = prefix[max(0, len(prefix) - max(map(len, stop)) + 1):]
+    text = head + text
+    return any(text.find(s, max(0, len(head) - len(s) + 1)) != -1 for s in stop)
+
+
+def _run(batch: _Batch, tokenizer, requests: list[Request], max_new_tokens: int,
+         generator: torch.Generator | None, on_step, on_done) -> list[Completion]:
+    """The decoding loop: sample each row's next token, record it, finish the rows that end
+    (``on_done(i, completion)``), ``on_step(n_active)``, then ``batch.advance``; until no request
+    is left. Returns the completions in request order."""
+    eos_ids = {tokenizer.eos_token_id}  # the tokenizer's and the model's
+    for src in (getattr(batch.model, "generation_config", None), batch.model.config):
+        e = getattr(src, "eos_token_id", None)
+        eos_ids.update(e if isinstance(e, (list, tuple)) else [e])
+    eos = torch.tensor(sorted(eos_ids - {None}), device=batch.device)
+    # how many of a sequence's last tokens are decoded to look for its stop strings
+    tail = max([len(tokenizer.encode(s, add_special_tokens=False)) for r in requests for s in r.stop] + [1]) + 2
+    seeded = all(r.seed is not None for r in requests)
+    results: list[Completion | None] = [None] * len(requests)
+    tokens: dict[int, list[int]] = defaultdict(list)
+    logps: dict[int, list[float]] = defaultdict(list)
+    while batch.rows:
+        rows, logits = batch.rows, batch.logits
+        temp = torch.tensor([requests[r].temperature for r in rows], device=batch.device)
+        top_p = torch.tensor([requests[r].top_p for r in rows], device=batch.device)
+        # a seeded row's uniform for its next token: (its seed, tokens it has so far)
+        u = torch.tensor(uniforms([requests[r].seed for r in rows], [len(tokens[r]) for r in rows]),
+                         dtype=torch.float32, device=batch.device) if seeded else None
+        nxt = _sample_rows(logits, temp, top_p, generator, u)
+        chosen = logits.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1).tolist()
+        is_eos = torch.isin(nxt, eos).tolist()
+        keep: list[int] = []
+        for j, (r, t) in enumerate(zip(rows, nxt.tolist())):
+            ids, req = tokens[r], requests[r]
+            ids.append(t)
+            logps[r].append(chosen[j])
+            if is_eos[j]:
+                finish = "eos"
+            elif req.stop and _hits_stop(tokenizer, ids, req.stop, tail, req.prefix):
+                finish = "stop"
+            elif len(ids) >= max_new_tokens:
+                finish = "length"
+            else:
+                keep.append(j)
+                continue
+            text = tokenizer.decode(ids[:-1] if finish == "eos" else ids, skip_special_tokens=True)
+            results[r] = Completion(text, tokens.pop(r), float(sum(logps.pop(r))), finish)
+            if on_done is not None:
+                on_done(r, results[r])
+        if on_step is not None:
+            on_step(len(rows))
+        batch.advance(nxt, keep)
+    return results  # type: ignore[return-value]
+
+
+class _Batch:
+    """The model side of :func:`_run`: the requests in flight (``rows``, request indices), their
+    KV cache, attention mask and next-token ``logits``; ``advance(nxt, keep)`` drops the finished
+    rows (all but the positions ``keep``) and feeds the others their next token ``nxt``."""
+
+    def __init__(self, model, tokenizer, max_prompt_tokens: int | None):
+        self.model, self.tokenizer, self.max_prompt_tokens = model, tokenizer, max_prompt_tokens
+        self.device = next(model.parameters()).device
+        self.rows: list[int] = []
+        self.cache = self.mask = self.logits = None
+
+    def _prefill(self, texts: list[tuple[str, str]]):
+        """A causal model's first forward pass over (prompt, prefix) ``texts``: (mask, output)."""
+        enc = _encode(self.tokenizer, texts, self.max_prompt_tokens, False, self.device)
+        m = enc.attention_mask
+        # logits of the last position only (a vocabulary of 262k: GBs per batch)
+        return m, self.model(input_ids=enc.input_ids, attention_mask=m, position_ids=(m.cumsum(-1) - 1).clamp(min=0),
+                             use_cache=True, logits_to_keep=1)
+
+    def _read(self, out) -> None:
+        self.cache, self.logits = _cache_of(out), out.logits[:, -1, :].float()
+
+    def _step(self, nxt: torch.Tensor) -> None:
+        """Feed each row of a causal model its next token ``nxt``."""
+        self.mask = _grow(self.mask)
+        self._read(self.model(input_ids=nxt[:, None], attention_mask=self.mask,
+                              position_ids=self.mask.sum(-1, keepdim=True) - 1, cache=self.cache, use_cache=True))
+
+
+class _StaticBatch(_Batch):
+    """The batch of :func:`decode_batch`, causal or encoder-decoder: every request from the start."""
+
+    def __init__(self, model, tokenizer, requests: list[Request], is_encoder_decoder: bool,
+                 max_prompt_tokens: int | None):
+        super().__init__(model, tokenizer, max_prompt_tokens)
+        self.enc_dec, self.rows = is_encoder_decoder, list(range(len(requests)))
+        if is_encoder_decoder:  # the decoder starts with its start token and the prefix, left-padded
+            enc = _encode(tokenizer, [(r.prompt, "") for r in requests], max_prompt_tokens, True, self.device)
+            self.mask = enc.attention_mask
+            self.encoder_out = model.get_encoder()(input_ids=enc.input_ids, attention_mask=self.mask)
+            start = model.config.decoder_start_token_id
+            start = tokenizer.pad_token_id if start is None else start
+            heads = [[start] + tokenizer(r.prefix, add_special_tokens=False).input_ids for r in requests]
+            width = max(map(len, heads))
+            dec = torch.tensor([[start] * (width - len(h)) + h for h in heads], device=self.device)
+            self.dec_mask = None if all(len(h) == width for h in heads) else torch.tensor(  # None: no padding
+                [[0] * (width - len(h)) + [1] * len(h) for h in heads], device=self.device)
+            out = model(encoder_outputs=self.encoder_out, attention_mask=self.mask,
+                        decoder_input_ids=dec, decoder_attention_mask=self.dec_mask, use_cache=True)
+        else:
+            self.mask, out = self._prefill([(r.prompt, r.prefix) for r in requests])
+        self._read(out)
+
+    def advance(self, nxt: torch.Tensor, keep: list[int]) -> None:
+        if len(keep) < len(self.rows):  # drop finished rows from the batch and the cache
+            self.rows = [self.rows[j] for j in keep]
+            if not keep:
+                return
+            idx = torch.tensor(keep, device=self.device)
+            self.cache.batch_select_indices(idx)
+            nxt, self.mask = nxt[idx], self.mask[idx]
+            if self.enc_dec:
+                self.encoder_out.last_hidden_state = self.encoder_out.last_hidden_state[idx]
+                if self.dec_mask is not None:
+                    self.dec_mask = self.dec_mask[idx]
+        if not self.enc_dec:
+            return self._step(nxt)
+        if self.dec_mask is not None:
+            self.dec_mask = _grow(self.dec_mask)
+        self._read(self.model(encoder_outputs=self.encoder_out, attention_mask=self.mask,
+                              decoder_input_ids=nxt[:, None], decoder_attention_mask=self.dec_mask,
+                              cache=self.cache, use_cache=True))
+
+
+@torch.inference_mode()
+def decode_batch(model, tokenizer, prompts: list[str], *, stop: list[list[str]] | None = None,
+                 prefixes: list[str] | None = None, max_new_tokens: int = 256,
+                 temperature: float = 0.0, top_p: float = 1.0,
+                 generator: torch.Generator | None = None, is_encoder_decoder: bool = False,
+                 max_prompt_tokens: int | None = None, on_step=None,
+                 seeds: list[int] | None = None) -> list[Completion]:
+    """Decode one batch of prompts; ``stop[i]`` are the stop strings of prompt ``i``,
+    ``prefixes[i]`` the text it continues, ``seeds[i]`` its noise (module docstring; None: draws
+    from ``generator``); ``on_step(n_active)`` is called after every step."""
+    requests = [Request(p, stop[i] if stop else [], temperature, top_p, prefixes[i] if prefixes else "",
+                        None if seeds is None else seeds[i]) for i, p in enumerate(prompts)]
+    batch = _StaticBatch(model, tokenizer, requests, is_encoder_decoder, max_prompt_tokens)
+    return _run(batch, tokenizer, requests, max_new_tokens, generator, on_step, None)
+
+
 class _GrowingLayer(DynamicLayer):
     """A KV-cache layer whose keys/values are views into buffers with spare rows and positions.
     ``DynamicLayer`` appends with ``torch.cat``, copying the whole cache at every step (a third of
@@ -347,12 +320,12 @@ class _GrowingLayer(DynamicLayer):
         self.device, self.is_initialized = keys_like.device, True
         self._kb, self._vb = (like.new_empty((max_rows, like.shape[1], width + self.SPARE, like.shape[3]))
                               for like in (keys_like, values_like))
-        self._rows, self._start, self._end = 0, 0, width
-        self._view()
+        self._view(0, 0, width)
 
-    def _view(self) -> None:
-        self.keys = self._kb[:self._rows, :, self._start:self._end]
-        self.values = self._vb[:self._rows, :, self._start:self._end]
+    def _view(self, rows: int, start: int, end: int) -> None:
+        """Rows ``:rows`` and positions ``start:end`` of the buffers are the cache."""
+        self._rows, self._start, self._end = rows, start, end
+        self.keys, self.values = (b[:rows, :, start:end] for b in (self._kb, self._vb))
 
     @property
     def free_rows(self) -> int:
@@ -369,8 +342,7 @@ class _GrowingLayer(DynamicLayer):
         for buf, src in ((self._kb, keys), (self._vb, values)):
             buf[a:b, :, s:e - n] = 0
             buf[a:b, :, e - n:e] = src
-        self._rows = b
-        self._view()
+        self._view(b, s, e)
 
     def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args, **kwargs):
         add = key_states.shape[-2]
@@ -382,33 +354,27 @@ class _GrowingLayer(DynamicLayer):
             self._kb, self._vb, self._start, self._end = kb, vb, 0, n
         self._kb[:self._rows, :, self._end:self._end + add] = key_states
         self._vb[:self._rows, :, self._end:self._end + add] = value_states
-        self._end += add
-        self._view()
+        self._view(self._rows, self._start, self._end + add)
         return self.keys, self.values
 
     def batch_select_indices(self, indices: torch.Tensor) -> None:
         keys, values = self.keys[indices], self.values[indices]  # copies
-        self._rows = len(indices)
-        self._kb[:self._rows, :, self._start:self._end] = keys
-        self._vb[:self._rows, :, self._start:self._end] = values
-        self._view()
+        n, s, e = len(indices), self._start, self._end
+        self._kb[:n, :, s:e], self._vb[:n, :, s:e] = keys, values
+        self._view(n, s, e)
 
     def keep_rows(self, order: list[int]) -> None:
         """Keep rows ``order`` (see :func:`_compaction`): the rows that change place are copied
         into the holes, the rest stay where they are (``batch_select_indices`` copies them all)."""
         moved = [(p, j) for p, j in enumerate(order) if p != j]
         if moved:
-            dst = torch.tensor([p for p, _ in moved], device=self._kb.device)
-            src = torch.tensor([j for _, j in moved], device=self._kb.device)
-            self._kb[dst] = self._kb[src]
-            self._vb[dst] = self._vb[src]
-        self._rows = len(order)
-        self._view()
+            dst, src = (torch.tensor(x, device=self._kb.device) for x in zip(*moved))
+            self._kb[dst], self._vb[dst] = self._kb[src], self._vb[src]
+        self._view(len(order), self._start, self._end)
 
     def trim_left(self, n: int) -> None:
         """Forget the first ``n`` positions (padding in every row)."""
-        self._start += n
-        self._view()
+        self._view(self._rows, self._start + n, self._end)
 
 
 def _compaction(keep: list[int]) -> list[int]:
@@ -436,64 +402,55 @@ def supports_streaming(model) -> bool:
     return all(type(layer) is DynamicLayer for layer in layers)
 
 
-class _Stream:
-    """The batch of :func:`decode_stream`: the requests in flight (``rows``), their KV cache,
-    attention mask and next-token logits, and the prefills of the last few (prompt, prefix)."""
+class _Stream(_Batch):
+    """The batch of :func:`decode_stream`: admits the requests in order, into a cache of
+    :class:`_GrowingLayer`, and keeps the prefills of the last few (prompt, prefix)."""
 
     KEEP_PREFILLS = 4  # those of the last few problems (or prefixes)
 
-    def __init__(self, model, tokenizer, batch_size: int, max_prompt_tokens: int | None):
-        self.model, self.tokenizer = model, tokenizer
-        self.batch_size, self.max_prompt_tokens = batch_size, max_prompt_tokens
-        self.device = next(model.parameters()).device
-        self.rows: list[int] = []      # request index of each row in flight
-        self.cache = self.mask = self.logits = None
+    def __init__(self, model, tokenizer, requests: list[Request], batch_size: int, max_prompt_tokens: int | None):
+        super().__init__(model, tokenizer, max_prompt_tokens)
+        self.requests, self.batch_size, self.next = requests, batch_size, 0
         # (prompt, prefix) -> (keys per layer, values per layer, next-token logits) of its
         # prefill, padding stripped: the n samples of a problem (the continuations of a prefix)
         # share one prefill (the naive loop computes n)
         self.prefilled: OrderedDict[tuple[str, str], tuple[list, list, torch.Tensor]] = OrderedDict()
+        self._refill()
 
-    def _prefill(self, texts: list[tuple[str, str]]) -> None:
-        enc = _encode(self.tokenizer, [p for p, _ in texts], [x for _, x in texts],
-                      self.max_prompt_tokens, False, self.device)
-        m = enc.attention_mask
-        out = self.model(input_ids=enc.input_ids, attention_mask=m, logits_to_keep=1,
-                         position_ids=(m.cumsum(-1) - 1).clamp(min=0), use_cache=True)
-        c, lg = _cache_of(out), out.logits[:, -1, :].float()
-        for b, text in enumerate(texts):
-            n = int(m[b].sum())
-            self.prefilled[text] = ([layer.keys[b:b + 1, :, -n:].clone() for layer in c.layers],
-                                    [layer.values[b:b + 1, :, -n:].clone() for layer in c.layers],
-                                    lg[b:b + 1].clone())
-
-    def admit(self, ids: list[int], texts: list[tuple[str, str]]) -> None:
-        """Join requests ``ids`` (their (prompt, prefix) ``texts``) to the batch: the texts not
-        prefilled recently are prefilled together, and each text's KV rows are written into
-        spare rows of the cache, broadcast to the adjacent requests that share it."""
+    def _refill(self) -> None:
+        """Admit the next requests once a quarter of the slots are free (or none is in flight): the
+        (prompt, prefix) texts not prefilled recently are prefilled together, and each text's KV rows
+        are written into spare rows of the cache, broadcast to the adjacent requests that share it."""
+        free = self.batch_size - len(self.rows)
+        if self.next >= len(self.requests) or free < max(1, self.batch_size // 4):
+            return
+        ids = list(range(self.next, min(self.next + free, len(self.requests))))
+        self.next = ids[-1] + 1
+        texts = [(self.requests[i].prompt, self.requests[i].prefix) for i in ids]
         missing = list(dict.fromkeys(t for t in texts if t not in self.prefilled))
         if missing:
-            self._prefill(missing)
+            m, out = self._prefill(missing)
+            layers, lg = _cache_of(out).layers, out.logits[:, -1, :].float()
+            for b, text in enumerate(missing):
+                n = int(m[b].sum())
+                self.prefilled[text] = ([layer.keys[b:b + 1, :, -n:].clone() for layer in layers],
+                                        [layer.values[b:b + 1, :, -n:].clone() for layer in layers],
+                                        lg[b:b + 1].clone())
         entries = [self.prefilled[t] for t in texts]
         for t in texts:
             self.prefilled.move_to_end(t)
         lengths = [e[0][0].shape[2] for e in entries]
         self._make_room(entries[0], len(ids), max(lengths))
-        runs = []  # [first, end, prefill] of each run of new requests sharing a text
-        for j, e in enumerate(entries):
-            if runs and runs[-1][2] is e:
-                runs[-1][1] = j + 1
-            else:
-                runs.append([j, j + 1, e])
-        for a, b, (ks, vs, _) in runs:
+        for text, run in groupby(texts):  # adjacent requests sharing a text
+            ks, vs, _ = self.prefilled[text]
+            count = len(list(run))
             for l, layer in enumerate(self.cache.layers):
-                layer.add_rows(ks[l], vs[l], b - a)
-        width = self.cache.layers[0].width
-        new_mask = torch.zeros((len(ids), width), dtype=torch.long, device=self.device)
-        for j, n in enumerate(lengths):
-            new_mask[j, width - n:] = 1
-        new_logits = torch.cat([e[2] for e in entries])
+                layer.add_rows(ks[l], vs[l], count)
+        width = self.cache.layers[0].width  # each text left-padded to it
+        starts = width - torch.tensor(lengths, device=self.device)[:, None]
+        new_mask = (torch.arange(width, device=self.device) >= starts).long()
         self.mask = new_mask if self.mask is None else torch.cat([self.mask, new_mask])
-        self.logits = new_logits if self.logits is None else torch.cat([self.logits, new_logits])
+        self.logits = torch.cat(([] if self.logits is None else [self.logits]) + [e[2] for e in entries])
         self.rows.extend(ids)
         while len(self.prefilled) > self.KEEP_PREFILLS:
             self.prefilled.popitem(last=False)
@@ -514,28 +471,24 @@ class _Stream:
         self.cache = _GrowingCache(layers)
 
     def advance(self, nxt: torch.Tensor, keep: list[int]) -> None:
-        """Drop the finished rows (all but the positions ``keep``), then feed the others their
-        next token ``nxt``."""
-        if len(keep) < len(self.rows):
-            order = _compaction(keep)
-            self.rows[:] = [self.rows[j] for j in order]
-            if not self.rows:
-                self.cache = self.mask = self.logits = None
-                return
-            for layer in self.cache.layers:
-                layer.keep_rows(order)
-            idx = torch.tensor(order, dtype=torch.long, device=self.device)
-            nxt, self.mask = nxt[idx], self.mask[idx]
-            lead = int(self.mask.any(0).float().argmax())  # columns that are padding in every row
-            if lead:
-                self.mask = self.mask[:, lead:]
+        """Also admits the next requests when slots are free."""
+        if not keep:
+            self.rows, self.cache, self.mask, self.logits = [], None, None, None
+        else:
+            if len(keep) < len(self.rows):
+                order = _compaction(keep)
+                self.rows = [self.rows[j] for j in order]
                 for layer in self.cache.layers:
-                    layer.trim_left(lead)
-        self.mask = _grow(self.mask)
-        out = self.model(input_ids=nxt[:, None], attention_mask=self.mask,
-                         position_ids=self.mask.sum(-1, keepdim=True) - 1, cache=self.cache,
-                         use_cache=True)
-        self.cache, self.logits = _cache_of(out), out.logits[:, -1, :].float()
+                    layer.keep_rows(order)
+                idx = torch.tensor(order, dtype=torch.long, device=self.device)
+                nxt, self.mask = nxt[idx], self.mask[idx]
+                lead = int(self.mask.any(0).float().argmax())  # columns that are padding in every row
+                if lead:
+                    self.mask = self.mask[:, lead:]
+                    for layer in self.cache.layers:
+                        layer.trim_left(lead)
+            self._step(nxt)
+        self._refill()
 
 
 @torch.inference_mode()
@@ -543,49 +496,17 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
                   max_new_tokens: int = 256, generator: torch.Generator | None = None,
                   max_prompt_tokens: int | None = None, on_step=None, on_done=None
                   ) -> list[Completion]:
-    """Continuous batching for causal models: decode ``requests`` with at most ``batch_size``
-    sequences in flight, admitting new requests (in order) as soon as a quarter of the slots are
-    free: they are prefilled together, left-padded to the running cache's length and joined to
-    it. A request with the same prompt and prefix as a recent one reuses its prefill (a problem's
-    n samples cost one forward over the prompt, not n). ``on_done(i, completion)`` is called as
-    request ``i`` finishes, ``on_step(n_active)`` after every step; returns the completions in
-    request order. Requests with seeds draw their own noise (module docstring), else
-    ``generator``'s."""
+    """Continuous batching for causal models: at most ``batch_size`` sequences in flight; new requests
+    (in order) join once a quarter of the slots are free, prefilled together, left-padded to the
+    cache's length; a request with a recent one's prompt and prefix reuses its prefill (a problem's n
+    samples cost one forward over the prompt, not n). ``on_done(i, completion)`` as request ``i``
+    finishes, ``on_step(n_active)`` after every step; returns the completions in request order.
+    Every request has a seed (its own noise) or none has (``generator``'s)."""
     if not supports_streaming(model):
         raise ValueError(f"decode_stream: {type(model).__name__} has attention layers other than full "
                          "attention (e.g. sliding windows) or is an encoder-decoder: use decode_batch")
-    batch = _Stream(model, tokenizer, batch_size, max_prompt_tokens)
-    eos = torch.tensor(sorted(_eos_ids(model, tokenizer)), device=batch.device)
-    tail = _tail_len(tokenizer, [r.stop for r in requests])
-    results: list[Completion | None] = [None] * len(requests)
-    tokens: dict[int, list[int]] = {}
-    logps: dict[int, list[float]] = {}
-    next_req, refill_at = 0, batch_size - max(1, batch_size // 4)
-    seeds = [r.seed for r in requests]
-    seeded = any(x is not None for x in seeds)
-    if seeded and not all(x is not None for x in seeds):
+    seeded = [r.seed is not None for r in requests]
+    if any(seeded) and not all(seeded):
         raise ValueError("decode_stream: every request has a seed or none has")
-
-    def done(r: int, c: Completion) -> None:
-        results[r] = c
-        if on_done is not None:
-            on_done(r, c)
-
-    while batch.rows or next_req < len(requests):
-        if next_req < len(requests) and len(batch.rows) <= refill_at:
-            ids = list(range(next_req, min(next_req + batch_size - len(batch.rows), len(requests))))
-            next_req = ids[-1] + 1
-            for i in ids:
-                tokens[i], logps[i] = [], []
-            batch.admit(ids, [(requests[i].prompt, requests[i].prefix) for i in ids])
-        rows = batch.rows
-        temp = torch.tensor([requests[r].temperature for r in rows], device=batch.device)
-        top_p = torch.tensor([requests[r].top_p for r in rows], device=batch.device)
-        u = _row_uniforms(seeds, rows, tokens, batch.device) if seeded else None
-        nxt = _sample_rows(batch.logits, temp, top_p, generator, u)
-        keep = _take_tokens(tokenizer, batch.logits, nxt, eos, rows, tokens, logps,
-                            lambda r: (requests[r].stop, requests[r].prefix), tail, max_new_tokens, done)
-        if on_step is not None:
-            on_step(len(rows))
-        batch.advance(nxt, keep)
-    return results  # type: ignore[return-value]
+    batch = _Stream(model, tokenizer, requests, batch_size, max_prompt_tokens)
+    return _run(batch, tokenizer, requests, max_new_tokens, generator, on_step, on_done)

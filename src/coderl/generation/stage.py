@@ -30,8 +30,7 @@ class _Progress:
     def __init__(self, total: int, enabled: bool):
         from tqdm.auto import tqdm
 
-        self.bar = tqdm(total=total, unit="seq", desc="generate", disable=not enabled,
-                        dynamic_ncols=True)
+        self.bar = tqdm(total=total, unit="seq", desc="generate", disable=not enabled, dynamic_ncols=True)
         self.tokens, self.t0, self.shown = 0, time.time(), 0.0
 
     def step(self, n_active: int) -> None:
@@ -42,12 +41,6 @@ class _Progress:
             self.shown = now
             self.bar.set_postfix_str(f"{self.tokens / max(now - self.t0, 1e-9):.1f} tok/s, "
                                      f"{n_active} in flight")
-
-    def done(self, n: int) -> None:
-        self.bar.update(n)
-
-    def close(self) -> None:
-        self.bar.close()
 
 
 def fingerprint(problems: list[Problem], config: GenerationConfig) -> dict:
@@ -72,24 +65,17 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
     if check_resume(out_path, "generate", fp, fresh_hint=fresh_hint):
         done = {s.key for s in read_samples(out_path, resume=True)}
     write_meta(out_path, "generate", fp, complete=False, selection=selection)
-    plan = [(i, "sampled") for i in range(config.num_seqs)]
-    plan += [(config.num_seqs, "greedy")] if config.greedy else []
-    jobs_by_problem: dict[str, list[tuple[int, str]]] = {}
-    for p in problems:
-        todo = [(i, o) for i, o in plan if (p.id, i) not in done]
-        if todo:
-            jobs_by_problem[p.id] = todo
-    total = sum(len(v) for v in jobs_by_problem.values())
-    summary = {"problems": len(problems), "skipped_done": len(problems) - len(jobs_by_problem),
+    # problem by problem, its greedy baseline first (what RL's relative returns need), then its
+    # samples: adjacent requests with one prompt share one prefill
+    plan = [(config.num_seqs, "greedy")] if config.greedy else []
+    plan += [(i, "sampled") for i in range(config.num_seqs)]
+    requests = [GenRequest(p, i, o) for p in problems for i, o in plan if (p.id, i) not in done]
+    total = len(requests)
+    summary = {"problems": len(problems), "skipped_done": len(problems) - len({r.problem.id for r in requests}),
                "sequences": total, "tokens": 0, "seconds": 0.0, "path": str(out_path)}
     if not total:
         write_meta(out_path, "generate", fp, complete=True, selection=selection)
         return summary
-
-    # problem by problem, its greedy baseline first (what RL's relative returns need), then its
-    # samples: adjacent requests with one prompt share one prefill
-    requests = [GenRequest(p, i, o) for p in problems if p.id in jobs_by_problem
-                for i, o in sorted(jobs_by_problem[p.id], key=lambda io: io[1] != "greedy")]
     progress = _Progress(total, config.progress)
     t0 = time.time()
     tokens = 0
@@ -98,14 +84,12 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
             nonlocal tokens
             tokens += sample.num_tokens
             out.write(sample.to_dict())
-            progress.done(1)
+            progress.bar.update(1)
 
         if config.backend == "ray":
             from ..distributed.ray_generator import RayGenerator
 
-            spec = model if isinstance(model, str) else config.model
-            if isinstance(model, LoadedModel):
-                spec = model.spec
+            spec = model.spec if isinstance(model, LoadedModel) else model if isinstance(model, str) else config.model
             with RayGenerator(spec, actors=config.ray_actors, address=config.ray_address, device=config.device,
                               dtype=config.dtype, threads=config.threads) as ray_gen:
                 ray_gen.generate(requests, config, on_sample=write)
@@ -116,11 +100,10 @@ def generate(problems: list[Problem], out_path: str | Path, config: GenerationCo
             if config.threads:
                 torch.set_num_threads(config.threads)
             generate_samples(lm, requests, config, on_sample=write, on_step=progress.step)
-    progress.close()
+    progress.bar.close()
     write_meta(out_path, "generate", fp, complete=True, selection=selection)
-    summary["tokens"] = tokens
-    summary["seconds"] = round(time.time() - t0, 2)
-    summary["tokens_per_s"] = round(summary["tokens"] / max(summary["seconds"], 1e-9), 2)
+    summary.update(tokens=tokens, seconds=round(time.time() - t0, 2))
+    summary["tokens_per_s"] = round(tokens / max(summary["seconds"], 1e-9), 2)
     return summary
 
 

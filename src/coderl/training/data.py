@@ -67,8 +67,7 @@ class Example:
              "origin": self.origin, "prompt_tokens": len(self.prompt_ids),
              "target_tokens": len(self.target_ids)}
         if self.kind == "sample":
-            d.update(outcome=self.outcome, reward=self.reward, baseline=self.baseline,
-                     ret=round(self.ret, 6),
+            d.update(outcome=self.outcome, reward=self.reward, baseline=self.baseline, ret=round(self.ret, 6),
                      q_hat_mean=(round(float(np.mean(self.weights)), 4) if self.weights else 1.0))
         return d
 
