@@ -212,7 +212,9 @@ def test_replicas_take_the_weights_they_are_sent(local_ray, tiny_causal_dir, mbp
     assert want != before
     with RayGenerator(str(tiny_causal_dir), actors=2) as gen:
         assert [s.raw for s in gen.generate(reqs, cfg)] == before
+        ray.kill(gen.actors[0])   # died between two rounds: replaced, and the new one gets the weights
         gen.set_weights(dict(lm.model.named_parameters()))
+        assert gen.restarts == 1
         assert [s.raw for s in gen.generate(reqs, cfg)] == want
 
 

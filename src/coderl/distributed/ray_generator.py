@@ -115,9 +115,17 @@ class RayGenerator:
                 "actor_restarts": self.restarts}
 
     def set_weights(self, state: dict) -> None:
-        """Send the policy's trainable weights (name -> tensor, on any device) to every replica."""
+        """Send the policy's trainable weights (name -> tensor, on any device) to every replica
+        (one that died since the last round is replaced: the new one starts with them)."""
+        from ray.exceptions import RayActorError
+
         self._weights = self._ray.put({k: v.detach().cpu() for k, v in state.items()})
-        self._ray.get([a.set_weights.remote(self._weights) for a in self.actors])
+        for i, (actor, ref) in enumerate([(a, a.set_weights.remote(self._weights)) for a in self.actors]):
+            try:
+                self._ray.get(ref)
+            except RayActorError:
+                self.actors[i] = self._spawn(i)
+                self.restarts += 1
 
     def generate(self, requests: Sequence, cfg: Any, *, on_sample: Callable | None = None) -> list:
         """The samples of ``requests`` in request order; ``on_sample(sample)`` as each chunk comes
