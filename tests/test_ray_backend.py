@@ -266,3 +266,38 @@ def test_ray_generation_settings_are_not_part_of_the_samples():
     assert fingerprint([], _gen_cfg(backend="ray", ray_actors=3)) == fingerprint([], _gen_cfg())
     with pytest.raises(ConfigError, match="generation.backend"):
         _gen_cfg(backend="spark")
+
+
+def test_replicas_that_keep_dying_are_an_error_not_a_loop(local_ray, tiny_causal_dir, mbpp_problems, monkeypatch):
+    from coderl.distributed.ray_generator import MAX_TRIES, RayGenerator
+    from coderl.generation import GenRequest
+
+    with RayGenerator(str(tiny_causal_dir), actors=1) as gen:
+        real = gen._spawn
+
+        def doomed(i):
+            actor = real(i)
+            ray.kill(actor)
+            return actor
+        monkeypatch.setattr(gen, "_spawn", doomed)
+        ray.kill(gen.actors[0])
+        with pytest.raises(RuntimeError, match=rf"generation.backend ray: .*'{mbpp_problems[0].id}' \(index 0\) "
+                                               rf"died {MAX_TRIES} times"):
+            gen.generate([GenRequest(p, 0) for p in mbpp_problems], _gen_cfg())
+
+
+def test_generation_on_ray_without_ray_installed_is_a_one_line_error(tmp_path, monkeypatch, mbpp_problems):
+    import builtins
+
+    from coderl.config import ConfigError
+    from coderl.generation import generate
+
+    real_import = builtins.__import__
+
+    def no_ray(name, *a, **k):
+        if name == "ray" or name.startswith("ray."):
+            raise ImportError("No module named 'ray'")
+        return real_import(name, *a, **k)
+    monkeypatch.setattr(builtins, "__import__", no_ray)
+    with pytest.raises(ConfigError, match=r"generation.backend: ray needs the ray package"):
+        generate(mbpp_problems, tmp_path / "s.jsonl", _gen_cfg(backend="ray"), model="default")

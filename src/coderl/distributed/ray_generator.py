@@ -14,7 +14,8 @@ between batch shapes, see :mod:`coderl.generation.decode`).
 * **Back-pressure**: requests go in chunks of ``2 x batch_size``, at most two chunks per actor at
   a time (one decoding, one waiting in the actor).
 * **Recovery**: an actor that dies is replaced (with the last weights sent) and its chunks are
-  sent again; the driver hands on each chunk's samples once, so nothing is lost or duplicated.
+  sent again; the driver hands on each chunk's samples once, so nothing is lost or duplicated. A
+  chunk whose replica dies ``MAX_TRIES`` times is an error naming its first request.
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from .ray_runtime import ensure_ray, node_for, node_name, ray_module
 
 #: chunks in flight per actor: one decoding, one waiting (no idle round trip)
 IN_FLIGHT = 2
+#: a chunk whose replica dies this many times is an error (a model no node can load, an OOM)
+MAX_TRIES = 3
 
 
 class _GenActor:
@@ -136,6 +139,7 @@ class RayGenerator:
         size = 2 * cfg.batch_size
         chunks = [list(range(a, min(a + size, len(requests)))) for a in range(0, len(requests), size)]
         todo, out = deque(range(len(chunks))), [None] * len(requests)
+        failures = [0] * len(chunks)
         pending: dict[Any, tuple[int, int, Any]] = {}  # ref -> (chunk, actor slot, actor)
         load = [0] * len(self.actors)
         while todo or pending:
@@ -150,7 +154,13 @@ class RayGenerator:
             load[i] -= 1
             try:
                 samples = ray.get(ready[0])
-            except RayActorError:  # the actor died: a new one, and its chunks are sent again
+            except RayActorError as e:  # the actor died: a new one, and its chunks are sent again
+                failures[c] += 1
+                if failures[c] >= MAX_TRIES:
+                    first = requests[chunks[c][0]]
+                    raise RuntimeError(f"{self.section}.backend ray: the replica decoding the requests from "
+                                       f"{first.problem.id!r} (index {first.index}) died {MAX_TRIES} times "
+                                       f"(last: {str(e).splitlines()[0][:300]})") from None
                 if self.actors[i] is actor:
                     self.actors[i] = self._spawn(i)
                     self.restarts += 1
