@@ -725,6 +725,51 @@ def test_shared_prefix_logprobs_and_gradients_equal_the_unshared_ones(tiny_causa
         torch.testing.assert_close(g1, g2, atol=1e-6, rtol=1e-4)
 
 
+def test_a_micro_batch_of_several_problems_runs_each_prompt_once_to_the_same_loss_and_gradients(tiny_causal_dir):
+    """Offline RL's shared prompts: a micro-batch mixing problems (rows of one problem not adjacent)
+    gives collate's left-padded log-probabilities, CodeRL's loss and its gradients as the unshared
+    computation, at fewer tokens."""
+    from transformers import AutoModelForCausalLM
+
+    from coderl.training import losses
+    from coderl.training.data import Example
+    from coderl.training.shared_prefix import batch_logprobs, prompt_groups
+
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_pretrained(str(tiny_causal_dir), dtype=torch.float32)
+    a, b = [5, 17, 33, 41, 8, 9, 100], [7, 7, 21]
+    rows = [(a, [12, 13, 14, 15, 16], 1.0), (b, [60, 61], -0.5), (a, [70, 71, 72], 0.25), (b, [80], 2.0)]
+    items = [Example(problem_id=str(p[0]), index=i, kind="sample", prompt_ids=p, target_ids=t, ret=r,
+                     weights=[0.5 + 0.1 * j for j in range(len(t))]) for i, (p, t, r) in enumerate(rows)]
+    assert prompt_groups(items) == [(a, [0, 2]), (b, [1, 3])]
+    batch = losses.collate(items, pad_id=0, is_encoder_decoder=False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    lp_ref = losses.token_logprobs(model, batch)
+    ref = objective.rl_loss(lp_ref, batch["target_mask"], batch["returns"], batch["weights"])
+    g_ref = torch.autograd.grad(ref, params)
+    lp = batch_logprobs(model, {**batch, "prompt_groups": prompt_groups(items)})
+    loss = objective.rl_loss(lp, batch["target_mask"], batch["returns"], batch["weights"])
+    g = torch.autograd.grad(loss, params)
+    m = batch["target_mask"]
+    torch.testing.assert_close(lp[m], lp_ref[m], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(loss, ref, atol=1e-6, rtol=1e-5)
+    for x, y in zip(g, g_ref):
+        torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-4)
+
+
+def test_grouped_batches_keep_a_problems_samples_together_and_cover_each_once_an_epoch():
+    groups = [[0, 3], [1], [2, 4, 5]]
+    src = FixedBatches({"rl": list("abcdef")}, epochs=2, batch_size=2, seed=1, groups={"rl": groups})
+    src.bind(1)
+    assert len(src) == 6
+    for epoch in (0, 1):
+        order = [x for s in range(3 * epoch, 3 * epoch + 3) for x in src.step(s).micro_batches[0]]
+        assert sorted(order) == list("abcdef")
+        for g in groups:  # each group's items in a row, in the group's order
+            at = order.index("abcdef"[g[0]])
+            assert order[at:at + len(g)] == ["abcdef"[i] for i in g]
+
+
 def _online_problems():
     from coderl.problems import load_problems
 

@@ -6,7 +6,9 @@ Data order in :class:`FixedBatches` is a pure function of the seed and the step,
 reads exactly the batches an uninterrupted one would: stream ``i``'s micro-batch ``k`` is a slice
 of a permutation seeded by ``(seed + 7919 i, k // batches_per_epoch)``; the ``j``-th step of a
 kind reads micro-batches ``j*G .. j*G+G-1`` (``G`` = grad_accum x processes), across an epoch's
-end if need be. With ``cross_epochs=False`` (the critic's) steps stay within an epoch, its last
+end if need be. A stream given ``groups`` (lists of its item numbers) permutes whole groups and
+keeps each group's items together (offline RL's samples of one problem, whose prompt then runs
+once: :mod:`coderl.training.shared_prefix`). With ``cross_epochs=False`` (the critic's) steps stay within an epoch, its last
 step taking the micro-batches left (several processes: choose a ``G`` that divides them).
 """
 
@@ -48,8 +50,8 @@ class BatchSource(Protocol):
 class MicroBatches:
     """Micro-batch ``k`` of a stream of ``n`` examples: epochs of seeded permutations."""
 
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.n, self.batch_size, self.seed = n, batch_size, seed
+    def __init__(self, n: int, batch_size: int, seed: int, groups: Sequence[Sequence[int]] | None = None):
+        self.n, self.batch_size, self.seed, self.groups = n, batch_size, seed, groups
         self.per_epoch = max(1, math.ceil(n / batch_size))
         self._epoch, self._perm = -1, []
 
@@ -57,21 +59,24 @@ class MicroBatches:
         epoch, pos = divmod(k, self.per_epoch)
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g).tolist()
+            perm = torch.randperm(len(self.groups) if self.groups else self.n, generator=g).tolist()
+            self._epoch, self._perm = epoch, [i for k in perm for i in self.groups[k]] if self.groups else perm
         return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
 
 
 class FixedBatches:
     """A :class:`BatchSource` over lists: ``streams`` per kind of step, the first (primary) deciding
-    the run's length; ``kinds(n)``: the kinds of a run with ``n`` primary steps."""
+    the run's length; ``kinds(n)``: the kinds of a run with ``n`` primary steps; ``groups``: a
+    stream's groups of items kept together (see the module docstring)."""
 
     def __init__(self, streams: dict[str, Sequence[Any]], *, epochs: int, batch_size: int, seed: int,
-                 kinds: Callable[[int], list[str]] | None = None, cross_epochs: bool = True):
+                 kinds: Callable[[int], list[str]] | None = None, cross_epochs: bool = True,
+                 groups: dict[str, Sequence[Sequence[int]]] | None = None):
         self.streams = streams
         self.primary = next(iter(streams))
         self.epochs, self.batch_size, self.seed, self.cross_epochs = epochs, batch_size, seed, cross_epochs
         self.kinds_of = kinds or (lambda n: [self.primary] * n)
-        self.micro = {k: MicroBatches(len(items), batch_size, seed + 7919 * i)
+        self.micro = {k: MicroBatches(len(items), batch_size, seed + 7919 * i, (groups or {}).get(k))
                       for i, (k, items) in enumerate(streams.items())}
         self.per_epoch = self.micro[self.primary].per_epoch
         self.group = 0

@@ -91,9 +91,7 @@ def make_reward(spec: str):
 
 class OnlineTask(RLTask):
     """RLTask whose model the rollouts sample from (kept at build). A micro-batch is one problem's
-    group: causal models run its prompt once for the group (:mod:`.shared_prefix`), so the loss,
-    its gradients and the KL reference are the unshared ones' at a fraction of the tokens; the loss
-    step is RLTask's."""
+    group, whose prompt runs once (RLTask's shared prefix); the loss step is RLTask's."""
 
     model: Any = None
 
@@ -102,38 +100,14 @@ class OnlineTask(RLTask):
         return self.model
 
     def collate(self, kind: str, items: list) -> dict[str, Any]:
-        batch = self._collate(kind, items)
+        batch = super().collate(kind, items)
         old = [getattr(e, "old_logprobs", None) for e in items]
         if all(o is not None for o in old):
-            t = torch.zeros(batch["target_mask"].shape)
+            mask, t = batch["target_mask"], torch.zeros(batch["target_mask"].shape)
             for i, o in enumerate(old):
-                t[i, :len(o)] = torch.tensor(o)
+                t[i, mask[i]] = torch.tensor(o, dtype=t.dtype)
             batch["old_logprobs"] = t
         return batch
-
-    def _collate(self, kind: str, items: list) -> dict[str, Any]:
-        if self.lm.is_encoder_decoder or len({tuple(e.prompt_ids) for e in items}) != 1:
-            return super().collate(kind, items)
-        tok = self.lm.tokenizer
-        targets = [list(e.target_ids) for e in items]
-        mask = torch.zeros((len(targets), max(map(len, targets))), dtype=torch.bool)
-        for i, t in enumerate(targets):
-            mask[i, :len(t)] = True
-        return {"group_prompt": list(items[0].prompt_ids), "group_targets": targets, "target_mask": mask,
-                "returns": torch.tensor([float(e.ret) for e in items]), "weights": mask.float(),
-                "pad": tok.pad_token_id if tok.pad_token_id is not None else (tok.eos_token_id or 0)}
-
-    def num_tokens(self, batch: dict[str, Any]) -> int:
-        if "group_prompt" not in batch:
-            return super().num_tokens(batch)
-        return len(batch["group_prompt"]) + sum(map(len, batch["group_targets"]))
-
-    def logprobs(self, model, batch: dict) -> torch.Tensor:
-        if "group_prompt" not in batch:
-            return super().logprobs(model, batch)
-        from .shared_prefix import group_token_logprobs
-
-        return group_token_logprobs(model, batch["group_prompt"], batch["group_targets"], batch["pad"])[0]
 
     def policy_loss(self, lp, batch: dict) -> tuple[Any, dict[str, float]]:
         """RLTask's ``L_rl``; a batch whose sampling policy's log-probabilities are known
@@ -159,9 +133,9 @@ class OnlineTask(RLTask):
         try:
             with torch.no_grad():
                 for items in groups:
-                    batch = send_to_device(self._collate("rl", items), self.accelerator.device)
-                    lp = self.logprobs(model, batch).float().cpu()
-                    out += [lp[i, :len(e.target_ids)].tolist() for i, e in enumerate(items)]
+                    batch = send_to_device(self.collate("rl", items), self.accelerator.device)
+                    lp, mask = self.logprobs(model, batch).float().cpu(), batch["target_mask"].cpu()
+                    out += [lp[i][mask[i]].tolist() for i in range(len(items))]
         finally:
             model.train(was_training)
         return out

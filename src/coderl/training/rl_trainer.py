@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 from ..config import ConfigError, fingerprint as config_fingerprint
 from ..models import load_model
 from ..rundir import RunDir, read_meta
-from . import losses, objective
+from . import losses, objective, shared_prefix
 from .actor import ActorTask, adapter_base_spec, gold_examples, validation_set
 from .batches import FixedBatches
 from .data import TrainingError, build_rl_examples, examples_digest
@@ -51,7 +51,26 @@ def _same_model(a: str, b: str) -> bool:
 
 
 class RLTask(ActorTask):
-    """The actor trained with CodeRL's loss (see the module docstring)."""
+    """The actor trained with CodeRL's loss (see the module docstring). A causal LM's RL
+    micro-batch runs each distinct prompt once (:mod:`.shared_prefix`; ``rl.share_prompts``)."""
+
+    def collate(self, kind: str, items: list) -> dict[str, Any]:
+        batch = super().collate(kind, items)
+        if kind == "rl" and getattr(self.cfg, "share_prompts", True) and not self.lm.is_encoder_decoder:
+            groups = shared_prefix.prompt_groups(items)
+            if len(groups) < len(items):
+                batch["prompt_groups"] = groups
+        return batch
+
+    def num_tokens(self, batch: dict[str, Any]) -> int:
+        if "prompt_groups" not in batch:
+            return super().num_tokens(batch)
+        return sum(len(p) for p, _ in batch["prompt_groups"]) + int(batch["target_mask"].sum())
+
+    def logprobs(self, model, batch: dict):
+        if "prompt_groups" not in batch:
+            return super().logprobs(model, batch)
+        return shared_prefix.batch_logprobs(model, batch)
 
     def loss(self, model, kind: str, batch: dict) -> tuple[Any, dict[str, float]]:
         """``ce`` steps: the gold programs' NLL; ``rl`` steps: ``L_rl`` (+ the KL penalty)."""
@@ -128,8 +147,12 @@ def train_rl(problems: Sequence, run_dir: str | Path, cfg: RLConfig, *, samples_
                   val_examples=val_examples, val_problems=val_problems, data_info=data_info,
                   needs_reference=cfg.kl_coef > 0 or cfg.measure_kl, exec_config=exec_config)
     streams = {"rl": rl.examples, **({"ce": gold} if gold else {})}
+    groups: dict[str, list[int]] = {}
+    for i, e in enumerate(rl.examples):
+        groups.setdefault(e.problem_id, []).append(i)
     source = FixedBatches(streams, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
-                          kinds=partial(objective.schedule, ce_every=cfg.ce_every))
+                          kinds=partial(objective.schedule, ce_every=cfg.ce_every),
+                          groups={"rl": list(groups.values())} if cfg.share_prompts else None)
     return task.train(source, fp, rl.examples, progress=progress, on_step=on_step, echo=echo)
 
 

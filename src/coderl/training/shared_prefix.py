@@ -9,6 +9,11 @@ included), so the loss and its gradients equal the unshared computation's (tests
 
     lp, mask = group_token_logprobs(model, prompt_ids, [prog1_ids, prog2_ids, ...])
     loss = -(advantages[:, None] * lp * mask).sum() / mask.sum()
+
+A micro-batch of several problems' samples (offline RL with ``share_prompts``: each problem's
+samples kept together by the data order) runs each distinct prompt once
+(:func:`prompt_groups`, :func:`batch_logprobs`), in the layout :func:`coderl.training.losses.collate`
+gives the unshared computation.
 """
 
 from __future__ import annotations
@@ -42,3 +47,25 @@ def group_token_logprobs(model, prompt_ids: Sequence[int], continuations: Sequen
     logits = torch.cat([head.logits[:, -1:].expand(G, 1, -1), tail.logits[:, :-1]], dim=1).float()
     lp = logits.gather(-1, ids.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return lp, mask
+
+
+def prompt_groups(examples: Sequence) -> list[tuple[list[int], list[int]]]:
+    """The rows of ``examples`` that share a prompt: ``(prompt ids, row numbers)``, first seen first."""
+    groups: dict[tuple[int, ...], list[int]] = {}
+    for i, e in enumerate(examples):
+        groups.setdefault(tuple(e.prompt_ids), []).append(i)
+    return [(list(p), rows) for p, rows in groups.items()]
+
+
+def batch_logprobs(model, batch: dict, pad_id: int = 0) -> torch.Tensor:
+    """``(B, T)`` log-probabilities of a collated micro-batch's targets (left-padded, as
+    :func:`coderl.training.losses.token_logprobs` returns them), each of its ``prompt_groups`` run once."""
+    targets, mask = batch["targets"], batch["target_mask"]
+    T = targets.shape[1]
+    rows: list = [None] * targets.shape[0]
+    for prompt, members in batch["prompt_groups"]:
+        conts = [targets[i][mask[i]].tolist() for i in members]
+        lp, _ = group_token_logprobs(model, prompt, conts, pad_id)
+        for j, i in enumerate(members):
+            rows[i] = torch.cat([lp.new_zeros(T - len(conts[j])), lp[j, :len(conts[j])]])
+    return torch.stack(rows)
