@@ -113,9 +113,8 @@ def problems_stats(specs: Optional[list[str]] = typer.Argument(None, help="Sets 
     """Counts by source, split, difficulty and kind; tests and example tests per problem."""
     from .problems.stats import problem_stats
 
-    problems = []
-    for spec in specs or BUNDLED:
-        problems += load_problem_set(spec, path, split, difficulty, skip_invalid=skip_invalid)
+    problems = [p for spec in specs or BUNDLED
+                for p in load_problem_set(spec, path, split, difficulty, skip_invalid=skip_invalid)]
     rows = problem_stats(problems)
     if as_json:
         console.print_json(json.dumps([r.to_dict() for r in rows]))
@@ -273,8 +272,7 @@ def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. conf
 
     def work():
         cfg = load_config(config, parse_overrides(set_ or []))
-        run_pipeline(cfg, echo=lambda s: console.print(s, highlight=False), start=start, until=until,
-                     fresh=fresh)
+        run_pipeline(cfg, echo=lambda s: console.print(s, highlight=False), start=start, until=until, fresh=fresh)
 
     _guarded(work, "what the stages wrote is kept; rerun the same command to resume")
 

@@ -33,9 +33,8 @@ class ConfigError(ValueError):
 
 
 def opt(default: Any = dataclasses.MISSING, help: str = "", *, choices: tuple | None = None,
-        ge: float | None = None, gt: float | None = None, le: float | None = None,
-        lt: float | None = None, factory: Any = None, cli: bool = True, flag: str | None = None,
-        shown: str | None = None):
+        ge: float | None = None, gt: float | None = None, le: float | None = None, lt: float | None = None,
+        factory: Any = None, cli: bool = True, flag: str | None = None, shown: str | None = None):
     """A dataclass field with help text and validation rules. ``cli=False``: no CLI option;
     ``flag``: the option's name (default ``--field-name``); ``shown``: the default the help shows."""
     meta = {"help": help, "choices": choices, "ge": ge, "gt": gt, "le": le, "lt": lt, "cli": cli,

@@ -32,8 +32,7 @@ def _open_text(path: Path, mode: str):
     return open(path, mode, encoding="utf-8")
 
 
-def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False,
-               numbered: bool = False) -> Iterator[dict]:
+def read_jsonl(path: str | os.PathLike, *, tolerate_torn_tail: bool = False, numbered: bool = False) -> Iterator[dict]:
     """Yield one dict per non-blank line (``numbered``: ``(line, dict)``); bad JSON: RecordError."""
     path = Path(path)
     if not path.exists():

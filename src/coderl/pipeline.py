@@ -199,13 +199,10 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Pi
                           "no '/' and no '..'): the run goes to runs_dir/<name>/")
     if not isinstance(raw.get("runs_dir", "runs"), str):
         raise ConfigError(f"{path}: runs_dir must be a string")
-    sections = {}
-    for st in STAGES:
-        if st.section in raw or not st.optional:
-            sections[st.section] = from_dict(st.config_class(), raw.get(st.section), f"{path}: {st.section}")
-    cfg = PipelineConfig(name=name, runs_dir=raw.get("runs_dir", "runs"),
-                         problems=from_dict(ProblemsConfig, raw.get("problems"), f"{path}: problems"),
-                         sections=sections)
+    sections = {st.section: from_dict(st.config_class(), raw.get(st.section), f"{path}: {st.section}")
+                for st in STAGES if st.section in raw or not st.optional}
+    cfg = PipelineConfig(name=name, runs_dir=raw.get("runs_dir", "runs"), sections=sections,
+                         problems=from_dict(ProblemsConfig, raw.get("problems"), f"{path}: problems"))
     check_needs(cfg, path)
     return cfg
 

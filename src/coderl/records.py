@@ -70,7 +70,9 @@ def _check(path, line, what: str, d: dict, field: str, allowed: set[str] | None 
         raise RecordError(path, line, f"{what} index must be >= 0, got {d['index']}")
 
 
-def _dedupe(path, records: list[tuple[int, Any, tuple[str, int]]]) -> None:
+def _checked_keys(path, records: list, problems: Collection[str] | None, what: str) -> list:
+    """``records`` ((line, record, key) each), checked: no two share a key and, with ``problems``,
+    none is of another problem."""
     first: dict[tuple[str, int], int] = {}
     for line, _, key in records:
         if key in first:
@@ -78,20 +80,15 @@ def _dedupe(path, records: list[tuple[int, Any, tuple[str, int]]]) -> None:
                                           f"line {first[key]} has the same key (two runs wrote into one "
                                           "file?). Remove one of them, or start the run fresh.")
         first[key] = line
-
-
-def _outside(path, records, problems: Collection[str] | None, what: str) -> None:
-    if problems is None:
-        return
     for line, _, key in records:
-        if key[0] not in problems:
+        if problems is not None and key[0] not in problems:
             known = ", ".join(list(problems)[:3]) + (", ..." if len(problems) > 3 else "")
             raise RecordError(path, line, f"{what} with unknown problem_id {key[0]!r}: not in the "
                                           f"selected problems ({len(problems)}: {known})")
+    return records
 
 
-def read_samples(path: str | Path, problems: Collection[str] | None = None, *,
-                 resume: bool = False) -> list[Sample]:
+def read_samples(path: str | Path, problems: Collection[str] | None = None, *, resume: bool = False) -> list[Sample]:
     """All samples of a JSONL file (``resume``: a torn last line left by a kill is dropped)."""
     return [s for _, s, _ in _read_samples(path, problems, resume)]
 
@@ -101,9 +98,7 @@ def _read_samples(path, problems, resume) -> list[tuple[int, Sample, tuple[str, 
     for line, d in _lines(path, resume):
         s = Sample.from_dict(d, path=path, line=line)
         recs.append((line, s, s.key))
-    _dedupe(path, recs)
-    _outside(path, recs, problems, "sample")
-    return recs
+    return _checked_keys(path, recs, problems, "sample")
 
 
 def read_results(path: str | Path, problems: Collection[str] | None = None, *,
@@ -120,9 +115,7 @@ def _read_results(path, problems, resume) -> list[tuple[int, dict[str, Any], tup
             raise RecordError(path, line, f"unknown outcome {d['outcome']!r}; expected one of {OUTCOMES}")
         d["problem_id"] = str(d["problem_id"])
         recs.append((line, d, (d["problem_id"], d["index"])))
-    _dedupe(path, recs)
-    _outside(path, recs, problems, "result")
-    return recs
+    return _checked_keys(path, recs, problems, "result")
 
 
 def _lines(path: str | Path, resume: bool):
@@ -145,8 +138,7 @@ def program_hash(program: str) -> str:
     return hashlib.sha1(program.encode()).hexdigest()[:16]
 
 
-def join(samples_path: str | Path, results_path: str | Path | None,
-         problem_ids: Collection[str] | None = None, *,
+def join(samples_path: str | Path, results_path: str | Path | None, problem_ids: Collection[str] | None = None, *,
          require_results: bool = True) -> list[tuple[Sample, dict[str, Any] | None]]:
     """``(Sample, result dict)`` pairs in the samples' order. A result of another program than its
     sample's (``program_hash``), a result without a sample and, with ``require_results``, a

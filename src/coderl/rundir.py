@@ -115,8 +115,7 @@ def check_resume(box: str | Path, stage: str, fingerprint: dict[str, Any], *, fr
     if changed:
         hint = fresh_hint or f"delete {box} (and {meta_path(box).name}) or write elsewhere"
         raise ConfigError(f"{box} was written by {meta.get('stage', stage)} with other settings: "
-                          + "; ".join(changed) + f". Resume only with the same settings, or start "
-                          f"fresh: {hint}")
+                          + "; ".join(changed) + f". Resume only with the same settings, or start fresh: {hint}")
     return True
 
 

@@ -172,8 +172,7 @@ def run_stage(stage: Stage, problems: Sequence, run: RunDir, cfg, ctx: StageCont
         for b in stage.writes:
             remove_box(run.box(b))
     for b in stage.writes:
-        write_meta(run.box(b), stage.name, fp, complete=False, selection=ctx.selection,
-                   extra={"inputs": inputs})
+        write_meta(run.box(b), stage.name, fp, complete=False, selection=ctx.selection, extra={"inputs": inputs})
     summary = stage.impl().run(problems, run, cfg, ctx)
     stamp = uuid.uuid4().hex[:16]
     for b in stage.writes:

@@ -19,16 +19,13 @@ DEFAULT_LR = {"head": 1e-3, "top": 1e-4, "lora": 2e-4, "full": 2e-5}
 @dataclass
 class CriticConfig:
     # -- the model --------------------------------------------------------------------------------
-    model: str = opt("default", "Backbone: default (SmolLM2-135M-Instruct), a local Hugging Face "
-                     "directory (causal LM, or T5/CodeT5: problem to the encoder, program to the "
-                     "decoder) or a .gguf file.")
-    num_classes: int = opt(4, "4: the outcome classes (compile_error, runtime_error, failed, "
-                           "passed); 2: the binary critic (passed / not), used for critic sampling.",
-                           choices=(2, 4))
-    mode: str = opt("head", "What trains: head (frozen backbone; its hidden states are computed "
-                    "once and cached, the cheap CPU mode), top (the top --top-layers layers and "
-                    "the head), lora (LoRA adapters through peft, and the head), full.",
-                    choices=("head", "top", "lora", "full"))
+    model: str = opt("default", "Backbone: default (SmolLM2-135M-Instruct), a local Hugging Face directory (causal LM, "
+                     "or T5/CodeT5: problem to the encoder, program to the decoder) or a .gguf file.")
+    num_classes: int = opt(4, "4: the outcome classes (compile_error, runtime_error, failed, passed); 2: the binary "
+                           "critic (passed / not), used for critic sampling.", choices=(2, 4))
+    mode: str = opt("head", "What trains: head (frozen backbone; its hidden states are computed once and cached, the "
+                    "cheap CPU mode), top (the top --top-layers layers and the head), lora (LoRA adapters through "
+                    "peft, and the head), full.", choices=("head", "top", "lora", "full"))
     top_layers: int = opt(2, "mode=top: how many of the backbone's top layers train.", ge=1)
     lora_r: int = opt(16, "mode=lora: LoRA rank.", ge=1)
     lora_alpha: int = opt(32, "mode=lora: LoRA alpha.", ge=1)
@@ -38,28 +35,24 @@ class CriticConfig:
     head_hidden: int = opt(128, "Width of the head: Linear(d, H) -> ReLU -> Linear(H, C).", ge=1)
     # -- the data ---------------------------------------------------------------------------------
     include_gold: bool = opt(True, "Add each training problem's gold programs, labelled passed.")
-    gold_in_validation: bool = opt(False, "Keep the gold programs of held-out problems in the "
-                                   "validation set (off: held-out metrics are on generated "
-                                   "programs only).")
+    gold_in_validation: bool = opt(False, "Keep the gold programs of held-out problems in the validation set (off: "
+                                   "held-out metrics are on generated programs only).")
     val_fraction: float = opt(0.15, "Share of problems held out for validation (split by problem, "
                               "seeded by --split-seed; 0: no held-out metrics).", ge=0, lt=1)
     test_fraction: float = opt(0.0, "Share of problems held out as a test split (after the "
                                "validation share): the best epoch is picked on validation and "
                                "reported on test, free of selection bias (0: none).", ge=0, lt=1)
     split_seed: int = opt(0, "Seed of the train/validation/test split of the problems.", ge=0)
-    val_fold: int = opt(0, "Which share of the shuffled problems is held out: fold k holds out "
-                        "positions k x n_val ... (k+1) x n_val - 1 (k = 0 .. 1/val_fraction - 1: "
-                        "disjoint folds for cross-validation).", ge=0)
+    val_fold: int = opt(0, "Which share of the shuffled problems is held out: fold k holds out positions k x n_val ... "
+                        "(k+1) x n_val - 1 (k = 0 .. 1/val_fraction - 1: disjoint folds for cross-validation).", ge=0)
     require_pass: bool = opt(False, "Stop with an error when a training problem has no passed "
                              "program (default: a warning; gold programs normally give one).")
-    prompt_style: str = opt("auto", "How the problem is shown to the critic: auto (the chat "
-                            "template when the tokenizer has one), chat, plain.",
-                            choices=("auto", "chat", "plain"))
+    prompt_style: str = opt("auto", "How the problem is shown to the critic: auto (the chat template when the "
+                            "tokenizer has one), chat, plain.", choices=("auto", "chat", "plain"))
     max_context_tokens: int = opt(768, "Longest problem context (longer ones keep their end).", ge=1)
     max_program_tokens: int = opt(512, "Longest program (longer ones keep their start; the tail "
                                   "gets no token values).", ge=1)
-    padding_side: str = opt("right", "Padding of batched sequences (causal backbones).",
-                            choices=("right", "left"))
+    padding_side: str = opt("right", "Padding of batched sequences (causal backbones).", choices=("right", "left"))
     # -- the optimisation -------------------------------------------------------------------------
     epochs: int = opt(10, "Passes over the training set.", ge=1)
     batch_size: int = opt(16, "Programs per micro-batch.", ge=1)
@@ -69,9 +62,8 @@ class CriticConfig:
     weight_decay: float = opt(0.0, "AdamW weight decay.", ge=0)
     warmup_ratio: float = opt(0.05, "Share of the optimizer steps with a linear warm-up.", ge=0, lt=1)
     max_grad_norm: float = opt(1.0, "Gradient clipping (0: none).", ge=0)
-    class_weights: str = opt("none", "Cross-entropy class weights: none (the paper's) or balanced "
-                             "(inverse class frequency in the training set).",
-                             choices=("none", "balanced"))
+    class_weights: str = opt("none", "Cross-entropy class weights: none (the paper's) or balanced (inverse class "
+                             "frequency in the training set).", choices=("none", "balanced"))
     seed: int = opt(0, "Seed of the head's initialisation, the data order and dropout.", ge=0)
     mixed_precision: str = opt("no", "accelerate's mixed precision.", choices=("no", "bf16", "fp16"))
     # -- model selection and metrics --------------------------------------------------------------
@@ -82,21 +74,18 @@ class CriticConfig:
                          "AUROC difference critic - feature baseline.", ge=10)
     bootstrap_seed: int = opt(0, "Seed of the bootstrap.", ge=0)
     # -- running (not part of the fingerprint) ----------------------------------------------------
-    max_steps: int | None = opt(None, "Stop after this many optimizer steps in all (a budget: the "
-                                "run ends there validated and complete; a rerun with a larger "
-                                "budget continues it).", ge=1)
+    max_steps: int | None = opt(None, "Stop after this many optimizer steps in all (a budget: the run ends there "
+                                "validated and complete; a rerun with a larger budget continues it).", ge=1)
     save_every: int = opt(200, "Write a resumable checkpoint every N optimizer steps (and at "
                           "every validation: every epoch's end; 0: only there).", ge=0)
-    keep_checkpoints: int = opt(1, "Resumable checkpoints kept (the newest); best/ is kept apart.",
-                                ge=1)
+    keep_checkpoints: int = opt(1, "Resumable checkpoints kept (the newest); best/ is kept apart.", ge=1)
     log_every: int = opt(10, "Log the training loss every N optimizer steps.", ge=1)
     eval_batch_size: int = opt(32, "Programs per batch in evaluation and feature caching.", ge=1)
     device: str = device_option()
     threads: int | None = threads_option()
     progress: bool = progress_option()
-    share_prompt: bool = opt(True, "Causal backbones without gradients (caching, evaluation): "
-                             "run a problem's prompt once and reuse its KV cache for all its "
-                             "programs (same result, ~3x fewer tokens).")
+    share_prompt: bool = opt(True, "Causal backbones without gradients (caching, evaluation): run a problem's prompt "
+                             "once and reuse its KV cache for all its programs (same result, ~3x fewer tokens).")
 
     def __post_init__(self) -> None:
         validate(self, "critic")

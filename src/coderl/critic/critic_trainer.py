@@ -70,8 +70,7 @@ def _data_digest(data: TrainingData) -> str:
 
 def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_path: str | Path,
                  results_path: str | Path, progress: bool | None = None, fresh: bool = False,
-                 on_step: Callable[[int], None] | None = None,
-                 echo: Callable[[str], None] = print) -> dict[str, Any]:
+                 on_step: Callable[[int], None] | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Train the critic of ``run_dir`` on ``samples_path`` + ``results_path``; the summary."""
     progress = cfg.progress if progress is None else progress
     out = critic_dir(run_dir)
@@ -79,14 +78,12 @@ def train_critic(problems, run_dir: str | Path, cfg: CriticConfig, *, samples_pa
         shutil.rmtree(out)
     data = build_training_data(problems, samples_path, results_path, include_gold=cfg.include_gold,
                                gold_in_validation=cfg.gold_in_validation, val_fraction=cfg.val_fraction,
-                               split_seed=cfg.split_seed, require_pass=cfg.require_pass,
-                               num_classes=cfg.num_classes, test_fraction=cfg.test_fraction,
-                               val_fold=cfg.val_fold)
+                               split_seed=cfg.split_seed, require_pass=cfg.require_pass, val_fold=cfg.val_fold,
+                               num_classes=cfg.num_classes, test_fraction=cfg.test_fraction)
     for w in data.warnings[:5]:
         echo(f"coderl train-critic: warning: {w}")
     if len(data.warnings) > 5:
-        echo(f"coderl train-critic: warning: ... {len(data.warnings) - 5} more (listed in "
-             f"{out / METRICS_FILE})")
+        echo(f"coderl train-critic: warning: ... {len(data.warnings) - 5} more (listed in {out / METRICS_FILE})")
     fp = {"config": fingerprint(cfg, exclude=NOT_FINGERPRINTED), "data": _data_digest(data)}
     source = FixedBatches({"critic": data.train}, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed,
                           cross_epochs=False)

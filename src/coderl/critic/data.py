@@ -169,11 +169,9 @@ def build_training_data(problems, samples_path: str | Path, results_path: str | 
     if not train:
         raise CriticError(f"empty training set: every problem with programs in {samples_path} "
                           "was held out for validation; lower val_fraction or add problems")
-    for name, frac, held, exs in (("validation", val_fraction, held_out, val),
-                                  ("test", test_fraction, tested, test)):
+    for name, frac, held, exs in (("validation", val_fraction, held_out, val), ("test", test_fraction, tested, test)):
         if frac > 0 and not exs:
-            raise CriticError(_empty_split(name, frac, len(held), len(order), len(sampled), len(by_id),
-                                           samples_path))
+            raise CriticError(_empty_split(name, frac, len(held), len(order), len(sampled), len(by_id), samples_path))
     for name, exs in (("train", train), ("validation", val), ("test", test)):
         if exs and not any(e.outcome == PASSED for e in exs):
             raise CriticError(f"{results_path}: the {name} split ({len(exs)} programs of "

@@ -58,8 +58,7 @@ class FeatureBaseline:
         if len(set(y.tolist())) < 2:
             self.constant = int(y[0])
             return self
-        self.model = make_pipeline(StandardScaler(),
-                                   LogisticRegression(max_iter=2000, random_state=self.seed))
+        self.model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000, random_state=self.seed))
         self.model.fit(X, y)
         return self
 

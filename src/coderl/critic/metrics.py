@@ -14,8 +14,7 @@ def classification_metrics(labels: Sequence[int], probs: np.ndarray, num_classes
                            pass_class: int) -> dict[str, Any]:
     """Accuracy, macro-F1, confusion matrix (rows: true class) of the argmax; AUROC and average
     precision of ``probs[:, pass_class]`` (None with one side only); the mean cross-entropy."""
-    from sklearn.metrics import (accuracy_score, average_precision_score, confusion_matrix, f1_score,
-                                 roc_auc_score)
+    from sklearn.metrics import accuracy_score, average_precision_score, confusion_matrix, f1_score, roc_auc_score
 
     y = np.asarray(labels, dtype=int)
     probs = np.asarray(probs, dtype=np.float64).reshape(len(y), num_classes)
@@ -72,12 +71,10 @@ def bootstrap_auroc_diff(groups: Sequence[str], is_pass: Sequence[int], score_a:
             continue
         diffs.append(auroc(yy, a[idx]) - auroc(yy, b[idx]))
     point = float(auroc(y, a) - auroc(y, b))
-    lo, hi = (np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2]).tolist() if diffs
-              else (None, None))
+    lo, hi = (np.quantile(diffs, [(1 - level) / 2, 1 - (1 - level) / 2]).tolist() if diffs else (None, None))
     return {"diff": round(point, 6), "low": None if lo is None else round(float(lo), 6),
-            "high": None if hi is None else round(float(hi), 6), "level": level,
-            "resamples": len(diffs), "skipped": skipped, "seed": seed, "groups": len(keys),
-            "above_zero": bool(lo is not None and lo > 0)}
+            "high": None if hi is None else round(float(hi), 6), "level": level, "resamples": len(diffs),
+            "skipped": skipped, "seed": seed, "groups": len(keys), "above_zero": bool(lo is not None and lo > 0)}
 
 
 def ranking(candidates: dict[str, list[tuple[float, bool]]]) -> dict[str, Any]:

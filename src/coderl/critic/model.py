@@ -149,12 +149,10 @@ class CriticModel(nn.Module):
             layers = _submodule(stack, ("layers", "h", "blocks", "block", "layer"), nn.ModuleList)
             if layers is None:
                 raise CriticError(f"{self.settings.backbone_path}: cannot find the layers of "
-                                  f"{type(self.backbone).__name__} to train the top ones; use "
-                                  "mode lora or full")
+                                  f"{type(self.backbone).__name__} to train the top ones; use mode lora or full")
             for layer in list(layers)[-self.settings.top_layers:]:
                 layer.requires_grad_(True)
-            norm = _submodule(stack, ("norm", "ln_f", "final_layernorm", "final_layer_norm", "final_norm"),
-                              nn.Module)
+            norm = _submodule(stack, ("norm", "ln_f", "final_layernorm", "final_layer_norm", "final_norm"), nn.Module)
             if norm is not None:
                 norm.requires_grad_(True)
         self.head.requires_grad_(True)
@@ -301,8 +299,7 @@ class CriticModel(nn.Module):
             Lc = len(ctx)
             am = torch.cat([torch.ones((B, Lc), dtype=torch.long, device=dev), pmask], 1)
             pos = (Lc + torch.arange(L, device=dev)).unsqueeze(0).expand(B, -1)
-            h = base(input_ids=ids, attention_mask=am, position_ids=pos, cache=cache,
-                     use_cache=True).last_hidden_state
+            h = base(input_ids=ids, attention_mask=am, position_ids=pos, cache=cache, use_cache=True).last_hidden_state
         h = h.float().cpu()
         return [h[i, :len(p)].clone() for i, p in enumerate(progs)]
 

@@ -17,12 +17,10 @@ class ScoreConfig:
     batch_size: int = opt(32, "Programs per batch.", ge=1)
     share_prompt: bool = opt(True, "Causal critics: run a problem's prompt once and reuse its KV "
                              "cache for all its programs (same scores, fewer tokens).")
-    reuse_features: bool = opt(True, "A head-mode critic: take the backbone's hidden states of "
-                               "programs it was trained on from its cache (critic/features/, "
-                               "float16, what the head trained on) instead of running the "
-                               "backbone again.")
-    device: str = opt("auto", "auto (a GPU when there is one), cpu, cuda.",
-                      choices=("auto", "cpu", "cuda"))
+    reuse_features: bool = opt(True, "A head-mode critic: take the backbone's hidden states of programs it was "
+                               "trained on from its cache (critic/features/, float16, what the head trained on) "
+                               "instead of running the backbone again.")
+    device: str = opt("auto", "auto (a GPU when there is one), cpu, cuda.", choices=("auto", "cpu", "cuda"))
     threads: int | None = opt(None, "Torch CPU threads (default: torch's choice).", ge=1)
     progress: bool = opt(True, "Show a progress bar.", cli=False)
 

@@ -98,8 +98,7 @@ def score(problems, run_dir: str | Path, cfg: ScoreConfig, *, samples_path: str 
         scorer = _ChunkScorer(critic, by_id, cached_features(ckpt, settings) if cfg.reuse_features else {}, cfg)
         parts_dir.mkdir(parents=True, exist_ok=True)
         n_part = len(list(parts_dir.glob("part-*.npz")))
-        bar = tqdm(total=len(todo), unit="prog", desc="critic-score", disable=not cfg.progress,
-                   dynamic_ncols=True)
+        bar = tqdm(total=len(todo), unit="prog", desc="critic-score", disable=not cfg.progress, dynamic_ncols=True)
         for c in range(0, len(todo), CHUNK):
             recs = scorer(todo[c:c + CHUNK])
             write_scores(parts_dir / f"part-{n_part:05d}.npz", recs, meta)
@@ -189,8 +188,7 @@ class _ChunkScorer:
 def run(problems, run, cfg: ScoreConfig, ctx) -> dict[str, Any]:
     """The stage contract (:mod:`coderl.stage`): the run's samples (and results) -> its critic scores."""
     results = run.results if run.results.is_file() else None
-    return score(problems, run.root, cfg, samples_path=run.samples, results_path=results,
-                 out_path=run.critic_scores)
+    return score(problems, run.root, cfg, samples_path=run.samples, results_path=results, out_path=run.critic_scores)
 
 
 def rank_by_critic(samples_path: str | Path, results_path: str | Path, scores_path: str | Path,

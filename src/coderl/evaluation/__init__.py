@@ -8,5 +8,4 @@
 from .metrics import n_at_k, pass_at_k
 from .stage import EvalConfig, compute_metrics, evaluate, pass_table, render_markdown
 
-__all__ = ["EvalConfig", "evaluate", "compute_metrics", "pass_table", "render_markdown",
-           "pass_at_k", "n_at_k"]
+__all__ = ["EvalConfig", "evaluate", "compute_metrics", "pass_table", "render_markdown", "pass_at_k", "n_at_k"]

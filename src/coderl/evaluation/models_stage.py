@@ -116,17 +116,13 @@ def compare_models(run_dir: str | Path, cfg: ModelsEvalConfig, exec_cfg, *, base
             shutil.rmtree(sub.root)
         sub.mkdir()
         atomic_write_text(meta_path, json.dumps({"label": label, "model": spec, "digest": digest}) + "\n")
-        echo(f"      {label} ({spec}): {len(problems)} problems x "
-             f"({cfg.num_seqs} sampled + greedy) of {cfg.source}")
+        echo(f"      {label} ({spec}): {len(problems)} problems x ({cfg.num_seqs} sampled + greedy) of {cfg.source}")
         gcfg = GenerationConfig(model=spec, num_seqs=cfg.num_seqs, greedy=True, batch_size=cfg.batch_size,
-                                temperature=cfg.temperature, top_p=cfg.top_p,
-                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, threads=cfg.threads,
-                                progress=cfg.progress)
-        generate(problems, sub.samples, gcfg, selection=dataclasses.asdict(sel),
-                 fresh_hint=f"delete {sub.root}")
+                                temperature=cfg.temperature, top_p=cfg.top_p, progress=cfg.progress,
+                                max_new_tokens=cfg.max_new_tokens, seed=cfg.seed, threads=cfg.threads)
+        generate(problems, sub.samples, gcfg, selection=dataclasses.asdict(sel), fresh_hint=f"delete {sub.root}")
         execute(problems, sub.samples, sub.results, exec_cfg, progress=cfg.progress)
-        report = evaluate(problems, sub.results, sub.root,
-                          EvalConfig(ks=ks, n_at_k=[], plots=False, seed=cfg.seed),
+        report = evaluate(problems, sub.results, sub.root, EvalConfig(ks=ks, n_at_k=[], plots=False, seed=cfg.seed),
                           samples_path=sub.samples, meta={"model": spec, "label": label})
         per_model[label] = {"model": spec, "outcomes": report["outcomes"].get("greedy", {}),
                             "stats": {pid: ProblemStats.from_dict(d) for pid, d in report["per_problem"].items()}}

@@ -22,8 +22,7 @@ from ..rundir import RunDir
 from ..records import read_results, read_samples
 from ..problems.schema import Problem
 from .eval_config import EvalConfig
-from .compare import (ProblemStats, available_metrics, compare_stats, metric_pairs, problem_stats,
-                      ratio)
+from .compare import ProblemStats, available_metrics, compare_stats, metric_pairs, problem_stats, ratio
 from .metrics import n_at_k, pass_at_k
 
 from ..execution.codes import OUTCOMES_BEST_FIRST as OUTCOMES
@@ -53,8 +52,7 @@ def compute_metrics(problems: list[Problem], results: list[dict],
         stats = [per[i] for i in ids]
         sampled = [s for s in stats if s.n > 0]
         min_n = min((s.n for s in sampled), default=0)
-        out: dict[str, Any] = {"problems": len(ids), "with_samples": len(sampled),
-                               "samples_per_problem_min": min_n}
+        out: dict[str, Any] = {"problems": len(ids), "with_samples": len(sampled), "samples_per_problem_min": min_n}
         out["pass@k"] = {str(k): _mean(pass_at_k(s.n, s.c, k) for s in sampled)
                          for k in cfg.ks if sampled and k <= min_n}
         greedy = [s.greedy for s in stats if s.greedy is not None]
@@ -219,8 +217,7 @@ def compare_reports(other: str | Path, report: dict[str, Any], out_path: str | P
                           f"({len(b_stats)} vs {len(a_stats)} problems, e.g. {next(iter(b_stats), None)!r} vs "
                           f"{next(iter(a_stats), None)!r}): compare runs of the same problems")
     out = {"this": str(Path(out_path).parent), "other": str(path), "common_problems": common,
-           "resamples": config.resamples, "seed": config.seed,
-           "differences": [d.to_dict() for d in diffs]}
+           "resamples": config.resamples, "seed": config.seed, "differences": [d.to_dict() for d in diffs]}
     atomic_write_text(out_path, json.dumps(out, indent=1))
     return out
 
@@ -241,9 +238,8 @@ def _spct(x: float | None) -> str:
     return "–" if x is None else f"{100 * x:+.2f}"
 
 
-def evaluate(problems: list[Problem], results_path: str | Path, out_dir: str | Path,
-             config: EvalConfig | None = None, samples_path: str | Path | None = None,
-             meta: dict | None = None) -> dict[str, Any]:
+def evaluate(problems: list[Problem], results_path: str | Path, out_dir: str | Path, config: EvalConfig | None = None,
+             samples_path: str | Path | None = None, meta: dict | None = None) -> dict[str, Any]:
     """Compute the metrics and write report.json, report.md and plots into ``out_dir``."""
     config = config or EvalConfig()
     out_dir = Path(out_dir)

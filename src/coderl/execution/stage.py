@@ -95,8 +95,7 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
     executed = sum(counts.values())
     summary = {
         "samples": len(samples), "executed": executed, "skipped_already_done": len(samples) - len(todo),
-        "stale_reexecuted": stale,
-        "outcomes": {o: counts.get(o, 0) for o in OUTCOMES},
+        "stale_reexecuted": stale, "outcomes": {o: counts.get(o, 0) for o in OUTCOMES},
         "pass_rate": counts.get("passed", 0) / executed if executed else 0.0,
         "cache": {"enabled": config.cache_path is not None, "hits": hits, "lookups": lookups,
                   "hit_rate": hits / lookups if lookups else 0.0},
@@ -107,8 +106,7 @@ def execute(problems: list[Any], samples_path: str | Path, results_path: str | P
     return summary
 
 
-def _resume(ex: Executor, by_id: dict[str, Any], samples: list[Any],
-            results_path: Path) -> tuple[list[Any], int]:
+def _resume(ex: Executor, by_id: dict[str, Any], samples: list[Any], results_path: Path) -> tuple[list[Any], int]:
     """The samples still to run, and how many stored results were stale (dropped from the file)."""
     if not results_path.exists() or not results_path.stat().st_size:
         return list(samples), 0

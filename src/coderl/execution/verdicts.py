@@ -123,17 +123,14 @@ def judge(job: dict[str, Any], tests: dict[str, Any], ch: Channel) -> dict[str, 
     ``captured`` (stdio: the last stdout), ``test_times`` (the load's and each test's seconds)."""
     kind, early_exit = job["kind"], tests.get("early_exit", True)
     per_test: list[Any] = []
-    times: list[float] = []
-    res: dict[str, Any] = {"per_test": per_test, "error": None, "detail": None, "test_times": times}
+    res: dict[str, Any] = {"per_test": per_test, "error": None, "detail": None, "test_times": []}
     timeout = job["timeout"]
-    mark = [time.monotonic()]
+    marks = [time.monotonic()]  # the start, then the end of the load and of each test
     # load: compile (and, for call/assert, run the top level)
     try:
         ch.test_deadline = min(ch.deadline, time.monotonic() + timeout + GRACE)
         names = load(ch)
-        now = time.monotonic()
-        times.append(round(now - mark[0], 6))
-        mark[0] = now
+        marks.append(time.monotonic())
     except RemoteError as e:
         stage = getattr(e, "stage", None)
         compile_error = stage == "compile" or (stage == "load" and e.detail is None)
@@ -146,9 +143,7 @@ def judge(job: dict[str, Any], tests: dict[str, Any], ch: Channel) -> dict[str, 
     def record(code: Any, err: RemoteError | None = None) -> bool:
         """Keep the verdict; whether to run the next test. Early exit (CodeRL's): stdio stops at the
         first test not passed, call/assert at the first runtime error (the outcome class is the same)."""
-        now = time.monotonic()
-        times.append(round(now - mark[0], 6))
-        mark[0] = now
+        marks.append(time.monotonic())
         per_test.append(code)
         if err is not None and res["error"] is None:
             res["error"], res["detail"] = err.info, err.detail
@@ -176,6 +171,7 @@ def judge(job: dict[str, Any], tests: dict[str, Any], ch: Channel) -> dict[str, 
                 break
     else:
         assert_tests(ch, names, tests, timeout, record)
+    res["test_times"] = [round(b - a, 6) for a, b in zip(marks, marks[1:])]
     res["outcome"] = oc.aggregate(per_test) if per_test else oc.RUNTIME_ERROR
     return res
 

@@ -131,9 +131,8 @@ class Worker:
 
     def _child(self, req_r: int, rep_w: int, preamble: dict[str, Any] | None) -> None:  # pragma: no cover
         """The confined child, forked by the zygote: confine, wait for the job, run the program."""
-        confine.enter_child(workdir=self.workdir, uid=self.uid, keep_fds=(req_r, rep_w),
-                            stdout=self.out_fd, stderr=self.err_fd,
-                            devnull=self.devnull, die_with_worker=not self.own_pid_namespace)
+        confine.enter_child(workdir=self.workdir, uid=self.uid, keep_fds=(req_r, rep_w), stdout=self.out_fd,
+                            stderr=self.err_fd, devnull=self.devnull, die_with_worker=not self.own_pid_namespace)
         signal.signal(signal.SIGPIPE, signal.SIG_DFL)
         job = wire.recv(req_r)
         confine.apply_limits(job["limits"], self.uid is not None)

@@ -5,9 +5,9 @@
     samples = generate_samples(lm, [GenRequest(p, 0, prefix="def f(")], GenerationConfig())   # in memory
 """
 
+from ..records import ORIGINS, Sample, read_samples
 from .core import GenRequest, RequestError, generate_samples
 from .decode import Completion, decode_batch
-from .sample import ORIGINS, Sample, read_samples
 from .stage import GenerationConfig, generate
 
 __all__ = ["GenerationConfig", "generate", "generate_samples", "GenRequest", "RequestError", "Sample",

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from ..models import LoadedModel, build_prompt, extract_program
-from ..models.prompts import FENCE, Prompt, chat_message
+from ..models.prompts import Prompt, chat_prompt
 from ..problems.schema import Problem
 from ..records import ORIGINS, Sample
 from .decode import Completion, Request, decode_batch, decode_stream, supports_streaming
@@ -58,8 +58,7 @@ class GenRequest:
             raise RequestError(f"{where} (index {self.index}): origin {self.origin!r} is not a "
                                f"generated origin ({', '.join(o for o in ORIGINS if o != 'gold')})")
         if self.temperature is not None and not self.temperature >= 0:
-            raise RequestError(f"{where} (index {self.index}): temperature must be >= 0, got "
-                               f"{self.temperature!r}")
+            raise RequestError(f"{where} (index {self.index}): temperature must be >= 0, got {self.temperature!r}")
         if self.top_p is not None and not 0 < self.top_p <= 1:
             raise RequestError(f"{where} (index {self.index}): top_p must be in (0, 1], got {self.top_p!r}")
 
@@ -122,11 +121,7 @@ def prompt_with_feedback(problem: Problem, tokenizer, style: str, is_encoder_dec
     if not feedback:
         return prompt
     if prompt.style == "chat":
-        user, code = chat_message(problem)
-        head = tokenizer.apply_chat_template([{"role": "user", "content": f"{user}\n\n{feedback}"}],
-                                             tokenize=False, add_generation_prompt=True)
-        prompt.text = head + f"{FENCE}python\n" + code
-        return prompt
+        return chat_prompt(problem, tokenizer, feedback)
     comment = "".join(f"# {line}\n" if line else "#\n" for line in feedback.splitlines())
     bos = getattr(tokenizer, "bos_token", None) or ""
     body = prompt.text[len(bos):] if bos and prompt.text.startswith(bos) else prompt.text

@@ -285,16 +285,14 @@ class _StaticBatch(_Batch):
             return self._step(nxt)
         if self.dec_mask is not None:
             self.dec_mask = _grow(self.dec_mask)
-        self._read(self.model(encoder_outputs=self.encoder_out, attention_mask=self.mask,
-                              decoder_input_ids=nxt[:, None], decoder_attention_mask=self.dec_mask,
-                              cache=self.cache, use_cache=True))
+        self._read(self.model(encoder_outputs=self.encoder_out, attention_mask=self.mask, cache=self.cache,
+                              decoder_input_ids=nxt[:, None], decoder_attention_mask=self.dec_mask, use_cache=True))
 
 
 @torch.inference_mode()
 def decode_batch(model, tokenizer, prompts: list[str], *, stop: list[list[str]] | None = None,
-                 prefixes: list[str] | None = None, max_new_tokens: int = 256,
-                 temperature: float = 0.0, top_p: float = 1.0,
-                 generator: torch.Generator | None = None, is_encoder_decoder: bool = False,
+                 prefixes: list[str] | None = None, max_new_tokens: int = 256, temperature: float = 0.0,
+                 top_p: float = 1.0, generator: torch.Generator | None = None, is_encoder_decoder: bool = False,
                  max_prompt_tokens: int | None = None, on_step=None,
                  seeds: list[int] | None = None) -> list[Completion]:
     """Decode one batch of prompts; ``stop[i]`` are the stop strings of prompt ``i``,
@@ -494,8 +492,7 @@ class _Stream(_Batch):
 @torch.inference_mode()
 def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int = 16,
                   max_new_tokens: int = 256, generator: torch.Generator | None = None,
-                  max_prompt_tokens: int | None = None, on_step=None, on_done=None
-                  ) -> list[Completion]:
+                  max_prompt_tokens: int | None = None, on_step=None, on_done=None) -> list[Completion]:
     """Continuous batching for causal models: at most ``batch_size`` sequences in flight; new requests
     (in order) join once a quarter of the slots are free, prefilled together, left-padded to the
     cache's length; a request with a recent one's prompt and prefix reuses its prefill (a problem's n

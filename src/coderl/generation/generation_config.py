@@ -20,8 +20,7 @@ class GenerationConfig:
     batch_size: int = opt(64, "Sequences decoded together (on a CPU 64 is a good size; on a "
                           "GPU use 128 or more).", ge=1)
     temperature: float = opt(0.8, "Sampling temperature (> 0 when num_seqs > 0).", ge=0)
-    top_p: float = opt(0.95, "Nucleus sampling: keep the smallest token set with this much "
-                       "probability.", gt=0, le=1)
+    top_p: float = opt(0.95, "Nucleus sampling: keep the smallest token set with this much probability.", gt=0, le=1)
     max_new_tokens: int = opt(256, "Most tokens generated per program.", ge=1)
     max_prompt_tokens: int = opt(1024, "Longer prompts are truncated (their end is kept).", ge=1)
     seed: int = opt(0, "Run seed: each program draws its noise from (seed, problem, index), so a "

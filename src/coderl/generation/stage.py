@@ -14,14 +14,13 @@ from pathlib import Path
 
 import torch
 
-from ..records import Sample, sample_writer
+from ..records import Sample, read_samples, sample_writer
 from ..models import LoadedModel, load_model
 from ..problems.schema import Problem
 from ..config import fingerprint as config_fingerprint
 from ..rundir import RunDir, check_resume, write_meta
 from .generation_config import NOT_FINGERPRINTED, GenerationConfig
 from .core import GenRequest, generate_samples
-from .sample import read_samples
 
 
 class _Progress:
@@ -39,8 +38,7 @@ class _Progress:
         now = time.time()
         if now - self.shown >= 1.0:
             self.shown = now
-            self.bar.set_postfix_str(f"{self.tokens / max(now - self.t0, 1e-9):.1f} tok/s, "
-                                     f"{n_active} in flight")
+            self.bar.set_postfix_str(f"{self.tokens / max(now - self.t0, 1e-9):.1f} tok/s, {n_active} in flight")
 
 
 def fingerprint(problems: list[Problem], config: GenerationConfig) -> dict:
@@ -53,8 +51,7 @@ def fingerprint(problems: list[Problem], config: GenerationConfig) -> dict:
 
 
 def generate(problems: list[Problem], out_path: str | Path, config: GenerationConfig,
-             model: LoadedModel | str | None = None, *, selection: dict | None = None,
-             fresh_hint: str = "") -> dict:
+             model: LoadedModel | str | None = None, *, selection: dict | None = None, fresh_hint: str = "") -> dict:
     """Generate the samples of ``problems`` into ``out_path`` (resumable under the same settings;
     other settings -> ConfigError) with ``model`` (loaded, a spec, or None: ``config.model``), here
     or on Ray (``config.backend``). ``selection`` (a ProblemsConfig as a dict) is recorded beside
@@ -125,6 +122,5 @@ def run(problems, run: RunDir, cfg: GenerationConfig, ctx) -> dict:
     summary = generate(list(problems), run.samples, cfg, model=model, selection=ctx.selection,
                        fresh_hint=ctx.fresh_hint.replace("{stage}", "generate"))
     if summary.get("tokens"):
-        ctx.echo(f"      {summary['sequences']} sequences, {summary['tokens']} tokens, "
-                 f"{summary['tokens_per_s']} tok/s")
+        ctx.echo(f"      {summary['sequences']} sequences, {summary['tokens']} tokens, {summary['tokens_per_s']} tok/s")
     return summary

@@ -72,8 +72,7 @@ def strip_scaffolding(code: str) -> str:
             bad = isinstance(f, ast.Name) and f.id == "print"
         if isinstance(node, ast.If):
             t = node.test
-            bad = (isinstance(t, ast.Compare) and isinstance(t.left, ast.Name)
-                   and t.left.id == "__name__")
+            bad = isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and t.left.id == "__name__"
         if bad:
             drop.append((node.lineno, node.end_lineno or node.lineno))
     if not drop:

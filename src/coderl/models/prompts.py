@@ -50,8 +50,7 @@ def resolve_style(style: str, tokenizer, is_encoder_decoder: bool = False) -> st
 
 def _prompt_kind(problem: Problem) -> str:
     """Which family of prompt: 'humaneval', 'mbpp' (function + asserts) or 'apps'."""
-    if problem.source == "humaneval" or (problem.prompt and problem.kind == "assert"
-                                         and problem.tests.get("check")):
+    if problem.source == "humaneval" or (problem.prompt and problem.kind == "assert" and problem.tests.get("check")):
         return "humaneval"
     return "mbpp" if problem.kind == "assert" else "apps"
 
@@ -98,18 +97,18 @@ def chat_message(problem: Problem) -> tuple[str, str]:
     return f"{problem.question}\n\n{how}", ""
 
 
-def chat_prompt(problem: Problem, tokenizer) -> Prompt:
+def chat_prompt(problem: Problem, tokenizer, feedback: str | None = None) -> Prompt:
     user, code = chat_message(problem)
+    if feedback:
+        user += f"\n\n{feedback}"
     head = tokenizer.apply_chat_template([{"role": "user", "content": user}], tokenize=False,
                                          add_generation_prompt=True)
     if not isinstance(head, str):  # some tokenizers return a BatchEncoding-like object
         head = tokenizer.decode(head)
-    return Prompt(text=head + f"{FENCE}python\n" + code, prefix=code, stop=[FENCE],
-                  style="chat", fenced=True)
+    return Prompt(text=head + f"{FENCE}python\n" + code, prefix=code, stop=[FENCE], style="chat", fenced=True)
 
 
-def build_prompt(problem: Problem, tokenizer=None, style: str = "auto",
-                 is_encoder_decoder: bool = False) -> Prompt:
+def build_prompt(problem: Problem, tokenizer=None, style: str = "auto", is_encoder_decoder: bool = False) -> Prompt:
     """The prompt for ``problem`` in ``style`` (see the module docstring)."""
     style = resolve_style(style, tokenizer, is_encoder_decoder)
     if style == "chat":

@@ -230,8 +230,7 @@ def load_model(spec: str = "default", *, device: str = "cpu", dtype: str = "floa
     if not enc_dec:
         tokenizer.padding_side = "left"  # batched decoding: prompts end at the same position
         tokenizer.truncation_side = "left"  # a too-long prompt keeps its end (the answer cue)
-    return LoadedModel(model=model, tokenizer=tokenizer, spec=str(spec), path=path,
-                       is_encoder_decoder=enc_dec)
+    return LoadedModel(model=model, tokenizer=tokenizer, spec=str(spec), path=path, is_encoder_decoder=enc_dec)
 
 
 def _load_adapter(adapter_dir: Path, *, device: str, dtype: str) -> LoadedModel:

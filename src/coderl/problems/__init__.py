@@ -36,8 +36,7 @@ class ProblemList(list):
         self.skipped: list[ProblemError] = list(skipped)
 
 
-def _thunks(spec: str, path: str | Path | None, split: str | None, include_challenge: bool,
-            heldout: bool = False):
+def _thunks(spec: str, path: str | Path | None, split: str | None, include_challenge: bool, heldout: bool = False):
     name = spec.lower()
     if name in ("mbpp", "mbpp-heldout"):
         return load_mbpp(path or data_dir() / "mbpp" / "mbpp.jsonl", include_challenge=include_challenge,
@@ -97,8 +96,7 @@ def load_problems(spec: str, *, path: str | Path | None = None, split: str | Non
     if split and not _is_split_folder(spec, path):
         have = sorted({p.split for p in problems})
         if split not in have:
-            raise ProblemError(where, None, f"no problems with split {split!r}; this data has "
-                                            f"split(s) {have}")
+            raise ProblemError(where, None, f"no problems with split {split!r}; this data has split(s) {have}")
         problems = [p for p in problems if p.split == split]
     if difficulties:
         problems = [p for p in problems if p.difficulty in difficulties]
@@ -111,8 +109,7 @@ def load_problems(spec: str, *, path: str | Path | None = None, split: str | Non
                            + (f" for split={split!r}" if split else "")
                            + (f", difficulties={list(difficulties)}" if difficulties else ""))
     if not problems:
-        raise ProblemError(where, None, f"no valid problems: all {len(skipped)} were invalid "
-                                        f"(first: {skipped[0]})")
+        raise ProblemError(where, None, f"no valid problems: all {len(skipped)} were invalid (first: {skipped[0]})")
     return ProblemList(problems, skipped)
 
 

@@ -36,8 +36,7 @@ def _entry_point(code: str, asserts: list[str]) -> str | None:
     return m.group(1) if m else (defined[0] if defined else None)
 
 
-def load_mbpp(path: str | Path, include_challenge: bool = True,
-              heldout: bool = False) -> list[Callable[[], Problem]]:
+def load_mbpp(path: str | Path, include_challenge: bool = True, heldout: bool = False) -> list[Callable[[], Problem]]:
     def build(row: dict, where: str, lineno: int) -> Problem:
         if "task_id" not in row:
             raise ProblemError(where, f"line {lineno}", "expected an MBPP object with 'task_id'")

@@ -14,8 +14,7 @@ class ProblemsConfig:
                       "apps, an APPS folder or a JSONL file.", flag="--problems",
                       shown="mbpp in a recipe; required by a verb unless a selection is recorded beside "
                             "its samples")
-    path: str | None = opt(None, "Data file or folder for the source (APPS folder/JSONL, MBPP/HumanEval "
-                           "file).")
+    path: str | None = opt(None, "Data file or folder for the source (APPS folder/JSONL, MBPP/HumanEval file).")
     split: str | None = opt(None, "Split: train, test, validation or prompt (MBPP); a split the data "
                             "does not have is an error.")
     difficulties: list[str] | None = opt(None, "Keep these difficulties (repeatable).",

@@ -44,11 +44,7 @@ def problem_stats(problems: list[Problem]) -> list[GroupStats]:
         if split == "all" and len({p.split for p in ps}) == 1:
             continue  # the single split's row says it all
         rows.append(GroupStats(
-            source=source, split=split, problems=len(ps),
-            kinds=dict(Counter(p.kind for p in ps)),
-            difficulties=dict(Counter(p.difficulty for p in ps)),
-            tests=sum(p.num_tests for p in ps),
-            example_tests=sum(p.num_example_tests for p in ps),
-            with_examples=sum(1 for p in ps if p.num_example_tests),
-        ))
+            source=source, split=split, problems=len(ps), kinds=dict(Counter(p.kind for p in ps)),
+            difficulties=dict(Counter(p.difficulty for p in ps)), example_tests=sum(p.num_example_tests for p in ps),
+            tests=sum(p.num_tests for p in ps), with_examples=sum(1 for p in ps if p.num_example_tests)))
     return rows

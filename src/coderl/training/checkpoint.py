@@ -35,9 +35,8 @@ STATE_FILE = "trainer_state.pt"
 PROGRESS_FILE = "progress.json"     # {"step", "total_steps", "stopped_early"}
 INFO_FILE = "coderl_training.json"   # what the model is: stage, step, base spec, mode
 #: files of a saved model (what publish_model replaces at the top of a stage directory)
-MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "model*.safetensors",
-                       "model.safetensors.index.json", "adapter_config.json",
-                       "adapter_model.safetensors", "tokenizer*", "special_tokens_map.json",
+MODEL_FILE_PATTERNS = ("config.json", "generation_config.json", "model*.safetensors", "model.safetensors.index.json",
+                       "adapter_config.json", "adapter_model.safetensors", "tokenizer*", "special_tokens_map.json",
                        "chat_template.jinja", "vocab.json", "merges.txt", "spiece.model", INFO_FILE)
 
 
@@ -50,8 +49,7 @@ def list_checkpoints(stage_dir: str | Path) -> list[Path]:
     d = Path(stage_dir) / CHECKPOINTS_DIR
     if not d.is_dir():
         return []
-    return sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith("step-")
-                  and (p / STATE_FILE).is_file())
+    return sorted(p for p in d.iterdir() if p.is_dir() and p.name.startswith("step-") and (p / STATE_FILE).is_file())
 
 
 def model_signature(model) -> dict[str, Any]:
@@ -67,8 +65,7 @@ def model_signature(model) -> dict[str, Any]:
 
 def check_signature(saved: dict[str, Any] | None, now: dict[str, Any] | None, where: Path) -> None:
     if saved and now and saved != now:
-        diffs = "; ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in now
-                          if saved.get(k) != now.get(k))
+        diffs = "; ".join(f"{k}: {saved.get(k)!r} there, {now.get(k)!r} now" for k in now if saved.get(k) != now.get(k))
         raise TrainingError(f"{where}: this checkpoint belongs to another model architecture "
                             f"({diffs}); it cannot be resumed with this model. Start fresh "
                             "(--fresh) or point the stage at the model it was trained from.")
@@ -79,8 +76,7 @@ def check_signature(saved: dict[str, Any] | None, now: dict[str, Any] | None, wh
 def rng_state() -> dict[str, Any]:
     kind, keys, pos, has_gauss, cached = np.random.get_state()
     s = {"python": random.getstate(), "torch": torch.get_rng_state(),
-         "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss),
-                   float(cached)]}
+         "numpy": [kind, torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)]}
     if torch.cuda.is_available():
         s["cuda"] = torch.cuda.get_rng_state_all()
     return s
@@ -142,8 +138,7 @@ def load_weights(model, ck: str | Path) -> None:
         return
     files = sorted(ck.glob("model*.safetensors"))
     if not files:
-        raise TrainingError(f"{ck}: no model*.safetensors (not a full checkpoint; was it trained "
-                            "with mode lora?)")
+        raise TrainingError(f"{ck}: no model*.safetensors (not a full checkpoint; was it trained with mode lora?)")
     sd = {k: v for f in files for k, v in load_file(str(f)).items()}
     try:
         res = model.load_state_dict(sd, strict=False)

@@ -63,9 +63,8 @@ class Example:
         return len(self.prompt_ids) + len(self.target_ids)
 
     def summary(self) -> dict[str, Any]:
-        d = {"problem_id": self.problem_id, "index": self.index, "kind": self.kind,
-             "origin": self.origin, "prompt_tokens": len(self.prompt_ids),
-             "target_tokens": len(self.target_ids)}
+        d = {"problem_id": self.problem_id, "index": self.index, "kind": self.kind, "origin": self.origin,
+             "prompt_tokens": len(self.prompt_ids), "target_tokens": len(self.target_ids)}
         if self.kind == "sample":
             d.update(outcome=self.outcome, reward=self.reward, baseline=self.baseline, ret=round(self.ret, 6),
                      q_hat_mean=(round(float(np.mean(self.weights)), 4) if self.weights else 1.0))
@@ -156,9 +155,8 @@ def humaneval_shape(problem, solution: str):
 
 
 def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool, *,
-                        prompt_style: str = "auto", max_prompt_tokens: int = 1024,
-                        max_target_tokens: int = 512, max_solutions: int = 0,
-                        reorder: bool = True, shapes: Sequence[str] = ("native",)
+                        prompt_style: str = "auto", max_prompt_tokens: int = 1024, max_target_tokens: int = 512,
+                        max_solutions: int = 0, reorder: bool = True, shapes: Sequence[str] = ("native",)
                         ) -> tuple[list[Example], dict[str, Any]]:
     """Examples from the gold programs of ``problems`` in each prompt shape of ``shapes``; counts."""
     out: list[Example] = []
@@ -302,8 +300,7 @@ def build_rl_examples(problems: Sequence, samples_path: str | Path, results_path
         tids = tids[:max_target_tokens]
         weights = None
         if scores is not None:
-            q, offsets = _critic_values(s, scores.get(s.key), results[s.key]["outcome"], program_hash,
-                                        samples_path)
+            q, offsets = _critic_values(s, scores.get(s.key), results[s.key]["outcome"], program_hash, samples_path)
             offs = list(enc.offset_mapping) if enc is not None else []
             weights = align_weights(raw, offs, s.program, q, offsets, len(tids))
         out.append(Example(s.problem_id, s.index, "sample", prompt_ids[text], tids, weights, ret,
@@ -318,8 +315,7 @@ def _rewards(samples: Sequence, results: Mapping, by_id: Mapping, reward: Callab
     for s in samples:
         r = float(reward(by_id[s.problem_id], s.program, results[s.key]))
         if not math.isfinite(r):
-            raise TrainingError(f"{results_path}: the reward of (problem_id={s.problem_id!r}, "
-                                f"index={s.index}) is {r}")
+            raise TrainingError(f"{results_path}: the reward of (problem_id={s.problem_id!r}, index={s.index}) is {r}")
         rewards[s.key] = r
     return rewards
 
@@ -352,9 +348,8 @@ def _critic_values(s, sc, outcome: str, program_hash: Callable[[str], str] | Non
         raise RecordError(samples_path, None, f"the critic scores of {where} are of another program "
                           "(stale scores): score the samples again")
     if getattr(sc, "outcome", None) not in (None, outcome):
-        raise RecordError(samples_path, None, f"the critic scores of {where} are for outcome "
-                          f"{sc.outcome!r} but its result is {outcome!r} (stale scores): score the "
-                          "samples again")
+        raise RecordError(samples_path, None, f"the critic scores of {where} are for outcome {sc.outcome!r} "
+                          f"but its result is {outcome!r} (stale scores): score the samples again")
     q = np.asarray(sc.q_outcome, dtype=np.float64)
     if len(q) and not np.isfinite(q).all():
         raise RecordError(samples_path, None, f"the critic scores of {where} have no q̂ of the actual "

@@ -267,9 +267,8 @@ class Trainer:
         """Optimizer steps from where the run stands to its limit (or an early stop)."""
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=self.limit, initial=self.state.step, unit="step", desc=self.task.name,
-                   disable=not self.settings.progress or not self.accelerator.is_local_main_process,
-                   dynamic_ncols=True)
+        bar = tqdm(total=self.limit, initial=self.state.step, unit="step", desc=self.task.name, dynamic_ncols=True,
+                   disable=not self.settings.progress or not self.accelerator.is_local_main_process)
         if self.rng is not None:
             set_rng_state(self.rng)  # where the checkpoint left it: the next step draws what it drew
         try:
@@ -383,9 +382,8 @@ class Trainer:
         """The task's validation at ``step``, logged (False: nothing to validate); the best published."""
         st = self.state
         loss_sum, items = st.epoch_loss
-        point = Point(step=step, index=len(st.history), at_end=at_end,
-                      epoch=st.epochs if epoch_end or step == 0 else st.epochs + 1,
-                      train_loss=loss_sum / max(1, items))
+        point = Point(step=step, index=len(st.history), at_end=at_end, train_loss=loss_sum / max(1, items),
+                      epoch=st.epochs if epoch_end or step == 0 else st.epochs + 1)
         v = self.task.validate(self.model, point)
         if v is None:
             return False
@@ -458,8 +456,7 @@ class Trainer:
                 {"complete": complete, "summary": summary, **extra}, indent=1, default=str) + "\n")
             if complete:
                 with JsonlAppender(self.out / LOG_FILE) as lg:
-                    lg.write({"event": "done", "steps": st.step, "best": st.best,
-                              "seconds": round(train_seconds, 1)})
+                    lg.write({"event": "done", "steps": st.step, "best": st.best, "seconds": round(train_seconds, 1)})
         return summary
 
 

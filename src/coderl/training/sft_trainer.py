@@ -32,9 +32,8 @@ class SFTTask(ActorTask):
 
 
 def train_sft(problems: Sequence, run_dir: str | Path, cfg: SFTConfig, *, progress: bool = True,
-              fresh: bool = False, val_problems: Sequence | None = None,
-              on_step: Callable[[int], None] | None = None, echo: Callable[[str], None] = print,
-              exec_config: Any = None) -> dict[str, Any]:
+              fresh: bool = False, val_problems: Sequence | None = None, exec_config: Any = None,
+              on_step: Callable[[int], None] | None = None, echo: Callable[[str], None] = print) -> dict[str, Any]:
     """Fine-tune ``cfg.model`` on the gold programs of ``problems`` into ``<run_dir>/sft/``."""
     out = RunDir(run_dir).sft
     if fresh and out.exists():
@@ -52,13 +51,11 @@ def fine_tune(name: str, problems: Sequence, out: Path, cfg, lm, spec: str, exam
               val_problems: Sequence | None, progress: bool, on_step, echo, exec_config) -> dict[str, Any]:
     """Train ``lm`` (from ``spec``) on ``examples`` with :class:`SFTTask` into ``out``; the summary."""
     val_problems, val_examples, val_counts = validation_set(problems, cfg, lm, val_problems)
-    data_info = {"train": counts, "validation": val_counts,
-                 "target_tokens": sum(len(e.target_ids) for e in examples)}
+    data_info = {"train": counts, "validation": val_counts, "target_tokens": sum(len(e.target_ids) for e in examples)}
     fp = {"config": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),
           "data": examples_digest(examples), "validation": examples_digest(val_examples)}
-    task = SFTTask(name=name, out=out, cfg=cfg, lm=lm, base_spec=adapter_base_spec(spec, out),
-                   val_examples=val_examples, val_problems=val_problems, data_info=data_info,
-                   exec_config=exec_config)
+    task = SFTTask(name=name, out=out, cfg=cfg, lm=lm, base_spec=adapter_base_spec(spec, out), data_info=data_info,
+                   val_examples=val_examples, val_problems=val_problems, exec_config=exec_config)
     source = FixedBatches({"ce": examples}, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed)
     return task.train(source, fp, examples, progress=progress, on_step=on_step, echo=echo)
 
