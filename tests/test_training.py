@@ -757,6 +757,35 @@ def test_a_micro_batch_of_several_problems_runs_each_prompt_once_to_the_same_los
         torch.testing.assert_close(x, y, atol=1e-6, rtol=1e-4)
 
 
+def test_train_rl_with_shared_prompts_takes_the_unshared_steps_at_fewer_tokens(tmp_path, tiny_chat_dir, chat,
+                                                                            train_problems, monkeypatch):
+    """The whole loop: each step's loss and the final weights equal those of the same data order
+    computed row by row; gradient checkpointing (no prompt cache) falls back to row by row."""
+    from coderl.training import shared_prefix
+
+    s, r = _sample_files(tmp_path / "data", train_problems[:2], chat.tokenizer,
+                         {0: "passed", 1: "runtime_error", 2: "failed"})
+
+    def run(d, **kw):
+        cfg = RLConfig(init=str(tiny_chat_dir), mode="full", lr=1e-3, batch_size=2, grad_accum=1, ce_every=0,
+                       kl_coef=0.05, progress=False, val_source=None, save_every=0, **kw)
+        train_rl(train_problems[:2], d, cfg, samples_path=s, results_path=r, echo=lambda *_: None)
+        return ([e for e in _read_log(d / RL_DIR) if e["event"] == "step"],
+                _weights(load_model(str(d / RL_DIR)).model))
+
+    shared, w = run(tmp_path / "shared")
+    checkpointed, w_gc = run(tmp_path / "gc", gradient_checkpointing=True)
+    monkeypatch.setattr(shared_prefix, "prompt_groups", lambda items: [(e.prompt_ids, [i]) for i, e in enumerate(items)])
+    unshared, w_rows = run(tmp_path / "rows")
+    assert len(shared) == len(unshared) == len(checkpointed) == 2
+    for a, b, c in zip(shared, unshared, checkpointed):
+        assert a["tokens"] < b["tokens"] == c["tokens"]
+        assert a["loss"] == pytest.approx(b["loss"], abs=1e-5) and c["loss"] == pytest.approx(b["loss"], abs=1e-5)
+    for k in w:
+        torch.testing.assert_close(w[k], w_rows[k], atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(w_gc[k], w_rows[k], atol=1e-5, rtol=1e-4)
+
+
 def test_grouped_batches_keep_a_problems_samples_together_and_cover_each_once_an_epoch():
     groups = [[0, 3], [1], [2, 4, 5]]
     src = FixedBatches({"rl": list("abcdef")}, epochs=2, batch_size=2, seed=1, groups={"rl": groups})

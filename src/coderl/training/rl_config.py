@@ -37,7 +37,8 @@ class RLConfig(TrainerConfig):
                                  "loss; saves their forward passes).")
     share_prompts: bool = opt(True, "Keep each problem's samples together in the data order and "
                               "run its prompt once for them in a micro-batch (causal LMs; the same "
-                              "loss and gradients per micro-batch, about 2x fewer tokens on MBPP).")
+                              "loss and gradients per micro-batch, about 2x fewer tokens on MBPP; not with "
+                              "gradient_checkpointing).")
     ce_every: int = opt(1, "One cross-entropy step on gold programs after every N RL steps (1: "
                         "alternate; 0: RL steps only).", ge=0)
     kl_coef: float = opt(0.0, "Weight of a KL penalty to the starting model on the sampled tokens "

@@ -56,7 +56,9 @@ class RLTask(ActorTask):
 
     def collate(self, kind: str, items: list) -> dict[str, Any]:
         batch = super().collate(kind, items)
-        if kind == "rl" and getattr(self.cfg, "share_prompts", True) and not self.lm.is_encoder_decoder:
+        # gradient checkpointing: transformers drops the prompt's cache the sharing needs
+        if kind == "rl" and getattr(self.cfg, "share_prompts", True) and not self.lm.is_encoder_decoder \
+                and not self.cfg.gradient_checkpointing:
             groups = shared_prefix.prompt_groups(items)
             if len(groups) < len(items):
                 batch["prompt_groups"] = groups
