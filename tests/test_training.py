@@ -775,7 +775,8 @@ def test_train_rl_with_shared_prompts_takes_the_unshared_steps_at_fewer_tokens(t
 
     shared, w = run(tmp_path / "shared")
     checkpointed, w_gc = run(tmp_path / "gc", gradient_checkpointing=True)
-    monkeypatch.setattr(shared_prefix, "prompt_groups", lambda items: [(e.prompt_ids, [i]) for i, e in enumerate(items)])
+    monkeypatch.setattr(shared_prefix, "prompt_groups",  # a group per row: row by row, in the same order
+                        lambda items: [(e.prompt_ids, [i]) for i, e in enumerate(items)])
     unshared, w_rows = run(tmp_path / "rows")
     assert len(shared) == len(unshared) == len(checkpointed) == 2
     for a, b, c in zip(shared, unshared, checkpointed):

@@ -8,8 +8,8 @@ of a permutation seeded by ``(seed + 7919 i, k // batches_per_epoch)``; the ``j`
 kind reads micro-batches ``j*G .. j*G+G-1`` (``G`` = grad_accum x processes), across an epoch's
 end if need be. A stream given ``groups`` (lists of its item numbers) permutes whole groups and
 keeps each group's items together (offline RL's samples of one problem, whose prompt then runs
-once: :mod:`coderl.training.shared_prefix`). With ``cross_epochs=False`` (the critic's) steps stay within an epoch, its last
-step taking the micro-batches left (several processes: choose a ``G`` that divides them).
+once: :mod:`coderl.training.shared_prefix`). With ``cross_epochs=False`` (the critic's) steps stay
+within an epoch, its last step taking the micro-batches left (several processes: choose a ``G`` that divides them).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ class MicroBatches:
         if epoch != self._epoch:
             g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
             perm = torch.randperm(len(self.groups) if self.groups else self.n, generator=g).tolist()
-            self._epoch, self._perm = epoch, [i for k in perm for i in self.groups[k]] if self.groups else perm
+            self._epoch, self._perm = epoch, [i for g in perm for i in self.groups[g]] if self.groups else perm
         return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
 
 
