@@ -121,13 +121,30 @@ def run_model(args) -> Path:
             "per_problem": {pid: _compact(s) for pid, s in stats.items()},
         }
         record["wall_s"] = round(time.time() - t_model, 1)
-        store.mkdir(parents=True, exist_ok=True)
-        out_path.write_text(json.dumps(record, indent=0) + "\n")
+        record = store_set(out_path, record, name)
         m = record["sets"][name]["metrics"]
         print(f"[{args.label}] {name}: " + ", ".join(f"{k} {_pct(v)}" for k, v in m.items())
               + f"  ({record['sets'][name]['wall_s']} s)", flush=True)
     print(f"stored {out_path}")
     return out_path
+
+
+def store_set(out_path: Path, record: dict, name: str) -> dict:
+    """Write ``record`` with its set ``name`` to ``out_path``, keeping the sets another process of
+    the same label stored meanwhile (two lanes evaluating one model on different sets): the file is
+    re-read and replaced under a lock. The record written."""
+    import fcntl
+    import os
+
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(out_path.with_name(out_path.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if out_path.exists():
+            record["sets"] = {**json.loads(out_path.read_text()).get("sets", {}), name: record["sets"][name]}
+        tmp = out_path.with_name(out_path.name + ".tmp")
+        tmp.write_text(json.dumps(record, indent=0) + "\n")
+        os.replace(tmp, out_path)
+    return record
 
 
 def _compact(s: ProblemStats) -> dict:

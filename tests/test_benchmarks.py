@@ -19,3 +19,28 @@ def test_benchmark_script_starts(script):
                        text=True, timeout=120, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "usage" in r.stdout.lower()
+
+
+def test_two_lanes_of_one_label_keep_both_sets(tmp_path):
+    """Two processes evaluating one model on different sets under one --label: each reads the
+    record when it starts; what the second writes must keep the set the first stored meanwhile."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("learning_bench", ROOT / "benchmarks" / "learning.py")
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # its dataclasses look their module up
+    spec.loader.exec_module(mod)
+    out = tmp_path / "m.json"
+    a = {"label": "m", "model": "x", "sets": {}}
+    b = {"label": "m", "model": "x", "sets": {}}  # both started before either stored a set
+    a["sets"]["mbpp-heldout"] = {"metrics": {"greedy_pass@1": [1, 10]}}
+    mod.store_set(out, a, "mbpp-heldout")
+    b["sets"]["humaneval"] = {"metrics": {"greedy_pass@1": [2, 10]}}
+    mod.store_set(out, b, "humaneval")
+    import json
+
+    assert sorted(json.loads(out.read_text())["sets"]) == ["humaneval", "mbpp-heldout"]
+    a["sets"]["mbpp-heldout"] = {"metrics": {"greedy_pass@1": [3, 10]}}  # a set rerun replaces its own
+    mod.store_set(out, a, "mbpp-heldout")
+    sets = json.loads(out.read_text())["sets"]
+    assert sets["mbpp-heldout"]["metrics"]["greedy_pass@1"] == [3, 10] and "humaneval" in sets
