@@ -223,6 +223,22 @@ def test_relative_return_is_zero_when_the_sample_equals_its_baseline(tmp_path, c
     assert nob.stats["without_baseline"] == 4
 
 
+
+def test_a_mean_baseline_centres_each_problems_returns(tmp_path, chat, train_problems):
+    """rl.baseline: mean: r(W^b) is the mean reward of the problem's trained samples (not its
+    greedy program's), so a problem's returns sum to zero; the greedy program is not needed."""
+    probs = train_problems[:2]
+    s, r = _sample_files(tmp_path, probs, chat.tokenizer, {0: "passed", 1: "runtime_error", 2: "passed"})
+    data = build_rl_examples(probs, s, r, chat.tokenizer, False, reward=coderl_reward(), baseline_kind="mean")
+    by = {(e.problem_id, e.index): e for e in data.examples}
+    for p in probs:  # rewards 1.0 and -0.6: baseline 0.2 (the greedy program's 1.0 would give 0 and -1.6)
+        assert by[(p.id, 0)].baseline == pytest.approx(0.2)
+        assert by[(p.id, 0)].ret == pytest.approx(0.8) and by[(p.id, 1)].ret == pytest.approx(-0.8)
+    assert RLConfig(baseline="mean").baseline == "mean"
+    with pytest.raises(ConfigError, match="rl.baseline"):
+        RLConfig(baseline="median")
+
+
 def test_rl_trajectory_is_prompt_plus_raw_tokens(tmp_path, chat, train_problems):
     probs = train_problems[:1]
     s, r = _sample_files(tmp_path, probs, chat.tokenizer, {0: "passed", 1: "failed", 2: "failed"})

@@ -35,7 +35,7 @@ from ..io import RecordError
 from ..models.extract import parses
 from ..models.prompts import FENCE, Prompt, build_prompt
 from ..records import join
-from .objective import align_weights, greedy_baselines, relative_return
+from .objective import align_weights, greedy_baselines, mean_baselines, relative_return
 
 
 class TrainingError(RuntimeError):
@@ -251,10 +251,11 @@ def check_tokenizer(samples: Sequence, tokenizer, samples_path: str | Path, chec
 def build_rl_examples(problems: Sequence, samples_path: str | Path, results_path: str | Path,
                       tokenizer, is_encoder_decoder: bool, *, reward: Callable,
                       scores: Mapping | None = None, origins: Sequence[str] = ("sampled",),
-                      relative: bool = True, skip_zero_return: bool = True,
+                      relative: bool = True, skip_zero_return: bool = True, baseline_kind: str = "greedy",
                       prompt_style: str = "auto", max_prompt_tokens: int = 1024,
                       max_target_tokens: int = 512, program_hash: Callable[[str], str] | None = None) -> RLData:
-    """RL examples from samples + results (+ critic ``scores`` by key; None: q̂ = 1)."""
+    """RL examples from samples + results (+ critic ``scores`` by key; None: q̂ = 1); the return's
+    baseline: the problem's greedy program's reward, or (``baseline_kind="mean"``) its samples' mean."""
     by_id = {str(p.id): p for p in problems}
     pairs = join(samples_path, results_path, by_id)  # every result checked to be its sample's program's
     samples = [s for s, _ in pairs]
@@ -263,7 +264,8 @@ def build_rl_examples(problems: Sequence, samples_path: str | Path, results_path
         raise RecordError(samples_path, None, "no samples of the selected problems")
     check_tokenizer(samples, tokenizer, samples_path)
     rewards = _rewards(samples, results, by_id, reward, results_path)
-    baseline = greedy_baselines(samples, rewards)
+    baseline = mean_baselines(samples, rewards, origins) if baseline_kind == "mean" else \
+        greedy_baselines(samples, rewards)
 
     prompts: dict[str, Prompt] = {}
     prompt_ids: dict[str, list[int]] = {}

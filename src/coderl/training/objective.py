@@ -39,6 +39,17 @@ def greedy_baselines(samples: Iterable[Any], rewards: Mapping[tuple[str, int], f
     return out
 
 
+def mean_baselines(samples: Iterable[Any], rewards: Mapping[tuple[str, int], float],
+                   origins: Sequence[str]) -> dict[str, float]:
+    """Per problem, the mean reward of its samples of ``origins`` (``rl.baseline: mean``): centred
+    returns, as online RL's group baseline, instead of the greedy program's reward."""
+    by: dict[str, list[float]] = {}
+    for s in samples:
+        if s.origin in origins:
+            by.setdefault(s.problem_id, []).append(rewards[s.key])
+    return {pid: sum(v) / len(v) for pid, v in by.items()}
+
+
 def relative_return(reward: float, baseline: float | None, relative: bool = True) -> float:
     """r(W^s) - r(W^b), with r(W^b) = 0 when there is no baseline (or ``relative`` is off)."""
     return float(reward) - (float(baseline) if relative and baseline is not None else 0.0)

@@ -20,6 +20,7 @@ class RLConfig(TrainerConfig):
     alternating with cross-entropy steps on gold programs."""
 
     SECTION = "rl"
+    ADDED_SETTINGS = ("baseline",)  # at its default, absent from fingerprints (older boxes resume)
     DEFAULT_LR = {"lora": 5e-5, "full": 5e-6}
 
     init: str = opt("sft", "Starting model: sft (this run's SFT model, <run>/sft/), or a model spec "
@@ -29,6 +30,9 @@ class RLConfig(TrainerConfig):
                              "greedy programs are the baseline W^b).", choices=TRAINABLE_ORIGINS)
     relative_return: bool = opt(True, "Return r(W^s) - r(W^b), W^b the problem's greedy program "
                                 "(r(W^b) = 0 when it has none); off: r(W^s).")
+    baseline: str = opt("greedy", "r(W^b): greedy (the problem's greedy program's reward, CodeRL) or "
+                        "mean (the mean reward of the problem's trained samples: returns centred per "
+                        "problem, as online RL's group baseline).", choices=("greedy", "mean"))
     critic_weights: bool = opt(True, "Weight each token by the critic's q̂(w_t) (the critic scores "
                                "file); off, or without scores: q̂ = 1 (the paper's ablation).")
     partial_credit: bool = opt(False, "RLTF's reward for failed programs: -0.3 + 1.3 x the share of "

@@ -127,7 +127,8 @@ def train_rl(problems: Sequence, run_dir: str | Path, cfg: RLConfig, *, samples_
     rl = build_rl_examples(problems, samples_path, results_path, lm.tokenizer, lm.is_encoder_decoder,
                            reward=reward or coderl_reward(cfg.partial_credit), scores=scores,
                            origins=cfg.origins, relative=cfg.relative_return,
-                           skip_zero_return=cfg.skip_zero_return, prompt_style=cfg.prompt_style,
+                           skip_zero_return=cfg.skip_zero_return, baseline_kind=cfg.baseline,
+                           prompt_style=cfg.prompt_style,
                            max_prompt_tokens=cfg.max_prompt_tokens,
                            max_target_tokens=cfg.max_target_tokens, program_hash=phash)
     if not rl.examples:
