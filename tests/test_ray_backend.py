@@ -115,11 +115,10 @@ def test_a_run_started_on_one_backend_resumes_on_the_other(tmp_path, local_ray, 
     assert n == len(got) == 16
 
 
-def test_the_ray_backend_without_ray_installed_is_a_one_line_error(tmp_path, monkeypatch):
+@pytest.fixture
+def without_ray(monkeypatch):
+    """``import ray`` fails, as on a machine without the package."""
     import builtins
-
-    from coderl.config import ConfigError
-    from coderl.distributed import make_executor
 
     real_import = builtins.__import__
 
@@ -128,6 +127,12 @@ def test_the_ray_backend_without_ray_installed_is_a_one_line_error(tmp_path, mon
             raise ImportError("No module named 'ray'")
         return real_import(name, *a, **k)
     monkeypatch.setattr(builtins, "__import__", no_ray)
+
+
+def test_the_ray_backend_without_ray_installed_is_a_one_line_error(tmp_path, without_ray):
+    from coderl.config import ConfigError
+    from coderl.distributed import make_executor
+
     with pytest.raises(ConfigError, match=r"execution.backend: ray needs the ray package"):
         make_executor(ExecConfig(backend="ray"))
 
@@ -286,18 +291,9 @@ def test_replicas_that_keep_dying_are_an_error_not_a_loop(local_ray, tiny_causal
             gen.generate([GenRequest(p, 0) for p in mbpp_problems], _gen_cfg())
 
 
-def test_generation_on_ray_without_ray_installed_is_a_one_line_error(tmp_path, monkeypatch, mbpp_problems):
-    import builtins
-
+def test_generation_on_ray_without_ray_installed_is_a_one_line_error(tmp_path, without_ray, mbpp_problems):
     from coderl.config import ConfigError
     from coderl.generation import generate
 
-    real_import = builtins.__import__
-
-    def no_ray(name, *a, **k):
-        if name == "ray" or name.startswith("ray."):
-            raise ImportError("No module named 'ray'")
-        return real_import(name, *a, **k)
-    monkeypatch.setattr(builtins, "__import__", no_ray)
     with pytest.raises(ConfigError, match=r"generation.backend: ray needs the ray package"):
         generate(mbpp_problems, tmp_path / "s.jsonl", _gen_cfg(backend="ray"), model="default")
