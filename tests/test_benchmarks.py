@@ -44,3 +44,38 @@ def test_two_lanes_of_one_label_keep_both_sets(tmp_path):
     mod.store_set(out, a, "mbpp-heldout")
     sets = json.loads(out.read_text())["sets"]
     assert sets["mbpp-heldout"]["metrics"]["greedy_pass@1"] == [3, 10] and "humaneval" in sets
+
+
+def test_checkpoint_curve_resumes_and_reruns_changed_weights(tmp_path, tiny_causal_dir, capsys):
+    """A point stored for the same weights is not run again; a checkpoint whose weights changed is."""
+    import importlib.util
+    import json
+    import shutil
+
+    spec = importlib.util.spec_from_file_location("curve_bench", ROOT / "benchmarks" / "checkpoint_curve.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    ck = tmp_path / "step-000010"
+    shutil.copytree(tiny_causal_dir, ck)
+    args = ["run", str(ck), "--label", "t", "--limit", "2", "--store", str(tmp_path / "store"),
+            "--runs-dir", str(tmp_path / "runs")]
+    mod.main(args)
+    rec = json.loads((tmp_path / "store" / "curve_t.json").read_text())
+    assert [p["step"] for p in rec["points"]] == [10] and rec["problems"] == 2 and rec["split"] == "validation"
+    assert sum(rec["points"][0]["outcomes"].values()) == 2
+    assert (tmp_path / "store" / "curve_t.png").is_file()
+    capsys.readouterr()
+    mod.main(args)
+    assert "step 10: stored" in capsys.readouterr().out
+    w = (ck / "model.safetensors").read_bytes()
+    (ck / "model.safetensors").write_bytes(w[:-1] + bytes([w[-1] ^ 1]))  # other weights, same size
+    assert mod._digest(ck) != rec["points"][0]["digest"]
+    mod.main(args)
+    assert "step 10: stored" not in capsys.readouterr().out
+    ck2 = tmp_path / "step-000020"
+    shutil.copytree(tiny_causal_dir, ck2)
+    mod.main(["run", str(ck2), "--label", "t", "--limit", "2", "--store", str(tmp_path / "store"),
+              "--runs-dir", str(tmp_path / "runs")])
+    assert [p["step"] for p in json.loads((tmp_path / "store" / "curve_t.json").read_text())["points"]] == [10, 20]
+    with pytest.raises(SystemExit, match="another problem selection"):
+        mod.main(args[:5] + ["3"] + args[6:])
