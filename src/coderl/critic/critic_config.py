@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import ConfigError, opt, validate
-from ..training.options import check_learning_rate, device_option, progress_option, threads_option
+from ..training.options import (check_learning_rate, device_option, keep_checkpoints_option, log_every_option,
+                                max_steps_option, progress_option, save_every_option, threads_option)
 
 #: settings that do not change what training computes (resuming under other values is fine)
 NOT_FINGERPRINTED = ("max_steps", "save_every", "keep_checkpoints", "eval_batch_size", "log_every",
@@ -74,12 +75,10 @@ class CriticConfig:
                          "AUROC difference critic - feature baseline.", ge=10)
     bootstrap_seed: int = opt(0, "Seed of the bootstrap.", ge=0)
     # -- running (not part of the fingerprint) ----------------------------------------------------
-    max_steps: int | None = opt(None, "Stop after this many optimizer steps in all (a budget: the run ends there "
-                                "validated and complete; a rerun with a larger budget continues it).", ge=1)
-    save_every: int = opt(200, "Write a resumable checkpoint every N optimizer steps (and at "
-                          "every validation: every epoch's end; 0: only there).", ge=0)
-    keep_checkpoints: int = opt(1, "Resumable checkpoints kept (the newest); best/ is kept apart.", ge=1)
-    log_every: int = opt(10, "Log the training loss every N optimizer steps.", ge=1)
+    max_steps: int | None = max_steps_option()
+    save_every: int = save_every_option(200)
+    keep_checkpoints: int = keep_checkpoints_option()
+    log_every: int = log_every_option(10)
     eval_batch_size: int = opt(32, "Programs per batch in evaluation and feature caching.", ge=1)
     device: str = device_option()
     threads: int | None = threads_option()

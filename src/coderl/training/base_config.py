@@ -7,7 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import ConfigError, opt, validate
-from .options import check_learning_rate, device_option, progress_option, threads_option
+from .options import (check_learning_rate, device_option, keep_checkpoints_option, log_every_option, max_steps_option,
+                      progress_option, save_every_option, threads_option)
 
 #: settings that do not change what training computes (resuming under other values is fine)
 NOT_FINGERPRINTED = ("max_steps", "save_every", "keep_checkpoints", "log_every", "eval_batch_size",
@@ -71,12 +72,10 @@ class TrainerConfig:
     patience: int = opt(0, "Early stopping: stop after N validations without a better model "
                         "(0: never).", ge=0)
     # -- running (not part of the fingerprint) ----------------------------------------------------
-    max_steps: int | None = opt(None, "Stop after this many optimizer steps in all (a budget; a "
-                                "rerun continues).", ge=1)
-    save_every: int = opt(50, "Write a resumable checkpoint every N optimizer steps (and at every "
-                          "validation; 0: only there and at the end).", ge=0)
-    keep_checkpoints: int = opt(1, "Resumable checkpoints kept (the newest).", ge=1)
-    log_every: int = opt(1, "Log the training loss every N optimizer steps.", ge=1)
+    max_steps: int | None = max_steps_option()
+    save_every: int = save_every_option(50)
+    keep_checkpoints: int = keep_checkpoints_option()
+    log_every: int = log_every_option(1)
     eval_batch_size: int = opt(8, "Programs per batch in the validation loss.", ge=1)
     val_pass_batch_size: int = opt(16, "Sequences decoded together in the pass@1 check.", ge=1)
     release_memory: bool = opt(True, "Linux CPU: large tensors are allocated with mmap (glibc "
