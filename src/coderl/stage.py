@@ -119,8 +119,7 @@ def box_state(stage: Stage, run: RunDir, fp: dict, inputs: dict[str, str]) -> tu
             state, why = "resume", []  # written before boxes carried settings: adopted as it is
         else:
             why = diff(_flat(meta.get("fingerprint", {})), _flat(fp))
-            grown = [w for w in why if w.split(":")[0].split(".")[-1] in stage.grows]
-            if why and len(grown) < len(why):
+            if any(w.split(":")[0].split(".")[-1] not in stage.grows for w in why):  # not only grown settings
                 state = "changed"
             elif "inputs" in meta and meta["inputs"] != inputs:
                 state, why = "stale", [f"{k} was rewritten" for k in sorted(set(meta["inputs"]) | set(inputs))
@@ -142,7 +141,7 @@ def _flat(d: dict, prefix: str = "") -> dict[str, Any]:
         if isinstance(v, dict):
             out.update(_flat(v, key))
         else:
-            out[(prefix + k)] = v
+            out[prefix + k] = v
     return out
 
 
@@ -171,11 +170,13 @@ def run_stage(stage: Stage, problems: Sequence, run: RunDir, cfg, ctx: StageCont
             ctx.echo(f"      {stage.name}: starting again (its outputs are deleted)")
         for b in stage.writes:
             remove_box(run.box(b))
-    for b in stage.writes:
-        write_meta(run.box(b), stage.name, fp, complete=False, selection=ctx.selection, extra={"inputs": inputs})
+
+    def mark(complete: bool, **extra) -> None:
+        for b in stage.writes:
+            write_meta(run.box(b), stage.name, fp, complete=complete, selection=ctx.selection,
+                       extra={"inputs": inputs, **extra})
+
+    mark(False)
     summary = stage.impl().run(problems, run, cfg, ctx)
-    stamp = uuid.uuid4().hex[:16]
-    for b in stage.writes:
-        write_meta(run.box(b), stage.name, fp, complete=bool(summary.get("complete", True)),
-                   selection=ctx.selection, extra={"inputs": inputs, "stamp": stamp})
+    mark(bool(summary.get("complete", True)), stamp=uuid.uuid4().hex[:16])
     return summary

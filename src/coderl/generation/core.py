@@ -89,16 +89,22 @@ def generate_samples(lm: LoadedModel, requests: Sequence[GenRequest], cfg: Gener
     as each finishes (in finishing order), ``on_step(n_active)`` after every decoding step.
     Returns the samples in request order. Raises :class:`RequestError` before decoding anything
     when two requests share a (problem, index) or a prefix follows a prompt too long to keep."""
-    prompts: dict[tuple[str, str | None], Prompt] = {}
+    prompts = {}
     for r in requests:
         if r.prompt_key not in prompts:
             prompts[r.prompt_key] = prompt_with_feedback(r.problem, lm.tokenizer, cfg.prompt_style,
                                                          lm.is_encoder_decoder, r.feedback)
     _check(lm, requests, prompts, cfg)
-    out: list[Sample | None] = [None] * len(requests)
+    out = [None] * len(requests)
 
     def done(i: int, c: Completion) -> None:
-        out[i] = _sample(requests[i], prompts[requests[i].prompt_key], c)
+        r = requests[i]
+        prompt, raw, meta = prompts[r.prompt_key], r.prefix + c.text, dict(r.meta)
+        if r.prefix:
+            meta["prefix_chars"] = len(r.prefix)
+        out[i] = Sample(problem_id=r.problem.id, index=r.index, origin=r.origin,
+                        program=extract_program(raw, prompt, r.problem), prompt=prompt.text, raw=raw,
+                        logprob=round(c.logprob, 4), num_tokens=c.num_tokens, finish=c.finish, meta=meta)
         if on_sample is not None:
             on_sample(out[i])
 
@@ -124,8 +130,8 @@ def prompt_with_feedback(problem: Problem, tokenizer, style: str, is_encoder_dec
         return chat_prompt(problem, tokenizer, feedback)
     comment = "".join(f"# {line}\n" if line else "#\n" for line in feedback.splitlines())
     bos = getattr(tokenizer, "bos_token", None) or ""
-    body = prompt.text[len(bos):] if bos and prompt.text.startswith(bos) else prompt.text
-    prompt.text = prompt.text[:len(prompt.text) - len(body)] + comment + body
+    head = bos if prompt.text.startswith(bos) else ""
+    prompt.text = head + comment + prompt.text[len(head):]
     return prompt
 
 
@@ -134,8 +140,8 @@ def _check(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[tuple,
     """One request per (problem, index) (a sample's key); a prefix only after a prompt that fits
     in ``max_prompt_tokens`` (causal models: cutting the start of prompt + prefix would make the
     model read another prompt than its samples record)."""
-    seen: dict[tuple[str, int], int] = {}
-    sizes: dict[tuple, int] = {}
+    seen = {}
+    sizes = {}
     for n, r in enumerate(requests):
         if r.key in seen:
             raise RequestError(f"generation requests {seen[r.key]} and {n} are both for "
@@ -143,24 +149,14 @@ def _check(lm: LoadedModel, requests: Sequence[GenRequest], prompts: dict[tuple,
         seen[r.key] = n
         if not r.prefix or lm.is_encoder_decoder:
             continue
-        pid, pk = r.problem.id, r.prompt_key
+        pk = r.prompt_key
         if pk not in sizes:
             sizes[pk] = len(lm.tokenizer(prompts[pk].text, add_special_tokens=False).input_ids)
         if sizes[pk] > cfg.max_prompt_tokens:
-            raise RequestError(f"generation request {n} ({pid!r} index {r.index}): its prompt has "
+            raise RequestError(f"generation request {n} ({r.problem.id!r} index {r.index}): its prompt has "
                                f"{sizes[pk]} tokens, more than max_prompt_tokens "
                                f"({cfg.max_prompt_tokens}); a prompt is cut only without a prefix "
                                "(raise max_prompt_tokens, or continue no prefix of this problem)")
-
-
-def _sample(r: GenRequest, prompt: Prompt, c: Completion) -> Sample:
-    raw = r.prefix + c.text
-    meta = dict(r.meta)
-    if r.prefix:
-        meta["prefix_chars"] = len(r.prefix)
-    return Sample(problem_id=r.problem.id, index=r.index, origin=r.origin,
-                  program=extract_program(raw, prompt, r.problem), prompt=prompt.text, raw=raw,
-                  logprob=round(c.logprob, 4), num_tokens=c.num_tokens, finish=c.finish, meta=meta)
 
 
 def _decode_static(lm: LoadedModel, reqs: list[Request], cfg: GenerationConfig,
@@ -170,7 +166,7 @@ def _decode_static(lm: LoadedModel, reqs: list[Request], cfg: GenerationConfig,
     each (greedy first), in windows of a few batches of requests."""
     step = 4 * cfg.batch_size
     for w in range(0, len(reqs), step):
-        groups: dict[tuple[float, float], list[int]] = {}
+        groups = {}
         for i in range(w, min(w + step, len(reqs))):
             groups.setdefault((reqs[i].temperature, reqs[i].top_p), []).append(i)
         for (temperature, top_p), group in sorted(groups.items()):

@@ -58,9 +58,9 @@ class Request:
 
 
 def _sample_next(logits: torch.Tensor, temperature: float, top_p: float,
-                 generator: torch.Generator | None, u: torch.Tensor | None = None) -> torch.Tensor:
+                 generator: torch.Generator | None) -> torch.Tensor:
     n = logits.shape[0]
-    return _sample_rows(logits, logits.new_full((n,), temperature), logits.new_full((n,), top_p), generator, u)
+    return _sample_rows(logits, logits.new_full((n,), temperature), logits.new_full((n,), top_p), generator)
 
 
 _GAMMA, _M1, _M2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
@@ -95,7 +95,7 @@ TOP_K_FAST = 256  # the nucleus is looked for among this many most likely tokens
 
 
 def _nucleus_full(scaled: torch.Tensor, top_p: torch.Tensor, generator: torch.Generator | None,
-                  u: torch.Tensor | None = None) -> torch.Tensor:
+                  u: torch.Tensor | None) -> torch.Tensor:
     """Top-p sampling over the whole vocabulary (a full sort: ~4 ms per row for 49k tokens)."""
     if bool((top_p >= 1).all()):  # no nucleus: the whole distribution, nothing to sort
         return _draw(scaled.softmax(-1), generator, u)
@@ -146,11 +146,9 @@ def _encode(tokenizer, texts: list[tuple[str, str]], max_prompt_tokens: int | No
     """Each (prompt, prefix) of ``texts`` tokenized as one text, padded as the tokenizer pads (on
     the left for causal models). A prompt alone keeps its last ``max_prompt_tokens`` tokens (the
     tokenizers truncate on the left); a prompt with a prefix is not truncated."""
-    ids = []
-    for prompt, prefix in texts:
-        cut = max_prompt_tokens is not None and not prefix
-        ids.append(tokenizer(prompt + prefix, add_special_tokens=special, truncation=cut,
-                             max_length=max_prompt_tokens if cut else None).input_ids)
+    ids = [tokenizer(prompt + prefix, add_special_tokens=special,
+                     truncation=max_prompt_tokens is not None and not prefix,
+                     max_length=None if prefix else max_prompt_tokens).input_ids for prompt, prefix in texts]
     return tokenizer.pad({"input_ids": ids}, return_tensors="pt").to(device)
 
 
@@ -179,9 +177,9 @@ def _run(batch: _Batch, tokenizer, requests: list[Request], max_new_tokens: int,
     # how many of a sequence's last tokens are decoded to look for its stop strings
     tail = max([len(tokenizer.encode(s, add_special_tokens=False)) for r in requests for s in r.stop] + [1]) + 2
     seeded = all(r.seed is not None for r in requests)
-    results: list[Completion | None] = [None] * len(requests)
-    tokens: dict[int, list[int]] = defaultdict(list)
-    logps: dict[int, list[float]] = defaultdict(list)
+    results = [None] * len(requests)
+    tokens = defaultdict(list)
+    logps = defaultdict(list)
     while batch.rows:
         rows, logits = batch.rows, batch.logits
         temp = torch.tensor([requests[r].temperature for r in rows], device=batch.device)
@@ -192,7 +190,7 @@ def _run(batch: _Batch, tokenizer, requests: list[Request], max_new_tokens: int,
         nxt = _sample_rows(logits, temp, top_p, generator, u)
         chosen = logits.log_softmax(-1).gather(-1, nxt[:, None]).squeeze(-1).tolist()
         is_eos = torch.isin(nxt, eos).tolist()
-        keep: list[int] = []
+        keep = []
         for j, (r, t) in enumerate(zip(rows, nxt.tolist())):
             ids, req = tokens[r], requests[r]
             ids.append(t)
@@ -350,8 +348,8 @@ class _GrowingLayer(DynamicLayer):
                       for b in (self._kb, self._vb))
             kb[:self._rows, :, :n], vb[:self._rows, :, :n] = self.keys, self.values
             self._kb, self._vb, self._start, self._end = kb, vb, 0, n
-        self._kb[:self._rows, :, self._end:self._end + add] = key_states
-        self._vb[:self._rows, :, self._end:self._end + add] = value_states
+        for buf, new in ((self._kb, key_states), (self._vb, value_states)):
+            buf[:self._rows, :, self._end:self._end + add] = new
         self._view(self._rows, self._start, self._end + add)
         return self.keys, self.values
 
@@ -440,10 +438,9 @@ class _Stream(_Batch):
         lengths = [e[0][0].shape[2] for e in entries]
         self._make_room(entries[0], len(ids), max(lengths))
         for text, run in groupby(texts):  # adjacent requests sharing a text
-            ks, vs, _ = self.prefilled[text]
             count = len(list(run))
-            for l, layer in enumerate(self.cache.layers):
-                layer.add_rows(ks[l], vs[l], count)
+            for layer, k, v in zip(self.cache.layers, *self.prefilled[text][:2]):
+                layer.add_rows(k, v, count)
         width = self.cache.layers[0].width  # each text left-padded to it
         starts = width - torch.tensor(lengths, device=self.device)[:, None]
         new_mask = (torch.arange(width, device=self.device) >= starts).long()
@@ -459,9 +456,9 @@ class _Stream(_Batch):
         first = self.cache.layers[0] if self.cache is not None else None
         if first is not None and first.free_rows >= count and first.width >= longest:
             return
-        width = max([longest] + ([first.width] if first is not None else []))
+        width = longest if first is None else max(longest, first.width)
         rows_max = max(self.batch_size, len(self.rows) + count)
-        layers = [_GrowingLayer(like[0][l], like[1][l], rows_max, width) for l in range(len(like[0]))]
+        layers = [_GrowingLayer(k, v, rows_max, width) for k, v in zip(*like[:2])]
         if first is not None:
             for layer, old in zip(layers, self.cache.layers):
                 layer.add_rows(old.keys, old.values, len(self.rows))
@@ -502,8 +499,7 @@ def decode_stream(model, tokenizer, requests: list[Request], *, batch_size: int 
     if not supports_streaming(model):
         raise ValueError(f"decode_stream: {type(model).__name__} has attention layers other than full "
                          "attention (e.g. sliding windows) or is an encoder-decoder: use decode_batch")
-    seeded = [r.seed is not None for r in requests]
-    if any(seeded) and not all(seeded):
+    if len({r.seed is None for r in requests}) > 1:
         raise ValueError("decode_stream: every request has a seed or none has")
     batch = _Stream(model, tokenizer, requests, batch_size, max_prompt_tokens)
     return _run(batch, tokenizer, requests, max_new_tokens, generator, on_step, on_done)

@@ -31,11 +31,11 @@ from .task import Point, RunResult, TrainingTask, Validation
 VALIDATION_DIR = "validation"     # greedy pass@1 samples and results, per validation step
 
 
-def adapter_base_spec(spec: str, out: Path | None = None) -> str:
+def adapter_base_spec(spec: str, out: Path) -> str:
     """The ``base_model_name_or_path`` a saved adapter carries: a known name as it is; a model of the
     same run directory relative to the adapter (``../sft``); any other path made absolute."""
     p = Path(str(spec)).expanduser()
-    if out is not None and p.exists() and p.absolute().parent == Path(out).absolute().parent:
+    if p.exists() and p.absolute().parent == Path(out).absolute().parent:
         return f"../{p.name}"
     return str(p.resolve()) if p.exists() else str(spec)
 
@@ -96,8 +96,7 @@ class ActorTask(TrainingTask):
         if cfg.mode == "lora":
             from peft import LoraConfig, TaskType, get_peft_model
 
-            targets = cfg.lora_targets
-            targets = targets[0] if targets == ["all-linear"] else list(targets)
+            targets = "all-linear" if cfg.lora_targets == ["all-linear"] else list(cfg.lora_targets)
             task = TaskType.SEQ_2_SEQ_LM if self.lm.is_encoder_decoder else TaskType.CAUSAL_LM
             try:
                 model = get_peft_model(model, LoraConfig(
@@ -134,11 +133,12 @@ class ActorTask(TrainingTask):
     # -- validation -------------------------------------------------------------------------------
     def validate(self, model, point: Point) -> Validation | None:
         cfg = self.cfg
-        if not self.val_examples and not (cfg.val_pass_every and self.val_problems):
+        passes = cfg.val_pass_every and self.val_problems
+        if not (self.val_examples or passes):
             return None
         vloss = self.validation_loss(model)
-        entry: dict[str, Any] = {"step": point.step, "loss": None if vloss is None else round(vloss, 6)}
-        if cfg.val_pass_every and self.val_problems and (point.index % cfg.val_pass_every == 0 or point.at_end):
+        entry = {"step": point.step, "loss": None if vloss is None else round(vloss, 6)}
+        if passes and (point.index % cfg.val_pass_every == 0 or point.at_end):
             entry.update(self.greedy_pass_at_1(model, point.step))
         score = None
         if cfg.best_metric == "pass@1" and entry.get("pass@1") is not None:
@@ -166,7 +166,7 @@ class ActorTask(TrainingTask):
                 with self.accelerator.autocast():
                     lp = losses.token_logprobs(model, batch)
                 m = batch["target_mask"]
-                nll -= float(torch.where(m, lp, torch.zeros((), device=lp.device)).sum())
+                nll -= float(losses.masked(lp, m).sum())
                 n += int(m.sum())
         model.train()
         return nll / max(1, n)
@@ -188,13 +188,12 @@ class ActorTask(TrainingTask):
         try:
             lm = LoadedModel(model=m, tokenizer=self.lm.tokenizer, spec=str(self.out), path=self.out,
                              is_encoder_decoder=self.lm.is_encoder_decoder)
-            dev = self.accelerator.device
             gcfg = GenerationConfig(model=str(self.out), num_seqs=0, greedy=True,
                                     batch_size=self.cfg.val_pass_batch_size,
                                     max_new_tokens=self.cfg.val_max_new_tokens,
                                     max_prompt_tokens=self.cfg.max_prompt_tokens,
                                     prompt_style=self.cfg.prompt_style, progress=False,
-                                    device="cuda" if dev.type == "cuda" else "cpu")
+                                    device="cuda" if self.accelerator.device.type == "cuda" else "cpu")
             with torch.no_grad():
                 generate(probs, d / "samples.jsonl", gcfg, model=lm)
         finally:

@@ -50,7 +50,7 @@ class BatchSource(Protocol):
 class MicroBatches:
     """Micro-batch ``k`` of a stream of ``n`` examples: epochs of seeded permutations."""
 
-    def __init__(self, n: int, batch_size: int, seed: int, groups: Sequence[Sequence[int]] | None = None):
+    def __init__(self, n: int, batch_size: int, seed: int, groups: Sequence[Sequence[int]] | None):
         self.n, self.batch_size, self.seed, self.groups = n, batch_size, seed, groups
         self.per_epoch = max(1, math.ceil(n / batch_size))
         self._epoch, self._perm = -1, []
@@ -74,7 +74,7 @@ class FixedBatches:
                  groups: dict[str, Sequence[Sequence[int]]] | None = None):
         self.streams = streams
         self.primary = next(iter(streams))
-        self.epochs, self.batch_size, self.seed, self.cross_epochs = epochs, batch_size, seed, cross_epochs
+        self.epochs, self.cross_epochs = epochs, cross_epochs
         self.kinds_of = kinds or (lambda n: [self.primary] * n)
         self.micro = {k: MicroBatches(len(items), batch_size, seed + 7919 * i, (groups or {}).get(k))
                       for i, (k, items) in enumerate(streams.items())}
@@ -90,7 +90,7 @@ class FixedBatches:
         self.steps_per_epoch = -(-self.per_epoch // group)
         n = -(-(self.epochs * self.per_epoch) // group) if self.cross_epochs else self.epochs * self.steps_per_epoch
         self.kinds, self.nth, self.epoch_ends = self.kinds_of(n), [], set()
-        seen: dict[str, int] = {}
+        seen = {}
         for s, kind in enumerate(self.kinds):
             j = seen.get(kind, 0)
             self.nth.append(j)

@@ -139,7 +139,7 @@ def humaneval_shape(problem, solution: str):
     doc = " ".join(problem.question.split())
     asserts = (problem.example_tests or {}).get("asserts") or problem.tests.get("asserts") or []
     with contextlib.suppress(SyntaxError, ValueError, IndexError):
-        test = ast.parse(asserts[0].strip()).body[0] if asserts else None
+        test = ast.parse(asserts[0].strip()).body[0]  # no assert: IndexError, suppressed
         if isinstance(test, ast.Assert) and isinstance(test.test, ast.Compare) and \
                 isinstance(test.test.ops[0], ast.Eq):
             doc += f"\n    >>> {ast.unparse(test.test.left)}\n    {ast.unparse(test.test.comparators[0])}"
@@ -159,15 +159,28 @@ def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool,
                         max_solutions: int = 0, reorder: bool = True, shapes: Sequence[str] = ("native",)
                         ) -> tuple[list[Example], dict[str, Any]]:
     """Examples from the gold programs of ``problems`` in each prompt shape of ``shapes``; counts."""
-    out: list[Example] = []
-    counts = Counter()
-    if "humaneval" in shapes:
-        extra, hcounts = _humaneval_examples(problems, tokenizer, is_encoder_decoder, prompt_style,
-                                             max_prompt_tokens, max_target_tokens, max_solutions)
-        if "native" not in shapes:
-            return extra, hcounts
+    out, counts, extra, hcounts = [], Counter(), [], Counter()
+    native = "native" in shapes or "humaneval" not in shapes
     for p in problems:
-        sols = _gold_programs(p, max_solutions)
+        sols = [s for s in (p.solutions or []) if isinstance(s, str) and s.strip()][:max_solutions or None]
+        for i, sol in enumerate(sols if "humaneval" in shapes else []):
+            hp = humaneval_shape(p, sol)
+            if hp is None:
+                hcounts["skipped_shape"] += 1
+                continue
+            prompt = build_prompt(hp, tokenizer, prompt_style, is_encoder_decoder)
+            # a chat prompt asks for the whole function; a plain one for the body after the docstring
+            body = hp.meta["body"].rstrip()
+            cont = gold_continuation(hp, prompt, sol, False) if not prompt.prefix else (body + "\n" if body else None)
+            if cont is None:
+                hcounts["skipped_prefix_mismatch"] += 1
+                continue
+            end, eos = end_of_program(prompt, is_encoder_decoder)
+            extra.append(Example(p.id, SHAPE_INDEX + i, "gold",
+                                 encode_prompt(tokenizer, prompt.text, is_encoder_decoder, max_prompt_tokens),
+                                 encode_target(tokenizer, cont + end, eos, max_target_tokens), origin="gold-humaneval"))
+        if not native:
+            continue
         if not sols:
             counts["problems_without_gold"] += 1
             continue
@@ -185,40 +198,14 @@ def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool,
             if len(tids) == max_target_tokens:
                 counts["truncated"] += 1
             out.append(Example(p.id, i, "gold", pids, tids))
+    hcounts["examples"] = len(extra)
+    if not native:
+        return extra, dict(hcounts)
     if "humaneval" in shapes:
         out += extra
         counts.update({f"humaneval_{k}": v for k, v in hcounts.items()})
     counts["examples"] = len(out)
     counts["problems"] = len({e.problem_id for e in out})
-    return out, dict(counts)
-
-
-def _gold_programs(problem, max_solutions: int) -> list[str]:
-    sols = [s for s in (problem.solutions or []) if isinstance(s, str) and s.strip()]
-    return sols[:max_solutions] if max_solutions else sols
-
-
-def _humaneval_examples(problems, tokenizer, is_encoder_decoder, prompt_style, max_prompt_tokens,
-                        max_target_tokens, max_solutions) -> tuple[list[Example], dict[str, Any]]:
-    out, counts = [], Counter()
-    for p in problems:
-        for i, sol in enumerate(_gold_programs(p, max_solutions)):
-            hp = humaneval_shape(p, sol)
-            if hp is None:
-                counts["skipped_shape"] += 1
-                continue
-            prompt = build_prompt(hp, tokenizer, prompt_style, is_encoder_decoder)
-            # a chat prompt asks for the whole function; a plain one for the body after the docstring
-            body = hp.meta["body"].rstrip()
-            cont = gold_continuation(hp, prompt, sol, False) if not prompt.prefix else (body + "\n" if body else None)
-            if cont is None:
-                counts["skipped_prefix_mismatch"] += 1
-                continue
-            end, eos = end_of_program(prompt, is_encoder_decoder)
-            out.append(Example(p.id, SHAPE_INDEX + i, "gold",
-                               encode_prompt(tokenizer, prompt.text, is_encoder_decoder, max_prompt_tokens),
-                               encode_target(tokenizer, cont + end, eos, max_target_tokens), origin="gold-humaneval"))
-    counts["examples"] = len(out)
     return out, dict(counts)
 
 
@@ -230,7 +217,7 @@ class RLData:
     stats: dict[str, Any] = field(default_factory=dict)
 
 
-def check_tokenizer(samples: Sequence, tokenizer, samples_path: str | Path, checked: int = 50) -> None:
+def check_tokenizer(samples: Sequence, tokenizer, samples_path: str | Path) -> None:
     """Samples written by a model with another tokenizer (their token counts differ) are an error."""
     diffs = []
     for s in samples:
@@ -238,7 +225,7 @@ def check_tokenizer(samples: Sequence, tokenizer, samples_path: str | Path, chec
         if n >= 8 and s.finish == "stop" and s.raw:
             m = len(tokenizer(s.raw, add_special_tokens=False)["input_ids"])
             diffs.append(abs(m - n) / n)
-            if len(diffs) >= checked:
+            if len(diffs) >= 50:
                 break
     median = sorted(diffs)[len(diffs) // 2] if len(diffs) >= 5 else 0.0
     if median > 0.2:
@@ -267,10 +254,7 @@ def build_rl_examples(problems: Sequence, samples_path: str | Path, results_path
     baseline = mean_baselines(samples, rewards, origins) if baseline_kind == "mean" else \
         greedy_baselines(samples, rewards)
 
-    prompts: dict[str, Prompt] = {}
-    prompt_ids: dict[str, list[int]] = {}
-    out: list[Example] = []
-    counts: Counter = Counter()
+    prompts, prompt_ids, out, counts = {}, {}, [], Counter()
     for s in samples:
         counts[f"origin_{s.origin}"] += 1
         if s.origin not in origins:
@@ -307,13 +291,19 @@ def build_rl_examples(problems: Sequence, samples_path: str | Path, results_path
             weights = align_weights(raw, offs, s.program, q, offsets, len(tids))
         out.append(Example(s.problem_id, s.index, "sample", prompt_ids[text], tids, weights, ret,
                            rewards[s.key], b, results[s.key]["outcome"], s.origin))
-    return RLData(out, _rl_stats(out, counts, scores is not None))
+    rets = [e.ret for e in out]
+    return RLData(out, {**dict(counts), "examples": len(out), "problems": len({e.problem_id for e in out}),
+                        "outcomes": dict(Counter(e.outcome for e in out)),
+                        "mean_reward": round(float(np.mean([e.reward for e in out])), 6) if out else None,
+                        "mean_return": round(float(np.mean(rets)), 6) if out else None,
+                        "positive_returns": sum(r > 0 for r in rets), "negative_returns": sum(r < 0 for r in rets),
+                        "q_hat": "ones" if scores is None else "critic"})
 
 
 def _rewards(samples: Sequence, results: Mapping, by_id: Mapping, reward: Callable,
              results_path) -> dict[tuple[str, int], float]:
     """``r(W)`` of every sample (a non-finite reward is an error naming the sample)."""
-    rewards: dict[tuple[str, int], float] = {}
+    rewards = {}
     for s in samples:
         r = float(reward(by_id[s.problem_id], s.program, results[s.key]))
         if not math.isfinite(r):
@@ -357,16 +347,6 @@ def _critic_values(s, sc, outcome: str, program_hash: Callable[[str], str] | Non
         raise RecordError(samples_path, None, f"the critic scores of {where} have no q̂ of the actual "
                           "outcome (scored before execution?): score them again")
     return q, np.asarray(sc.offsets)
-
-
-def _rl_stats(out: list[Example], counts: Counter, critic: bool) -> dict[str, Any]:
-    rets = [e.ret for e in out]
-    return {**dict(counts), "examples": len(out), "problems": len({e.problem_id for e in out}),
-            "outcomes": dict(Counter(e.outcome for e in out)),
-            "mean_reward": round(float(np.mean([e.reward for e in out])), 6) if out else None,
-            "mean_return": round(float(np.mean(rets)), 6) if out else None,
-            "positive_returns": sum(r > 0 for r in rets), "negative_returns": sum(r < 0 for r in rets),
-            "q_hat": "critic" if critic else "ones"}
 
 
 def examples_digest(examples: Sequence[Example]) -> str:

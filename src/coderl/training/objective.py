@@ -32,7 +32,7 @@ if TYPE_CHECKING:  # torch loads with the losses (the data side of this module n
 
 def greedy_baselines(samples: Iterable[Any], rewards: Mapping[tuple[str, int], float]) -> dict[str, float]:
     """``r(W^b)`` per problem: the reward of its (first) greedy program (``origin == "greedy"``)."""
-    out: dict[str, float] = {}
+    out = {}
     for s in samples:
         if s.origin == "greedy" and s.problem_id not in out:
             out[s.problem_id] = rewards[s.key]
@@ -43,7 +43,7 @@ def mean_baselines(samples: Iterable[Any], rewards: Mapping[tuple[str, int], flo
                    origins: Sequence[str]) -> dict[str, float]:
     """Per problem, the mean reward of its samples of ``origins`` (``rl.baseline: mean``): centred
     returns, as online RL's group baseline, instead of the greedy program's reward."""
-    by: dict[str, list[float]] = {}
+    by = {}
     for s in samples:
         if s.origin in origins:
             by.setdefault(s.problem_id, []).append(rewards[s.key])
@@ -65,13 +65,12 @@ def align_weights(raw: str, raw_offsets: Sequence[tuple[int, int]], program: str
             qc[max(0, a):min(len(program), b)] = v
     to_prog = np.full(len(raw), -1, dtype=np.int64)
     for blk in difflib.SequenceMatcher(None, raw, program, autojunk=False).get_matching_blocks():
-        if blk.size:
-            to_prog[blk.a:blk.a + blk.size] = np.arange(blk.b, blk.b + blk.size)
+        to_prog[blk.a:blk.a + blk.size] = np.arange(blk.b, blk.b + blk.size)
     w = np.full(n_targets, np.nan)
     for t, (a, b) in enumerate(list(raw_offsets)[:n_targets]):
         idx = to_prog[a:b]
-        vals = qc[idx[idx >= 0]] if len(idx) else np.array([])
-        vals = vals[np.isfinite(vals)] if len(vals) else vals
+        vals = qc[idx[idx >= 0]]
+        vals = vals[np.isfinite(vals)]
         if len(vals):
             w[t] = float(vals.mean())
     finite = np.isfinite(w)
@@ -97,13 +96,11 @@ def clipped_pg_loss(logprobs: torch.Tensor, old_logprobs: torch.Tensor, mask: to
                     advantages: torch.Tensor, clip: float) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's clipped surrogate (online RL's later mini-batches), ``rho_t = p(w_t) / p_old(w_t)``:
     ``- mean min(rho_t A, clip(rho_t, 1 - e, 1 + e) A)`` averaged like :func:`rl_loss`; the clipped share."""
-    import torch
-
     from .losses import masked
 
     ratio = masked(logprobs - old_logprobs.to(logprobs.dtype), mask).exp()
     a = advantages.to(logprobs.dtype)[:, None]
-    surr = torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a)
+    surr = (ratio * a).minimum(ratio.clamp(1 - clip, 1 + clip) * a)
     per_sample = masked(surr, mask).sum(1) / mask.sum(1).clamp(min=1)
     clipped = ((ratio - 1).abs() > clip) & mask
     return -per_sample.mean(), clipped.sum() / mask.sum().clamp(min=1)
@@ -114,8 +111,7 @@ def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, mask: torch.T
     from .losses import masked
 
     d = masked(ref_logprobs.detach() - logprobs, mask)
-    k = d.exp() - d - 1
-    return (masked(k, mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    return ((d.exp() - d - 1).sum(1) / mask.sum(1).clamp(min=1)).mean()
 
 
 def step_kind(step: int, ce_every: int) -> str:
