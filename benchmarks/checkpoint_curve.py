@@ -4,13 +4,14 @@ A training stage selects its model by validation loss (or by a pass@1 check on a
 This measures what the loss stands in for — how many validation problems the greedy program
 solves — at each kept checkpoint, so a run that moves the loss but not the programs shows it.
 
-    # copies of a run's checkpoints (a LoRA adapter or an HF directory each), plus its start model
+    # a run's checkpoints (a LoRA adapter or an HF directory each; train with a large
+    # keep_checkpoints so they stay), plus its start model at step 0
     python benchmarks/checkpoint_curve.py run --label orl-mean --start runs/x/sft \\
         runs/x/rl/checkpoints/step-000025 runs/x/rl/checkpoints/step-000050 ...
     python benchmarks/checkpoint_curve.py plot orl-mean sft-curve    # one figure, several runs
 
 Each point is MBPP validation (the split the training stages validate on; never the test
-problems), greedy, the training prompt; stored in ``benchmarks/learning/curve_<label>.json``
+problems), greedy, the default prompt; stored in ``benchmarks/learning/curve_<label>.json``
 (resumable: a point already stored for the same weights is not run again) and plotted to
 ``benchmarks/learning/curve_<label>.png`` with a 95% bootstrap interval per point.
 """
@@ -23,6 +24,7 @@ import json
 import random
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,10 +46,17 @@ def _step(path: Path) -> int:
 
 def _digest(path: Path) -> str:
     """The weights' identity: a point is rerun when its checkpoint's weights changed."""
+    if not path.is_dir():  # a model name (default, a .gguf file): its spec
+        return hashlib.sha256(str(path).encode()).hexdigest()[:16]
+    weights = sorted(path.glob("*.safetensors"))
+    if not weights:
+        sys.exit(f"{path}: no *.safetensors weights (a checkpoint or model directory was expected)")
     h = hashlib.sha256()
-    for f in sorted(path.glob("*.safetensors")):
+    for f in weights:
         h.update(f.name.encode())
-        h.update(f.read_bytes())
+        with open(f, "rb") as fh:
+            while chunk := fh.read(1 << 24):
+                h.update(chunk)
     return h.hexdigest()[:16]
 
 
@@ -60,10 +69,12 @@ def _interval(passed: list[int], reps: int = 2000, seed: int = 0) -> tuple[float
 
 def run(args) -> None:
     from coderl.execution import ExecConfig
+    from coderl.execution.codes import PASSED
     from coderl.execution.stage import execute
     from coderl.generation import GenerationConfig, generate
     from coderl.models import load_model
     from coderl.problems import load_problems
+    from coderl.records import join
 
     problems = list(load_problems("mbpp", split=args.split, end=args.limit))
     out = Path(args.store) / f"curve_{args.label}.json"
@@ -74,8 +85,13 @@ def run(args) -> None:
                   + " ".join(sys.argv[1:]))
     todo = [(0, Path(args.start))] if args.start else []
     todo += sorted(((_step(Path(c)), Path(c)) for c in args.checkpoints), key=lambda x: x[0])
+    if not todo:
+        sys.exit("nothing to measure: give checkpoint directories and/or --start")
+    steps = [step for step, _ in todo]
+    if len(set(steps)) < len(steps):
+        sys.exit(f"two models at one step: {sorted(todo)}")
     for step, path in todo:
-        if not path.is_dir():
+        if not path.is_dir() and step:
             sys.exit(f"{path}: not a model directory")
         digest = _digest(path)
         done = [p for p in record["points"] if p["step"] == step]
@@ -84,21 +100,19 @@ def run(args) -> None:
             continue
         t0 = time.time()
         lm = load_model(str(path), threads=args.threads, device="cpu")
-        work = Path(args.runs_dir) / args.label / f"step-{step:06d}"
+        work = Path(args.runs_dir) / args.label / f"step-{step:06d}-{digest}"  # other weights: other samples
         work.mkdir(parents=True, exist_ok=True)
         gcfg = GenerationConfig(model=str(path), num_seqs=0, greedy=True, batch_size=args.batch_size,
                                 max_new_tokens=256, threads=args.threads, progress=False)
         generate(problems, work / "samples.jsonl", gcfg, model=lm)
-        summary = execute(problems, work / "samples.jsonl", work / "results.jsonl", ExecConfig(timeout=4.0),
-                          progress=False)
-        passed = {}
-        for line in (work / "results.jsonl").read_text().splitlines():
-            r = json.loads(line)
-            passed[str(r["problem_id"])] = int(r["outcome"] == "passed")
+        execute(problems, work / "samples.jsonl", work / "results.jsonl", ExecConfig(timeout=4.0), progress=False)
+        pairs = join(work / "samples.jsonl", work / "results.jsonl", [str(p.id) for p in problems])
+        outcomes = dict(Counter(r["outcome"] for _, r in pairs))  # the whole file's, resumed or not
+        passed = {str(s.problem_id): int(r["outcome"] == PASSED) for s, r in pairs}
         per = [passed.get(str(p.id), 0) for p in problems]
         lo, hi = _interval(per)
         point = {"step": step, "model": str(path), "digest": digest, "pass@1": sum(per) / len(per),
-                 "ci95": [lo, hi], "outcomes": summary["outcomes"], "passed": sorted(k for k, v in passed.items() if v),
+                 "ci95": [lo, hi], "outcomes": outcomes, "passed": sorted(k for k, v in passed.items() if v),
                  "seconds": round(time.time() - t0, 1)}
         record["points"] = sorted([p for p in record["points"] if p["step"] != step] + [point],
                                   key=lambda p: p["step"])
@@ -155,6 +169,8 @@ def main(argv=None) -> None:
     p.add_argument("--store", default=str(STORE))
     p.add_argument("--out", default=None)
     args = ap.parse_args(argv)
+    if args.cmd == "run" and args.limit is not None and args.limit < 1:
+        ap.error("--limit: at least 1")
     run(args) if args.cmd == "run" else plot(args)
 
 

@@ -72,6 +72,9 @@ def test_checkpoint_curve_resumes_and_reruns_changed_weights(tmp_path, tiny_caus
     assert mod._digest(ck) != rec["points"][0]["digest"]
     mod.main(args)
     assert "step 10: stored" not in capsys.readouterr().out
+    point = json.loads((tmp_path / "store" / "curve_t.json").read_text())["points"][0]
+    assert point["digest"] == mod._digest(ck) and sum(point["outcomes"].values()) == 2
+    assert len(list((tmp_path / "runs" / "t").glob("step-000010-*/results.jsonl"))) == 2  # generated anew
     ck2 = tmp_path / "step-000020"
     shutil.copytree(tiny_causal_dir, ck2)
     mod.main(["run", str(ck2), "--label", "t", "--limit", "2", "--store", str(tmp_path / "store"),

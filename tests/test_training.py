@@ -377,6 +377,9 @@ def test_rl_from_sft_alternates_and_loads(tmp_path, sft_run, train_problems, val
     shutil.copytree(rundir, copy, symlinks=False)
     shutil.rmtree(rundir)
     assert type(load_model(str(copy / RL_DIR)).model).__name__ == "LlamaForCausalLM"  # the original is gone
+    ck = list_checkpoints(copy / RL_DIR)[-1]  # a resumable checkpoint of the copy loads too, as it lies
+    assert json.loads((ck / "adapter_config.json").read_text())["base_model_name_or_path"] == "../../../sft"
+    assert type(load_model(str(ck)).model).__name__ == "LlamaForCausalLM"
 
 
 def test_rl_with_critic_scores(tmp_path, tiny_chat_dir, chat, train_problems):

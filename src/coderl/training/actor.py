@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import copy
+import os
 import shutil
 from pathlib import Path
 from typing import Any, Sequence
@@ -206,7 +207,10 @@ class ActorTask(TrainingTask):
 
     # -- saved models -----------------------------------------------------------------------------
     def save(self, model, path: Path, step: int) -> None:
-        save_model(model, self.lm.tokenizer, path, base_spec=self.base_spec,
+        base = self.base_spec  # a sibling of the stage (``../sft``) is named from the checkpoint: it loads where it lies
+        if base and base.startswith("../"):
+            base = os.path.relpath(self.out.absolute().parent / base[3:], Path(path).absolute())
+        save_model(model, self.lm.tokenizer, path, base_spec=base,
                    info={"stage": self.name, "mode": self.cfg.mode, "step": step})
 
     def load(self, model, path: Path) -> None:
