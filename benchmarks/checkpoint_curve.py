@@ -11,7 +11,9 @@ solves — at each kept checkpoint, so a run that moves the loss but not the pro
     python benchmarks/checkpoint_curve.py plot orl-mean sft-curve    # one figure, several runs
 
 Each point is MBPP validation (the split the training stages validate on; never the test
-problems), greedy, the default prompt; stored in ``benchmarks/learning/curve_<label>.json``
+problems), greedy, the default prompt. ``--source humaneval`` measures HumanEval (its 164 test
+problems) instead, to show what a run does to a set it does not train on — a curve to read, never
+one to select a checkpoint by. Stored in ``benchmarks/learning/curve_<label>.json``
 (resumable: a point already stored for the same weights is not run again) and plotted to
 ``benchmarks/learning/curve_<label>.png`` with a 95% bootstrap interval per point.
 """
@@ -76,12 +78,17 @@ def run(args) -> None:
     from coderl.problems import load_problems
     from coderl.records import join
 
-    problems = list(load_problems("mbpp", split=args.split, end=args.limit))
+    split = args.split or ("test" if args.source == "humaneval" else "validation")
+    if args.source == "humaneval" and split != "test":
+        sys.exit(f"--split {split}: HumanEval has one split, test")
+    problems = list(load_problems(args.source, split=split, end=args.limit))
     out = Path(args.store) / f"curve_{args.label}.json"
-    record = json.loads(out.read_text()) if out.is_file() else {"label": args.label, "points": []}
-    if record.get("split", args.split) != args.split or record.get("problems", len(problems)) != len(problems):
+    record = json.loads(out.read_text()) if out.is_file() else {"label": args.label, "points": [],
+                                                                "source": args.source}
+    if (record.get("source", "mbpp"), record.get("split", split), record.get("problems", len(problems))) != (
+            args.source, split, len(problems)):
         sys.exit(f"{out}: holds points on another problem selection; use another --label")
-    record.update(split=args.split, problems=len(problems), command="python benchmarks/checkpoint_curve.py "
+    record.update(source=args.source, split=split, problems=len(problems), command="python benchmarks/checkpoint_curve.py "
                   + " ".join(sys.argv[1:]))
     todo = [(0, Path(args.start))] if args.start else []
     todo += sorted(((_step(Path(c)), Path(c)) for c in args.checkpoints), key=lambda x: x[0])
@@ -139,9 +146,10 @@ def plot(args) -> None:
         ys = [100 * p["pass@1"] for p in pts]
         lo = [100 * (p["pass@1"] - p["ci95"][0]) for p in pts]
         hi = [100 * (p["ci95"][1] - p["pass@1"]) for p in pts]
-        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=f"{label} ({rec['problems']} problems)")
+        where = f"{rec.get('source', 'mbpp')} {rec['split']}, {rec['problems']} problems"
+        ax.errorbar(xs, ys, yerr=[lo, hi], marker="o", capsize=3, label=f"{label} ({where})")
     ax.set_xlabel("optimizer step (0: the start model)")
-    ax.set_ylabel(f"greedy pass@1 on MBPP {rec['split']} (%)")
+    ax.set_ylabel("greedy pass@1 (%)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -154,11 +162,12 @@ def plot(args) -> None:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="greedy pass@1 on MBPP validation at each checkpoint")
+    r = sub.add_parser("run", help="greedy pass@1 on MBPP validation (or HumanEval) at each checkpoint")
     r.add_argument("checkpoints", nargs="*", help="checkpoint directories (LoRA adapter or HF model)")
     r.add_argument("--label", required=True)
     r.add_argument("--start", help="the run's start model, plotted at step 0")
-    r.add_argument("--split", default="validation")
+    r.add_argument("--source", default="mbpp", choices=("mbpp", "humaneval"))
+    r.add_argument("--split", default=None, help="default: validation for mbpp, test for humaneval")
     r.add_argument("--limit", type=int, default=None, help="first N problems only (smoke tests)")
     r.add_argument("--threads", type=int, default=1)
     r.add_argument("--batch-size", type=int, default=16)

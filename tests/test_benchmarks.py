@@ -82,3 +82,12 @@ def test_checkpoint_curve_resumes_and_reruns_changed_weights(tmp_path, tiny_caus
     assert [p["step"] for p in json.loads((tmp_path / "store" / "curve_t.json").read_text())["points"]] == [10, 20]
     with pytest.raises(SystemExit, match="another problem selection"):
         mod.main(args[:5] + ["3"] + args[6:])
+    with pytest.raises(SystemExit, match="another problem selection"):  # the same label on HumanEval
+        mod.main(args + ["--source", "humaneval"])
+    with pytest.raises(SystemExit, match="one split, test"):
+        mod.main(["run", str(ck), "--label", "h", "--source", "humaneval", "--split", "validation"])
+    mod.main(["run", str(ck), "--label", "h", "--source", "humaneval", "--limit", "1", "--store",
+              str(tmp_path / "store"), "--runs-dir", str(tmp_path / "runs")])
+    rec = json.loads((tmp_path / "store" / "curve_h.json").read_text())
+    assert (rec["source"], rec["split"], rec["problems"]) == ("humaneval", "test", 1)
+    assert sum(rec["points"][0]["outcomes"].values()) == 1
