@@ -263,3 +263,8 @@ def test_typing_the_default_is_the_same_setting():
     st = BY_NAME["train-rl"]
     assert default_fingerprint(st, [], RLConfig()) == default_fingerprint(st, [], RLConfig(lr=5e-5))
     assert default_fingerprint(st, [], RLConfig()) != default_fingerprint(st, [], RLConfig(lr=1e-4))
+
+
+def test_the_pipeline_help_lists_the_stage_table_in_order():
+    out = " ".join(CliRunner().invoke(app, ["pipeline", "--help"], terminal_width=400).output.split())
+    assert " -> ".join(st.name for st in STAGES) in out

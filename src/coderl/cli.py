@@ -257,7 +257,9 @@ for _st in STAGES:
     _stage_verb(_st)
 
 
-@app.command("pipeline")
+@app.command("pipeline", help=f"Run the stages of a recipe in runs/<name>/, in the order of the stage table "
+             f"({' -> '.join(st.name for st in STAGES)}; those the recipe has sections for); resumable, "
+             "stale stages redone.")
 def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. configs/mbpp_smollm2_eval_cpu.yaml"),
                  set_: Optional[list[str]] = typer.Option(None, "--set", help="Override: section.key=value (YAML value)."),
                  start: Optional[str] = typer.Option(None, "--from", help="First stage to run (the stages "
@@ -265,9 +267,6 @@ def pipeline_cmd(config: Path = typer.Argument(..., help="YAML recipe, e.g. conf
                  until: Optional[str] = typer.Option(None, "--until", help="Last stage to run."),
                  fresh: bool = typer.Option(False, "--fresh", help="Start the selected stages again: delete "
                                             "their outputs first.")) -> None:
-    """Run the stages of a recipe in runs/<name>/, in the order of the stage table (train-actor ->
-    generate -> execute -> evaluate -> train-critic -> critic-score -> train-rl -> compare-models,
-    those the recipe has sections for); resumable, stale stages redone."""
     from .pipeline import load_config, parse_overrides, run_pipeline
 
     def work():
