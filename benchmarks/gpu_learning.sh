@@ -11,6 +11,12 @@
 #   GPU earlier (the learning table's "sft2" row): every RL row starts from it.
 # .gpu/train.tgz: the base model's executed MBPP train samples (8 + greedy per problem), for the
 #   critic and the repair model of critic sampling.
+# .gpu/ is ignored by git: a new machine has neither input. Make them again (CPU times, 2 cores):
+#   sft2:      coderl pipeline configs/mbpp_smollm2_sft_cpu.yaml --set name=sft2 --until train-actor   # ~37 min
+#              (RESULTS.md: it reproduces the GPU model's mbpp-heldout 8.40), then cp -r runs/sft2/sft .gpu/sft2
+#   train.tgz: coderl pipeline configs/mbpp_smollm2_critic_cpu.yaml --until execute                   # ~63 min
+#              then tar czf .gpu/train.tgz -C runs/mbpp_smollm2_critic_cpu samples.jsonl results.jsonl
+# Not yet run anywhere: offline RL with per-problem centred returns (add --set rl.baseline=mean to R).
 # In parallel, each bounded by LIMIT_S (what finishes is brought back; the rest is said in the logs):
 #   og   online RL, group baseline (Dr. GRPO): 8 rounds x 48 problems x 8 programs = 3,072 sampled
 #        programs, 6 optimizer steps a round (clipped ratios after the first), lr 1e-4
