@@ -83,10 +83,9 @@ def run(args) -> None:
         sys.exit(f"--split {split}: HumanEval has one split, test")
     problems = list(load_problems(args.source, split=split, end=args.limit))
     out = Path(args.store) / f"curve_{args.label}.json"
-    record = json.loads(out.read_text()) if out.is_file() else {"label": args.label, "points": [],
-                                                                "source": args.source}
-    if (record.get("source", "mbpp"), record.get("split", split), record.get("problems", len(problems))) != (
-            args.source, split, len(problems)):
+    record = json.loads(out.read_text()) if out.is_file() else {"label": args.label, "points": []}
+    if out.is_file() and (record.get("source", "mbpp"), record.get("split"), record.get("problems")) != (
+            args.source, split, len(problems)):  # (files written before --source are mbpp's)
         sys.exit(f"{out}: holds points on another problem selection; use another --label")
     record.update(source=args.source, split=split, problems=len(problems), command="python benchmarks/checkpoint_curve.py "
                   + " ".join(sys.argv[1:]))
