@@ -631,6 +631,45 @@ def test_sft_trains_the_humaneval_prompt_shape_too(tiny_chat_dir, tiny_causal_di
         SFTConfig(prompt_shapes=["native", "codex"])
 
 
+def test_normalized_gold_is_the_same_program_in_one_layout(tiny_chat_dir):
+    """gold_style normalized: MBPP's gold programs (tabs, 2- and 8-space indents, `if (x) :`) are
+    trained as ast.unparse lays them out -- the same syntax tree, 4-space indents, no `) :` --
+    and a program that does not parse is kept as written (counted)."""
+    import ast as _ast
+    import re as _re
+    import warnings
+
+    from transformers import AutoTokenizer
+
+    from coderl.training.data import normalized_gold
+
+    tabbed = "def f(a) :\n\tif (a > 1):\n\t\treturn a  # big\n\treturn 0\n"
+    assert normalized_gold(tabbed) == "def f(a):\n    if a > 1:\n        return a\n    return 0\n"
+    assert normalized_gold("def f(:\n  pass") is None
+    problems = load_problems("mbpp", split="train")
+    for q in problems:
+        n = normalized_gold(q.solutions[0])
+        warnings.simplefilter("ignore")   # MBPP's invalid escapes
+        assert _ast.dump(_ast.parse(n)) == _ast.dump(_ast.parse(q.solutions[0].replace("\r\n", "\n")))
+        assert "\t" not in n and not _re.search(r"\) :", n)
+    tok = AutoTokenizer.from_pretrained(str(tiny_chat_dir))
+    sub = [q for q in problems if "\t" in q.solutions[0]][:3]
+    broken = dataclasses.replace(sub[0], id="broken", solutions=["def f(:\n\tpass"])
+    raw, rc = build_gold_examples(sub, tok, False)
+    norm, nc = build_gold_examples(sub + [broken], tok, False, style="normalized")
+    assert nc["normalized"] == len(sub) and nc["normalize_failed"] == 1 and "normalized" not in rc
+    for e in norm:
+        text = tok.decode(e.target_ids, skip_special_tokens=True)
+        assert ("\t" in text) == (e.problem_id == "broken")
+    assert any("\t" in tok.decode(e.target_ids, skip_special_tokens=True) for e in raw)
+    assert SFTConfig().gold_style == "raw" and "gold_style" not in __import__("coderl.config", fromlist=["x"]
+                                                                              ).fingerprint(SFTConfig())
+    with pytest.raises(ConfigError, match="gold_style"):
+        SFTConfig(gold_style="black")
+    with pytest.raises(ValueError, match="gold style"):
+        build_gold_examples(sub, tok, False, style="pep8")
+
+
 def test_expert_iteration_trains_only_on_passing_programs(tmp_path, tiny_chat_dir):
     """train-expert keeps the run's passing samples (distinct, capped per problem) as SFT targets
     written as the model wrote them; a run without a passing sample is a clear error."""

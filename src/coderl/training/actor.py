@@ -46,7 +46,7 @@ def gold_examples(problems: Sequence, cfg, lm, shapes: Sequence[str] = ("native"
     return build_gold_examples(problems, lm.tokenizer, lm.is_encoder_decoder, prompt_style=cfg.prompt_style,
                                max_prompt_tokens=cfg.max_prompt_tokens, max_target_tokens=cfg.max_target_tokens,
                                max_solutions=getattr(cfg, "max_solutions", 0), reorder=getattr(cfg, "gold_reorder", True),
-                               shapes=tuple(shapes))
+                               shapes=tuple(shapes), style=getattr(cfg, "gold_style", "raw"))
 
 
 def validation_set(problems: Sequence, cfg, lm, val_problems: Sequence | None):

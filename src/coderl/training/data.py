@@ -24,6 +24,7 @@ import hashlib
 import json
 import math
 import re
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,6 +114,20 @@ def gold_continuation(problem, prompt: Prompt, solution: str, reorder: bool = Tr
     return cont if parses(prefix + cont) else None
 
 
+GOLD_STYLES = ("raw", "normalized")
+
+
+def normalized_gold(solution: str) -> str | None:
+    """``solution`` laid out as ``ast.unparse`` writes it: 4-space indentation, no redundant parentheses,
+    no space before a colon, no comments; the same program (None: it does not parse)."""
+    try:
+        with warnings.catch_warnings():   # MBPP's invalid escapes ("\d") warn
+            warnings.simplefilter("ignore")
+            return ast.unparse(ast.parse(_normalise(solution))) + "\n"
+    except (SyntaxError, ValueError, RecursionError):
+        return None
+
+
 def encode_target(tokenizer, text: str, add_eos: bool, max_target_tokens: int) -> list[int]:
     ids = list(tokenizer(text, add_special_tokens=False).input_ids) if text else []
     if add_eos and tokenizer.eos_token_id is not None:
@@ -156,13 +171,22 @@ def humaneval_shape(problem, solution: str):
 
 def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool, *,
                         prompt_style: str = "auto", max_prompt_tokens: int = 1024, max_target_tokens: int = 512,
-                        max_solutions: int = 0, reorder: bool = True, shapes: Sequence[str] = ("native",)
-                        ) -> tuple[list[Example], dict[str, Any]]:
-    """Examples from the gold programs of ``problems`` in each prompt shape of ``shapes``; counts."""
+                        max_solutions: int = 0, reorder: bool = True, shapes: Sequence[str] = ("native",),
+                        style: str = "raw") -> tuple[list[Example], dict[str, Any]]:
+    """Examples from the gold programs of ``problems`` in each prompt shape of ``shapes``; counts.
+    ``style="normalized"``: each gold program as :func:`normalized_gold` lays it out (kept as written
+    where it does not parse)."""
+    if style not in GOLD_STYLES:
+        raise ValueError(f"gold style {style!r}: one of {list(GOLD_STYLES)}")
     out, counts, extra, hcounts = [], Counter(), [], Counter()
     native = "native" in shapes or "humaneval" not in shapes
     for p in problems:
         sols = [s for s in (p.solutions or []) if isinstance(s, str) and s.strip()][:max_solutions or None]
+        if style == "normalized":
+            norm = [normalized_gold(s) for s in sols]
+            counts["normalized"] += sum(n is not None for n in norm)
+            counts["normalize_failed"] += sum(n is None for n in norm)
+            sols = [n or s for n, s in zip(norm, sols)]
         for i, sol in enumerate(sols if "humaneval" in shapes else []):
             hp = humaneval_shape(p, sol)
             if hp is None:

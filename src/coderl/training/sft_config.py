@@ -16,7 +16,7 @@ class SFTConfig(TrainerConfig):
     """Supervised warm-up on the gold programs of the train problems (loss on program tokens)."""
 
     SECTION = "sft"
-    ADDED_SETTINGS = ("prompt_shapes",)  # at its default, absent from fingerprints (older boxes resume)
+    ADDED_SETTINGS = ("prompt_shapes", "gold_style")  # at its default, absent from fingerprints (older boxes resume)
 
     model: str = opt("default", "Model to fine-tune: default (SmolLM2-135M-Instruct), a local "
                      "Hugging Face directory (causal LM or T5/CodeT5), a LoRA adapter directory "
@@ -30,6 +30,11 @@ class SFTConfig(TrainerConfig):
     prompt_shapes: list[str] = opt(["native"], "Prompt shapes each gold program is trained in: "
                                    "native (the problem's own prompt) and humaneval (its signature and "
                                    "a docstring given, the function to write: HumanEval's shape).")
+
+    gold_style: str = opt("raw", "Layout of the gold programs trained on: raw (as the dataset writes them: "
+                          "MBPP's mix tabs, 2- and 8-space indents, `if (x) :`) or normalized (ast.unparse's: "
+                          "4 spaces, no redundant parentheses, no comments; the same programs), so the model "
+                          "does not learn the dataset's layout.", choices=("raw", "normalized"))
 
     def __post_init__(self) -> None:
         super().__post_init__()
