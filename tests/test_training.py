@@ -470,6 +470,39 @@ def test_killed_run_resumes_to_the_same_weights(stage, tmp_path, tiny_chat_dir, 
     assert steps == list(range(1, whole["steps"] + 1))  # the log cut back to the checkpoint
 
 
+def test_vocab_kl_is_the_exact_kl_at_target_positions():
+    torch.manual_seed(0)
+    a, b = torch.randn(2, 3, 7), torch.randn(2, 3, 7)
+    mask = torch.tensor([[True, True, False], [False, True, True]])
+    p, q = torch.log_softmax(a, -1), torch.log_softmax(b, -1)
+    want = (p.exp() * (p - q)).sum(-1)[mask].mean()
+    assert torch.allclose(losses.vocab_kl(a, b, mask), want)
+    assert float(losses.vocab_kl(a, a + 3.0, mask)) == pytest.approx(0.0, abs=1e-6)  # shift-invariant
+    b2 = b.clone()
+    b2[0, 2] += 100.0   # a masked position changes nothing
+    assert torch.equal(losses.vocab_kl(a, b2, mask), losses.vocab_kl(a, b, mask))
+
+
+def test_sft_kl_anchor_starts_at_zero_and_keeps_the_model_nearer_its_start(tmp_path, tiny_chat_dir, train_problems):
+    """sft.kl_coef: the KL to the adapter-off model is 0 at the first step (LoRA starts as the
+    identity) and the anchored run ends nearer the starting model than an (effectively) unanchored
+    one at the same seed; without kl_coef the loss is the plain NLL (no reference pass)."""
+    def kls(coef):
+        cfg = SFTConfig(model=str(tiny_chat_dir), epochs=2, batch_size=1, grad_accum=1, lora_r=4, lr=5e-3,
+                        lora_dropout=0.0, kl_coef=coef, **QUIET)
+        train_sft(train_problems[:3], tmp_path / str(coef), cfg, echo=lambda *_: None)
+        log = [e for e in _read_log(tmp_path / str(coef) / SFT_DIR) if e["event"] == "step"]
+        return [e["kl"] for e in log], [e["ce"] for e in log]
+    free, free_ce = kls(1e-9)
+    anchored, anchored_ce = kls(5.0)
+    assert free[0] == pytest.approx(0.0, abs=1e-6) and anchored[0] == pytest.approx(0.0, abs=1e-6)
+    assert free_ce[0] == pytest.approx(anchored_ce[0], rel=1e-6)   # the same first batch and model
+    assert free[-1] > 0 and anchored[-1] < free[-1]
+    assert "kl_coef" not in __import__("coderl.config", fromlist=["x"]).fingerprint(SFTConfig())
+    with pytest.raises(ConfigError, match="kl_coef"):
+        SFTConfig(kl_coef=-1.0)
+
+
 def test_a_budget_finishes_a_run_and_a_larger_one_continues_it(tmp_path, tiny_chat_dir, train_problems):
     """max_steps: the run is complete at the budget, with a model to use (validated and published);
     a rerun with a larger budget continues to the same weights as one uninterrupted run."""

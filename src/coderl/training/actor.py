@@ -125,11 +125,15 @@ class ActorTask(TrainingTask):
 
     def reference_logprobs(self, model, batch: dict) -> torch.Tensor:
         """log-probs of the targets under the starting model (no gradient)."""
+        return self.reference_call(model, self.logprobs, batch)
+
+    def reference_call(self, model, fn, batch: dict) -> torch.Tensor:
+        """``fn(starting model, batch)`` without gradient: LoRA's adapters off, or mode full's copy."""
         with torch.no_grad():
             if self.ref_model is not None:
-                return self.logprobs(self.ref_model, batch)
+                return fn(self.ref_model, batch)
             with self.accelerator.unwrap_model(model).disable_adapter():
-                return self.logprobs(model, batch)
+                return fn(model, batch)
 
     # -- validation -------------------------------------------------------------------------------
     def validate(self, model, point: Point) -> Validation | None:

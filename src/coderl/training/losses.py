@@ -6,7 +6,8 @@
   encoder-decoders get the prompt in the encoder, the shifted target in the decoder.
 * :func:`token_logprobs`: ``log p(w_t | w_<t, D)`` per target token, ``(B, T)``, as
   ``logit[w_t] - logsumexp(logits)`` (no vocabulary-sized log-softmax kept for backward).
-* :func:`sft_loss`: the targets' mean negative log-likelihood (SFT and RL's CE steps).
+* :func:`sft_loss`: the targets' mean negative log-likelihood (SFT and RL's CE steps);
+  :func:`vocab_kl`: the exact KL to the starting model at the target positions (SFT's anchor).
 """
 
 from __future__ import annotations
@@ -64,6 +65,13 @@ def num_tokens(batch: dict[str, Any]) -> int:
 
 def token_logprobs(model, batch: dict[str, Any]) -> torch.Tensor:
     """``(B, T)`` log-probabilities of the target tokens (masked positions: arbitrary finite)."""
+    logits = target_logits(model, batch)
+    chosen = logits.gather(-1, batch["targets"].unsqueeze(-1)).squeeze(-1)
+    return chosen - torch.logsumexp(logits, dim=-1)
+
+
+def target_logits(model, batch: dict[str, Any]) -> torch.Tensor:
+    """``(B, T, V)`` float32 logits predicting each target token."""
     targets = batch["targets"]
     if "decoder_input_ids" in batch:
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
@@ -75,14 +83,20 @@ def token_logprobs(model, batch: dict[str, Any]) -> torch.Tensor:
         out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
                     position_ids=batch["position_ids"], use_cache=False, logits_to_keep=T + 1)
         logits = out.logits[:, -(T + 1):-1]
-    logits = logits.float()
-    chosen = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return chosen - torch.logsumexp(logits, dim=-1)
+    return logits.float()
 
 
 def masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``x`` where ``mask``, 0 elsewhere (padding and prompt positions of a target layout)."""
     return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
+
+
+def vocab_kl(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over the target positions of KL(policy || reference) over the whole vocabulary (exact,
+    not a sampled-token estimate): the anchor that keeps SFT near its starting model."""
+    lp, ref = torch.log_softmax(logits, -1), torch.log_softmax(ref_logits.detach().float(), -1)
+    kl = (lp.exp() * (lp - ref)).sum(-1)
+    return masked(kl, mask).sum() / mask.sum().clamp(min=1)
 
 
 def sft_loss(logprobs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

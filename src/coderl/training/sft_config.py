@@ -16,7 +16,7 @@ class SFTConfig(TrainerConfig):
     """Supervised warm-up on the gold programs of the train problems (loss on program tokens)."""
 
     SECTION = "sft"
-    ADDED_SETTINGS = ("prompt_shapes", "gold_style")  # at its default, absent from fingerprints (older boxes resume)
+    ADDED_SETTINGS = ("prompt_shapes", "gold_style", "kl_coef")  # at its default, absent from fingerprints (older boxes resume)
 
     model: str = opt("default", "Model to fine-tune: default (SmolLM2-135M-Instruct), a local "
                      "Hugging Face directory (causal LM or T5/CodeT5), a LoRA adapter directory "
@@ -35,6 +35,11 @@ class SFTConfig(TrainerConfig):
                           "MBPP's mix tabs, 2- and 8-space indents, `if (x) :`) or normalized (ast.unparse's: "
                           "4 spaces, no redundant parentheses, no comments; the same programs), so the model "
                           "does not learn the dataset's layout.", choices=("raw", "normalized"))
+
+    kl_coef: float = opt(0.0, "Weight of the exact KL (whole vocabulary, at the target positions) from the "
+                         "trained model to the starting one, added to the loss: an anchor against "
+                         "losing what the model could do (LoRA: the adapters off; full: a frozen copy, "
+                         "twice the memory). 0: plain SFT.", ge=0.0)
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -12,6 +12,8 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import torch
+
 from ..config import fingerprint as config_fingerprint
 from ..models import load_model
 from ..rundir import RunDir
@@ -25,10 +27,19 @@ SFT_DIR = RunDir.SFT  # <run>/sft/
 
 
 class SFTTask(ActorTask):
-    """The actor trained on target programs: their mean negative log-likelihood."""
+    """The actor trained on target programs: their mean negative log-likelihood (+ ``kl_coef`` times
+    the exact KL to the starting model at the target positions, where set)."""
 
     def loss(self, model, kind: str, batch: dict) -> tuple[Any, dict[str, float]]:
-        return losses.sft_loss(losses.token_logprobs(model, batch), batch["target_mask"]), {}
+        coef = getattr(self.cfg, "kl_coef", 0.0)
+        if not coef:
+            return losses.sft_loss(losses.token_logprobs(model, batch), batch["target_mask"]), {}
+        logits, mask = losses.target_logits(model, batch), batch["target_mask"]
+        with torch.no_grad():
+            ref = self.reference_call(model, losses.target_logits, batch)
+        lp = logits.gather(-1, batch["targets"].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
+        ce, kl = losses.sft_loss(lp, mask), losses.vocab_kl(logits, ref, mask)
+        return ce + coef * kl, {"ce": float(ce.detach()), "kl": float(kl.detach())}
 
 
 def train_sft(problems: Sequence, run_dir: str | Path, cfg: SFTConfig, *, progress: bool = True,
@@ -55,7 +66,8 @@ def fine_tune(name: str, problems: Sequence, out: Path, cfg, lm, spec: str, exam
     fp = {"config": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),
           "data": examples_digest(examples), "validation": examples_digest(val_examples)}
     task = SFTTask(name=name, out=out, cfg=cfg, lm=lm, base_spec=adapter_base_spec(spec, out), data_info=data_info,
-                   val_examples=val_examples, val_problems=val_problems, exec_config=exec_config)
+                   val_examples=val_examples, val_problems=val_problems, exec_config=exec_config,
+                   needs_reference=getattr(cfg, "kl_coef", 0.0) > 0)
     source = FixedBatches({"ce": examples}, epochs=cfg.epochs, batch_size=cfg.batch_size, seed=cfg.seed)
     return task.train(source, fp, examples, progress=progress, on_step=on_step, echo=echo)
 
