@@ -20,7 +20,7 @@ class RLConfig(TrainerConfig):
     alternating with cross-entropy steps on gold programs."""
 
     SECTION = "rl"
-    ADDED_SETTINGS = ("baseline",)  # at its default, absent from fingerprints (older boxes resume)
+    ADDED_SETTINGS = ("baseline", "gold_style")  # at its default, absent from fingerprints (older boxes resume)
     DEFAULT_LR = {"lora": 5e-5, "full": 5e-6}
 
     init: str = opt("sft", "Starting model: sft (this run's SFT model, <run>/sft/), or a model spec "
@@ -53,6 +53,8 @@ class RLConfig(TrainerConfig):
     max_solutions: int = opt(0, "Gold programs per problem in the cross-entropy steps (0: all).", ge=0)
     gold_reorder: bool = opt(True, "As train-actor's --gold-reorder (gold programs with code "
                              "before the pre-filled function).")
+    gold_style: str = opt("raw", "As train-actor's --gold-style (the gold programs' layout in the "
+                          "cross-entropy steps: keep it as the SFT model was trained).", choices=("raw", "normalized"))
     epochs: int = opt(1, "Passes over the RL examples (sampled programs).", ge=1)
 
     def __post_init__(self) -> None:
