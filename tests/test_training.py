@@ -481,6 +481,34 @@ def test_vocab_kl_is_the_exact_kl_at_target_positions():
     b2 = b.clone()
     b2[0, 2] += 100.0   # a masked position changes nothing
     assert torch.equal(losses.vocab_kl(a, b2, mask), losses.vocab_kl(a, b, mask))
+    targets = torch.randint(0, 7, (2, 3))
+    lp = torch.log_softmax(a, -1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
+    ce, kl = losses.nll_and_kl(a, b, targets, mask)
+    assert torch.allclose(ce, losses.sft_loss(lp, mask)) and torch.allclose(kl, want)
+
+
+def test_sft_kl_reference_has_no_dropout(tiny_t5_dir, train_problems):
+    """The adapter-off reference runs without dropout (as mode full's frozen copy): on a T5 with
+    dropout 0.1 in train mode, two reference passes agree, and the model is left training."""
+    import types
+
+    from peft import LoraConfig, TaskType, get_peft_model
+
+    from coderl.training.actor import ActorTask
+
+    lm = load_model(str(tiny_t5_dir))
+    exs, _ = build_gold_examples(train_problems[:1], lm.tokenizer, True)
+    batch = losses.collate(exs[:1], pad_id=lm.tokenizer.pad_token_id, is_encoder_decoder=True)
+    model = get_peft_model(lm.model, LoraConfig(r=4, target_modules="all-linear", task_type=TaskType.SEQ_2_SEQ_LM))
+    model.train()
+    task = ActorTask.__new__(ActorTask)
+    task.ref_model, task.accelerator = None, types.SimpleNamespace(unwrap_model=lambda m: m)
+    torch.manual_seed(0)
+    one = task.reference_call(model, losses.target_logits, batch)
+    two = task.reference_call(model, losses.target_logits, batch)
+    assert torch.equal(one, two) and model.training
+    noisy = [losses.target_logits(model, batch) for _ in range(2)]   # training mode: dropout on
+    assert not torch.equal(noisy[0], noisy[1])
 
 
 def test_sft_kl_anchor_starts_at_zero_and_keeps_the_model_nearer_its_start(tmp_path, tiny_chat_dir, train_problems):
@@ -493,6 +521,10 @@ def test_sft_kl_anchor_starts_at_zero_and_keeps_the_model_nearer_its_start(tmp_p
         train_sft(train_problems[:3], tmp_path / str(coef), cfg, echo=lambda *_: None)
         log = [e for e in _read_log(tmp_path / str(coef) / SFT_DIR) if e["event"] == "step"]
         return [e["kl"] for e in log], [e["ce"] for e in log]
+    plain = SFTConfig(model=str(tiny_chat_dir), epochs=1, batch_size=1, grad_accum=1, lora_r=4, **QUIET)
+    train_sft(train_problems[:1], tmp_path / "plain", plain, echo=lambda *_: None)
+    steps = [e for e in _read_log(tmp_path / "plain" / SFT_DIR) if e["event"] == "step"]
+    assert steps and not any("kl" in e or "ce" in e for e in steps)   # no reference pass
     free, free_ce = kls(1e-9)
     anchored, anchored_ce = kls(5.0)
     assert free[0] == pytest.approx(0.0, abs=1e-6) and anchored[0] == pytest.approx(0.0, abs=1e-6)
@@ -687,7 +719,7 @@ def test_normalized_gold_is_the_same_program_in_one_layout(tiny_chat_dir):
         assert "\t" not in n and not _re.search(r"\) :", n)
     tok = AutoTokenizer.from_pretrained(str(tiny_chat_dir))
     sub = [q for q in problems if "\t" in q.solutions[0]][:3]
-    broken = dataclasses.replace(sub[0], id="broken", solutions=["def f(:\n\tpass"])
+    broken = dataclasses.replace(sub[0], id="broken", solutions=[f"def {sub[0].entry_point}(a:\n\tpass"])
     raw, rc = build_gold_examples(sub, tok, False)
     norm, nc = build_gold_examples(sub + [broken], tok, False, style="normalized")
     assert nc["normalized"] == len(sub) and nc["normalize_failed"] == 1 and "normalized" not in rc
@@ -695,6 +727,15 @@ def test_normalized_gold_is_the_same_program_in_one_layout(tiny_chat_dir):
         text = tok.decode(e.target_ids, skip_special_tokens=True)
         assert ("\t" in text) == (e.problem_id == "broken")
     assert any("\t" in tok.decode(e.target_ids, skip_special_tokens=True) for e in raw)
+    assert any(e.problem_id == "broken" for e in norm)   # kept as written
+    # a prompt that pre-fills starter code in the raw layout (APPS call-based, chat prompts): the
+    # raw program is used where the normalized one no longer starts with it; nothing is lost
+    apps = load_problems("apps")
+    a_raw, _ = build_gold_examples(apps, tok, False)
+    a_norm, ac = build_gold_examples(apps, tok, False, style="normalized")
+    assert len(a_norm) == len(a_raw) > 0 and ac["normalize_prefix_fallback"] > 0
+    _, only = build_gold_examples(sub, tok, False, shapes=("humaneval",), style="normalized")
+    assert only["normalized"] == len(sub)
     assert SFTConfig().gold_style == "raw" and "gold_style" not in __import__("coderl.config", fromlist=["x"]
                                                                               ).fingerprint(SFTConfig())
     with pytest.raises(ConfigError, match="gold_style"):

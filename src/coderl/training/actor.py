@@ -132,8 +132,14 @@ class ActorTask(TrainingTask):
         with torch.no_grad():
             if self.ref_model is not None:
                 return fn(self.ref_model, batch)
-            with self.accelerator.unwrap_model(model).disable_adapter():
-                return fn(model, batch)
+            inner = self.accelerator.unwrap_model(model)
+            was_training = inner.training
+            inner.eval()   # the reference without dropout, as mode full's frozen copy
+            try:
+                with inner.disable_adapter():
+                    return fn(model, batch)
+            finally:
+                inner.train(was_training)
 
     # -- validation -------------------------------------------------------------------------------
     def validate(self, model, point: Point) -> Validation | None:

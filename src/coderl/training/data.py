@@ -175,13 +175,14 @@ def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool,
                         style: str = "raw") -> tuple[list[Example], dict[str, Any]]:
     """Examples from the gold programs of ``problems`` in each prompt shape of ``shapes``; counts.
     ``style="normalized"``: each gold program as :func:`normalized_gold` lays it out (kept as written
-    where it does not parse)."""
+    where it does not parse, or where the prompt pre-fills a prefix in the raw layout)."""
     if style not in GOLD_STYLES:
         raise ValueError(f"gold style {style!r}: one of {list(GOLD_STYLES)}")
     out, counts, extra, hcounts = [], Counter(), [], Counter()
     native = "native" in shapes or "humaneval" not in shapes
     for p in problems:
         sols = [s for s in (p.solutions or []) if isinstance(s, str) and s.strip()][:max_solutions or None]
+        raws = sols
         if style == "normalized":
             norm = [normalized_gold(s) for s in sols]
             counts["normalized"] += sum(n is not None for n in norm)
@@ -213,6 +214,9 @@ def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool,
         end, eos = end_of_program(prompt, is_encoder_decoder)
         for i, sol in enumerate(sols):
             cont = gold_continuation(p, prompt, sol, reorder)
+            if cont is None and sol != raws[i]:   # a pre-filled prefix written in the raw layout (APPS starter code)
+                cont, sol = gold_continuation(p, prompt, raws[i], reorder), raws[i]
+                counts["normalize_prefix_fallback"] += cont is not None
             if cont is None:
                 counts["skipped_prefix_mismatch"] += 1
                 continue
@@ -224,7 +228,7 @@ def build_gold_examples(problems: Sequence, tokenizer, is_encoder_decoder: bool,
             out.append(Example(p.id, i, "gold", pids, tids))
     hcounts["examples"] = len(extra)
     if not native:
-        return extra, dict(hcounts)
+        return extra, {**hcounts, **{k: v for k, v in counts.items() if k.startswith("normalize")}}
     if "humaneval" in shapes:
         out += extra
         counts.update({f"humaneval_{k}": v for k, v in hcounts.items()})

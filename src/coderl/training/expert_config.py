@@ -15,11 +15,15 @@ class ExpertConfig(TrainerConfig):
     """Expert iteration: fine-tune the model that sampled on its own passing programs."""
 
     SECTION = "expert"
+    ADDED_SETTINGS = ("gold_style",)  # at its default, absent from fingerprints (older boxes resume)
 
     model: str = opt("default", "The model that generated the run's samples (default, a model "
                      "spec, or this run's sft): it is fine-tuned on its own passing programs.")
     max_per_problem: int = opt(4, "Distinct passing programs kept per problem (0: all).", ge=0)
     origins: list[str] = opt(["sampled"], "Sample origins trained on (sampled; greedy too).")
+    gold_style: str = opt("raw", "As train-actor's --gold-style, for the validation programs (gold) that "
+                          "select the checkpoint: keep it as the SFT model was trained.",
+                          choices=("raw", "normalized"))
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -91,10 +91,21 @@ def masked(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
 
 
+def nll_and_kl(logits: torch.Tensor, ref_logits: torch.Tensor, targets: torch.Tensor,
+               mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(:func:`sft_loss`, :func:`vocab_kl`) from one log-softmax of ``logits``."""
+    lp = torch.log_softmax(logits, -1)
+    return sft_loss(lp.gather(-1, targets.unsqueeze(-1)).squeeze(-1), mask), _kl(lp, ref_logits, mask)
+
+
 def vocab_kl(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the target positions of KL(policy || reference) over the whole vocabulary (exact,
     not a sampled-token estimate): the anchor that keeps SFT near its starting model."""
-    lp, ref = torch.log_softmax(logits, -1), torch.log_softmax(ref_logits.detach().float(), -1)
+    return _kl(torch.log_softmax(logits, -1), ref_logits, mask)
+
+
+def _kl(lp: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    ref = torch.log_softmax(ref_logits.detach().float(), -1)
     kl = (lp.exp() * (lp - ref)).sum(-1)
     return masked(kl, mask).sum() / mask.sum().clamp(min=1)
 

@@ -12,8 +12,6 @@ import shutil
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import torch
-
 from ..config import fingerprint as config_fingerprint
 from ..models import load_model
 from ..rundir import RunDir
@@ -34,11 +32,8 @@ class SFTTask(ActorTask):
         coef = getattr(self.cfg, "kl_coef", 0.0)
         if not coef:
             return losses.sft_loss(losses.token_logprobs(model, batch), batch["target_mask"]), {}
-        logits, mask = losses.target_logits(model, batch), batch["target_mask"]
-        with torch.no_grad():
-            ref = self.reference_call(model, losses.target_logits, batch)
-        lp = logits.gather(-1, batch["targets"].unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, -1)
-        ce, kl = losses.sft_loss(lp, mask), losses.vocab_kl(logits, ref, mask)
+        ref = self.reference_call(model, losses.target_logits, batch)
+        ce, kl = losses.nll_and_kl(losses.target_logits(model, batch), ref, batch["targets"], batch["target_mask"])
         return ce + coef * kl, {"ce": float(ce.detach()), "kl": float(kl.detach())}
 
 
