@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 
-from coderl.config import ConfigError
+from coderl.config import ConfigError, fingerprint
 from coderl.io import RecordError
 from coderl.records import program_hash
 from coderl.models import build_prompt, extract_program, load_model
@@ -530,7 +530,7 @@ def test_sft_kl_anchor_starts_at_zero_and_keeps_the_model_nearer_its_start(tmp_p
     assert free[0] == pytest.approx(0.0, abs=1e-6) and anchored[0] == pytest.approx(0.0, abs=1e-6)
     assert free_ce[0] == pytest.approx(anchored_ce[0], rel=1e-6)   # the same first batch and model
     assert free[-1] > 0 and anchored[-1] < free[-1]
-    assert "kl_coef" not in __import__("coderl.config", fromlist=["x"]).fingerprint(SFTConfig())
+    assert "kl_coef" not in fingerprint(SFTConfig())
     with pytest.raises(ConfigError, match="kl_coef"):
         SFTConfig(kl_coef=-1.0)
 
@@ -736,8 +736,7 @@ def test_normalized_gold_is_the_same_program_in_one_layout(tiny_chat_dir):
     assert len(a_norm) == len(a_raw) > 0 and ac["normalize_prefix_fallback"] > 0
     _, only = build_gold_examples(sub, tok, False, shapes=("humaneval",), style="normalized")
     assert only["normalized"] == len(sub)
-    assert SFTConfig().gold_style == "raw" and "gold_style" not in __import__("coderl.config", fromlist=["x"]
-                                                                              ).fingerprint(SFTConfig())
+    assert SFTConfig().gold_style == "raw" and "gold_style" not in fingerprint(SFTConfig())
     with pytest.raises(ConfigError, match="gold_style"):
         SFTConfig(gold_style="black")
     with pytest.raises(ValueError, match="gold style"):

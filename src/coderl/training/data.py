@@ -36,6 +36,7 @@ from ..io import RecordError
 from ..models.extract import parses
 from ..models.prompts import FENCE, Prompt, build_prompt
 from ..records import join
+from .options import GOLD_STYLES
 from .objective import align_weights, greedy_baselines, mean_baselines, relative_return
 
 
@@ -112,9 +113,6 @@ def gold_continuation(problem, prompt: Prompt, solution: str, reorder: bool = Tr
     head, rest = sol[:m.start()].strip("\n"), sol[m.end():].rstrip()
     cont = rest + "\n\n\n" + head + "\n"
     return cont if parses(prefix + cont) else None
-
-
-GOLD_STYLES = ("raw", "normalized")
 
 
 def normalized_gold(solution: str) -> str | None:

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from ..config import ConfigError, opt
 from .base_config import NOT_FINGERPRINTED, TrainerConfig
+from .options import gold_style_option
 
 __all__ = ["ExpertConfig", "NOT_FINGERPRINTED"]
 
@@ -21,9 +22,8 @@ class ExpertConfig(TrainerConfig):
                      "spec, or this run's sft): it is fine-tuned on its own passing programs.")
     max_per_problem: int = opt(4, "Distinct passing programs kept per problem (0: all).", ge=0)
     origins: list[str] = opt(["sampled"], "Sample origins trained on (sampled; greedy too).")
-    gold_style: str = opt("raw", "As train-actor's --gold-style, for the validation programs (gold) that "
-                          "select the checkpoint: keep it as the SFT model was trained.",
-                          choices=("raw", "normalized"))
+    gold_style: str = gold_style_option("As train-actor's --gold-style, for the validation programs (gold) "
+                                        "that select the checkpoint: keep it as the SFT model was trained.")
 
     def __post_init__(self) -> None:
         super().__post_init__()

@@ -7,6 +7,14 @@ import math
 from ..config import ConfigError, opt
 
 
+GOLD_STYLES = ("raw", "normalized")   # training.data.normalized_gold
+
+
+def gold_style_option(help: str):
+    """``gold_style``: the layout of the gold programs trained (or validated) on; see train-actor's."""
+    return opt("raw", help, choices=GOLD_STYLES)
+
+
 def device_option():
     return opt("auto", "auto (accelerate's choice: a GPU when there is one), cpu, cuda.",
                choices=("auto", "cpu", "cuda"))

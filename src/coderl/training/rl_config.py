@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..config import ConfigError, opt
 from .base_config import NOT_FINGERPRINTED, TrainerConfig
+from .options import gold_style_option
 
 __all__ = ["RLConfig", "NOT_FINGERPRINTED"]
 
@@ -53,8 +54,8 @@ class RLConfig(TrainerConfig):
     max_solutions: int = opt(0, "Gold programs per problem in the cross-entropy steps (0: all).", ge=0)
     gold_reorder: bool = opt(True, "As train-actor's --gold-reorder (gold programs with code "
                              "before the pre-filled function).")
-    gold_style: str = opt("raw", "As train-actor's --gold-style (the gold programs' layout in the "
-                          "cross-entropy steps: keep it as the SFT model was trained).", choices=("raw", "normalized"))
+    gold_style: str = gold_style_option("As train-actor's --gold-style (the gold programs' layout in the "
+                                        "cross-entropy steps: keep it as the SFT model was trained).")
     epochs: int = opt(1, "Passes over the RL examples (sampled programs).", ge=1)
 
     def __post_init__(self) -> None:

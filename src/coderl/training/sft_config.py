@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 from ..config import ConfigError, opt
 from .base_config import NOT_FINGERPRINTED, TrainerConfig
+from .options import gold_style_option
 
 __all__ = ["SFTConfig", "NOT_FINGERPRINTED"]
 
@@ -31,10 +32,10 @@ class SFTConfig(TrainerConfig):
                                    "native (the problem's own prompt) and humaneval (its signature and "
                                    "a docstring given, the function to write: HumanEval's shape).")
 
-    gold_style: str = opt("raw", "Layout of the gold programs trained on: raw (as the dataset writes them: "
-                          "MBPP's mix tabs, 2- and 8-space indents, `if (x) :`) or normalized (ast.unparse's: "
-                          "4 spaces, no redundant parentheses, no comments; the same programs), so the model "
-                          "does not learn the dataset's layout.", choices=("raw", "normalized"))
+    gold_style: str = gold_style_option(
+        "Layout of the gold programs trained on: raw (as the dataset writes them: MBPP's mix tabs, 2- and "
+        "8-space indents, `if (x) :`) or normalized (ast.unparse's: 4 spaces, no redundant parentheses, no "
+        "comments; the same programs), so the model does not learn the dataset's layout.")
 
     kl_coef: float = opt(0.0, "Weight of the exact KL (whole vocabulary, at the target positions) from the "
                          "trained model to the starting one, added to the loss: an anchor against "
