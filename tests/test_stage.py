@@ -172,6 +172,21 @@ def test_refusals_name_the_key_and_fresh_validates_first(tiny_chat_dir, tmp_path
     assert (run / "samples.jsonl").read_text() == before
 
 
+@pytest.mark.parametrize("later", ["rl", "expert"])
+def test_gold_style_must_agree_with_sft(tmp_path, later):
+    """RL's CE steps / expert iteration's validation on another gold layout than SFT's: refused
+    before any stage runs, naming both keys; the same style on both loads."""
+    path = tmp_path / "c.yaml"
+    cfg = {"name": "g", "runs_dir": str(tmp_path / "runs"), "sft": {"gold_style": "normalized"},
+           later: {"gold_style": "raw", **({"critic_weights": False} if later == "rl" else {})}}
+    path.write_text(yaml.safe_dump(cfg))
+    with pytest.raises(ConfigError, match=rf"{later}\.gold_style 'raw' differs from sft\.gold_style 'normalized'"):
+        load_config(path)
+    cfg[later]["gold_style"] = "normalized"
+    path.write_text(yaml.safe_dump(cfg))
+    assert getattr(load_config(path), later).gold_style == "normalized"
+
+
 @pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".hidden"])
 def test_a_run_name_is_one_directory(tmp_path, name):
     path = tmp_path / "c.yaml"

@@ -220,6 +220,12 @@ def check_needs(cfg: PipelineConfig, where: Any = "config") -> None:
                               "critic_score sections, or set rl.critic_weights: false (q̂ = 1)")
     if s("compare") is not None:
         uses += [("compare.models", m) for m in s("compare").models]
+    if s("sft") is not None:  # one layout of the gold programs across the stages that train or validate on them
+        for later in ("rl", "expert"):
+            if s(later) is not None and s(later).gold_style != s("sft").gold_style:
+                raise ConfigError(f"{where}: {later}.gold_style {s(later).gold_style!r} differs from sft.gold_style "
+                                  f"{s('sft').gold_style!r}: {later} would train or validate on gold programs in "
+                                  "another layout than SFT trained on; set both to the same style")
     for key, value in uses:
         if value in ("sft", "rl") and s(value) is None:
             raise ConfigError(f"{where}: {key}: {value!r} is this run's {value}/ model, but the config "
