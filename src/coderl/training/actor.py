@@ -90,7 +90,11 @@ class ActorTask(TrainingTask):
         model = self.lm.model
         model.train()
         if cfg.gradient_checkpointing:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable = getattr(model, "activation_checkpointing_enable", None)  # transformers >= 5.25's name
+            if enable is not None:
+                enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            else:
+                model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
             model.config.use_cache = False
         if self.needs_reference and cfg.mode == "full":
             self.ref_model = copy.deepcopy(model).eval().requires_grad_(False).to(accelerator.device)
