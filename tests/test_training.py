@@ -1085,10 +1085,16 @@ def test_online_rl_with_several_steps_a_round_keeps_the_sampling_policy_and_resu
             raise KeyboardInterrupt
     with pytest.raises(KeyboardInterrupt):
         train_online(problems, b, cfg, progress=False, echo=lambda x: None, on_step=killed)
+    first = json.loads((b.online / "rounds.jsonl").read_text().splitlines()[0])
     train_online(problems, b, cfg, progress=False, echo=lambda x: None)
     wa = load_file(str(a.online / "adapter_model.safetensors"))
     wb = load_file(str(b.online / "adapter_model.safetensors"))
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    # the resumed round 0 is listed once and keeps the timings its rollout logged before the kill
+    rounds = [json.loads(l) for l in (b.online / "rounds.jsonl").read_text().splitlines()]
+    assert [x["round"] for x in rounds] == [0, 1]
+    assert {"generate_s", "execute_s", "generated_tokens"} <= rounds[0].keys()
+    assert rounds[0]["generate_s"] == first["generate_s"]
 
 
 def test_samples_of_a_model_with_another_tokenizer_are_refused_before_training(tmp_path, tiny_chat_dir):

@@ -224,8 +224,11 @@ class RolloutBatches:
         stats.update(counts)
         if main:
             path = self.run.online / ROUNDS_FILE  # one line per round (a resumed round is not listed twice)
-            kept = [l for l in (path.read_text().splitlines() if path.is_file() else [])
-                    if l.strip() and _round_of(l) != r]
+            lines = [l for l in (path.read_text().splitlines() if path.is_file() else []) if l.strip()]
+            kept = [l for l in lines if _round_of(l) != r]
+            for l in lines:  # a resumed round keeps the timings its rollout logged (not measured again)
+                if _round_of(l) == r:
+                    stats.update({k: v for k, v in json.loads(l).items() if k not in stats})
             atomic_write_text(path, "".join(l + "\n" for l in kept) + json.dumps(stats) + "\n")
         self.task.round_stats = stats
         return examples
