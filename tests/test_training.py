@@ -1007,6 +1007,26 @@ def test_online_rl_bad_inputs(tmp_path, tiny_chat_dir):
                      _online_cfg(tiny_chat_dir), progress=False, echo=lambda x: None)
 
 
+def test_named_online_rewards():
+    """pass_fail: 1 only for a passing program, so a group without one is all-equal (skipped by the
+    group baseline) instead of ranking runtime errors below wrong answers as CodeRL's table does."""
+    from coderl.training.advantages import advantages
+    from coderl.training.online_trainer import make_reward
+
+    def result(o):
+        return {"problem_id": "p", "index": 0, "outcome": o}
+    outcomes = ["passed", "failed", "runtime_error", "compile_error"]
+    assert [make_reward("pass_fail")(None, "", result(o)) for o in outcomes] == [1.0, 0.0, 0.0, 0.0]
+    assert [make_reward("coderl")(None, "", result(o)) for o in outcomes] == [1.0, -0.3, -0.6, -1.0]
+    no_pass = ["failed", "runtime_error", "runtime_error", "failed"]
+    _, equal = advantages([make_reward("pass_fail")(None, "", result(o)) for o in no_pass], "group")
+    assert equal
+    a, equal = advantages([make_reward("coderl")(None, "", result(o)) for o in no_pass], "group")
+    assert not equal and a[0] > 0 > a[1]     # CodeRL's table: the wrong answer above the crash
+    with pytest.raises(ConfigError, match="pass_fail or module:function"):
+        make_reward("binary")
+
+
 def _len_reward(problem, program, result):
     return float(len(program) % 3)
 

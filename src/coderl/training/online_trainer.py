@@ -59,7 +59,7 @@ from .advantages import advantages
 from .batches import Step
 from .data import TrainingError, build_rl_examples
 from .online_config import NOT_FINGERPRINTED, OnlineConfig
-from .rewards import coderl_reward
+from .rewards import coderl_reward, pass_fail_reward
 from . import objective
 from .rl_trainer import RLTask, resolve_init
 
@@ -77,9 +77,11 @@ def make_reward(spec: str):
     """The reward callable a config names."""
     if spec in ("coderl", "partial"):
         return coderl_reward(partial_credit=spec == "partial")
+    if spec == "pass_fail":
+        return pass_fail_reward()
     mod, sep, name = spec.partition(":")
     if not sep:
-        raise ConfigError(f"online.reward: {spec!r}: coderl, partial or module:function")
+        raise ConfigError(f"online.reward: {spec!r}: coderl, partial, pass_fail or module:function")
     try:
         fn = getattr(importlib.import_module(mod), name)
     except (ImportError, AttributeError) as e:

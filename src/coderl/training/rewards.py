@@ -1,7 +1,8 @@
 """Rewards as plain callables ``(problem, program, result) -> float`` (ARCHITECTURE.md).
 
 :func:`coderl_reward` is CodeRL's table (:class:`coderl.execution.outcome.Rewards`), optionally
-with RLTF's partial credit for failed programs; any callable of the same shape can be passed to
+with RLTF's partial credit for failed programs; :func:`pass_fail_reward` is 1 for a passing program and
+0 for any other (no credit for failing "less badly"); any callable of the same shape can be passed to
 :func:`coderl.training.train_rl` (``reward=``).
 """
 
@@ -20,5 +21,17 @@ def coderl_reward(partial_credit: bool = False, rewards: Rewards | None = None) 
 
     def reward(problem: Any, program: str, result: dict) -> float:
         return float(table.reward(result))
+
+    return reward
+
+
+def pass_fail_reward() -> Reward:
+    """1.0 for a program that passes every test, 0.0 for any other outcome: a group with no
+    passing program has all-equal rewards and teaches nothing, instead of pushing runtime errors
+    towards wrong answers as CodeRL's table does."""
+    from ..execution.outcome import PASSED
+
+    def reward(problem: Any, program: str, result: dict) -> float:
+        return 1.0 if result.get("outcome") == PASSED else 0.0
 
     return reward
