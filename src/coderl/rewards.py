@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from typing import Any, Callable
 
 from coderl.execution.exec_config import ExecConfig
-from coderl.execution.outcome import PASSED, RUNTIME_ERROR, Result, Rewards
+from coderl.execution.outcome import RUNTIME_ERROR, Result, Rewards, pass_fail
 from coderl.models.extract import extract_program
 from coderl.models.prompts import FENCE, Prompt, chat_message, chat_prompt, plain_prompt
 from coderl.problems.schema import Problem, ProblemError
@@ -38,10 +38,6 @@ GROUND_TRUTH_FIELDS = ("id", "source", "kind", "tests", "entry_point", "prompt",
 
 
 # -- reward tables --------------------------------------------------------------------------------
-def pass_fail(result: Result) -> float:
-    return 1.0 if result.outcome == PASSED else 0.0
-
-
 def reward_table(reward: str | Rewards | Callable[[Result], float]) -> Callable[[Result], float]:
     """``Result -> float`` for a reward name (``REWARDS``), a ``Rewards`` or a callable."""
     if isinstance(reward, Rewards):

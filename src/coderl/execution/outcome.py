@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from coderl.execution.codes import *  # noqa: F401,F403
-from coderl.execution.codes import CODES, CRITIC_CLASS, FAILED, OUTCOMES
+from coderl.execution.codes import CODES, CRITIC_CLASS, FAILED, OUTCOMES, PASSED
 
 
 @dataclass
@@ -61,6 +61,13 @@ class Result:
     def from_dict(cls, d: dict[str, Any]) -> "Result":
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def pass_fail(result: Result | dict[str, Any]) -> float:
+    """1.0 for a program that passed every test, 0.0 for any other outcome (no credit for failing
+    "less badly", unlike :class:`Rewards`)."""
+    outcome = result.get("outcome") if isinstance(result, dict) else result.outcome
+    return 1.0 if outcome == PASSED else 0.0
 
 
 @dataclass

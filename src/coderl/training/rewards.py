@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..execution.outcome import Rewards
+from ..execution.outcome import Rewards, pass_fail
 
 Reward = Callable[[Any, str, dict], float]
 
@@ -29,9 +29,7 @@ def pass_fail_reward() -> Reward:
     """1.0 for a program that passes every test, 0.0 for any other outcome: a group with no
     passing program has all-equal rewards and teaches nothing, instead of pushing runtime errors
     towards wrong answers as CodeRL's table does."""
-    from ..execution.outcome import PASSED
-
     def reward(problem: Any, program: str, result: dict) -> float:
-        return 1.0 if result.get("outcome") == PASSED else 0.0
+        return pass_fail(result)
 
     return reward
