@@ -6,7 +6,8 @@ each step kind, the RL return and KL where logged, and the validation loss / gre
 
 Online RL (``train-online``; its box has ``rounds.jsonl`` and ``log.jsonl``): per round the mean
 reward, pass rate, compile-error share and seconds generating / executing; per step the KL to
-the starting model, the clipped share and the sampled tokens' negative log-likelihood:
+the starting model, the clipped share and the sampled tokens' negative log-likelihood, and the
+validation greedy pass@1 after each round (a run with ``--val-pass-every``):
 
     python benchmarks/plot_training.py --online group=runs/x/online coderl=runs/y/online --out curves.png
 """
@@ -105,7 +106,14 @@ def plot_online(specs: list[str], out: Path, plt) -> int:
                 ax.plot(*zip(*pts), "-", label=name, lw=1.2)
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("optimizer step", fontsize=8)
-    axes[1][3].axis("off")
+        evals = [r for r in read(box / "log.jsonl") if r.get("event") == "eval"]
+        pts = [(r["step"], 100 * r["pass@1"]) for r in evals if r.get("pass@1") is not None]
+        if pts:   # the learning curve: validation after every round (train-online's val_pass_every)
+            axes[1][3].plot(*zip(*pts), "o-", label=name, ms=3)
+    axes[1][3].set_title("validation greedy pass@1 (%), after each round", fontsize=10)
+    axes[1][3].set_xlabel("optimizer step", fontsize=8)
+    if not axes[1][3].lines:
+        axes[1][3].axis("off")
     for ax in axes.flat:
         if ax.lines:
             ax.legend(fontsize=8)

@@ -187,6 +187,35 @@ def test_gold_style_must_agree_with_sft(tmp_path, later):
     assert getattr(load_config(path), later).gold_style == "normalized"
 
 
+@pytest.mark.parametrize("later", ["rl", "expert"])
+@pytest.mark.parametrize("trained", ["normalized", None])  # None: an older box, fingerprinted without it (raw)
+def test_gold_style_must_agree_with_the_sft_box(tmp_path, later, trained):
+    """The separate verbs (no pipeline config holding both sections): train-rl / train-expert
+    starting from a train-actor box recorded with another gold_style are refused before their own
+    box is touched, naming the box, both styles and the fix; the recorded style goes on."""
+    from coderl.stage import run_stage
+
+    run = RunDir(tmp_path / "run").mkdir()
+    run.sft.mkdir()
+    (run.sft / "adapter_config.json").write_text("{}")
+    write_meta(run.sft, "train-actor", {"config": {"lr": 2e-4, **({"gold_style": trained} if trained else {})}},
+               complete=True)
+    stage = next(s for s in STAGES if s.section == later)
+    recorded = trained or "raw"
+    other = "raw" if recorded == "normalized" else "normalized"
+    extra = {"critic_weights": False} if later == "rl" else {}
+    key = "rl.init" if later == "rl" else "expert.model"
+    cfg = stage.config_class()(**{("init" if later == "rl" else "model"): "sft", "gold_style": other, **extra})
+    with pytest.raises(ConfigError, match=rf"{key} 'sft' \({run.sft}\) was trained by train-actor with gold_style "
+                                          rf"'{recorded}', but {later}\.gold_style is '{other}'.*--gold-style {recorded}"):
+        run_stage(stage, [], run, cfg, StageContext(echo=lambda s: None))
+    assert not any(run.box(b).exists() or (run.root / f"{run.box(b).name}.meta.json").exists() for b in stage.writes)
+    cfg = stage.config_class()(**{("init" if later == "rl" else "model"): "sft", "gold_style": recorded, **extra})
+    with pytest.raises(Exception) as e:  # past the check: it fails later for want of samples
+        run_stage(stage, [], run, cfg, StageContext(echo=lambda s: None))
+    assert "was trained by train-actor" not in str(e.value)
+
+
 @pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".hidden"])
 def test_a_run_name_is_one_directory(tmp_path, name):
     path = tmp_path / "c.yaml"

@@ -984,6 +984,38 @@ def test_online_rl_writes_rounds_and_a_killed_run_resumes_to_the_same_weights(tm
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+@pytest.mark.parametrize("steps_per_round", [1, 2])
+def test_online_rl_validates_after_every_round_and_publishes_the_last_model(tmp_path, tiny_chat_dir, steps_per_round):
+    """The learning curve: validation (gold loss + greedy pass@1) at step 0 and after each round's
+    last step, never mid-round; its gold programs laid out as the init SFT box recorded; the last
+    model published unless best_metric picks a round."""
+    from coderl.rundir import RunDir, write_meta
+    from coderl.training.online_trainer import train_online
+
+    run = RunDir(tmp_path / "run").mkdir()
+    shutil.copytree(tiny_chat_dir, run.sft)
+    write_meta(run.sft, "train-actor", {"config": {"gold_style": "normalized"}}, complete=True)
+    cfg = _online_cfg("sft", steps_per_round=steps_per_round, problems_per_round=2, val_source="mbpp",
+                      val_split="validation", val_limit=2, val_pass_every=1, val_pass_problems=1,
+                      val_max_new_tokens=8, reward="test_training:_len_reward")
+    s = train_online(_online_problems(), run, cfg, progress=False, echo=lambda x: None)
+    evals = [e for e in _read_log(run.online) if e["event"] == "eval"]
+    assert [e["step"] for e in evals] == [0, steps_per_round, 2 * steps_per_round]
+    assert all(e["pass@1"] is not None and e["loss"] > 0 for e in evals)
+    assert s["data"]["validation_gold_style"] == "normalized" and s["data"]["validation_problems"] == 2
+    assert s["selected"] == "last" and not any(e["best"] for e in evals)
+    assert json.loads((run.online / "coderl_training.json").read_text())["step"] == 2 * steps_per_round
+    if steps_per_round == 1:  # a round picked by validation instead: the first one scored (pass@1 ties at 0: loss)
+        cfg2 = _online_cfg("sft", problems_per_round=2, val_source="mbpp", val_split="validation", val_limit=2,
+                           val_pass_every=1, val_pass_problems=1, val_max_new_tokens=8, best_metric="pass@1",
+                           reward="test_training:_len_reward")
+        run2 = RunDir(tmp_path / "run2").mkdir()
+        shutil.copytree(tiny_chat_dir, run2.sft)
+        s2 = train_online(_online_problems(), run2, cfg2, progress=False, echo=lambda x: None)
+        assert s2["selected"] == "best" and s2["best"]["step"] in (1, 2)
+        assert s2["data"]["validation_gold_style"] == "raw"   # no sidecar: the default layout
+
+
 def test_online_rl_bad_inputs(tmp_path, tiny_chat_dir):
     from coderl.config import ConfigError
     from coderl.rundir import RunDir

@@ -149,6 +149,9 @@ def run_stage(stage: Stage, problems: Sequence, run: RunDir, cfg, ctx: StageCont
               redo: bool = False, header: str | None = None) -> dict[str, Any] | None:
     """Run ``stage`` under the contract; None when skipped as complete."""
     header = header or stage.name
+    check = getattr(stage.impl(), "check", None)  # what the settings must agree with, before any box is touched
+    if check is not None:
+        check(problems, run, cfg, ctx)
     fp = fingerprint_of(stage, problems, run, cfg, ctx)
     inputs = input_stamps(stage, problems, run, cfg, ctx)
     state, reasons = box_state(stage, run, fp, inputs)

@@ -6,7 +6,7 @@
 * **Validation**: the loss on the validation problems' gold programs and, every
   ``val_pass_every``-th validation (and at the end), a greedy pass@1 on the first
   ``val_pass_problems`` (under ``validation/step-NNNNNN/``); scored by the loss, or pass@1 then
-  the loss (``best_metric``).
+  the loss (``best_metric``; ``last``: not scored, the last model is published).
 * **Saved** as :func:`coderl.models.load_model` reads it; the selected model is published at the
   top of the stage directory (``<run>/sft/``, ``<run>/rl/``).
 """
@@ -41,23 +41,26 @@ def adapter_base_spec(spec: str, out: Path) -> str:
     return str(p.resolve()) if p.exists() else str(spec)
 
 
-def gold_examples(problems: Sequence, cfg, lm, shapes: Sequence[str] = ("native",)) -> tuple[list[Example], dict[str, Any]]:
-    """The gold examples of ``problems`` under ``cfg`` in the prompt ``shapes``, and their counts."""
+def gold_examples(problems: Sequence, cfg, lm, shapes: Sequence[str] = ("native",), *,
+                  style: str | None = None) -> tuple[list[Example], dict[str, Any]]:
+    """The gold examples of ``problems`` under ``cfg`` in the prompt ``shapes`` (the layout ``style``,
+    default ``cfg.gold_style``), and their counts."""
     return build_gold_examples(problems, lm.tokenizer, lm.is_encoder_decoder, prompt_style=cfg.prompt_style,
                                max_prompt_tokens=cfg.max_prompt_tokens, max_target_tokens=cfg.max_target_tokens,
                                max_solutions=getattr(cfg, "max_solutions", 0), reorder=getattr(cfg, "gold_reorder", True),
-                               shapes=tuple(shapes), style=getattr(cfg, "gold_style", "raw"))
+                               shapes=tuple(shapes), style=style or getattr(cfg, "gold_style", "raw"))
 
 
-def validation_set(problems: Sequence, cfg, lm, val_problems: Sequence | None):
-    """(validation problems, default the config's, but ``problems``; their gold examples, counts)."""
+def validation_set(problems: Sequence, cfg, lm, val_problems: Sequence | None, *, style: str | None = None):
+    """(validation problems, default the config's, but ``problems``; their gold examples in the
+    layout ``style`` (default ``cfg.gold_style``), counts)."""
     if val_problems is None and cfg.val_source:
         from ..problems import load_problems
 
         val_problems = load_problems(cfg.val_source, split=cfg.val_split or None, end=cfg.val_limit or None)
     train_ids = {p.id for p in problems}
     val_problems = [p for p in val_problems or [] if p.id not in train_ids]
-    return (val_problems, *gold_examples(val_problems, cfg, lm))
+    return (val_problems, *gold_examples(val_problems, cfg, lm, style=style))
 
 
 class ActorTask(TrainingTask):
@@ -160,6 +163,7 @@ class ActorTask(TrainingTask):
             score = [entry["pass@1"], -(vloss or 0.0)]
         elif cfg.best_metric == "loss" and vloss is not None:
             score = [-vloss]
+        # best_metric "last": no score, nothing published as best; the last model is
         shown = f"validation at step {point.step}: loss {entry['loss']}"
         if entry.get("pass@1") is not None:
             shown += f", greedy pass@1 {entry['pass@1']:.3f} ({entry['problems']} problems)"

@@ -10,6 +10,8 @@ from ..config import ConfigError, opt, validate
 from .options import (check_learning_rate, device_option, keep_checkpoints_option, log_every_option, max_steps_option,
                       progress_option, save_every_option, threads_option)
 
+BEST_METRICS = ("loss", "pass@1", "last")
+
 #: settings that do not change what training computes (resuming under other values is fine)
 NOT_FINGERPRINTED = ("max_steps", "save_every", "keep_checkpoints", "log_every", "eval_batch_size",
                      "threads", "progress", "device", "val_pass_batch_size", "release_memory")
@@ -67,8 +69,8 @@ class TrainerConfig:
     val_pass_problems: int = opt(20, "Problems of the greedy pass@1 check.", ge=1)
     val_max_new_tokens: int = opt(256, "Most tokens per program in the pass@1 check.", ge=1)
     best_metric: str = opt("loss", "Keep the checkpoint with the lowest validation loss, or the "
-                           "highest greedy pass@1 (needs --val-pass-every; ties: lower loss).",
-                           choices=("loss", "pass@1"))
+                           "highest greedy pass@1 (needs --val-pass-every; ties: lower loss), or "
+                           "the last one (validation only logged).", choices=BEST_METRICS)
     patience: int = opt(0, "Early stopping: stop after N validations without a better model "
                         "(0: never).", ge=0)
     # -- running (not part of the fingerprint) ----------------------------------------------------

@@ -20,6 +20,7 @@ from ..records import read_samples
 from ..rundir import RunDir
 from .data import TrainingError, build_rl_examples
 from .expert_config import ExpertConfig
+from .options import check_gold_style
 from .rewards import coderl_reward
 from .sft_trainer import fine_tune
 
@@ -70,6 +71,11 @@ def train_expert(problems: Sequence, run: RunDir, cfg: ExpertConfig, *, progress
 
 def reads(cfg: ExpertConfig) -> tuple[str, ...]:
     return ("samples", "results") + ((cfg.model,) if cfg.model in RunDir.MODELS else ())
+
+
+def check(problems: Sequence, run: RunDir, cfg: ExpertConfig, ctx) -> None:
+    """Before the box is touched (the stage contract): validation's gold layout is the SFT model's."""
+    check_gold_style(cfg, cfg.model, run, key="expert.model")
 
 
 def run(problems: Sequence, run: RunDir, cfg: ExpertConfig, ctx) -> dict[str, Any]:

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from ..config import ConfigError, opt
 from .advantages import KINDS
-from .base_config import NOT_FINGERPRINTED as BASE_NOT_FINGERPRINTED, TrainerConfig
+from .base_config import BEST_METRICS, NOT_FINGERPRINTED as BASE_NOT_FINGERPRINTED, TrainerConfig
 
 __all__ = ["OnlineConfig", "NOT_FINGERPRINTED"]
 NOT_FINGERPRINTED = BASE_NOT_FINGERPRINTED + ("gen_batch_size",)
@@ -43,6 +43,10 @@ class OnlineConfig(TrainerConfig):
     clip: float = opt(0.2, "Clip range of the importance ratio (1 - clip, 1 + clip) when "
                       "steps_per_round > 1.", gt=0, lt=1)
     gen_batch_size: int = opt(64, "Sequences decoded together.", ge=1)
+    # validation: eval_every 0 validates at every round's end (an online "epoch" is a round)
+    best_metric: str = opt("last", "Publish the last model (validation only logged: the learning "
+                           "curve), or the round with the best greedy pass@1 (needs --val-pass-every) "
+                           "or the lowest loss on the validation gold programs.", choices=BEST_METRICS)
 
     def __post_init__(self) -> None:
         super().__post_init__()

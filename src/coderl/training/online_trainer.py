@@ -27,6 +27,12 @@ Round ``r`` (:class:`RolloutBatches`, the Trainer's :class:`~coderl.training.bat
    the round's ``old_logprobs.json``, so a resumed run uses the same) and every step uses PPO's
    clipped importance ratio (equal to the plain loss at the first step, where the ratio is 1).
 
+Validation (``val_source``; ``eval_every`` 0: after every round, a round being the run's epoch, and
+at step 0): the loss on the validation problems' gold programs, laid out as the starting SFT box
+was trained (its recorded ``gold_style``), and with ``val_pass_every`` a greedy pass@1 on the first
+``val_pass_problems`` of them: the learning curve, in ``log.jsonl`` and TensorBoard. The last model
+is published (``best_metric`` ``last``), or the round with the best pass@1 / loss.
+
 Checkpoints are taken after every step (``save_every`` 1), so a killed run resumes at its step
 and, reading the rounds already on disk, reaches the same weights. Per step ``log.jsonl`` and
 TensorBoard have the loss, the mean advantage, the KL, the sampled tokens' negative log-likelihood
@@ -54,11 +60,12 @@ from ..io import atomic_write_text
 from ..models import load_model
 from ..records import program_hash, read_results, read_samples
 from ..rundir import RunDir
-from .actor import adapter_base_spec
+from .actor import adapter_base_spec, validation_set
 from .advantages import advantages
 from .batches import Step
 from .data import TrainingError, build_rl_examples
 from .online_config import NOT_FINGERPRINTED, OnlineConfig
+from .options import recorded_gold_style
 from .rewards import coderl_reward, pass_fail_reward
 from . import objective
 from .rl_trainer import RLTask, resolve_init
@@ -166,7 +173,8 @@ class RolloutBatches:
         return self.cfg.rounds * self.cfg.steps_per_round
 
     def ends_epoch(self, s: int) -> bool:
-        return False
+        """A round is an epoch: validation (``eval_every`` 0) after each round's last step."""
+        return (s + 1) % self.cfg.steps_per_round == 0
 
     def state_dict(self) -> dict[str, Any]:
         return {}
@@ -365,11 +373,16 @@ def train_online(problems: Sequence, run: RunDir, cfg: OnlineConfig, *, progress
     fp = {"config": config_fingerprint(cfg, exclude=NOT_FINGERPRINTED),
           "init": cfg.init if cfg.init in RunDir.MODELS else init,
           "problems": digest({"problems": sorted(p.id for p in problems)})}
+    exec_config = exec_config or ExecConfig()
     settings = dataclasses.replace(cfg, save_every=1)
+    style = recorded_gold_style(init) or "raw"  # validation's gold programs laid out as the init SFT's
+    val_problems, val_examples, _ = validation_set(problems, cfg, lm, None, style=style)
     task = OnlineTask(name="train-online", out=out, cfg=settings, lm=lm, base_spec=adapter_base_spec(init, out),
-                      val_examples=[], val_problems=[], data_info={"init": init, "problems": len(problems)},
-                      needs_reference=cfg.kl_coef > 0 or cfg.measure_kl)
-    source = RolloutBatches(problems, run, cfg, task, lm, exec_config or ExecConfig(), echo)
+                      val_examples=val_examples, val_problems=val_problems,
+                      data_info={"init": init, "problems": len(problems), "validation_problems": len(val_problems),
+                                 "validation_gold_style": style},
+                      needs_reference=cfg.kl_coef > 0 or cfg.measure_kl, exec_config=exec_config)
+    source = RolloutBatches(problems, run, cfg, task, lm, exec_config, echo)
     try:
         return task.train(source, fp, [], progress=progress, on_step=on_step, echo=echo)
     finally:

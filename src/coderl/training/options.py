@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from ..config import ConfigError, opt
+from ..rundir import read_meta
 
 
 GOLD_STYLES = ("raw", "normalized")   # training.data.normalized_gold
@@ -50,3 +51,25 @@ def check_learning_rate(lr: float | None, section: str) -> None:
     """``validate`` checks > 0 and not NaN; ``inf`` would train a NaN model."""
     if lr is not None and not math.isfinite(lr):
         raise ConfigError(f"{section}.lr: must be a finite number > 0, got {lr!r}")
+
+
+def recorded_gold_style(path: str) -> str | None:
+    """The ``gold_style`` a ``train-actor`` box was trained with (its sidecar), None when ``path``
+    is no such box (the default model, a checkpoint, an exported folder)."""
+    meta = read_meta(path) if path and not str(path).endswith((".gguf", ".GGUF")) else None
+    if not meta or meta.get("stage") != "train-actor":
+        return None
+    return (meta.get("fingerprint", {}).get("config") or {}).get("gold_style", "raw")  # absent: the default
+
+
+def check_gold_style(cfg, model: str, run, *, key: str) -> None:
+    """``cfg.gold_style`` must be the layout the starting model was trained on, where that model is a
+    ``train-actor`` box with a sidecar (this run's ``sft`` or another run's ``sft/`` directory):
+    RL's CE steps and expert iteration's validation would otherwise use another layout than SFT did,
+    silently. Models without a sidecar (the default, checkpoints, exported folders) are not checked."""
+    path = run.model(model)
+    trained = recorded_gold_style(path)
+    if trained is not None and trained != cfg.gold_style:
+        raise ConfigError(f"{key} {model!r} ({path}) was trained by train-actor with gold_style {trained!r}, "
+                          f"but {cfg.SECTION}.gold_style is {cfg.gold_style!r}: its gold programs would be in "
+                          f"another layout than SFT trained on; set --gold-style {trained}")

@@ -27,6 +27,7 @@ from .actor import ActorTask, adapter_base_spec, gold_examples, validation_set
 from .batches import FixedBatches
 from .data import TrainingError, build_rl_examples, examples_digest
 from .rewards import Reward, coderl_reward
+from .options import check_gold_style
 from .rl_config import NOT_FINGERPRINTED, RLConfig
 
 RL_DIR = RunDir.RL  # <run>/rl/
@@ -163,6 +164,11 @@ def reads(cfg: RLConfig) -> tuple[str, ...]:
     """The boxes the stage reads under ``cfg`` (the stage contract, :mod:`coderl.stage`)."""
     return ("samples", "results") + (("critic_scores",) if cfg.critic_weights else ()) + \
         ((cfg.init,) if cfg.init in RunDir.MODELS else ())
+
+
+def check(problems: Sequence, run: RunDir, cfg: RLConfig, ctx) -> None:
+    """Before the box is touched (the stage contract): the gold layout is the starting SFT model's."""
+    check_gold_style(cfg, cfg.init, run, key="rl.init")
 
 
 def run(problems: Sequence, run: RunDir, cfg: RLConfig, ctx) -> dict[str, Any]:
