@@ -103,6 +103,9 @@ def test_for_trl_scores_like_the_executor(mbpp_problems):
         pf = R.for_trl(mbpp_problems, reward="pass_fail", exec_config=ExecConfig(workers=1))
         assert pf(completions=[rows[0][2], rows[2][2]], problem_id=[mbpp_problems[0].id] * 2) == [1.0, 0.0]
         pf.close()
+        pr = R.for_trl(mbpp_problems, reward="pass_ratio", exec_config=ExecConfig(workers=1))
+        assert pr(completions=[rows[0][2], rows[2][2]], problem_id=[mbpp_problems[0].id] * 2) == [1.0, 0.0]
+        pr.close()
     finally:
         reward.close()
 

@@ -1055,7 +1055,21 @@ def test_named_online_rewards():
     assert equal
     a, equal = advantages([make_reward("coderl")(None, "", result(o)) for o in no_pass], "group")
     assert not equal and a[0] > 0 > a[1]     # CodeRL's table: the wrong answer above the crash
-    with pytest.raises(ConfigError, match="pass_fail or module:function"):
+    # pass_ratio: the share of tests passed, whatever the failure: a crash and a wrong answer that
+    # pass no test are equal (no "do not crash" drift), one that passes more tests ranks higher
+    def partial(o, k, n=3):
+        return {"problem_id": "p", "index": 0, "outcome": o, "tests_passed": k, "tests_total": n}
+    ratio = make_reward("pass_ratio")
+    assert [ratio(None, "", partial(o, k)) for o, k in
+            [("passed", 3), ("failed", 2), ("failed", 0), ("runtime_error", 1), ("runtime_error", 0),
+             ("compile_error", 0)]] == [1.0, 2 / 3, 0.0, 1 / 3, 0.0, 0.0]
+    assert ratio(None, "", partial("failed", 0, 0)) == 0.0     # no tests counted: no credit, no division
+    _, equal = advantages([ratio(None, "", partial(o, 0)) for o in no_pass], "group")
+    assert equal
+    a, equal = advantages([ratio(None, "", partial(o, k)) for o, k in
+                           [("failed", 2), ("runtime_error", 0), ("failed", 0), ("runtime_error", 0)]], "group")
+    assert not equal and a[0] > 0 and a[1] == a[2] == a[3] < 0
+    with pytest.raises(ConfigError, match="pass_ratio or module:function"):
         make_reward("binary")
 
 

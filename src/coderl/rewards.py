@@ -3,7 +3,8 @@
 
 Programs are extracted from the model's text as coderl's pipeline does and run in coderl's
 sandbox, in this process or on a ``coderl serve-executor`` (``url=``, ``token=``). Rewards:
-CodeRL's table (``"coderl"``), RLTF's partial credit (``"rltf"``), ``"pass_fail"`` (1 / 0), a
+CodeRL's table (``"coderl"``), RLTF's partial credit (``"rltf"``), ``"pass_fail"`` (1 / 0),
+``"pass_ratio"`` (the share of tests passed), a
 :class:`coderl.execution.Rewards`, or any ``Result -> float`` callable. Only absolute imports, so
 loading the module by file path (older veRL) works too.
 
@@ -24,7 +25,7 @@ from collections.abc import Iterable
 from typing import Any, Callable
 
 from coderl.execution.exec_config import ExecConfig
-from coderl.execution.outcome import RUNTIME_ERROR, Result, Rewards, pass_fail
+from coderl.execution.outcome import RUNTIME_ERROR, Result, Rewards, pass_fail, pass_ratio
 from coderl.models.extract import extract_program
 from coderl.models.prompts import FENCE, Prompt, chat_message, chat_prompt, plain_prompt
 from coderl.problems.schema import Problem, ProblemError
@@ -32,7 +33,7 @@ from coderl.problems.schema import Problem, ProblemError
 log = logging.getLogger(__name__)
 
 PROMPT_STYLES = ("conversational", "plain", "chat")
-REWARDS = ("coderl", "rltf", "pass_fail")
+REWARDS = ("coderl", "rltf", "pass_fail", "pass_ratio")
 #: the Problem fields a veRL ground truth carries
 GROUND_TRUTH_FIELDS = ("id", "source", "kind", "tests", "entry_point", "prompt", "starter_code")
 
@@ -44,7 +45,8 @@ def reward_table(reward: str | Rewards | Callable[[Result], float]) -> Callable[
         return reward.reward
     if callable(reward):
         return reward
-    tables = {"coderl": Rewards().reward, "rltf": Rewards(partial_credit=True).reward, "pass_fail": pass_fail}
+    tables = {"coderl": Rewards().reward, "rltf": Rewards(partial_credit=True).reward, "pass_fail": pass_fail,
+              "pass_ratio": pass_ratio}
     if isinstance(reward, str) and reward in tables:
         return tables[reward]
     raise ValueError(f"reward {reward!r}: expected one of {REWARDS}, a coderl.execution.Rewards or a callable")

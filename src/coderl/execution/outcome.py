@@ -70,6 +70,18 @@ def pass_fail(result: Result | dict[str, Any]) -> float:
     return 1.0 if outcome == PASSED else 0.0
 
 
+def pass_ratio(result: Result | dict[str, Any]) -> float:
+    """The share of the program's tests it passed (1.0 for a passing program, 0.0 for one that does
+    not compile): credit for every test passed, none for *how* the others failed — a crash and a
+    wrong answer that pass as many tests are equal, unlike :class:`Rewards`' table."""
+    if isinstance(result, dict):
+        if result.get("outcome") == PASSED:
+            return 1.0
+        total = result.get("tests_total") or 0
+        return (result.get("tests_passed") or 0) / total if total else 0.0
+    return 1.0 if result.outcome == PASSED else result.pass_ratio
+
+
 @dataclass
 class Rewards:
     """Reward per outcome. CodeRL's defaults; ``partial_credit`` gives RLTF's reward to failed programs."""

@@ -28,7 +28,8 @@ class OnlineConfig(TrainerConfig):
                          "divided by the group's std: GRPO).", choices=KINDS)
     skip_equal: bool = opt(True, "Leave out groups whose rewards are all equal (counted per round).")
     reward: str = opt("coderl", "coderl (CodeRL's table), partial (RLTF's partial credit for failed "
-                      "programs), pass_fail (1 passed, 0 otherwise) or module:function, a callable "
+                      "programs), pass_fail (1 passed, 0 otherwise), pass_ratio (the share of tests passed) or "
+                      "module:function, a callable "
                       "(problem, program, result) -> float.")
     kl_coef: float = opt(0.0, "Weight of a KL penalty to the starting model on the sampled tokens "
                          "(LoRA: the same model with the adapters off, no second copy).", ge=0)

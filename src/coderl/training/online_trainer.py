@@ -66,7 +66,7 @@ from .batches import Step
 from .data import TrainingError, build_rl_examples
 from .online_config import NOT_FINGERPRINTED, OnlineConfig
 from .options import recorded_gold_style
-from .rewards import coderl_reward, pass_fail_reward
+from .rewards import coderl_reward, pass_fail_reward, pass_ratio_reward
 from . import objective
 from .rl_trainer import RLTask, resolve_init
 
@@ -86,9 +86,11 @@ def make_reward(spec: str):
         return coderl_reward(partial_credit=spec == "partial")
     if spec == "pass_fail":
         return pass_fail_reward()
+    if spec == "pass_ratio":
+        return pass_ratio_reward()
     mod, sep, name = spec.partition(":")
     if not sep:
-        raise ConfigError(f"online.reward: {spec!r}: coderl, partial, pass_fail or module:function")
+        raise ConfigError(f"online.reward: {spec!r}: coderl, partial, pass_fail, pass_ratio or module:function")
     try:
         fn = getattr(importlib.import_module(mod), name)
     except (ImportError, AttributeError) as e:

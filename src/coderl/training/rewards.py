@@ -2,7 +2,8 @@
 
 :func:`coderl_reward` is CodeRL's table (:class:`coderl.execution.outcome.Rewards`), optionally
 with RLTF's partial credit for failed programs; :func:`pass_fail_reward` is 1 for a passing program and
-0 for any other (no credit for failing "less badly"); any callable of the same shape can be passed to
+0 for any other (no credit for failing "less badly"); :func:`pass_ratio_reward` the share of the
+tests passed (credit per test, none for how the others failed); any callable of the same shape can be passed to
 :func:`coderl.training.train_rl` (``reward=``).
 """
 
@@ -10,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from ..execution.outcome import Rewards, pass_fail
+from ..execution.outcome import Rewards, pass_fail, pass_ratio
 
 Reward = Callable[[Any, str, dict], float]
 
@@ -31,5 +32,14 @@ def pass_fail_reward() -> Reward:
     towards wrong answers as CodeRL's table does."""
     def reward(problem: Any, program: str, result: dict) -> float:
         return pass_fail(result)
+
+    return reward
+
+
+def pass_ratio_reward() -> Reward:
+    """The share of the hidden tests the program passed (1.0 passed, 0.0 compile error): a group
+    with no passing program still ranks programs by the tests they pass, not by how they fail."""
+    def reward(problem: Any, program: str, result: dict) -> float:
+        return pass_ratio(result)
 
     return reward
