@@ -89,8 +89,8 @@ def plot_online(specs: list[str], out: Path, plt) -> int:
         name, _, path = spec.rpartition("=")
         box = Path(path)
         name = name or box.parent.name
-        rounds = read(box / "rounds.jsonl")
-        steps = [r for r in read(box / "log.jsonl") if r.get("event") == "step"]
+        rounds, log = read(box / "rounds.jsonl"), read(box / "log.jsonl")
+        steps = [r for r in log if r.get("event") == "step"]
         for ax, (title, fn) in zip(axes[0], rounds_panels):
             x = [r["round"] for r in rounds]
             if fn is None:
@@ -106,11 +106,10 @@ def plot_online(specs: list[str], out: Path, plt) -> int:
                 ax.plot(*zip(*pts), "-", label=name, lw=1.2)
             ax.set_title(title, fontsize=10)
             ax.set_xlabel("optimizer step", fontsize=8)
-        evals = [r for r in read(box / "log.jsonl") if r.get("event") == "eval"]
-        pts = [(r["step"], 100 * r["pass@1"]) for r in evals if r.get("pass@1") is not None]
+        pts = [(r["step"], 100 * r["pass@1"]) for r in log if r.get("event") == "eval" and r.get("pass@1") is not None]
         if pts:   # the learning curve: validation after every round (train-online's val_pass_every)
             axes[1][3].plot(*zip(*pts), "o-", label=name, ms=3)
-    axes[1][3].set_title("validation greedy pass@1 (%), after each round", fontsize=10)
+    axes[1][3].set_title("validation greedy pass@1 (%)", fontsize=10)
     axes[1][3].set_xlabel("optimizer step", fontsize=8)
     if not axes[1][3].lines:
         axes[1][3].axis("off")

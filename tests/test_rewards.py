@@ -103,11 +103,26 @@ def test_for_trl_scores_like_the_executor(mbpp_problems):
         pf = R.for_trl(mbpp_problems, reward="pass_fail", exec_config=ExecConfig(workers=1))
         assert pf(completions=[rows[0][2], rows[2][2]], problem_id=[mbpp_problems[0].id] * 2) == [1.0, 0.0]
         pf.close()
-        pr = R.for_trl(mbpp_problems, reward="pass_ratio", exec_config=ExecConfig(workers=1))
-        assert pr(completions=[rows[0][2], rows[2][2]], problem_id=[mbpp_problems[0].id] * 2) == [1.0, 0.0]
-        pr.close()
     finally:
         reward.close()
+
+
+def test_pass_ratio_counts_the_tests_passed(mbpp_problems):
+    """pass_ratio: the share of the hidden tests passed. With early exit (the default) an assert
+    problem stops at the first runtime error, so a crash on the first test gets nothing for the
+    tests after it; without early exit every test counts."""
+    p = mbpp_problems[0]
+    assert p.entry_point == "remove_Occ" and len(p.tests["asserts"]) == 5
+    wrong_once = "def remove_Occ(s, ch):\n    return s.replace(ch, '')\n"   # only the 4th assert fails
+    crash_first = ("def remove_Occ(s, ch):\n    if s == 'hello':\n        raise ValueError(s)\n"
+                   "    return s.replace(ch, '')\n")                        # raises on the 1st, fails the 4th
+    for early_exit, expected in ((True, [0.8, 0.0]), (False, [0.8, 0.6])):
+        reward = R.for_trl([p], reward="pass_ratio", exec_config=ExecConfig(workers=1, early_exit=early_exit))
+        try:
+            got = reward(completions=[fenced(wrong_once), fenced(crash_first)], problem_id=[p.id] * 2)
+        finally:
+            reward.close()
+        assert got == pytest.approx(expected)
 
 
 def test_for_trl_remote_matches_local(srv, mbpp_problems):

@@ -69,6 +69,8 @@ def _changed(cfg, dotted):
     for value in _candidates(f, getattr(owner, f.name), tp):
         try:
             extra = {k: v for k, v in COMPANIONS.get(f.name, {}).items() if hasattr(owner, k)}
+            if f.name == "patience" and getattr(owner, "best_metric", None) == "last":
+                extra["best_metric"] = "loss"   # early stopping needs a score (train-online publishes the last)
             new_owner = dataclasses.replace(owner, **{f.name: value, **extra})
         except (ConfigError, ValueError, TypeError):
             continue
@@ -206,14 +208,34 @@ def test_gold_style_must_agree_with_the_sft_box(tmp_path, later, trained):
     extra = {"critic_weights": False} if later == "rl" else {}
     key = "rl.init" if later == "rl" else "expert.model"
     cfg = stage.config_class()(**{("init" if later == "rl" else "model"): "sft", "gold_style": other, **extra})
-    with pytest.raises(ConfigError, match=rf"{key} 'sft' \({run.sft}\) was trained by train-actor with gold_style "
-                                          rf"'{recorded}', but {later}\.gold_style is '{other}'.*--gold-style {recorded}"):
+    with pytest.raises(ConfigError, match=rf"{key} 'sft' \({run.sft}\) was trained with gold_style "
+                                          rf"'{recorded}', but {later}\.gold_style is '{other}'.*--gold-style {recorded} "
+                                          rf"\(a recipe: {later}\.gold_style: {recorded}\)"):
         run_stage(stage, [], run, cfg, StageContext(echo=lambda s: None))
     assert not any(run.box(b).exists() or (run.root / f"{run.box(b).name}.meta.json").exists() for b in stage.writes)
     cfg = stage.config_class()(**{("init" if later == "rl" else "model"): "sft", "gold_style": recorded, **extra})
     with pytest.raises(Exception) as e:  # past the check: it fails later for want of samples
         run_stage(stage, [], run, cfg, StageContext(echo=lambda s: None))
-    assert "was trained by train-actor" not in str(e.value)
+    assert "was trained with gold_style" not in str(e.value)
+
+
+def test_recorded_gold_style_reads_only_model_boxes(tmp_path, monkeypatch):
+    """The starting model's recorded layout: train-actor / train-rl / train-expert boxes (absent in
+    the fingerprint: raw); any other spec (the default, ".", "/", a GGUF file, a hub-like name, a
+    box of another stage) is not a box with a layout, and never an error."""
+    from coderl.training.options import recorded_gold_style
+
+    monkeypatch.chdir(tmp_path)
+    for stage, fp, expected in [("train-actor", {"gold_style": "normalized"}, "normalized"),
+                                ("train-rl", {}, "raw"), ("train-expert", {"gold_style": "raw"}, "raw"),
+                                ("train-online", {"lr": 1.0}, None)]:
+        box = tmp_path / stage
+        box.mkdir()
+        write_meta(box, stage, {"config": fp}, complete=True)
+        assert recorded_gold_style(str(box)) == expected and recorded_gold_style(stage) == expected  # relative too
+    (tmp_path / "m.gguf").write_bytes(b"GGUF")
+    for spec in ("default", ".", "/", "..", "m.gguf", "org/name", "~", "", None):
+        assert recorded_gold_style(spec) is None
 
 
 @pytest.mark.parametrize("name", ["../escape", "a/b", "..", ".hidden"])

@@ -985,35 +985,67 @@ def test_online_rl_writes_rounds_and_a_killed_run_resumes_to_the_same_weights(tm
 
 
 @pytest.mark.parametrize("steps_per_round", [1, 2])
-def test_online_rl_validates_after_every_round_and_publishes_the_last_model(tmp_path, tiny_chat_dir, steps_per_round):
+def test_online_rl_validates_after_every_round_and_publishes_the_last_model(tmp_path, tiny_chat_dir, steps_per_round,
+                                                                              monkeypatch):
     """The learning curve: validation (gold loss + greedy pass@1) at step 0 and after each round's
     last step, never mid-round; its gold programs laid out as the init SFT box recorded; the last
-    model published unless best_metric picks a round."""
+    model published unless best_metric picks a round; a run killed after a round's validation
+    resumes to the same weights and the same curve."""
+    from safetensors.torch import load_file
+
     from coderl.rundir import RunDir, write_meta
+    from coderl.training import online_trainer
     from coderl.training.online_trainer import train_online
 
-    run = RunDir(tmp_path / "run").mkdir()
-    shutil.copytree(tiny_chat_dir, run.sft)
-    write_meta(run.sft, "train-actor", {"config": {"gold_style": "normalized"}}, complete=True)
-    cfg = _online_cfg("sft", steps_per_round=steps_per_round, problems_per_round=2, val_source="mbpp",
-                      val_split="validation", val_limit=2, val_pass_every=1, val_pass_problems=1,
-                      val_max_new_tokens=8, reward="test_training:_len_reward")
+    styles = []
+    real = online_trainer.validation_set
+
+    def spy(*a, style=None, **kw):
+        styles.append(style)
+        return real(*a, style=style, **kw)
+    monkeypatch.setattr(online_trainer, "validation_set", spy)
+
+    def make_run(name, gold_style=None):
+        run = RunDir(tmp_path / name).mkdir()
+        shutil.copytree(tiny_chat_dir, run.sft)
+        if gold_style:
+            write_meta(run.sft, "train-actor", {"config": {"gold_style": gold_style}}, complete=True)
+        return run
+
+    val = dict(val_source="mbpp", val_split="validation", val_limit=2, val_pass_every=1, val_pass_problems=1,
+               val_max_new_tokens=8, reward="test_training:_len_reward", problems_per_round=2)
+    cfg = _online_cfg("sft", steps_per_round=steps_per_round, **val)
+    run = make_run("run", "normalized")
     s = train_online(_online_problems(), run, cfg, progress=False, echo=lambda x: None)
     evals = [e for e in _read_log(run.online) if e["event"] == "eval"]
     assert [e["step"] for e in evals] == [0, steps_per_round, 2 * steps_per_round]
     assert all(e["pass@1"] is not None and e["loss"] > 0 for e in evals)
-    assert s["data"]["validation_gold_style"] == "normalized" and s["data"]["validation_problems"] == 2
+    assert styles == ["normalized"] and s["data"]["validation_gold_style"] == "normalized"
+    assert s["data"]["validation_problems"] == 2
     assert s["selected"] == "last" and not any(e["best"] for e in evals)
     assert json.loads((run.online / "coderl_training.json").read_text())["step"] == 2 * steps_per_round
-    if steps_per_round == 1:  # a round picked by validation instead: the first one scored (pass@1 ties at 0: loss)
-        cfg2 = _online_cfg("sft", problems_per_round=2, val_source="mbpp", val_split="validation", val_limit=2,
-                           val_pass_every=1, val_pass_problems=1, val_max_new_tokens=8, best_metric="pass@1",
-                           reward="test_training:_len_reward")
-        run2 = RunDir(tmp_path / "run2").mkdir()
-        shutil.copytree(tiny_chat_dir, run2.sft)
-        s2 = train_online(_online_problems(), run2, cfg2, progress=False, echo=lambda x: None)
-        assert s2["selected"] == "best" and s2["best"]["step"] in (1, 2)
-        assert s2["data"]["validation_gold_style"] == "raw"   # no sidecar: the default layout
+    if steps_per_round == 2:
+        return
+    # killed after round 0's validation: the resumed run validates round 1 once, same weights and curve
+    killed_run = make_run("killed", "normalized")
+
+    def killed(step):
+        if step == 1:
+            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt):
+        train_online(_online_problems(), killed_run, cfg, progress=False, echo=lambda x: None, on_step=killed)
+    train_online(_online_problems(), killed_run, cfg, progress=False, echo=lambda x: None)
+    again = [e for e in _read_log(killed_run.online) if e["event"] == "eval"]
+    assert [(e["step"], e["loss"], e["pass@1"]) for e in again] == [(e["step"], e["loss"], e["pass@1"]) for e in evals]
+    wa, wb = (load_file(str(r.online / "adapter_model.safetensors")) for r in (run, killed_run))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    # a round picked by validation instead (pass@1 ties at 0 on a random model: the lower loss)
+    run2 = make_run("run2")
+    s2 = train_online(_online_problems(), run2, _online_cfg("sft", best_metric="pass@1", **val),
+                      progress=False, echo=lambda x: None)
+    evals2 = [e for e in _read_log(run2.online) if e["event"] == "eval" and e["step"] > 0]
+    assert s2["selected"] == "best" and s2["best"]["step"] == min(evals2, key=lambda e: e["loss"])["step"]
+    assert styles[-1] == "raw" and s2["data"]["validation_gold_style"] == "raw"   # no sidecar: the default
 
 
 def test_online_rl_bad_inputs(tmp_path, tiny_chat_dir):

@@ -21,7 +21,7 @@ class Stage:
     name: str                      # the CLI verb and the pipeline's row
     section: str                   # its config section (YAML) and the verb's options
     config: str                    # "module:Class" of its config dataclass
-    module: str                    # the module exporting run (and optionally fingerprint, reads)
+    module: str                    # the module exporting run (and optionally stage_fingerprint, reads, inputs, check)
     reads: tuple[str, ...]         # RunDir boxes it reads
     writes: tuple[str, ...]        # RunDir boxes it writes
     help: str

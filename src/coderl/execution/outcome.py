@@ -73,12 +73,12 @@ def pass_fail(result: Result | dict[str, Any]) -> float:
 def pass_ratio(result: Result | dict[str, Any]) -> float:
     """The share of the program's tests it passed (1.0 for a passing program, 0.0 for one that does
     not compile): credit for every test passed, none for *how* the others failed — a crash and a
-    wrong answer that pass as many tests are equal, unlike :class:`Rewards`' table."""
+    wrong answer that pass as many tests are equal, unlike :class:`Rewards`' table. With early exit
+    (``ExecConfig.early_exit``, the default) an assert/call problem stops at its first runtime error
+    and a stdio one at its first failed test: the tests after it count as not passed; run without
+    early exit for the share of all tests."""
     if isinstance(result, dict):
-        if result.get("outcome") == PASSED:
-            return 1.0
-        total = result.get("tests_total") or 0
-        return (result.get("tests_passed") or 0) / total if total else 0.0
+        result = Result.from_dict(result)
     return 1.0 if result.outcome == PASSED else result.pass_ratio
 
 

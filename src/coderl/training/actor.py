@@ -163,7 +163,7 @@ class ActorTask(TrainingTask):
             score = [entry["pass@1"], -(vloss or 0.0)]
         elif cfg.best_metric == "loss" and vloss is not None:
             score = [-vloss]
-        # best_metric "last": no score, nothing published as best; the last model is
+        # best_metric "last": no score, nothing published as best; the last model is published at the end
         shown = f"validation at step {point.step}: loss {entry['loss']}"
         if entry.get("pass@1") is not None:
             shown += f", greedy pass@1 {entry['pass@1']:.3f} ({entry['problems']} problems)"

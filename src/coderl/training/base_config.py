@@ -94,6 +94,9 @@ class TrainerConfig:
         check_learning_rate(self.lr, self.SECTION)
         if self.mode == "lora" and not self.lora_targets:
             raise ConfigError(f"{self.SECTION}.lora_targets: needs at least one module name (or all-linear)")
+        if self.best_metric == "last" and self.patience:
+            raise ConfigError(f"{self.SECTION}.patience: {self.patience} stops after validations without a better "
+                              "model, but best_metric last scores none: set best_metric loss or pass@1, or patience 0")
         if self.best_metric == "pass@1" and not self.val_pass_every:
             raise ConfigError(f"{self.SECTION}.best_metric: pass@1 needs val_pass_every > 0")
         if self.best_metric == "pass@1" and not self.val_source:

@@ -44,7 +44,9 @@ class OnlineConfig(TrainerConfig):
     clip: float = opt(0.2, "Clip range of the importance ratio (1 - clip, 1 + clip) when "
                       "steps_per_round > 1.", gt=0, lt=1)
     gen_batch_size: int = opt(64, "Sequences decoded together.", ge=1)
-    # validation: eval_every 0 validates at every round's end (an online "epoch" is a round)
+    # validation: an online "epoch" is a round
+    eval_every: int = opt(0, "Validation (loss on the validation problems' gold programs; pass@1 with "
+                          "--val-pass-every) every N optimizer steps (0: after every round) and at the end.", ge=0)
     best_metric: str = opt("last", "Publish the last model (validation only logged: the learning "
                            "curve), or the round with the best greedy pass@1 (needs --val-pass-every) "
                            "or the lowest loss on the validation gold programs.", choices=BEST_METRICS)

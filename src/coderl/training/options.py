@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 from ..config import ConfigError, opt
 from ..rundir import read_meta
@@ -53,23 +54,32 @@ def check_learning_rate(lr: float | None, section: str) -> None:
         raise ConfigError(f"{section}.lr: must be a finite number > 0, got {lr!r}")
 
 
-def recorded_gold_style(path: str) -> str | None:
-    """The ``gold_style`` a ``train-actor`` box was trained with (its sidecar), None when ``path``
-    is no such box (the default model, a checkpoint, an exported folder)."""
-    meta = read_meta(path) if path and not str(path).endswith((".gguf", ".GGUF")) else None
-    if not meta or meta.get("stage") != "train-actor":
+#: the stages whose boxes record the gold layout they trained or validated on
+GOLD_STAGES = ("train-actor", "train-rl", "train-expert")
+
+
+def recorded_gold_style(path: str | Path | None) -> str | None:
+    """The ``gold_style`` a model directory was trained with, as its box's sidecar records it
+    (``train-actor`` / ``train-rl`` / ``train-expert``); None where ``path`` is no such box (the
+    default model, a GGUF file, a hub name, a checkpoint, an exported folder)."""
+    p = Path(str(path)).expanduser().resolve() if path else None
+    if p is None or not p.is_dir() or not p.name:  # "/" has no sidecar
+        return None
+    meta = read_meta(p)
+    if not meta or meta.get("stage") not in GOLD_STAGES:
         return None
     return (meta.get("fingerprint", {}).get("config") or {}).get("gold_style", "raw")  # absent: the default
 
 
 def check_gold_style(cfg, model: str, run, *, key: str) -> None:
     """``cfg.gold_style`` must be the layout the starting model was trained on, where that model is a
-    ``train-actor`` box with a sidecar (this run's ``sft`` or another run's ``sft/`` directory):
+    box with a sidecar (this run's ``sft`` or another run's ``sft/`` directory, :func:`recorded_gold_style`):
     RL's CE steps and expert iteration's validation would otherwise use another layout than SFT did,
     silently. Models without a sidecar (the default, checkpoints, exported folders) are not checked."""
     path = run.model(model)
     trained = recorded_gold_style(path)
     if trained is not None and trained != cfg.gold_style:
-        raise ConfigError(f"{key} {model!r} ({path}) was trained by train-actor with gold_style {trained!r}, "
-                          f"but {cfg.SECTION}.gold_style is {cfg.gold_style!r}: its gold programs would be in "
-                          f"another layout than SFT trained on; set --gold-style {trained}")
+        raise ConfigError(f"{key} {model!r} ({path}) was trained with gold_style {trained!r}, but "
+                          f"{cfg.SECTION}.gold_style is {cfg.gold_style!r}: its gold programs would be in another "
+                          f"layout than SFT trained on; set --gold-style {trained} (a recipe: "
+                          f"{cfg.SECTION}.gold_style: {trained})")
