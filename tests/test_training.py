@@ -786,6 +786,52 @@ def test_expert_iteration_trains_only_on_passing_programs(tmp_path, tiny_chat_di
         train_expert(problems, run, cfg, progress=False, echo=lambda x: None)
 
 
+def test_expert_iteration_in_both_prompt_shapes(tmp_path, tiny_chat_dir):
+    """expert.prompt_shapes [native, humaneval]: each kept passing program also trained in
+    HumanEval's shape (signature + docstring given, the model's own program as the target), as
+    train-actor does gold programs; a program with code before its function is left out of that
+    shape; humaneval alone keeps only those; bad shapes are refused."""
+    import json as _json
+
+    from coderl.models import load_model
+    from coderl.records import program_hash
+    from coderl.rundir import RunDir
+    from coderl.training.data import SHAPE_INDEX
+    from coderl.training.expert_config import ExpertConfig
+    from coderl.training.expert_trainer import passing_examples
+    from coderl.problems.schema import Problem
+
+    run = RunDir(tmp_path / "run").mkdir()
+    problems = [Problem(id=f"t/{i}", source="jsonl", kind="assert", entry_point="add", question=f"Add {i}.",
+                        tests={"asserts": ["assert add(1, 2) == 3"]}) for i in range(2)]
+    programs = ["def add(a, b):\n    return a + b\n", "X = 0\ndef add(a, b):\n    return b + a + X\n"]
+    samples, results = [], []
+    for p in problems:
+        for j, prog in enumerate(programs):
+            samples.append({"problem_id": p.id, "index": j, "program": prog, "raw": prog + "```",
+                            "origin": "sampled", "finish": "stop"})
+            results.append({"problem_id": p.id, "index": j, "outcome": "passed", "program_hash": program_hash(prog)})
+    run.samples.write_text("".join(_json.dumps(x) + "\n" for x in samples))
+    run.results.write_text("".join(_json.dumps(x) + "\n" for x in results))
+    lm = load_model(str(tiny_chat_dir))
+    native, c1 = passing_examples(problems, run, ExpertConfig(model=str(tiny_chat_dir), val_source=None), lm)
+    both, c2 = passing_examples(problems, run, ExpertConfig(model=str(tiny_chat_dir), val_source=None,
+                                                            prompt_shapes=["native", "humaneval"]), lm)
+    assert len(native) == 4 and "humaneval_examples" not in c1
+    shaped = [e for e in both if e.index >= SHAPE_INDEX]
+    assert both[:4] == native and c2["humaneval_examples"] == 2 and c2["humaneval_skipped_shape"] == 2
+    assert sorted((e.problem_id, e.index) for e in shaped) == [("t/0", SHAPE_INDEX), ("t/1", SHAPE_INDEX)]
+    for e in shaped:
+        prompt = lm.tokenizer.decode(e.prompt_ids)
+        assert f"Add {e.problem_id[-1]}." in prompt and ">>> add(1, 2)" in prompt and '"""' in prompt
+        assert "return a + b" in lm.tokenizer.decode(e.target_ids) and e.origin == "sampled-humaneval"
+    only, _ = passing_examples(problems, run, ExpertConfig(model=str(tiny_chat_dir), val_source=None,
+                                                           prompt_shapes=["humaneval"]), lm)
+    assert [(e.problem_id, e.index) for e in only] == [(e.problem_id, e.index) for e in shaped]
+    with pytest.raises(ConfigError, match=r"expert.prompt_shapes: \['apps'\]"):
+        ExpertConfig(prompt_shapes=["apps"])
+
+
 def test_a_setting_added_later_leaves_the_fingerprint_at_its_default():
     """sft.prompt_shapes came after SFT boxes were written: at its default it is not in the
     fingerprint (those boxes still resume); another value is (and is refused or redone)."""

@@ -5,12 +5,15 @@ model fine-tuned on its own programs that passed, in ``<run>/expert/``.
 
 Each kept program (at most ``max_per_problem`` distinct ones per problem) is trained exactly as
 the model wrote it (:func:`~coderl.training.data.build_rl_examples`'s trajectories), with SFT's
-loss and model selection; ``<run>/expert/`` is laid out as ``<run>/sft/``. One round (more: a
+loss and model selection; ``<run>/expert/`` is laid out as ``<run>/sft/``. ``prompt_shapes``
+``[native, humaneval]`` trains each also in HumanEval's prompt shape, as train-actor does its gold
+programs (fine-tuned on MBPP's prompt alone, the model loses HumanEval: RESULTS.md). One round (more: a
 recipe that samples again from ``expert``). The cheap baseline every RL claim must beat.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from typing import Any, Sequence
 
@@ -18,7 +21,7 @@ from ..execution.codes import PASSED
 from ..models import load_model
 from ..records import read_samples
 from ..rundir import RunDir
-from .data import TrainingError, build_rl_examples
+from .data import SHAPE_INDEX, TrainingError, build_gold_examples, build_rl_examples
 from .expert_config import ExpertConfig
 from .options import check_gold_style
 from .rewards import coderl_reward
@@ -32,14 +35,14 @@ def passing_examples(problems: Sequence, run: RunDir, cfg: ExpertConfig, lm) -> 
                              reward=coderl_reward(), origins=tuple(cfg.origins), relative=False,
                              skip_zero_return=False, prompt_style=cfg.prompt_style,
                              max_prompt_tokens=cfg.max_prompt_tokens, max_target_tokens=cfg.max_target_tokens)
-    finish = {s.key: s.finish for s in read_samples(run.samples)}
+    samples = {s.key: s for s in read_samples(run.samples)}
     out, seen, per, counts = [], set(), Counter(), Counter()
     for e in data.examples:
         counts["programs"] += 1
         if e.outcome != PASSED:
             continue
         counts["passed"] += 1
-        if finish.get((e.problem_id, e.index)) == "length":  # cut by max_new_tokens: it did not stop
+        if getattr(samples.get((e.problem_id, e.index)), "finish", None) == "length":  # cut by max_new_tokens: it did not stop
             counts["skipped_unfinished"] += 1
             continue
         key = (e.problem_id, tuple(e.target_ids))
@@ -50,8 +53,33 @@ def passing_examples(problems: Sequence, run: RunDir, cfg: ExpertConfig, lm) -> 
         per[e.problem_id] += 1
         e.kind, e.weights, e.ret = "gold", None, 0.0  # trained as a target, like a gold program
         out.append(e)
+    if "humaneval" in cfg.prompt_shapes:
+        shaped = humaneval_shaped(problems, out, samples, cfg, lm)
+        counts.update(humaneval_examples=len(shaped), humaneval_skipped_shape=len(out) - len(shaped))
+        out = (out if "native" in cfg.prompt_shapes else []) + shaped
     counts.update(examples=len(out), problems=len(per))
     return out, dict(counts)
+
+
+def humaneval_shaped(problems: Sequence, kept: list, samples: dict, cfg: ExpertConfig, lm) -> list:
+    """Each kept program also in HumanEval's prompt shape (signature and docstring given), as
+    train-actor builds it from a gold program (:func:`~coderl.training.data.humaneval_shape`);
+    programs that do not have that shape (code before the function, not an assert problem) are left out."""
+    by_id = {p.id: p for p in problems}
+    out = []
+    for e in kept:
+        p = by_id.get(e.problem_id)
+        if p is None:
+            continue
+        program = samples[(e.problem_id, e.index)].program
+        shaped, _ = build_gold_examples([dataclasses.replace(p, solutions=[program])], lm.tokenizer,
+                                        lm.is_encoder_decoder, prompt_style=cfg.prompt_style,
+                                        max_prompt_tokens=cfg.max_prompt_tokens,
+                                        max_target_tokens=cfg.max_target_tokens, shapes=("humaneval",))
+        for h in shaped:
+            h.index, h.origin = SHAPE_INDEX + e.index, "sampled-humaneval"
+            out.append(h)
+    return out
 
 
 def train_expert(problems: Sequence, run: RunDir, cfg: ExpertConfig, *, progress: bool = True,

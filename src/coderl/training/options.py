@@ -17,6 +17,18 @@ def gold_style_option(help: str):
     return opt("raw", help, choices=GOLD_STYLES)
 
 
+def prompt_shapes_option(help: str):
+    """``prompt_shapes``: the prompt shapes a program is trained in (``training.data.SHAPES``)."""
+    return opt(["native"], help)
+
+
+def check_prompt_shapes(section: str, shapes: list[str]) -> None:
+    from .data import SHAPES  # here: data imports the models package, heavier than a config needs
+
+    if not shapes or any(s not in SHAPES for s in shapes) or len(set(shapes)) != len(shapes):
+        raise ConfigError(f"{section}.prompt_shapes: {shapes!r}: one or more of {list(SHAPES)}, each once")
+
+
 def device_option():
     return opt("auto", "auto (accelerate's choice: a GPU when there is one), cpu, cuda.",
                choices=("auto", "cpu", "cuda"))

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..config import ConfigError, opt
+from ..config import opt
 from .base_config import NOT_FINGERPRINTED, TrainerConfig
-from .options import gold_style_option
+from .options import check_prompt_shapes, gold_style_option, prompt_shapes_option
 
 __all__ = ["SFTConfig", "NOT_FINGERPRINTED"]
 
@@ -28,9 +28,9 @@ class SFTConfig(TrainerConfig):
                              "code moved after it (the same program at call time); off: such "
                              "programs are skipped.")
 
-    prompt_shapes: list[str] = opt(["native"], "Prompt shapes each gold program is trained in: "
-                                   "native (the problem's own prompt) and humaneval (its signature and "
-                                   "a docstring given, the function to write: HumanEval's shape).")
+    prompt_shapes: list[str] = prompt_shapes_option(
+        "Prompt shapes each gold program is trained in: native (the problem's own prompt) and humaneval "
+        "(its signature and a docstring given, the function to write: HumanEval's shape).")
 
     gold_style: str = gold_style_option(
         "Layout of the gold programs trained on: raw (as the dataset writes them: MBPP's mix tabs, 2- and "
@@ -44,9 +44,4 @@ class SFTConfig(TrainerConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        from .data import SHAPES
-
-        if not self.prompt_shapes or any(s not in SHAPES for s in self.prompt_shapes) \
-                or len(set(self.prompt_shapes)) != len(self.prompt_shapes):
-            raise ConfigError(f"sft.prompt_shapes: {self.prompt_shapes!r}: one or more of {list(SHAPES)}, "
-                              "each once")
+        check_prompt_shapes(self.SECTION, self.prompt_shapes)
