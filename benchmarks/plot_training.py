@@ -108,7 +108,7 @@ def plot_online(specs: list[str], out: Path, plt) -> int:
             ax.set_xlabel("optimizer step", fontsize=8)
         pts = [(r["step"], 100 * r["pass@1"]) for r in log if r.get("event") == "eval" and r.get("pass@1") is not None]
         if pts:   # the learning curve: validation after every round (train-online's val_pass_every)
-            axes[1][3].plot(*zip(*pts), "o-", label=name, ms=3)
+            axes[1][3].plot(*zip(*pts), "o-", label=name, ms=3, color=axes[0][0].lines[-1].get_color())
     axes[1][3].set_title("validation greedy pass@1 (%)", fontsize=10)
     axes[1][3].set_xlabel("optimizer step", fontsize=8)
     if not axes[1][3].lines:
