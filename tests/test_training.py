@@ -1011,6 +1011,12 @@ def test_online_rl_writes_rounds_and_a_killed_run_resumes_to_the_same_weights(tm
         assert len(samples) == len(results) == 4 and {x.meta["round"] for x in samples} == {r}
     rounds = [json.loads(l) for l in (a.online / "rounds.jsonl").read_text().splitlines()]
     assert [x["round"] for x in rounds] == [0, 1] and all("pass_rate" in x and "generate_s" in x for x in rounds)
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    tb = EventAccumulator(str(a.online / "tb"))
+    tb.Reload()
+    for key in ("mean_reward", "pass_rate", "generate_s"):   # per round in TensorBoard too, x = the round
+        assert [(e.step, round(e.value, 4)) for e in tb.Scalars(f"round/{key}")] == \
+            [(x["round"], round(x[key], 4)) for x in rounds]
     # the KL to the starting model (the adapters off) is 0 before the first update, not after
     steps = [json.loads(l) for l in (a.online / "log.jsonl").read_text().splitlines()]
     kls = [x["kl"] for x in steps if "kl" in x]
@@ -1102,6 +1108,9 @@ def test_online_rl_bad_inputs(tmp_path, tiny_chat_dir):
 
     with pytest.raises(ConfigError, match="at least 2"):
         _online_cfg(tiny_chat_dir, group_size=1)
+    with pytest.raises(ConfigError, match=r"online.patience: 2 .*best_metric last scores none"):
+        _online_cfg(tiny_chat_dir, patience=2)   # online publishes the last model: nothing to stop on
+    assert _online_cfg(tiny_chat_dir, patience=2, best_metric="loss").patience == 2
     _online_cfg(tiny_chat_dir, group_size=1, advantage="coderl")   # CodeRL's baseline is the greedy program
     run = RunDir(tmp_path / "r").mkdir()
     with pytest.raises(TrainingError, match=r"raised ZeroDivisionError.* in round 0"):

@@ -242,8 +242,24 @@ class RolloutBatches:
                 if _round_of(l) == r:
                     stats.update({k: v for k, v in json.loads(l).items() if k not in stats})
             atomic_write_text(path, "".join(l + "\n" for l in kept) + json.dumps(stats) + "\n")
-        self.task.round_stats = stats
+            self.log_round(stats)
         return examples
+
+    def log_round(self, stats: dict[str, Any]) -> None:
+        """The round's line of ``rounds.jsonl`` in TensorBoard too (``round/*``, x: the round), beside
+        the Trainer's per-step scalars in the box's ``tb/``."""
+        from torch.utils.tensorboard import SummaryWriter
+
+        from .engine import TB_DIR
+
+        mix = stats.get("outcomes") or {}
+        n = max(1, sum(mix.values()))
+        scalars = {k: stats[k] for k in ("mean_reward", "pass_rate", "generate_s", "execute_s",
+                                          "generate_tokens_per_s", "groups_all_equal") if k in stats}
+        scalars.update({f"share_{o}": v / n for o, v in mix.items()})
+        with SummaryWriter(str(self.run.online / TB_DIR), filename_suffix=".rounds") as tb:
+            for k, v in scalars.items():
+                tb.add_scalar(f"round/{k}", v, stats["round"])
 
     def rollout(self, r: int, problems: list, d: Path) -> dict[str, Any]:
         """Sample and execute round ``r``; its records written under ``d`` (whole, atomically)."""
