@@ -36,7 +36,7 @@ is published (``best_metric`` ``last``), or the round with the best pass@1 / los
 Checkpoints are taken after every step (``save_every`` 1), so a killed run resumes at its step
 and, reading the rounds already on disk, reaches the same weights. Per step ``log.jsonl`` and
 TensorBoard have the loss, the mean advantage, the KL, the sampled tokens' negative log-likelihood
-(an estimate of the policy's entropy) and the clipped share; ``rounds.jsonl`` per round the mean
+(an estimate of the policy's entropy) and the clipped share; ``rounds.jsonl`` (and TensorBoard's ``round/*``) per round the mean
 reward, pass rate, outcome mix, groups left out, generated tokens/s and the seconds spent
 generating and executing (``benchmarks/plot_training.py`` draws both).
 """
