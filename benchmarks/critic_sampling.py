@@ -8,6 +8,9 @@
     python benchmarks/critic_sampling.py run --out runs/cs_bench --label cpu
     # (or in parallel processes: run --variants plain / --variants refine,repair-self,repair,both
     #  --no-report per set, then `report` builds the table; benchmarks/gpu_critic_sampling.sh)
+    # On 2 CPU cores: two 1-thread lanes (--threads 1), a shorter repair training
+    # (--repair-max-pairs 1 --repair-epochs 1: 46 steps, ~50 min) and the runs split between the
+    # lanes (RESULTS.md, "Critic sampling (issue 18), fourth session")
 
 Variants (each a ``critic-sample`` box under ``<out>/<set>/<variant>/``; ``--budget`` B programs
 per problem, all counted; the first B/2 shared by the round-based variants, drawn once):
@@ -69,7 +72,8 @@ def prepare(args) -> None:
     if "critic" in parts:
         train_critic(problems, out / "critic_run", CriticConfig(
             model=args.model, num_classes=2, mode=args.critic_mode, include_gold=args.include_gold,
-            epochs=args.critic_epochs, val_fraction=0.15, device=args.device, progress=False, bootstrap=200),
+            epochs=args.critic_epochs, val_fraction=0.15, device=args.device, progress=False, bootstrap=200,
+            threads=args.threads),
             samples_path=train.samples, results_path=train.results)
         print(f"critic: {time.time() - t:.0f}s", flush=True)
     if "repair" not in parts:
@@ -81,7 +85,8 @@ def prepare(args) -> None:
             shutil.copy(train.box(name), repair_run.box(name))
     train_repair(problems, repair_run, RepairConfig(
         model=args.model, epochs=args.repair_epochs, batch_size=args.repair_batch, grad_accum=1,
-        max_pairs=4, device=args.device, mixed_precision=args.mixed_precision, save_every=0, progress=False))
+        max_pairs=args.repair_max_pairs, device=args.device, mixed_precision=args.mixed_precision,
+        save_every=args.repair_save_every, progress=False, threads=args.threads))
     print(f"repair: {time.time() - t:.0f}s", flush=True)
 
 
@@ -97,7 +102,7 @@ def _cfg(args, variant: str, set_name: str) -> CriticSamplingConfig:
         model=args.model, critic=str(Path(args.out) / "critic_run" / "critic" / "best"),
         budget=args.budget, first=args.budget if plain else args.budget // 2, rounds=0 if plain else 1,
         submit=5, source=source, split=split, end=end, seed=args.seed, batch_size=args.batch_size,
-        device=args.device, dtype=args.dtype, progress=False, **v)
+        device=args.device, dtype=args.dtype, progress=False, threads=args.threads, **v)
 
 
 def _share_first_round(src: Path, dst: Path, wait: float = 1800) -> None:
@@ -245,6 +250,7 @@ def main(argv=None) -> int:
         p.add_argument("--model", default="default")
         p.add_argument("--device", default="cpu")
         p.add_argument("--seed", type=int, default=0)
+        p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p = sub.choices["prepare"]
     p.add_argument("--train-run", required=True)
     p.add_argument("--critic-mode", default="head", choices=("head", "top", "lora"))
@@ -255,6 +261,9 @@ def main(argv=None) -> int:
                    "(off: only the actor's own programs, the better ranking critic, RESULTS.md)")
     p.add_argument("--repair-epochs", type=int, default=2)
     p.add_argument("--repair-batch", type=int, default=8)
+    p.add_argument("--repair-max-pairs", type=int, default=4, help="failed programs per problem made into "
+                   "repair pairs (fewer: a shorter training, for CPU)")
+    p.add_argument("--repair-save-every", type=int, default=0, help="checkpoint every N steps (resumable)")
     p.add_argument("--mixed-precision", default="no")
     for name in ("run", "report"):
         p = sub.choices[name]
