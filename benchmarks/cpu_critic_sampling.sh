@@ -10,6 +10,8 @@
 #   MODEL  the actor (a model spec; the critic and the repair model are built on it)
 #   TRAIN  an executed train run of that actor (samples.jsonl + results.jsonl on MBPP train)
 #   OUTDIR (runs/cs)  LABEL (cpu)  BUDGET (10)  LOGS (runs/cs/logs)
+#   REPAIR_BATCH (8)  REPAIR_ACCUM (1): the measured run used a batch of 8, peak RSS 14.6 GB; with
+#   less memory set REPAIR_BATCH=1 REPAIR_ACCUM=8 (the same examples per optimizer step)
 # Wall time on 2 cores with the SFT actor of the fourth session: ~1 h 45 min.
 set -u
 MODEL=${MODEL:?the actor}; TRAIN=${TRAIN:?an executed train run}; OUTDIR=${OUTDIR:-runs/cs}
@@ -31,6 +33,7 @@ run() {  # run <set> <variants> [first-from]
 ) &
 (
   $PY $B prepare $common --train-run "$TRAIN" --parts repair --repair-max-pairs 1 --repair-epochs 1 \
+    --repair-batch "${REPAIR_BATCH:-8}" --repair-grad-accum "${REPAIR_ACCUM:-1}" \
     --repair-save-every 20 > "$LOGS/prepare_repair.log" 2>&1 \
     || { echo "repair preparation failed: $LOGS/prepare_repair.log"; exit 2; }
   until grep -qs '"complete": true' "$OUTDIR/critic_run/critic/metrics.json"; do  # lane A's critic

@@ -84,7 +84,7 @@ def prepare(args) -> None:
         if not repair_run.box(name).exists():
             shutil.copy(train.box(name), repair_run.box(name))
     train_repair(problems, repair_run, RepairConfig(
-        model=args.model, epochs=args.repair_epochs, batch_size=args.repair_batch, grad_accum=1,
+        model=args.model, epochs=args.repair_epochs, batch_size=args.repair_batch, grad_accum=args.repair_grad_accum,
         max_pairs=args.repair_max_pairs, device=args.device, mixed_precision=args.mixed_precision,
         save_every=args.repair_save_every, progress=False, threads=args.threads))
     print(f"repair: {time.time() - t:.0f}s", flush=True)
@@ -261,6 +261,8 @@ def main(argv=None) -> int:
                    "(off: only the actor's own programs, the better ranking critic, RESULTS.md)")
     p.add_argument("--repair-epochs", type=int, default=2)
     p.add_argument("--repair-batch", type=int, default=8)
+    p.add_argument("--repair-grad-accum", type=int, default=1, help="batches per optimizer step (CPU: "
+                   "--repair-batch 1 --repair-grad-accum 8 is the same step as a batch of 8 in far less memory)")
     p.add_argument("--repair-max-pairs", type=int, default=4, help="failed programs per problem made into "
                    "repair pairs (fewer: a shorter training, for CPU)")
     p.add_argument("--repair-save-every", type=int, default=0, help="checkpoint every N steps (resumable)")
