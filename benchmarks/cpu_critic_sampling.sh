@@ -12,7 +12,7 @@
 #   OUTDIR (runs/cs)  LABEL (cpu)  BUDGET (10)  LOGS (runs/cs/logs)
 #   REPAIR_BATCH (8)  REPAIR_ACCUM (1): the measured run used a batch of 8, peak RSS 14.6 GB; with
 #   less memory set REPAIR_BATCH=1 REPAIR_ACCUM=8 (the same examples per optimizer step)
-# Wall time on 2 cores with the SFT actor of the fourth session: ~1 h 45 min.
+# Wall time on 2 cores with the SFT actor of the fourth session: ~2 h 30 min (HumanEval runs are the long part).
 set -u
 MODEL=${MODEL:?the actor}; TRAIN=${TRAIN:?an executed train run}; OUTDIR=${OUTDIR:-runs/cs}
 LABEL=${LABEL:-cpu}; BUDGET=${BUDGET:-10}; LOGS=${LOGS:-$OUTDIR/logs}
