@@ -9,7 +9,7 @@
     # (or in parallel processes: run --variants plain / --variants refine,repair-self,repair,both
     #  --no-report per set, then `report` builds the table; benchmarks/gpu_critic_sampling.sh)
     # On 2 CPU cores: two 1-thread lanes (--threads 1), a shorter repair training
-    # (--repair-max-pairs 1 --repair-epochs 1: 46 steps, ~50 min) and the runs split between the
+    # (--repair-max-pairs 1 --repair-epochs 1: 47 steps, ~45 min at one thread) and the runs split between the
     # lanes (RESULTS.md, "Critic sampling (issue 18), fourth session")
 
 Variants (each a ``critic-sample`` box under ``<out>/<set>/<variant>/``; ``--budget`` B programs
