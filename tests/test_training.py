@@ -696,6 +696,30 @@ def test_sft_trains_the_humaneval_prompt_shape_too(tiny_chat_dir, tiny_causal_di
         SFTConfig(prompt_shapes=["native", "codex"])
 
 
+def test_the_humaneval_shape_takes_the_signature_as_written():
+    """A space before the colon, a return annotation or a comment after the signature keep a gold
+    program's HumanEval shape (21 of MBPP's 374 train problems were dropped before); a one-line
+    function has no body to put under a docstring and stays native only."""
+    import ast as _ast
+    import re as _re
+
+    from coderl.problems import load_problems
+    from coderl.training.data import humaneval_shape
+
+    problems = load_problems("mbpp", split="train")
+    p = next(q for q in problems if humaneval_shape(q, q.solutions[0]) is not None)
+    sol = p.solutions[0].replace("\r\n", "\n")
+    sig = _re.search(rf"^def {p.entry_point}\((.*)\):[ \t]*$", sol, _re.M)
+    for line in (f"def {p.entry_point}({sig.group(1)}) :", f"def {p.entry_point}({sig.group(1)}) -> object:",
+                 f"def {p.entry_point}({sig.group(1)}):  # see (1): a note"):
+        shaped = humaneval_shape(p, sol.replace(sig.group(0), line))
+        assert shaped is not None, line
+        assert line in shaped.prompt and '"""' in shaped.prompt.split(line)[1]
+        _ast.parse(shaped.prompt + shaped.meta["body"])
+    assert humaneval_shape(p, f"def {p.entry_point}({sig.group(1)}): return None\n") is None
+    assert sum(humaneval_shape(q, q.solutions[0]) is not None for q in problems) == 351
+
+
 def test_normalized_gold_is_the_same_program_in_one_layout(tiny_chat_dir):
     """gold_style normalized: MBPP's gold programs (tabs, 2- and 8-space indents, `if (x) :`) are
     trained as ast.unparse lays them out -- the same syntax tree, 4-space indents, no `) :` --

@@ -143,7 +143,8 @@ def humaneval_shape(problem, solution: str):
     if problem.kind != "assert" or not problem.entry_point or problem.source == "humaneval":
         return None
     sol = _normalise(solution)
-    m = re.search(rf"^def {re.escape(problem.entry_point)}\(.*\):[ \t]*$", sol, re.M)
+    # the signature's line as written: `def f(x):`, `def f(x) :`, `def f(x) -> int:`, a comment after it
+    m = re.search(rf"^def {re.escape(problem.entry_point)}\(.*\)[^:\n#]*:[ \t]*(#.*)?$", sol, re.M)
     if m is None:
         return None
     head = [l for l in sol[:m.start()].splitlines() if l.strip()]
