@@ -606,6 +606,21 @@ def test_nan_loss_stops_and_names_the_last_good_checkpoint(tmp_path, tiny_chat_d
     load_model(str(cks[0]))  # the checkpoint is a loadable model
 
 
+def test_a_finished_sft_box_under_other_training_examples_is_refused(tmp_path, tiny_chat_dir, train_problems):
+    """The same settings but other examples (a gold program changed, or the code that builds the
+    examples did, as the HumanEval shape's signature fix) is not "already complete": refused, naming
+    the data, and the finished model is left as it was."""
+    cfg = SFTConfig(model=str(tiny_chat_dir), epochs=1, batch_size=1, grad_accum=1, max_steps=1, mode="full",
+                    lr=1e-3, progress=False, val_source=None)
+    assert train_sft(train_problems[:2], tmp_path, cfg, echo=lambda *_: None)["complete"]
+    weights = {f.name: f.read_bytes() for f in (tmp_path / SFT_DIR).iterdir() if f.is_file()}
+    edited = [dataclasses.replace(train_problems[0], solutions=[train_problems[0].solutions[0] + "\n# edited\n"]),
+              train_problems[1]]
+    with pytest.raises(ConfigError, match=r"other data; refusing to resume it\. Differences: data: "):
+        train_sft(edited, tmp_path, cfg, echo=lambda *_: None)
+    assert {f.name: f.read_bytes() for f in (tmp_path / SFT_DIR).iterdir() if f.is_file()} == weights
+
+
 def _wider_llama(path: Path) -> Path:
     """A causal model with the tiny chat model's tokenizer but other sizes."""
     from transformers import LlamaConfig, LlamaForCausalLM
